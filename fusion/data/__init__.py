@@ -1,0 +1,273 @@
+"""Datasets: the embedded synthetic cohort, folders of X-rays with a clinical table, and
+MedMNIST-style ``.npz`` files, all loaded into one in-memory :class:`Dataset`.
+
+Images are decoded once, at load time, into uint8 arrays at the model's size; the
+clinical table is parsed and validated against the schema once. Rows that fail are
+skipped and reported in ``Dataset.skipped`` (row, file, reason), never coerced.
+
+Example
+-------
+>>> from fusion.data import load_dataset
+>>> ds = load_dataset(None, image_size=32, synthetic_n=60)
+>>> len(ds), ds.classes, ds.images.shape[1:]
+(60, ('covid', 'pneumonia', 'normal'), (32, 32))
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fusion.data import synthetic
+from fusion.data.images import load_image
+from fusion.data.splits import grouped_split
+from fusion.schema import Schema, load_schema
+
+__all__ = ["Dataset", "load_dataset", "read_table", "grouped_split", "load_image", "synthetic"]
+
+NPZ_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Dataset:
+    """Labelled images and/or clinical records, row-aligned.
+
+    Attributes
+    ----------
+    name : str
+    classes : tuple of str
+        Class names; ``labels`` index into them.
+    labels : numpy.ndarray of int64, shape (n,)
+    images : numpy.ndarray of uint8, shape (n, S, S), or None
+    records : pandas.DataFrame or None
+        Parsed schema features (numeric as float with NaN, categorical as str/None).
+    groups : numpy.ndarray or None
+        Patient ids.
+    files : numpy.ndarray or None
+        Where each image came from (file name, or ``split[index]`` for an .npz).
+    schema : Schema or None
+    splits : dict of str -> index array, or None
+        Splits the data came with (an .npz's own), used as given.
+    skipped : list of dict
+        Rows that were not loaded: ``{"row", "file", "reason"}``.
+    notes : list of dict
+        Values the schema's declared policies changed (e.g. out of range -> missing).
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    labels: np.ndarray
+    images: np.ndarray | None = None
+    records: pd.DataFrame | None = None
+    groups: np.ndarray | None = None
+    files: np.ndarray | None = None
+    schema: Schema | None = None
+    splits: dict[str, np.ndarray] | None = None
+    skipped: list[dict] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def modalities(self) -> frozenset[str]:
+        """The modalities this dataset holds."""
+        have = set()
+        if self.images is not None:
+            have.add("image")
+        if self.records is not None and len(self.records.columns):
+            have.add("tabular")
+        return frozenset(have)
+
+    @property
+    def image_size(self) -> int | None:
+        return None if self.images is None else int(self.images.shape[-1])
+
+    def subset(self, index: np.ndarray) -> "Dataset":
+        """The rows ``index`` as a new dataset (skipped rows and notes are kept)."""
+        index = np.asarray(index, dtype=np.int64)
+        return replace(
+            self,
+            labels=self.labels[index],
+            images=None if self.images is None else self.images[index],
+            records=None if self.records is None else self.records.iloc[index],
+            groups=None if self.groups is None else self.groups[index],
+            files=None if self.files is None else self.files[index],
+            splits=None,
+        )
+
+    def split(self, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> dict[str, "Dataset"]:
+        """Train/val/test datasets: the data's own splits if it has them, else a
+        stratified split grouped by patient (see :func:`grouped_split`)."""
+        if self.splits is not None:
+            return {name: self.subset(idx) for name, idx in self.splits.items()}
+        index = grouped_split(self.labels, self.groups, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        return {name: self.subset(idx) for name, idx in index.items()}
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV as strings, so that the schema, not pandas, decides types and missing values."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
+
+
+def _from_validated(name: str, schema: Schema, table: pd.DataFrame, image_loader) -> Dataset:
+    """Build a dataset from a raw table: validate rows, then load their images."""
+    checked = schema.validate_table(table)
+    skipped = list(checked.skipped)
+    keep, pixels = [], []
+    seen_files: dict[str, object] = {}
+    files = checked.images if checked.images is not None else [None] * len(checked.labels)
+    for pos, (row, file) in enumerate(zip(checked.features.index, files)):
+        if file is not None:
+            if file in seen_files:
+                skipped.append({"row": row, "file": file, "reason": f"duplicate image: also used by row {seen_files[file]}"})
+                continue
+            seen_files[file] = row
+        if image_loader is not None:
+            try:
+                pixels.append(image_loader(row, file))
+            except ValueError as err:
+                skipped.append({"row": row, "file": file, "reason": str(err)})
+                continue
+        keep.append(pos)
+    keep = np.asarray(keep, dtype=np.int64)
+    position = {row: i for i, row in enumerate(table.index)}
+    skipped.sort(key=lambda s: position[s["row"]])
+    return Dataset(
+        name=name,
+        classes=schema.classes,
+        labels=checked.labels[keep],
+        images=np.stack(pixels) if pixels else (None if image_loader is None else np.zeros((0, 1, 1), np.uint8)),
+        records=checked.features.iloc[keep] if schema.features else None,
+        groups=None if checked.groups is None else checked.groups[keep],
+        files=None if checked.images is None else checked.images[keep],
+        schema=schema,
+        skipped=skipped,
+        notes=checked.notes,
+    )
+
+
+def load_synthetic(n: int = 1200, *, seed: int = 0, image_size: int = 128) -> Dataset:
+    """The embedded synthetic cohort (see :mod:`fusion.data.synthetic`) as a dataset."""
+    table, images = synthetic.make_cohort(n, seed=seed, image_size=image_size)
+    schema = load_schema("synthetic")
+    by_row = dict(zip(table.index, images))
+    return _from_validated("synthetic", schema, table, lambda row, file: by_row[row])
+
+
+def load_folder(path: str | Path, schema: Schema | str | Path | None, *, image_size: int = 128, modalities=("image", "tabular")) -> Dataset:
+    """A folder with ``metadata.csv`` and the schema's image folder.
+
+    ``path`` may also be the CSV file itself. Without ``schema`` the folder's own
+    ``schema.toml`` is used.
+    """
+    path = Path(path)
+    csv = path if path.is_file() else path / "metadata.csv"
+    root = csv.parent
+    if not csv.is_file():
+        raise FileNotFoundError(f"dataset {str(path)!r}: no metadata.csv (expected {csv})")
+    if schema is None:
+        if not (root / "schema.toml").is_file():
+            raise ValueError(f"dataset {str(path)!r} needs a schema: pass --schema FILE (or put schema.toml beside metadata.csv)")
+        schema = root / "schema.toml"
+    if not isinstance(schema, Schema):
+        schema = load_schema(schema)
+    table = read_table(csv)
+    undeclared = schema.undeclared_columns(table.columns)
+    if undeclared:
+        warnings.warn(f"{csv}: columns not declared in schema {schema.name!r} are ignored: {undeclared}", stacklevel=2)
+    loader = None
+    if "image" in modalities and schema.image_column:
+        folder = root / (schema.image_folder or ".")
+
+        def loader(row, file):
+            return load_image(folder / file, image_size)
+
+    return _from_validated(root.name, schema, table, loader)
+
+
+def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, image_size: int | None = None) -> Dataset:
+    """An image-only dataset in MedMNIST layout: ``{split}_images`` and ``{split}_labels``
+    for any subset of train/val/test. The file's own splits are kept.
+
+    ``schema`` (optional) names the classes through its label mapping of the raw
+    integer labels; without it the classes are the label values as strings.
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as npz:
+        present = [s for s in NPZ_SPLITS if f"{s}_images" in npz.files]
+        if not present:
+            raise ValueError(f"{path}: no '<split>_images' arrays; found {npz.files}; expected e.g. train_images, train_labels")
+        parts = {}
+        for split in present:
+            if f"{split}_labels" not in npz.files:
+                raise ValueError(f"{path}: has {split}_images but no {split}_labels")
+            images, labels = npz[f"{split}_images"], npz[f"{split}_labels"].reshape(-1)
+            if len(images) != len(labels):
+                raise ValueError(f"{path}: {split}_images has {len(images)} rows but {split}_labels has {len(labels)}")
+            parts[split] = (images, labels)
+    if schema is not None and not isinstance(schema, Schema):
+        schema = load_schema(schema)
+    raw = np.concatenate([labels for _, labels in parts.values()])
+    if schema is not None:
+        classes = schema.classes
+        encode = schema.label.encode
+    else:
+        values = sorted({int(v) for v in raw})
+        classes = tuple(str(v) for v in values)
+        encode = values.index
+    labels, images, files, splits, start = [], [], [], {}, 0
+    size = image_size or int(next(iter(parts.values()))[0].shape[1])
+    for split, (imgs, labs) in parts.items():
+        for i, (img, lab) in enumerate(zip(imgs, labs)):
+            labels.append(encode(lab.item()))
+            images.append(img if img.shape[:2] == (size, size) and img.ndim == 2 and img.dtype == np.uint8 else load_image(img, size))
+            files.append(f"{split}[{i}]")
+        splits[split] = np.arange(start, start + len(labs))
+        start += len(labs)
+    return Dataset(
+        name=path.stem,
+        classes=tuple(classes),
+        labels=np.asarray(labels, dtype=np.int64),
+        images=np.stack(images),
+        files=np.asarray(files, dtype=object),
+        schema=schema,
+        splits=splits,
+    )
+
+
+def load_dataset(
+    path: str | Path | None = None,
+    schema: Schema | str | Path | None = None,
+    *,
+    image_size: int = 128,
+    seed: int = 0,
+    synthetic_n: int = 1200,
+    modalities=("image", "tabular"),
+) -> Dataset:
+    """Load any supported dataset.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        None: the embedded synthetic cohort (``synthetic_n`` images, ``seed``);
+        an ``.npz``: MedMNIST layout; a folder or CSV file: table plus images.
+    schema : Schema, str or Path, optional
+        A schema object, a TOML file or a built-in schema name.
+    image_size : int
+        Side of the decoded square images.
+    modalities : iterable of str
+        Images are decoded only when "image" is among them.
+    """
+    if path is None:
+        return load_synthetic(synthetic_n, seed=seed, image_size=image_size)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
+    if path.suffix == ".npz":
+        return load_npz(path, schema=schema, image_size=image_size)
+    return load_folder(path, schema, image_size=image_size, modalities=tuple(modalities))

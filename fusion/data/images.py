@@ -1,0 +1,177 @@
+"""Reading X-ray images of any common format into one grayscale channel at model size.
+
+Every image the library sees, in training or prediction, passes through
+:func:`load_image`, so a file, a PIL image, an array and raw bytes of the same picture
+give the same pixels. Images are stored as uint8 at the model's size: 8 bits are what
+the networks see after normalisation anyway, and they keep decoded datasets small.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+ImageSource = Any  # str | Path | PIL.Image.Image | numpy.ndarray | bytes
+
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
+
+
+def _scale_to_unit(array: np.ndarray, what: str) -> np.ndarray:
+    """Map pixel values to float32 in [0, 1].
+
+    uint8 is divided by 255. Wider integers (12- or 16-bit detectors rarely use their
+    whole range) and floats outside [0, 1] are windowed to the image's own min..max.
+    """
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"image {what}: unsupported pixel type {array.dtype}; expected uint8, uint16 or float")
+    values = array.astype(np.float32)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"image {what}: contains NaN or infinite pixel values")
+    if np.issubdtype(array.dtype, np.floating) and values.min() >= 0.0 and values.max() <= 1.0:
+        return values
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros_like(values)
+    return (values - lo) / (hi - lo)
+
+
+def _array_to_gray(array: np.ndarray, what: str) -> np.ndarray:
+    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+        else:
+            rgb = _scale_to_unit(array[..., :3], what)
+            # ITU-R 601-2 luma, as PIL's convert("L") uses.
+            return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"image {what}: expected an array of shape (H, W) or (H, W, C) with C in 1, 3, 4; got {array.shape}")
+    if min(array.shape) < 1:
+        raise ValueError(f"image {what}: has zero size {array.shape}")
+    return _scale_to_unit(array, what)
+
+
+def _pil_to_gray(image: Image.Image, what: str) -> np.ndarray | Image.Image:
+    """An 8-bit image stays a PIL "L" image (fast resize); deeper ones become float arrays."""
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"image {what}: has zero size {image.size}")
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _array_to_gray(np.asarray(image), what)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        # Transparent pixels of screenshots are background: composite on black.
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("L")
+    return image.convert("L")
+
+
+def _read_dicom(data: bytes | str | Path, what: str) -> np.ndarray:
+    try:
+        import pydicom
+        from pydicom.pixels import apply_voi_lut
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(f"reading DICOM ({what}) needs pydicom: pip install pydicom") from err
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else data)
+        pixels = ds.pixel_array
+    except Exception as err:  # pydicom raises many kinds for corrupt files
+        raise ValueError(f"image {what}: not a readable DICOM file ({err})") from None
+    if pixels.ndim == 3 and getattr(ds, "SamplesPerPixel", 1) == 1:
+        pixels = pixels[0]  # a multi-frame file: the first frame
+    values = apply_voi_lut(pixels, ds).astype(np.float32) if "WindowCenter" in ds or "VOILUTSequence" in ds else pixels.astype(np.float32)
+    gray = _array_to_gray(values, what)
+    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+        gray = 1.0 - gray  # MONOCHROME1 stores bright as low values
+    return gray
+
+
+def _is_dicom_bytes(data: bytes) -> bool:
+    return len(data) > 132 and data[128:132] == b"DICM"
+
+
+def read_gray(source: ImageSource) -> np.ndarray | Image.Image:
+    """Decode ``source`` to one gray channel: a PIL "L" image or a float32 array in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        The file is missing, unreadable, corrupt, empty or of an unsupported kind; the
+        message names the file.
+    TypeError
+        ``source`` is none of path, PIL image, numpy array or bytes.
+    """
+    what = _describe(source)
+    if isinstance(source, np.ndarray):
+        if source.dtype == np.uint8 and source.size:
+            # Through PIL, so an array gives exactly the pixels of the same picture as a file.
+            array = source[..., 0] if source.ndim == 3 and source.shape[-1] == 1 else source
+            if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4)):
+                return _pil_to_gray(Image.fromarray(np.ascontiguousarray(array)), what)
+        return _array_to_gray(source, what)
+    if isinstance(source, Image.Image):
+        return _pil_to_gray(source, what)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"image {what}: no such file")
+        if path.suffix.lower() in _DICOM_SUFFIXES:
+            return _read_dicom(path, what)
+        data = path.read_bytes()
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        raise TypeError(
+            f"image must be a path, PIL image, numpy array or bytes; got {type(source).__name__}"
+        )
+    if _is_dicom_bytes(data):
+        return _read_dicom(data, what)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return _pil_to_gray(image, what)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, ValueError) and str(err).startswith("image "):
+            raise
+        raise ValueError(f"image {what}: not a readable image ({err})") from None
+
+
+def load_image(source: ImageSource, size: int) -> np.ndarray:
+    """Decode and resize one image to a ``size`` x ``size`` uint8 array.
+
+    The image is resized to the square directly (no crop, so no lung field is cut
+    off), with an antialiasing filter.
+
+    Parameters
+    ----------
+    source : str, Path, PIL.Image.Image, numpy.ndarray or bytes
+        PNG, JPEG or DICOM; 8 or 16 bit; grayscale, RGB or RGBA; any size.
+    size : int
+        Output side in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, shape (size, size).
+    """
+    gray = read_gray(source)
+    if isinstance(gray, np.ndarray):
+        gray = Image.fromarray(gray.astype(np.float32))  # mode "F"
+        resized = np.asarray(gray.resize((size, size), Image.Resampling.BILINEAR))
+        return np.clip(np.round(resized * 255.0), 0, 255).astype(np.uint8)
+    return np.asarray(gray.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)

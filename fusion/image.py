@@ -1,0 +1,255 @@
+"""The image branch: a registry of grayscale X-ray backbones.
+
+Every backbone is an ``nn.Module`` that takes one-channel images normalised to zero
+mean and unit variance, exposes ``output_dim`` and ``forward_features`` (an embedding
+of shape (batch, output_dim)), and can freeze its first blocks for fine-tuning. The
+:class:`ImageBranch` wraps a backbone with the dataset's intensity normalisation, kept
+as buffers so the saved weights carry it.
+
+Example
+-------
+>>> import torch
+>>> branch = ImageBranch(create_backbone("custom"), mean=0.5, std=0.25)
+>>> branch(torch.rand(2, 1, 64, 64)).shape == (2, branch.output_dim)
+True
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class CustomCNN(nn.Module):
+    """A fast CNN for grayscale X-rays: four conv-BN-ReLU-pool blocks and global pooling.
+
+    About 0.4 M parameters with the default widths; on 2 CPU cores it trains at
+    roughly 20x the speed of DenseNet169 at the same input size.
+
+    Parameters
+    ----------
+    widths : tuple of int
+        Channels of each block; each block halves the resolution.
+    """
+
+    n_blocks = 4
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)):
+        super().__init__()
+        layers, channels = [], 1
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.output_dim = channels
+        self.n_blocks = len(widths)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+    def blocks(self) -> list[nn.Module]:
+        """The feature blocks in input-to-output order, for :func:`freeze_blocks`."""
+        return [self.features[i : i + 4] for i in range(0, len(self.features), 4)]
+
+
+class DenseNet169(nn.Module):
+    """torchvision's DenseNet169 with a one-channel stem and no classifier.
+
+    The classifier of the seed project is replaced by the fusion head; ``freeze`` keeps
+    the stem and the first dense blocks (and their transitions) fixed, as in classic
+    transfer learning. ImageNet weights are never downloaded here; see
+    :func:`load_backbone_weights`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import densenet169
+
+        net = densenet169(weights=None)
+        net.features.conv0 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.features = net.features
+        self.output_dim = net.classifier.in_features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.n_blocks = 4
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # Not in place: Captum's backward hooks cannot follow an in-place ReLU.
+        return self.pool(torch.relu(self.features(x))).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+    def blocks(self) -> list[nn.Module]:
+        f = self.features
+        stem = nn.ModuleList([f.conv0, f.norm0])
+        return [
+            nn.ModuleList([stem, f.denseblock1, f.transition1]),
+            nn.ModuleList([f.denseblock2, f.transition2]),
+            nn.ModuleList([f.denseblock3, f.transition3]),
+            nn.ModuleList([f.denseblock4, f.norm5]),
+        ]
+
+
+BACKBONES = {"custom": CustomCNN, "densenet169": DenseNet169}
+
+# torchvision's published DenseNet checkpoints use old key names ("norm.1"); it fixes them
+# with this pattern in torchvision.models.densenet._load_state_dict.
+_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+IMAGENET_FILES = {"densenet169": "densenet169-b2777c0a.pth"}
+
+
+def create_backbone(name: str) -> nn.Module:
+    """Build a backbone by registry name.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the known ones.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known backbones: {sorted(BACKBONES)}")
+    return BACKBONES[name]()
+
+
+def freeze_blocks(backbone: nn.Module, n: int) -> None:
+    """Freeze the first ``n`` blocks: no gradients, batch-norm statistics fixed.
+
+    Batch-norm layers of frozen blocks are put in eval mode by :class:`ImageBranch`
+    whenever the model trains, so fine-tuning on a small dataset cannot drift them.
+    """
+    blocks = backbone.blocks()
+    if not 0 <= n <= len(blocks):
+        raise ValueError(f"freeze must be between 0 and {len(blocks)} for this backbone; got {n}")
+    for block in blocks[:n]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+
+
+def _frozen_norms(backbone: nn.Module) -> list[nn.Module]:
+    return [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())]
+
+
+def adapt_state_dict(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
+    """Make a backbone state dict from torchvision's or our own layout fit ``backbone``.
+
+    Accepts keys with or without the ``features.`` prefix, torchvision's old DenseNet key
+    names, and a three-channel (RGB) stem, which is summed over its colour axis into one
+    grayscale channel (as timm does for ``in_chans=1``). Classifier weights are dropped.
+    """
+    out = {}
+    for key, value in state.items():
+        key = _OLD_DENSENET_KEY.sub(r"\1\2", key)
+        if key.startswith(("classifier.", "fc.", "head.")):
+            continue
+        if key.startswith("module."):
+            key = key[len("module.") :]
+        out[key] = value
+    own = backbone.state_dict()
+    if not any(k in own for k in out) and any(("features." + k) in own for k in out):
+        out = {"features." + k: v for k, v in out.items()}
+    for key, value in list(out.items()):
+        if key in own and value.ndim == 4 and own[key].ndim == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:
+            out[key] = value.sum(dim=1, keepdim=True)
+    return out
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load a local weights file (a state dict saved with ``torch.save``, or safetensors).
+
+    Loaded with ``weights_only=True``: a file that holds code is refused.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        The file is absent, unreadable, or its tensors do not fit the backbone (the
+        message lists missing and unexpected keys).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"weights file {str(path)!r} is not a readable state dict ({err})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"weights file {str(path)!r} does not hold a state dict")
+    state = adapt_state_dict(state, backbone)
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "num_batches_tracked" not in k]
+    if missing or unexpected:
+        raise ValueError(
+            f"weights file {str(path)!r} does not fit backbone {type(backbone).__name__}: "
+            f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+
+
+def imagenet_weights_path(name: str) -> Path:
+    """Where torchvision keeps the ImageNet checkpoint of backbone ``name`` once downloaded.
+
+    Raises
+    ------
+    ValueError
+        When there are no ImageNet weights for ``name``.
+    FileNotFoundError
+        When the file is not on this machine; the message says how to supply one. Nothing
+        is downloaded.
+    """
+    if name not in IMAGENET_FILES:
+        raise ValueError(f"no ImageNet weights for backbone {name!r}; available for {sorted(IMAGENET_FILES)}")
+    path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILES[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ImageNet weights for {name} are not on this machine (looked for {path}); fusion never "
+            f"downloads at run time. On a machine with internet, download "
+            f"https://download.pytorch.org/models/{IMAGENET_FILES[name]} and either put it at {path} "
+            f"or pass it with --weights FILE."
+        )
+    return path
+
+
+class ImageBranch(nn.Module):
+    """A backbone plus the intensity normalisation of its training data.
+
+    Input: images as float in [0, 1], shape (batch, 1, H, W). Output: embeddings of
+    shape (batch, ``output_dim``).
+    """
+
+    def __init__(self, backbone: nn.Module, mean: float = 0.5, std: float = 0.25):
+        super().__init__()
+        self.backbone = backbone
+        self.output_dim = backbone.output_dim
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def train(self, mode: bool = True) -> "ImageBranch":
+        super().train(mode)
+        for norm in _frozen_norms(self.backbone):
+            norm.eval()
+        return self
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)

@@ -1,0 +1,120 @@
+"""The late-fusion network: enabled branches, their embeddings joined, one classifier.
+
+Modalities are data: the same :class:`FusionModel` serves image-only, tabular-only and
+fused models; the head is sized from the enabled branches' ``output_dim``. With more
+than one modality, the head also sees a 0/1 "present" flag per modality, and training
+drops a whole modality at random for some samples (modality dropout), so that the
+fused model still answers when an image or a record is missing. Each branch also has
+an auxiliary classifier trained beside the fused one: it keeps both branches learning
+(one modality cannot starve the other) and gives per-modality predictions.
+
+Example
+-------
+>>> import torch
+>>> from fusion.image import ImageBranch, create_backbone
+>>> from fusion.tabular import TabularMLP
+>>> model = FusionModel({"image": ImageBranch(create_backbone("custom")), "tabular": TabularMLP(10)}, n_classes=3)
+>>> model({"image": torch.rand(2, 1, 32, 32), "tabular": torch.zeros(2, 10)}).shape
+torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MODALITIES = ("image", "tabular")
+
+
+def parse_modalities(value) -> tuple[str, ...]:
+    """Validate a modality set ("image,tabular", a list, ...) into canonical order.
+
+    Raises
+    ------
+    ValueError
+        Empty, unknown or repeated modalities; the message lists the accepted ones.
+    """
+    items = [m.strip() for m in value.split(",")] if isinstance(value, str) else list(value)
+    unknown = [m for m in items if m not in MODALITIES]
+    if unknown or not items or len(set(items)) != len(items):
+        raise ValueError(
+            f"modalities must be a non-empty set of {list(MODALITIES)} without repeats; got {value!r}"
+        )
+    return tuple(m for m in MODALITIES if m in items)
+
+
+class FusionModel(nn.Module):
+    """Branches -> concatenated embeddings (+ presence flags) -> MLP head -> logits.
+
+    Parameters
+    ----------
+    branches : dict of str -> nn.Module
+        Keyed by modality; each module has ``output_dim``.
+    n_classes : int
+    hidden : int
+        Width of the head's hidden layer.
+    dropout : float
+        Dropout in the head.
+    modality_dropout : float
+        Training only, with two or more modalities: probability that a sample loses one
+        (randomly chosen) modality.
+    """
+
+    def __init__(self, branches: dict[str, nn.Module], n_classes: int, hidden: int = 64, dropout: float = 0.2, modality_dropout: float = 0.0):
+        super().__init__()
+        modalities = parse_modalities(list(branches))
+        self.modalities = modalities
+        self.branches = nn.ModuleDict({m: branches[m] for m in modalities})
+        self.modality_dropout = float(modality_dropout)
+        self.n_classes = n_classes
+        in_dim = sum(b.output_dim for b in self.branches.values())
+        self.flags = len(modalities) > 1
+        in_dim += len(modalities) if self.flags else 0
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+        self.aux_heads = nn.ModuleDict({m: nn.Linear(b.output_dim, n_classes) for m, b in self.branches.items()}) if self.flags else None
+
+    def embed(self, inputs: dict[str, torch.Tensor | None]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Joined embedding of shape (batch, head input), and each present branch's own
+        embedding. An absent modality is zeros with its presence flag 0."""
+        batch = next((x.shape[0] for x in inputs.values() if x is not None), None)
+        if batch is None:
+            raise ValueError(f"at least one of the model's modalities {list(self.modalities)} is needed")
+        unknown = [m for m, x in inputs.items() if x is not None and m not in self.modalities]
+        if unknown:
+            raise ValueError(f"this model was trained on {list(self.modalities)}; it cannot use {unknown}")
+        parts, flags, embeddings = [], [], {}
+        keep = self._modality_mask(batch, next(p.device for p in self.parameters()))
+        for i, (name, branch) in enumerate(self.branches.items()):
+            x = inputs.get(name)
+            if x is None:
+                parts.append(torch.zeros(batch, branch.output_dim, device=keep.device))
+                flags.append(torch.zeros(batch, 1, device=keep.device))
+                continue
+            emb = branch(x).float()
+            embeddings[name] = emb
+            if keep is not None:
+                emb = emb * keep[:, i : i + 1]
+            parts.append(emb)
+            flags.append(torch.ones(batch, 1, device=emb.device) if keep is None else keep[:, i : i + 1])
+        if self.flags:
+            parts += flags
+        return torch.cat(parts, dim=1), embeddings
+
+    def _modality_mask(self, batch: int, device) -> torch.Tensor | None:
+        if not (self.training and self.flags and self.modality_dropout > 0):
+            return None if not self.flags else torch.ones(batch, len(self.modalities), device=device)
+        mask = torch.ones(batch, len(self.modalities), device=device)
+        drop = torch.rand(batch, device=device) < self.modality_dropout
+        which = torch.randint(len(self.modalities), (batch,), device=device)
+        mask[drop, which[drop]] = 0.0
+        return mask
+
+    def forward(self, inputs: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        """Logits of shape (batch, n_classes)."""
+        return self.head(self.embed(inputs)[0])
+
+    def forward_with_aux(self, inputs: dict[str, torch.Tensor | None]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Fused logits and, with several modalities, each present branch's own logits."""
+        joined, embeddings = self.embed(inputs)
+        aux = {m: self.aux_heads[m](e) for m, e in embeddings.items()} if self.aux_heads is not None else {}
+        return self.head(joined), aux

@@ -1,0 +1,584 @@
+"""Declarative schemas of tabular data, read from TOML.
+
+A schema says what every column of a clinical table *is*: the label and how raw values
+map to classes, the patient id used to split, the image column, each feature's type,
+unit, valid range or categories and missing-value policy, and every excluded column with
+the reason it must not be used. The same object validates a whole training table
+(bad rows are skipped and reported, never coerced) and a single record at prediction
+time (a ``ValueError`` that names the field, the value and what is accepted).
+
+Example
+-------
+>>> from fusion.schema import load_schema
+>>> schema = load_schema("synthetic")
+>>> schema.classes
+('covid', 'pneumonia', 'normal')
+>>> schema.validate_record({"age": 54, "spo2": 91.0})["spo2"]
+91.0
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+FEATURE_TYPES = ("numeric", "categorical", "binary")
+MISSING_POLICIES = ("indicator", "impute", "error")
+OUT_OF_RANGE_POLICIES = ("error", "missing")
+
+# Strings that mean "no value" in CSV exports. Anything else that does not parse is an
+# error, so a typo never silently becomes a missing value.
+MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "none", "null"})
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, np.floating) and np.isnan(value):
+        return True
+    if value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, str) and value.strip().lower() in MISSING_STRINGS:
+        return True
+    return False
+
+
+def _raw_str(value: Any) -> str:
+    """Normalise a raw label or category value to the string the schema lists."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature column.
+
+    Parameters
+    ----------
+    name : str
+        Column name, also the key of a record at prediction time.
+    type : {"numeric", "categorical", "binary"}
+    unit : str, optional
+        Unit of a numeric value, for documentation and plots.
+    range : (float, float), optional
+        Inclusive valid range of a numeric value.
+    categories : tuple of str
+        Allowed values of a categorical feature; for a binary feature exactly two,
+        ``(negative, positive)``.
+    missing : {"indicator", "impute", "error"}
+        ``indicator``: impute and add a 0/1 missing-value column (use when missingness
+        may carry information); ``impute``: impute only; ``error``: the value is required.
+    out_of_range : {"error", "missing"}
+        What a numeric value outside ``range`` means: an invalid row or record
+        (``error``), or a value known to be recorded in another unit or scale that is
+        therefore treated as not measured (``missing``; counted in the report).
+    description : str
+    """
+
+    name: str
+    type: str
+    unit: str | None = None
+    range: tuple[float, float] | None = None
+    categories: tuple[str, ...] = ()
+    missing: str = "indicator"
+    out_of_range: str = "error"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"feature {self.name!r}"
+        if self.type not in FEATURE_TYPES:
+            raise ValueError(f"{where}: type must be one of {FEATURE_TYPES}; got {self.type!r}")
+        if self.missing not in MISSING_POLICIES:
+            raise ValueError(
+                f"{where}: missing must be one of {MISSING_POLICIES}; got {self.missing!r}"
+            )
+        if self.out_of_range not in OUT_OF_RANGE_POLICIES:
+            raise ValueError(
+                f"{where}: out_of_range must be one of {OUT_OF_RANGE_POLICIES}; "
+                f"got {self.out_of_range!r}"
+            )
+        if self.type == "numeric":
+            if self.categories:
+                raise ValueError(f"{where}: a numeric feature takes a range, not categories")
+            if self.range is not None:
+                lo, hi = self.range
+                if not lo < hi:
+                    raise ValueError(f"{where}: range must be [low, high] with low < high; got {list(self.range)}")
+        else:
+            if self.range is not None:
+                raise ValueError(f"{where}: a {self.type} feature takes categories, not a range")
+            if self.type == "binary" and len(self.categories) != 2:
+                raise ValueError(
+                    f"{where}: a binary feature needs exactly two categories "
+                    f"[negative, positive]; got {list(self.categories)}"
+                )
+            if self.type == "categorical" and len(self.categories) < 2:
+                raise ValueError(f"{where}: a categorical feature needs at least two categories")
+            if len(set(self.categories)) != len(self.categories):
+                raise ValueError(f"{where}: categories repeat: {list(self.categories)}")
+
+    @property
+    def accepted(self) -> str:
+        """A human description of the accepted values, for error messages."""
+        if self.type == "numeric":
+            unit = f" {self.unit}" if self.unit else ""
+            if self.range is None:
+                return f"a finite number{unit}"
+            return f"a number in [{self.range[0]:g}, {self.range[1]:g}]{unit}"
+        return "one of " + ", ".join(repr(c) for c in self.categories)
+
+    def parse(self, value: Any) -> tuple[Any, str | None]:
+        """Parse one raw value.
+
+        Returns
+        -------
+        value : float, str or None
+            ``float`` (NaN when missing) for numeric features, the category string or
+            ``None`` for the others.
+        note : str or None
+            Set when a value was turned into a missing value by the schema's declared
+            ``out_of_range = "missing"`` policy, so callers can report it.
+
+        Raises
+        ------
+        ValueError
+            The value is not accepted; the message names the feature, the value and
+            what is accepted.
+        """
+        if _is_missing(value):
+            if self.missing == "error":
+                raise ValueError(f"{self.name!r} is required ({self.accepted}); got a missing value")
+            return (math.nan if self.type == "numeric" else None), None
+        if self.type == "numeric":
+            return self._parse_number(value)
+        text = _raw_str(value)
+        if text not in self.categories:
+            raise ValueError(f"{self.name!r} must be {self.accepted}; got {value!r}")
+        return text, None
+
+    def _parse_number(self, value: Any) -> tuple[float, str | None]:
+        bad = f"{self.name!r} must be {self.accepted}; got {value!r}"
+        if isinstance(value, (bool, np.bool_)):
+            raise ValueError(bad)
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise ValueError(bad) from None
+        elif isinstance(value, numbers.Real):
+            number = float(value)
+        else:
+            raise ValueError(bad)
+        if not math.isfinite(number):
+            raise ValueError(bad)
+        if self.range is not None and not self.range[0] <= number <= self.range[1]:
+            if self.out_of_range == "missing":
+                return math.nan, f"{self.name}={value!r} outside {self.accepted}: treated as missing"
+            raise ValueError(bad)
+        return number, None
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """The label column and how its raw values map to classes.
+
+    ``classes`` keeps the schema's order, which is the order of the model's outputs.
+    A raw value matches a class when it equals one of its ``values`` or starts with one
+    of its ``prefixes``; a value matching no class goes to ``default`` or is an error.
+    """
+
+    column: str
+    values: dict[str, tuple[str, ...]]
+    prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    default: str | None = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
+    def __post_init__(self) -> None:
+        if len(self.values) < 2:
+            raise ValueError(f"label {self.column!r}: at least two classes are needed; got {list(self.values)}")
+        if self.default is not None and self.default not in self.values:
+            raise ValueError(
+                f"label {self.column!r}: default {self.default!r} is not one of the classes {list(self.values)}"
+            )
+        seen: dict[str, str] = {}
+        for cls, raws in self.values.items():
+            for raw in raws:
+                if raw in seen:
+                    raise ValueError(
+                        f"label {self.column!r}: raw value {raw!r} is listed for both "
+                        f"{seen[raw]!r} and {cls!r}"
+                    )
+                seen[raw] = cls
+
+    def encode(self, raw: Any) -> int:
+        """Map a raw label value to its class index.
+
+        Raises
+        ------
+        ValueError
+            For a missing label, or an unknown raw value when the schema has no default.
+        """
+        if _is_missing(raw):
+            raise ValueError(f"label {self.column!r} is missing")
+        text = _raw_str(raw)
+        for index, cls in enumerate(self.values):
+            if text in self.values[cls] or any(text.startswith(p) for p in self.prefixes.get(cls, ())):
+                return index
+        if self.default is not None:
+            return self.classes.index(self.default)
+        listed = {c: list(v) + [p + "*" for p in self.prefixes.get(c, ())] for c, v in self.values.items()}
+        raise ValueError(
+            f"label {self.column!r}: unknown value {raw!r}; the schema maps {listed} "
+            "and declares no default class"
+        )
+
+
+@dataclass
+class TableValidation:
+    """The valid rows of a table, parsed, with every skipped row and its reason.
+
+    Attributes
+    ----------
+    features : pandas.DataFrame
+        One column per schema feature, parsed (numeric: float with NaN; others: str or
+        None), indexed like the input rows that passed.
+    labels : numpy.ndarray of int
+        Class indices, aligned with ``features``.
+    groups : numpy.ndarray of str or None
+        Group (patient) ids, when the schema declares a group column.
+    images : numpy.ndarray of str or None
+        Image file names, when the schema declares an image column.
+    skipped : list of dict
+        ``{"row": index, "file": image or None, "reason": str}`` for each rejected row.
+    notes : list of dict
+        Values the schema's declared policies turned into missing values (row, reason).
+    """
+
+    features: pd.DataFrame
+    labels: np.ndarray
+    groups: np.ndarray | None
+    images: np.ndarray | None
+    skipped: list[dict]
+    notes: list[dict]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A declarative description of a multimodal table; see the module docstring."""
+
+    name: str
+    label: LabelSpec
+    features: tuple[Feature, ...]
+    group: str | None = None
+    image_column: str | None = None
+    image_folder: str | None = None
+    excluded: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"schema {self.name!r}: features declared twice: {dupes}")
+        roles: dict[str, str] = {}
+        for role, column in [("label", self.label.column), ("group", self.group), ("image", self.image_column)]:
+            if column is not None:
+                roles.setdefault(column, role)
+        for column in list(names) + list(self.excluded):
+            if column in roles:
+                raise ValueError(
+                    f"schema {self.name!r}: column {column!r} is both the {roles[column]} column "
+                    "and a feature or excluded column"
+                )
+        both = sorted(set(names) & set(self.excluded))
+        if both:
+            raise ValueError(f"schema {self.name!r}: columns both features and excluded: {both}")
+        for column, reason in self.excluded.items():
+            if not isinstance(reason, str) or not reason.strip():
+                raise ValueError(f"schema {self.name!r}: excluded column {column!r} needs a reason")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.label.classes
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(f"schema {self.name!r} has no feature {name!r}; features: {list(self.feature_names)}")
+
+    # ------------------------------------------------------------------ records
+    def validate_record(self, record: Mapping[str, Any] | pd.Series | None) -> dict[str, Any]:
+        """Validate one clinical record for prediction.
+
+        Parameters
+        ----------
+        record : mapping or pandas.Series
+            Keyed by feature names; a missing key is a missing value. The label, group,
+            image and excluded columns are ignored if present, so a row of the training
+            table can be passed as it is.
+
+        Returns
+        -------
+        dict
+            Every feature name mapped to its parsed value (NaN or None when missing).
+
+        Raises
+        ------
+        TypeError
+            ``record`` is not a mapping.
+        ValueError
+            A field is unknown, or a value is not accepted (the message names the field,
+            the value and what is accepted).
+        """
+        if isinstance(record, pd.Series):
+            record = record.to_dict()
+        if not isinstance(record, Mapping):
+            raise TypeError(f"record must be a dict or pandas Series keyed by feature name; got {type(record).__name__}")
+        known = set(self.feature_names) | set(self.excluded) | {
+            c for c in (self.label.column, self.group, self.image_column) if c
+        }
+        unknown = sorted(str(k) for k in record if k not in known)
+        if unknown:
+            raise ValueError(
+                f"record has unknown field(s) {unknown}; schema {self.name!r} accepts {list(self.feature_names)}"
+            )
+        out = {}
+        for feature in self.features:
+            out[feature.name], _ = feature.parse(record.get(feature.name))
+        return out
+
+    # ------------------------------------------------------------------- tables
+    def required_columns(self, *, with_label: bool = True, with_image: bool = True) -> list[str]:
+        cols = list(self.feature_names)
+        if with_label:
+            cols.append(self.label.column)
+        if self.group:
+            cols.append(self.group)
+        if with_image and self.image_column:
+            cols.append(self.image_column)
+        return cols
+
+    def undeclared_columns(self, columns) -> list[str]:
+        """Columns of a table the schema says nothing about (neither used nor excluded)."""
+        declared = set(self.required_columns()) | set(self.excluded)
+        return [c for c in columns if c not in declared]
+
+    def validate_table(self, table: pd.DataFrame, *, with_label: bool = True) -> TableValidation:
+        """Validate a whole table; rows that fail are skipped and each one reported.
+
+        Read CSV files with ``dtype=str, keep_default_na=False`` (as
+        :func:`fusion.data.read_table` does) so that the schema, not pandas, decides
+        what is a number and what is missing.
+
+        Raises
+        ------
+        ValueError
+            When a column the schema needs is absent from the table.
+        """
+        missing_cols = [c for c in self.required_columns(with_label=with_label) if c not in table.columns]
+        if missing_cols:
+            raise ValueError(
+                f"table lacks column(s) {missing_cols} required by schema {self.name!r}; "
+                f"it has {list(table.columns)}"
+            )
+        parsed: dict[str, list] = {f.name: [] for f in self.features}
+        labels, groups, images, kept, skipped, notes = [], [], [], [], [], []
+        for index, row in zip(table.index, table.to_dict("records")):
+            file = row.get(self.image_column) if self.image_column else None
+            file = None if _is_missing(file) else str(file)
+            reasons, row_notes, values = [], [], {}
+            for feature in self.features:
+                try:
+                    values[feature.name], note = feature.parse(row[feature.name])
+                except ValueError as err:
+                    reasons.append(str(err))
+                    continue
+                if note:
+                    row_notes.append(note)
+            label = -1
+            if with_label:
+                try:
+                    label = self.label.encode(row[self.label.column])
+                except ValueError as err:
+                    reasons.append(str(err))
+            group = None
+            if self.group:
+                group = row[self.group]
+                if _is_missing(group):
+                    reasons.append(f"group column {self.group!r} is missing")
+                group = _raw_str(group)
+            if self.image_column and file is None:
+                reasons.append(f"image column {self.image_column!r} is empty")
+            if reasons:
+                skipped.append({"row": _jsonable(index), "file": file, "reason": "; ".join(reasons)})
+                continue
+            notes.extend({"row": _jsonable(index), "file": file, "reason": n} for n in row_notes)
+            for name, value in values.items():
+                parsed[name].append(value)
+            labels.append(label)
+            groups.append(group)
+            images.append(file)
+            kept.append(index)
+        features = pd.DataFrame(parsed, index=pd.Index(kept, name=table.index.name))
+        for feature in self.features:
+            if feature.type == "numeric":
+                features[feature.name] = features[feature.name].astype("float64")
+            else:
+                features[feature.name] = features[feature.name].astype(object)
+        return TableValidation(
+            features=features,
+            labels=np.asarray(labels, dtype=np.int64),
+            groups=np.asarray(groups, dtype=object) if self.group else None,
+            images=np.asarray(images, dtype=object) if self.image_column else None,
+            skipped=skipped,
+            notes=notes,
+        )
+
+
+def _jsonable(index: Any) -> Any:
+    if isinstance(index, np.integer):
+        return int(index)
+    return index
+
+
+# ----------------------------------------------------------------------- loading
+def _feature_from_toml(name: str, spec: Mapping[str, Any], where: str) -> Feature:
+    allowed = {"type", "unit", "range", "categories", "missing", "out_of_range", "description"}
+    extra = sorted(set(spec) - allowed)
+    if extra:
+        raise ValueError(f"{where}: feature {name!r} has unknown key(s) {extra}; allowed: {sorted(allowed)}")
+    if "type" not in spec:
+        raise ValueError(f"{where}: feature {name!r} needs a type, one of {FEATURE_TYPES}")
+    rng = spec.get("range")
+    if rng is not None:
+        if (
+            not isinstance(rng, list)
+            or len(rng) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
+        ):
+            raise ValueError(f"{where}: feature {name!r}: range must be [low, high] numbers; got {rng!r}")
+        rng = (float(rng[0]), float(rng[1]))
+    return Feature(
+        name=name,
+        type=spec["type"],
+        unit=spec.get("unit"),
+        range=rng,
+        categories=tuple(_raw_str(c) for c in spec.get("categories", ())),
+        missing=spec.get("missing", "indicator"),
+        out_of_range=spec.get("out_of_range", "error"),
+        description=spec.get("description", ""),
+    )
+
+
+def _label_from_toml(spec: Mapping[str, Any], where: str) -> LabelSpec:
+    if "column" not in spec or "classes" not in spec:
+        raise ValueError(f"{where}: [label] needs 'column' and 'classes'")
+    values: dict[str, tuple[str, ...]] = {}
+    prefixes: dict[str, tuple[str, ...]] = {}
+    for cls, mapping in spec["classes"].items():
+        if isinstance(mapping, list):
+            values[cls] = tuple(_raw_str(v) for v in mapping)
+        elif isinstance(mapping, Mapping):
+            extra = sorted(set(mapping) - {"values", "prefixes"})
+            if extra:
+                raise ValueError(f"{where}: label class {cls!r} has unknown key(s) {extra}; use values, prefixes")
+            values[cls] = tuple(_raw_str(v) for v in mapping.get("values", ()))
+            prefixes[cls] = tuple(str(p) for p in mapping.get("prefixes", ()))
+        else:
+            raise ValueError(
+                f"{where}: label class {cls!r} must map to a list of raw values or "
+                f"{{values = [...], prefixes = [...]}}; got {mapping!r}"
+            )
+    return LabelSpec(column=spec["column"], values=values, prefixes=prefixes, default=spec.get("default"))
+
+
+def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
+    """Build a :class:`Schema` from TOML text; ``origin`` names the source in errors."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{origin}: not valid TOML: {err}") from None
+    allowed = {"name", "description", "label", "group", "image", "features", "excluded"}
+    extra = sorted(set(doc) - allowed)
+    if extra:
+        raise ValueError(f"{origin}: unknown top-level key(s) {extra}; allowed: {sorted(allowed)}")
+    if "label" not in doc:
+        raise ValueError(f"{origin}: a schema needs a [label] table")
+    image = doc.get("image", {})
+    excluded = {}
+    for column, spec in doc.get("excluded", {}).items():
+        reason = spec.get("reason") if isinstance(spec, Mapping) else spec
+        excluded[column] = reason
+    return Schema(
+        name=doc.get("name", Path(origin).stem),
+        description=doc.get("description", ""),
+        label=_label_from_toml(doc["label"], origin),
+        group=doc.get("group", {}).get("column"),
+        image_column=image.get("column"),
+        image_folder=image.get("folder"),
+        features=tuple(_feature_from_toml(n, s, origin) for n, s in doc.get("features", {}).items()),
+        excluded=excluded,
+        text=text,
+    )
+
+
+def _schema_dir():
+    """The folder of built-in schemas: ``data/schema`` of a source checkout (editable
+    installs, running from the repository), else the copy installed as ``fusion.schemas``."""
+    checkout = Path(__file__).resolve().parent.parent / "data" / "schema"
+    if checkout.is_dir():
+        return checkout
+    return resources.files("fusion.schemas")
+
+
+def builtin_schemas() -> list[str]:
+    """Names of the schemas shipped with fusion (``data/schema/*.toml``)."""
+    return sorted(p.name[:-5] for p in _schema_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def load_schema(source: str | Path) -> Schema:
+    """Load a schema from a TOML file, or a built-in one by name (e.g. ``"synthetic"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``source`` is neither a file nor a built-in name; the message lists both.
+    """
+    path = Path(source)
+    if path.is_file():
+        return parse_schema(path.read_text(encoding="utf-8"), origin=str(path))
+    name = str(source)
+    if name in builtin_schemas():
+        text = _schema_dir().joinpath(name + ".toml").read_text(encoding="utf-8")
+        return parse_schema(text, origin=f"data/schema/{name}.toml")
+    raise FileNotFoundError(
+        f"schema {str(source)!r} is neither a file nor a built-in schema; built-in: {builtin_schemas()}"
+    )
