@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusion.schema import Schema
+from fusion.schema import Schema, is_missing
 
 
 class TabularPreprocessor:
@@ -72,7 +72,7 @@ class TabularPreprocessor:
                     std = float(observed.std()) or 1.0
                 stats[f.name] = {"median": median, "mean": mean, "std": std}
             elif f.type == "binary":
-                observed = [v for v in col if v is not None]
+                observed = [v for v in col if not is_missing(v)]
                 positive = sum(v == f.categories[1] for v in observed)
                 stats[f.name] = {"mode": f.categories[1] if positive * 2 > len(observed) else f.categories[0]}
         self.stats_ = stats
@@ -113,10 +113,11 @@ class TabularPreprocessor:
                 blocks.append(((filled - st["mean"]) / st["std"])[:, None])
             else:
                 raw = col.to_numpy(dtype=object)
-                missing = np.array([v is None for v in raw])
+                missing = np.array([is_missing(v) for v in raw], dtype=bool)
                 if f.type == "binary":
                     mode = self.stats_[f.name]["mode"]
-                    blocks.append(np.array([(mode if v is None else v) == f.categories[1] for v in raw], np.float64)[:, None])
+                    values = np.where(missing, mode, raw)
+                    blocks.append((values == f.categories[1]).astype(np.float64)[:, None])
                 else:
                     blocks.append(np.stack([raw == c for c in f.categories], axis=1).astype(np.float64))
             if f.missing == "indicator":
@@ -141,12 +142,12 @@ class TabularPreprocessor:
                 blocks.append(col.to_numpy(dtype=np.float64)[:, None])
                 names.append(f.name)
             elif f.type == "binary":
-                blocks.append(np.array([np.nan if v is None else float(v == f.categories[1]) for v in col], np.float64)[:, None])
+                blocks.append(np.array([np.nan if is_missing(v) else float(v == f.categories[1]) for v in col], np.float64)[:, None])
                 names.append(f.name)
             else:
                 raw = col.to_numpy(dtype=object)
                 onehot = np.stack([raw == c for c in f.categories], axis=1).astype(np.float64)
-                onehot[np.array([v is None for v in raw])] = np.nan
+                onehot[np.array([is_missing(v) for v in raw], dtype=bool)] = np.nan
                 blocks.append(onehot)
                 names += [f"{f.name}={c}" for c in f.categories]
         X = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(records), 0))

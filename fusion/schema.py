@@ -43,7 +43,7 @@ OUT_OF_RANGE_POLICIES = ("error", "missing")
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "none", "null"})
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
@@ -164,7 +164,7 @@ class Feature:
             The value is not accepted; the message names the feature, the value and
             what is accepted.
         """
-        if _is_missing(value):
+        if is_missing(value):
             if self.missing == "error":
                 raise ValueError(f"{self.name!r} is required ({self.accepted}); got a missing value")
             return (math.nan if self.type == "numeric" else None), None
@@ -240,7 +240,7 @@ class LabelSpec:
         ValueError
             For a missing label, or an unknown raw value when the schema has no default.
         """
-        if _is_missing(raw):
+        if is_missing(raw):
             raise ValueError(f"label {self.column!r} is missing")
         text = _raw_str(raw)
         for index, cls in enumerate(self.values):
@@ -413,7 +413,7 @@ class Schema:
         labels, groups, images, kept, skipped, notes = [], [], [], [], [], []
         for index, row in zip(table.index, table.to_dict("records")):
             file = row.get(self.image_column) if self.image_column else None
-            file = None if _is_missing(file) else str(file)
+            file = None if is_missing(file) else str(file)
             reasons, row_notes, values = [], [], {}
             for feature in self.features:
                 try:
@@ -432,7 +432,7 @@ class Schema:
             group = None
             if self.group:
                 group = row[self.group]
-                if _is_missing(group):
+                if is_missing(group):
                     reasons.append(f"group column {self.group!r} is missing")
                 group = _raw_str(group)
             if self.image_column and file is None:
@@ -447,12 +447,7 @@ class Schema:
             groups.append(group)
             images.append(file)
             kept.append(index)
-        features = pd.DataFrame(parsed, index=pd.Index(kept, name=table.index.name))
-        for feature in self.features:
-            if feature.type == "numeric":
-                features[feature.name] = features[feature.name].astype("float64")
-            else:
-                features[feature.name] = features[feature.name].astype(object)
+        features = records_frame(self, parsed, index=pd.Index(kept, name=table.index.name))
         return TableValidation(
             features=features,
             labels=np.asarray(labels, dtype=np.int64),
@@ -461,6 +456,20 @@ class Schema:
             skipped=skipped,
             notes=notes,
         )
+
+
+def records_frame(schema: Schema, columns: Mapping[str, list], index=None) -> pd.DataFrame:
+    """Parsed feature values as a DataFrame with one explicit dtype per feature type:
+    float64 (NaN = missing) for numeric, object (None = missing) for the others, so
+    that pandas' string inference never turns a missing category into NaN."""
+    data = {}
+    for feature in schema.features:
+        values = columns[feature.name]
+        if feature.type == "numeric":
+            data[feature.name] = pd.Series(values, dtype="float64", index=index)
+        else:
+            data[feature.name] = pd.Series(values, dtype=object, index=index)
+    return pd.DataFrame(data, index=index)
 
 
 def _jsonable(index: Any) -> Any:

@@ -1,0 +1,369 @@
+"""``FusionClassifier``: the estimator users fit, save, load and ask about patients.
+
+It ties the pieces together (schema, preprocessing, branches, fusion head or the
+XGBoost baseline) behind a scikit-learn-like interface: ``__init__`` stores the
+configuration, ``fit`` returns ``self`` and sets attributes ending in ``_``.
+
+Example
+-------
+>>> from fusion import Config, FusionClassifier, load_dataset
+>>> ds = load_dataset(None, image_size=32, synthetic_n=80)
+>>> parts = ds.split(seed=0)
+>>> cfg = Config(); cfg.image.image_size = 32; cfg.train.epochs = 1
+>>> clf = FusionClassifier(cfg).fit(parts["train"], parts["val"])
+>>> record, image = ds.schema and __import__("fusion").synthetic.example(0, image_size=32)
+>>> sorted(clf.predict(record, image).probabilities) == sorted(clf.classes_)
+True
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fusion import __version__
+from fusion.baseline import XGBoostBaseline
+from fusion.config import Config
+from fusion.data import Dataset
+from fusion.data.images import load_image
+from fusion.image import ImageBranch, create_backbone, freeze_blocks, imagenet_weights_path, load_backbone_weights
+from fusion.model import FusionModel
+from fusion.persistence import (
+    BOOSTER,
+    WEIGHTS,
+    load_state_dict,
+    save_state_dict,
+    verify_folder,
+    write_json,
+    write_manifest,
+)
+from fusion.preprocessing import TabularPreprocessor
+from fusion.schema import parse_schema, records_frame
+from fusion.tabular import TabularMLP
+from fusion.training import Arrays, fit_network, predict_network, prepare_model, resolve_device, resolve_precision
+
+
+@dataclass
+class Prediction:
+    """The answer for one patient.
+
+    Attributes
+    ----------
+    label : str
+        The most probable class.
+    probabilities : dict of str -> float
+        Every class's probability; they sum to 1.
+    modalities : tuple of str
+        The inputs the answer rests on ("image", "tabular").
+    """
+
+    label: str
+    probabilities: dict[str, float]
+    modalities: tuple[str, ...] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        probs = ", ".join(f"{c} {p:.3f}" for c, p in self.probabilities.items())
+        return f"{self.label} ({probs}; from {' + '.join(self.modalities)})"
+
+
+class FusionClassifier:
+    """Late-fusion classifier of chest X-rays and clinical records.
+
+    Parameters
+    ----------
+    config : Config, optional
+        Model and training settings; defaults to a fused image + tabular model.
+
+    Attributes
+    ----------
+    classes_ : tuple of str
+    modalities_ : tuple of str
+        The modalities the model was trained on.
+    schema_ : Schema or None
+        The schema of the clinical records (None for image-only data without one).
+    preprocessor_ : TabularPreprocessor or None
+    network_ : FusionModel or None
+        The neural model (None for the XGBoost baseline).
+    booster_ : XGBoostBaseline or None
+    image_size_ : int or None
+    history_ : dict
+        Training history of the last ``fit``.
+    """
+
+    def __init__(self, config: Config | None = None):
+        self.config = config
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, train: Dataset, val: Dataset | None = None, *, verbose: bool = False) -> "FusionClassifier":
+        """Train on ``train``; ``val`` drives early stopping (and the baseline's).
+
+        Raises
+        ------
+        ValueError
+            When the data lack a modality the configuration asks for.
+        """
+        cfg = (self.config or Config()).validate()
+        missing = [m for m in cfg.modalities if m not in train.modalities]
+        if missing:
+            raise ValueError(f"the training data have no {missing} (they hold {sorted(train.modalities)}); use --modalities {','.join(sorted(train.modalities))}")
+        if "image" in cfg.modalities and train.image_size != cfg.image.image_size:
+            raise ValueError(f"training images are {train.image_size} px but image.image_size is {cfg.image.image_size}")
+        self.classes_ = tuple(train.classes)
+        self.modalities_ = cfg.modalities
+        self.schema_ = train.schema
+        self.image_size_ = cfg.image.image_size if "image" in cfg.modalities else None
+        self.preprocessor_ = TabularPreprocessor(train.schema).fit(train.records) if "tabular" in cfg.modalities else None
+        self.network_, self.booster_ = None, None
+        n_classes = len(self.classes_)
+        if cfg.model == "xgboost":
+            X, _ = self.preprocessor_.transform_raw(train.records)
+            X_val = y_val = None
+            if val is not None and len(val):
+                X_val, _ = self.preprocessor_.transform_raw(val.records)
+                y_val = val.labels
+            t = cfg.train
+            self.booster_ = XGBoostBaseline(t.xgb_trees, t.xgb_depth, t.xgb_lr, seed=t.seed).fit(X, train.labels, n_classes, X_val, y_val)
+            self.history_ = {"best_iteration": self.booster_.best_iteration_}
+            return self
+        device = resolve_device(cfg.train.device)
+        precision = resolve_precision(cfg.train.precision, device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            self.network_ = self._build_network(cfg, train, initial=True)
+            self.network_ = prepare_model(self.network_, device, precision)
+            self.history_ = fit_network(
+                self.network_,
+                self._arrays(train),
+                self._arrays(val) if val is not None and len(val) else None,
+                cfg.train,
+                cfg.head,
+                augment=cfg.image.augment,
+                device=device,
+                precision=precision,
+                verbose=verbose,
+            )
+        self.history_.update(device=str(device), precision=precision)
+        self.config = cfg
+        return self
+
+    def _build_network(self, cfg: Config, train: Dataset | None = None, *, initial: bool = False) -> FusionModel:
+        """The network of ``cfg``; with ``initial``, also its starting weights."""
+        branches: dict[str, torch.nn.Module] = {}
+        if "image" in cfg.modalities:
+            backbone = create_backbone(cfg.image.backbone)
+            mean, std = 0.5, 0.25
+            if initial:
+                pixels = train.images.astype(np.float32) / 255.0
+                mean, std = float(pixels.mean()), float(pixels.std()) or 1.0
+                mean, std = self._initial_image_weights(cfg, backbone, mean, std)
+            branches["image"] = ImageBranch(backbone, mean, std)
+            if initial and cfg.image.freeze:
+                freeze_blocks(backbone, cfg.image.freeze)
+        if "tabular" in cfg.modalities:
+            branches["tabular"] = TabularMLP(self.preprocessor_.n_features_out, cfg.tabular.hidden, cfg.tabular.dropout)
+        return FusionModel(branches, len(self.classes_), cfg.head.hidden, cfg.head.dropout, cfg.head.modality_dropout)
+
+    @staticmethod
+    def _initial_image_weights(cfg: Config, backbone, mean: float, std: float) -> tuple[float, float]:
+        """Load starting weights into ``backbone``; returns the normalisation to use
+        (a transferred branch keeps the intensity scale it was trained with)."""
+        if cfg.image.weights:
+            load_backbone_weights(backbone, cfg.image.weights)
+        elif cfg.image.pretrained == "imagenet":
+            load_backbone_weights(backbone, imagenet_weights_path(cfg.image.backbone))
+        elif cfg.image.init_from:
+            source = FusionClassifier.load(cfg.image.init_from)
+            if source.network_ is None or "image" not in source.modalities_:
+                raise ValueError(f"--init-from {cfg.image.init_from}: that run has no image branch")
+            if source.config.image.backbone != cfg.image.backbone:
+                raise ValueError(
+                    f"--init-from {cfg.image.init_from}: that run's backbone is {source.config.image.backbone!r}, "
+                    f"this run's is {cfg.image.backbone!r}; use --backbone {source.config.image.backbone}"
+                )
+            branch = source.network_.branches["image"]
+            backbone.load_state_dict(branch.backbone.state_dict())
+            return float(branch.mean), float(branch.std)
+        return mean, std
+
+    # --------------------------------------------------------------- inference
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classes_"):
+            raise RuntimeError("this FusionClassifier is not fitted: call fit() or FusionClassifier.load(run_dir)")
+
+    def _arrays(self, ds: Dataset) -> Arrays:
+        images = tabular = None
+        if "image" in self.modalities_ and ds.images is not None:
+            if ds.image_size != self.image_size_:
+                raise ValueError(f"images are {ds.image_size} px; this model takes {self.image_size_} px")
+            images = torch.from_numpy(np.ascontiguousarray(ds.images)).unsqueeze(1)
+        if "tabular" in self.modalities_ and ds.records is not None:
+            tabular = torch.from_numpy(self.preprocessor_.transform(ds.records))
+        return Arrays(labels=torch.from_numpy(ds.labels), images=images, tabular=tabular)
+
+    def _device_precision(self) -> tuple[torch.device, str]:
+        device = next(self.network_.parameters()).device
+        return device, resolve_precision(self.config.train.precision, device)
+
+    def predict_dataset(self, ds: Dataset) -> np.ndarray:
+        """Probabilities for every row of a loaded dataset, shape (n, n_classes)."""
+        self._check_fitted()
+        usable = [m for m in self.modalities_ if m in ds.modalities]
+        if not usable:
+            raise ValueError(f"this model uses {list(self.modalities_)}; the dataset holds {sorted(ds.modalities)}")
+        if self.booster_ is not None:
+            X, _ = self.preprocessor_.transform_raw(ds.records)
+            return self.booster_.predict_proba(X)
+        device, precision = self._device_precision()
+        return predict_network(self.network_, self._arrays(ds), device, precision)
+
+    def _record_frame(self, records: Iterable[Mapping[str, Any] | None]) -> pd.DataFrame:
+        rows = []
+        for i, record in enumerate(records):
+            try:
+                rows.append(self.schema_.validate_record(record if record is not None else {}))
+            except ValueError as err:
+                raise ValueError(f"record {i}: {err}") from None
+        return records_frame(self.schema_, {n: [r[n] for r in rows] for n in self.schema_.feature_names})
+
+    def predict_proba(self, table: pd.DataFrame | Iterable[Mapping] | None = None, images: Iterable | np.ndarray | None = None, *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities for many patients at once, batched.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame or list of dict, optional
+            Raw records keyed by schema feature names (validated like :meth:`predict`).
+        images : sequence of image sources, or uint8 array (n, H, W), optional
+            Paths, PIL images, arrays or bytes, row-aligned with ``table``.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, n_classes)
+        """
+        self._check_fitted()
+        records = None
+        if table is not None and "tabular" in self.modalities_:
+            rows = table.to_dict("records") if isinstance(table, pd.DataFrame) else list(table)
+            records = self._record_frame(rows)
+        pixels = None
+        if images is not None and "image" in self.modalities_:
+            pixels = np.stack([load_image(img, self.image_size_) for img in images]) if len(images) else None
+        self._check_inputs(records is not None, pixels is not None)
+        n = len(records) if records is not None else len(pixels)
+        if records is not None and pixels is not None and len(records) != len(pixels):
+            raise ValueError(f"table has {len(records)} rows but {len(pixels)} images were given")
+        if self.booster_ is not None:
+            return self.booster_.predict_proba(self.preprocessor_.transform_raw(records)[0])
+        ds = Dataset(name="input", classes=self.classes_, labels=np.zeros(n, np.int64), images=pixels, records=records)
+        device, precision = self._device_precision()
+        return predict_network(self.network_, self._arrays(ds), device, precision, batch_size=batch_size)
+
+    def _check_inputs(self, has_record: bool, has_image: bool) -> None:
+        given = {"tabular": has_record, "image": has_image}
+        if not any(given[m] for m in self.modalities_):
+            names = {"tabular": "a record", "image": "an image"}
+            raise ValueError(f"this model was trained on {list(self.modalities_)} and needs {' or '.join(names[m] for m in self.modalities_)}; none was given")
+        if self.booster_ is not None and not has_record:
+            raise ValueError("the XGBoost baseline needs a record")
+
+    def predict(self, record: Mapping[str, Any] | pd.Series | None = None, image: Any = None) -> Prediction:
+        """Classify one patient from a record, an image, or both.
+
+        Parameters
+        ----------
+        record : dict or pandas.Series, optional
+            Keyed by the schema's feature names; a missing key is a missing value.
+        image : str, Path, PIL.Image.Image, numpy.ndarray or bytes, optional
+            PNG, JPEG or DICOM; any size; grayscale, RGB or RGBA; 8 or 16 bit.
+
+        Either may be None: a fused model answers from the other one (it was trained
+        with modality dropout) and ``Prediction.modalities`` says what it used.
+
+        Raises
+        ------
+        ValueError
+            A record value fails the schema (naming the field, the value and what is
+            accepted), an unknown field, an unreadable image (naming it), or no input
+            the model can use.
+        """
+        self._check_fitted()
+        use_record = record is not None and "tabular" in self.modalities_
+        use_image = image is not None and "image" in self.modalities_
+        self._check_inputs(use_record, use_image)
+        proba = self.predict_proba([record] if use_record else None, [image] if use_image else None)[0]
+        used = tuple(m for m, on in (("image", use_image), ("tabular", use_record)) if on)
+        probabilities = {c: float(p) for c, p in zip(self.classes_, proba)}
+        return Prediction(label=self.classes_[int(np.argmax(proba))], probabilities=probabilities, modalities=used)
+
+    # ------------------------------------------------------------- persistence
+    def save(self, folder: str | Path) -> Path:
+        """Write the model folder (see :mod:`fusion.persistence`); returns its path."""
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = ["config.json", "preprocessing.json"]
+        write_json(folder / "config.json", {"fusion_version": __version__, "classes": list(self.classes_), "modalities": list(self.modalities_), "config": self.config.to_dict()})
+        image_state = None
+        if self.network_ is not None and "image" in self.modalities_:
+            branch = self.network_.branches["image"]
+            image_state = {"size": self.image_size_, "mean": float(branch.mean), "std": float(branch.std), "channels": 1, "resize": "bilinear, squash to square"}
+        write_json(folder / "preprocessing.json", {"tabular": self.preprocessor_.to_dict() if self.preprocessor_ else None, "image": image_state})
+        if self.schema_ is not None:
+            (folder / "schema.toml").write_text(self.schema_.text, encoding="utf-8")
+            files.append("schema.toml")
+        if self.booster_ is not None:
+            self.booster_.save(folder / BOOSTER)
+            files.append(BOOSTER)
+        else:
+            save_state_dict(self.network_.state_dict(), folder / WEIGHTS)
+            files.append(WEIGHTS)
+        write_manifest(folder, files, __version__)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: str = "cpu") -> "FusionClassifier":
+        """Rebuild a model from its folder alone; the files are verified against the
+        manifest first and nothing is unpickled.
+
+        Raises
+        ------
+        FileNotFoundError, ValueError
+            Not a model folder, or a file is missing, changed or malformed.
+        """
+        folder = Path(folder)
+        manifest = verify_folder(folder)
+        listed = set(manifest["sha256"])
+        try:
+            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
+            config = Config.from_dict(meta["config"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{folder}: unreadable model configuration ({err})") from None
+        clf = cls(config)
+        clf.classes_ = tuple(meta["classes"])
+        clf.modalities_ = tuple(meta["modalities"])
+        clf.schema_ = parse_schema((folder / "schema.toml").read_text(encoding="utf-8"), origin=str(folder / "schema.toml")) if "schema.toml" in listed else None
+        clf.preprocessor_ = TabularPreprocessor.from_dict(prep["tabular"], clf.schema_) if prep.get("tabular") else None
+        clf.image_size_ = prep["image"]["size"] if prep.get("image") else (config.image.image_size if "image" in clf.modalities_ else None)
+        clf.network_, clf.booster_, clf.history_ = None, None, {}
+        if config.model == "xgboost":
+            if BOOSTER not in listed:
+                raise ValueError(f"{folder}: no {BOOSTER} listed in the manifest")
+            clf.booster_ = XGBoostBaseline.load(folder / BOOSTER)
+            return clf
+        if WEIGHTS not in listed:
+            raise ValueError(f"{folder}: no {WEIGHTS} listed in the manifest")
+        network = clf._build_network(config)
+        state = load_state_dict(folder / WEIGHTS)
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"{folder}: weights do not fit the configured model ({err})") from None
+        dev = resolve_device(device)
+        clf.network_ = prepare_model(network, dev, resolve_precision(config.train.precision, dev)).eval()
+        return clf

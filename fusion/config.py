@@ -1,0 +1,163 @@
+"""One configuration, built from the CLI or in Python, saved as JSON beside the weights.
+
+A saved ``config.json`` is enough (with the weights and preprocessing state) to
+rebuild the model, the way nanoGPT checkpoints carry their model config.
+
+Example
+-------
+>>> cfg = Config(modalities=("tabular",))
+>>> Config.from_dict(cfg.to_dict()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from fusion.image import BACKBONES
+from fusion.model import parse_modalities
+
+MODELS = ("fusion", "xgboost")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from.
+
+    ``path`` None means the embedded synthetic cohort of ``synthetic_n`` images.
+    """
+
+    path: str | None = None
+    schema: str | None = None
+    synthetic_n: int = 1200
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+
+@dataclass
+class ImageConfig:
+    """The image branch.
+
+    ``freeze``: how many blocks of the backbone (from the input side) stay fixed.
+    ``weights``: a local state-dict file for the backbone; ``pretrained``: "imagenet"
+    (torchvision's weights, only if already on this machine); ``init_from``: the run
+    folder of an earlier fusion model whose image branch starts this one.
+    """
+
+    backbone: str = "custom"
+    image_size: int = 128
+    freeze: int = 0
+    pretrained: str | None = None
+    weights: str | None = None
+    init_from: str | None = None
+    augment: bool = True
+
+
+@dataclass
+class TabularConfig:
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+
+
+@dataclass
+class HeadConfig:
+    """The late-fusion head; ``aux_weight`` weighs each branch's auxiliary loss."""
+
+    hidden: int = 64
+    dropout: float = 0.2
+    modality_dropout: float = 0.25
+    aux_weight: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    # XGBoost baseline
+    xgb_trees: int = 400
+    xgb_depth: int = 4
+    xgb_lr: float = 0.05
+
+
+@dataclass
+class Config:
+    """Everything that defines a training run."""
+
+    modalities: tuple[str, ...] = ("image", "tabular")
+    model: str = "fusion"
+    data: DataConfig = field(default_factory=DataConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    tabular: TabularConfig = field(default_factory=TabularConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "Config":
+        """Check every value; raises ``ValueError`` naming the field at fault."""
+        self.modalities = parse_modalities(self.modalities)
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}; got {self.model!r}")
+        if self.model == "xgboost" and self.modalities != ("tabular",):
+            raise ValueError(f"model 'xgboost' is tabular only; use --modalities tabular (got {','.join(self.modalities)})")
+        if self.image.backbone not in BACKBONES:
+            raise ValueError(f"image.backbone: unknown backbone {self.image.backbone!r}; known backbones: {sorted(BACKBONES)}")
+        if self.image.image_size < 16:
+            raise ValueError(f"image.image_size must be >= 16; got {self.image.image_size}")
+        if self.image.pretrained not in (None, "imagenet"):
+            raise ValueError(f"image.pretrained must be 'imagenet' or unset; got {self.image.pretrained!r}")
+        sources = [s for s in ("pretrained", "weights", "init_from") if getattr(self.image, s)]
+        if len(sources) > 1:
+            raise ValueError(f"give at most one of --pretrained, --weights, --init-from; got {sources}")
+        if self.train.device not in DEVICES:
+            raise ValueError(f"train.device must be one of {DEVICES}; got {self.train.device!r}")
+        if self.train.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}; got {self.train.precision!r}")
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self.train, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1; got {getattr(self.train, name)}")
+        if not self.train.lr > 0:
+            raise ValueError(f"train.lr must be > 0; got {self.train.lr}")
+        if not 0 <= self.head.modality_dropout < 1:
+            raise ValueError(f"head.modality_dropout must be in [0, 1); got {self.head.modality_dropout}")
+        return self
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["modalities"] = list(self.modalities)
+        out["tabular"]["hidden"] = list(self.tabular.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error (they would be
+        silently ignored settings otherwise)."""
+        sections = {"data": DataConfig, "image": ImageConfig, "tabular": TabularConfig, "head": HeadConfig, "train": TrainConfig}
+        top = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - top)
+        if unknown:
+            raise ValueError(f"config has unknown key(s) {unknown}; known: {sorted(top)}")
+        kwargs = {}
+        for key, value in data.items():
+            if key in sections:
+                known = {f.name for f in fields(sections[key])}
+                bad = sorted(set(value) - known)
+                if bad:
+                    raise ValueError(f"config section {key!r} has unknown key(s) {bad}; known: {sorted(known)}")
+                if key == "tabular" and "hidden" in value:
+                    value = {**value, "hidden": tuple(value["hidden"])}
+                kwargs[key] = sections[key](**value)
+            elif key == "modalities":
+                kwargs[key] = tuple(value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)

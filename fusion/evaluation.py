@@ -1,0 +1,118 @@
+"""Classification metrics, the same for every model and split.
+
+Macro metrics come first because clinical classes are imbalanced (normal films are
+rare in COVID-19 collections): accuracy alone rewards ignoring the small class.
+
+Example
+-------
+>>> import numpy as np
+>>> m = classification_metrics(np.array([0, 1, 1]), np.array([[.9, .1], [.2, .8], [.6, .4]]), ("a", "b"))
+>>> round(m["accuracy"], 3), m["confusion_matrix"]
+(0.667, [[1, 0], [1, 1]])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
+    """ECE of the top-class confidence, equal-width bins (Guo et al., 2017)."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (confidence > lo) & (confidence <= hi)
+        if inside.any():
+            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(ece)
+
+
+def _auroc(y_binary: np.ndarray, score: np.ndarray) -> float | None:
+    if y_binary.min() == y_binary.max():
+        return None  # undefined with one class present
+    return float(roc_auc_score(y_binary, score))
+
+
+def classification_metrics(y_true, proba, classes) -> dict:
+    """Accuracy, macro-F1, macro one-vs-rest AUROC, ECE, per-class figures and the
+    confusion matrix.
+
+    Parameters
+    ----------
+    y_true : array of int, shape (n,)
+    proba : array of float, shape (n, n_classes)
+    classes : sequence of str
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``accuracy``, ``macro_f1``, ``auroc_macro`` (None when undefined),
+        ``ece``, ``per_class`` (``precision``, ``recall``, ``sensitivity``,
+        ``specificity``, ``f1``, ``auroc``, ``support`` per class) and
+        ``confusion_matrix`` (rows: true class, columns: predicted).
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    k = len(classes)
+    if proba.ndim != 2 or proba.shape != (len(y_true), k):
+        raise ValueError(f"proba must have shape ({len(y_true)}, {k}); got {proba.shape}")
+    if len(y_true) == 0:
+        raise ValueError("cannot score an empty set")
+    pred = proba.argmax(axis=1)
+    cm = confusion_matrix(y_true, pred, labels=list(range(k)))
+    per_class, aurocs = {}, []
+    for i, name in enumerate(classes):
+        tp = cm[i, i]
+        fn = cm[i].sum() - tp
+        fp = cm[:, i].sum() - tp
+        tn = cm.sum() - tp - fn - fp
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        auroc = _auroc((y_true == i).astype(int), proba[:, i])
+        if auroc is not None:
+            aurocs.append(auroc)
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "sensitivity": float(recall),
+            "specificity": float(tn / (tn + fp)) if tn + fp else 0.0,
+            "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
+            "auroc": auroc,
+            "support": int(cm[i].sum()),
+        }
+    present = sorted(set(y_true.tolist()))
+    return {
+        "accuracy": float((pred == y_true).mean()),
+        # Macro over the classes present in this split, so a split without a rare class
+        # is not scored zero for it.
+        "macro_f1": float(f1_score(y_true, pred, labels=present, average="macro", zero_division=0)),
+        "auroc_macro": float(np.mean(aurocs)) if len(aurocs) == len(present) and len(present) > 1 else None,
+        "ece": expected_calibration_error(y_true, proba),
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def format_metrics(metrics: dict, title: str = "") -> str:
+    """A readable table of one metrics dict (as written to ``metrics.json``)."""
+
+    def num(v):
+        return "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:6.3f}"
+
+    lines = [title] if title else []
+    lines.append(
+        f"accuracy {num(metrics['accuracy'])}   macro-F1 {num(metrics['macro_f1'])}   "
+        f"macro AUROC {num(metrics['auroc_macro'])}   ECE {num(metrics['ece'])}"
+    )
+    lines.append(f"{'class':<14}{'precision':>10}{'recall':>10}{'specif.':>10}{'f1':>10}{'auroc':>10}{'n':>7}")
+    for name, pc in metrics["per_class"].items():
+        lines.append(
+            f"{name:<14}{num(pc['precision']):>10}{num(pc['recall']):>10}{num(pc['specificity']):>10}"
+            f"{num(pc['f1']):>10}{num(pc['auroc']):>10}{pc['support']:>7}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Saving and loading model folders, with no pickle anywhere.
+
+A model folder holds:
+
+- ``config.json``: the :class:`fusion.config.Config`, classes, modalities, format and
+  library version;
+- ``model.safetensors`` (neural models) or ``xgboost.json`` (the baseline);
+- ``preprocessing.json``: tabular preprocessing state and image size/normalisation;
+- ``schema.toml``: the schema the model was trained with, as written;
+- ``manifest.json``: the SHA-256 of each of these files.
+
+Loading checks every hash first and reads tensors with safetensors, which cannot carry
+code, so a folder whose files were replaced (by a pickle, say) is refused before
+anything in it is interpreted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+BOOSTER = "xgboost.json"
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+
+
+def write_manifest(folder: str | Path, files: list[str], version: str) -> None:
+    folder = Path(folder)
+    write_json(
+        folder / MANIFEST,
+        {"format_version": FORMAT_VERSION, "fusion_version": version, "sha256": {f: sha256(folder / f) for f in sorted(files)}},
+    )
+
+
+def verify_folder(folder: str | Path) -> dict:
+    """Check a model folder against its manifest before anything is read from it.
+
+    Returns
+    -------
+    dict
+        The manifest.
+
+    Raises
+    ------
+    FileNotFoundError
+        No folder or no manifest.
+    ValueError
+        A listed file is missing or its SHA-256 differs (the file was changed or
+        replaced), or the format version is newer than this library reads.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder {str(folder)!r} does not exist")
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not a fusion model folder: no {MANIFEST}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        hashes = dict(manifest["sha256"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a valid manifest ({err})") from None
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{folder}: model format {manifest.get('format_version')} was written by fusion "
+            f"{manifest.get('fusion_version')}; this fusion reads format {FORMAT_VERSION}: upgrade fusion"
+        )
+    for name, expected in hashes.items():
+        if Path(name).name != name:
+            raise ValueError(f"{path}: lists {name!r}, which is not a file of the folder")
+        file = folder / name
+        if not file.is_file():
+            raise ValueError(f"{folder}: {name} is listed in the manifest but missing")
+        actual = sha256(file)
+        if actual != expected:
+            raise ValueError(
+                f"{folder}: {name} does not match its SHA-256 in {MANIFEST} (expected {expected[:12]}..., "
+                f"found {actual[:12]}...): the file was changed or replaced after saving; refusing to load it"
+            )
+    return manifest
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights with safetensors (which holds tensors only, never code)."""
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise ValueError(f"{path}: not a valid safetensors file ({err})") from None

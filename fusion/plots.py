@@ -1,0 +1,67 @@
+"""Figures of a training run: confusion matrix, ROC curves, training curves.
+
+Built on ``matplotlib.figure.Figure`` directly, so no pyplot state or backend is set
+as a side effect (a server or notebook using matplotlib is not disturbed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+
+def plot_confusion(matrix, classes, path: str | Path, title: str = "Confusion matrix") -> None:
+    matrix = np.asarray(matrix)
+    fig = Figure(figsize=(1.4 * len(classes) + 2, 1.2 * len(classes) + 1.6))
+    ax = fig.subplots()
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = matrix.max() if matrix.size else 0
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if matrix[i, j] > top / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_roc(y_true, proba, classes, path: str | Path, title: str = "ROC (one vs rest)") -> None:
+    y_true = np.asarray(y_true)
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.subplots()
+    for i, name in enumerate(classes):
+        positive = y_true == i
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = roc_curve(positive, proba[:, i])
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_history(history: list[dict], path: str | Path) -> None:
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(8, 3.4))
+    left, right = fig.subplots(1, 2)
+    left.plot(epochs, [h["train_loss"] for h in history], label="train")
+    if history and "val_loss" in history[0]:
+        left.plot(epochs, [h["val_loss"] for h in history], label="validation")
+        right.plot(epochs, [h["val_macro_f1"] for h in history], color="C2")
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss")
+    left.legend()
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation macro-F1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -1,0 +1,160 @@
+"""Train a model: ``python -m fusion.train [options]``.
+
+Without ``--data`` it trains on the embedded synthetic cohort. The run folder
+(``--out``, default ``runs/<timestamp>``) receives the saved model, ``metrics.json``
+(validation and test figures, every skipped row) and plots.
+
+Examples
+--------
+python -m fusion.train --modalities image,tabular
+python -m fusion.train --modalities tabular --model xgboost
+python -m fusion.train --data ../shared/data/pneumoniamnist/pneumoniamnist_trainval.npz --modalities image
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from fusion.classifier import FusionClassifier
+from fusion.config import DEVICES, MODELS, PRECISIONS, Config
+from fusion.data import Dataset, load_dataset
+from fusion.evaluation import classification_metrics, format_metrics
+from fusion.image import BACKBONES
+from fusion.persistence import write_json
+from fusion.plots import plot_confusion, plot_history, plot_roc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fusion.train", description="Train a fusion model (image + clinical record).")
+    d = Config()
+    p.add_argument("--data", help="dataset folder (metadata.csv + images), CSV file or MedMNIST .npz; default: the embedded synthetic cohort")
+    p.add_argument("--schema", help="schema TOML file or built-in name (default: the folder's schema.toml)")
+    p.add_argument("--modalities", default="image,tabular", help="image,tabular | image | tabular (default: %(default)s)")
+    p.add_argument("--model", choices=MODELS, default=d.model, help="fusion network or XGBoost baseline (tabular only)")
+    p.add_argument("--backbone", choices=sorted(BACKBONES), default=d.image.backbone, help="image backbone (default: %(default)s)")
+    p.add_argument("--freeze", type=int, default=d.image.freeze, help="freeze the first N blocks of the backbone")
+    p.add_argument("--weights", help="local state-dict file to initialise the backbone")
+    p.add_argument("--pretrained", choices=["imagenet"], help="torchvision ImageNet weights (must already be on this machine)")
+    p.add_argument("--init-from", dest="init_from", help="run folder whose image branch initialises this one")
+    p.add_argument("--epochs", type=int, default=d.train.epochs)
+    p.add_argument("--batch-size", type=int, default=d.train.batch_size)
+    p.add_argument("--lr", type=float, default=d.train.lr)
+    p.add_argument("--patience", type=int, default=d.train.patience, help="early-stopping patience in epochs")
+    p.add_argument("--image-size", type=int, default=d.image.image_size)
+    p.add_argument("--no-augment", action="store_true", help="train without image augmentation")
+    p.add_argument("--seed", type=int, default=d.train.seed)
+    p.add_argument("--synthetic-n", type=int, default=d.data.synthetic_n, help="images in the synthetic cohort (no --data)")
+    p.add_argument("--device", choices=DEVICES, default=d.train.device)
+    p.add_argument("--precision", choices=PRECISIONS, default=d.train.precision, help="auto: bf16 where the hardware has it")
+    p.add_argument("--out", help="run folder (default: runs/<timestamp>); must be new or empty")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    cfg = Config(modalities=args.modalities, model=args.model)
+    cfg.data.path, cfg.data.schema, cfg.data.synthetic_n = args.data, args.schema, args.synthetic_n
+    img = cfg.image
+    img.backbone, img.freeze, img.image_size, img.augment = args.backbone, args.freeze, args.image_size, not args.no_augment
+    img.weights, img.pretrained, img.init_from = args.weights, args.pretrained, args.init_from
+    t = cfg.train
+    t.epochs, t.batch_size, t.lr, t.patience = args.epochs, args.batch_size, args.lr, args.patience
+    t.seed, t.device, t.precision = args.seed, args.device, args.precision
+    return cfg.validate()
+
+
+def _prepare_out(out: str | None) -> Path:
+    path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ValueError(f"--out {str(path)!r} exists and is not empty; choose a new folder (runs are never overwritten)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def score(clf: FusionClassifier, ds: Dataset) -> tuple[dict, np.ndarray]:
+    proba = clf.predict_dataset(ds)
+    return classification_metrics(ds.labels, proba, clf.classes_), proba
+
+
+def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True) -> tuple[FusionClassifier, dict]:
+    """Load data, split by patient, train, score validation and test, save everything.
+
+    Returns the fitted classifier and the metrics written to ``metrics.json``.
+    """
+    start = time.perf_counter()
+    folder = _prepare_out(str(out) if out else None)
+    ds = load_dataset(cfg.data.path, cfg.data.schema, image_size=cfg.image.image_size, seed=cfg.train.seed, synthetic_n=cfg.data.synthetic_n, modalities=cfg.modalities)
+    if ds.skipped:
+        warnings.warn(f"{len(ds.skipped)} row(s) of {ds.name} skipped; see 'skipped' in {folder / 'metrics.json'}; first: {ds.skipped[0]}", stacklevel=2)
+    parts = ds.split(seed=cfg.train.seed, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction)
+    train, val, test = parts.get("train"), parts.get("val"), parts.get("test")
+    if train is None or len(train) == 0:
+        raise ValueError(f"{ds.name}: no training rows (splits: { {k: len(v) for k, v in parts.items()} })")
+    if verbose:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
+        print(f"data: {ds.name} ({len(ds)} rows; {sizes}; {len(ds.skipped)} skipped); classes {list(ds.classes)}", flush=True)
+        print(f"model: {cfg.model}, modalities {','.join(cfg.modalities)}" + (f", backbone {cfg.image.backbone} at {cfg.image.image_size} px" if "image" in cfg.modalities else ""), flush=True)
+    clf = FusionClassifier(cfg).fit(train, val, verbose=verbose)
+    metrics = {
+        "task": f"{ds.name}: {' / '.join(ds.classes)}",
+        "classes": list(ds.classes),
+        "modalities": list(cfg.modalities),
+        "model": cfg.model,
+        "backbone": cfg.image.backbone if "image" in cfg.modalities else None,
+        "data": cfg.data.path or "synthetic (embedded)",
+        "n_train": len(train),
+        "n_val": len(val) if val is not None else 0,
+        "n_test": len(test) if test is not None else 0,
+        "epochs_run": clf.history_.get("epochs_run", 0),
+        "best_epoch": clf.history_.get("best_epoch"),
+        "device": clf.history_.get("device", "cpu"),
+        "precision": clf.history_.get("precision"),
+    }
+    plots = folder / "plots"
+    plots.mkdir(exist_ok=True)
+    for name, part in (("val", val), ("test", test)):
+        if part is None or len(part) == 0:
+            metrics[name] = None
+            continue
+        metrics[name], proba = score(clf, part)
+        plot_confusion(metrics[name]["confusion_matrix"], ds.classes, plots / f"confusion_{name}.png", title=f"Confusion matrix ({name})")
+        plot_roc(part.labels, proba, ds.classes, plots / f"roc_{name}.png", title=f"ROC one vs rest ({name})")
+    if clf.history_.get("history"):
+        plot_history(clf.history_["history"], plots / "training_curves.png")
+    clf.save(folder)
+    metrics["seconds"] = round(time.perf_counter() - start, 2)
+    metrics["history"] = clf.history_.get("history", [])
+    metrics["skipped"] = ds.skipped
+    metrics["notes"] = ds.notes
+    metrics["config"] = cfg.to_dict()
+    write_json(folder / "metrics.json", metrics)
+    if verbose:
+        for name in ("val", "test"):
+            if metrics[name]:
+                print(format_metrics(metrics[name], title=f"-- {name} ({metrics['n_' + name]} rows)"))
+    test_f1 = metrics["test"]["macro_f1"] if metrics["test"] else float("nan")
+    print(f"done in {metrics['seconds']:.1f}s: test macro-F1 {test_f1:.3f}; run saved to {folder}", flush=True)
+    return clf, metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        run(cfg, args.out, verbose=not args.quiet)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

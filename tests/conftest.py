@@ -1,0 +1,37 @@
+"""Shared fixtures: small synthetic cohorts in memory and written to disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fusion.data import synthetic
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def cohort():
+    """A 90-image synthetic cohort at 32 px (table, images)."""
+    return synthetic.make_cohort(90, seed=3, image_size=32)
+
+
+@pytest.fixture()
+def folder_dataset(tmp_path, cohort):
+    """The cohort written as metadata.csv + images/ with the synthetic schema, as a
+    hospital export would look."""
+    table, images = cohort
+    folder = tmp_path / "cohort"
+    (folder / "images").mkdir(parents=True)
+    for name, pixels in zip(table["image"], images):
+        Image.fromarray(pixels).save(folder / "images" / name)
+    table.to_csv(folder / "metadata.csv", index=False)
+    return folder
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path

@@ -1,0 +1,175 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fusion.data import load_dataset, load_image, read_table
+from fusion.data.images import read_gray
+from fusion.data.splits import grouped_split
+from tests.conftest import SHARED_DATA, write_png
+
+
+def test_synthetic_dataset_in_memory():
+    ds = load_dataset(None, image_size=32, synthetic_n=50, seed=1)
+    assert len(ds) == 50 and ds.modalities == {"image", "tabular"}
+    assert ds.images.shape == (50, 32, 32) and ds.records.shape[1] == 9
+    assert ds.skipped == []
+
+
+def test_grouped_split_never_shares_a_patient():
+    ds = load_dataset(None, image_size=16, synthetic_n=400, seed=0)
+    parts = ds.split(seed=5)
+    groups = {k: set(v.groups) for k, v in parts.items()}
+    assert not groups["train"] & groups["val"]
+    assert not groups["train"] & groups["test"]
+    assert not groups["val"] & groups["test"]
+    assert sum(len(v) for v in parts.values()) == 400
+    for part in parts.values():  # stratified: every class in every split
+        assert set(part.labels) == {0, 1, 2}
+    assert 0.1 < len(parts["test"]) / 400 < 0.2
+
+
+def test_grouped_split_is_seeded():
+    labels = np.repeat([0, 1, 2], 40)
+    groups = np.arange(120) // 2
+    a, b = grouped_split(labels, groups, seed=1), grouped_split(labels, groups, seed=1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    c = grouped_split(labels, groups, seed=2)
+    assert not np.array_equal(a["test"], c["test"])
+
+
+def test_folder_dataset_loads(folder_dataset):
+    ds = load_dataset(folder_dataset, "synthetic", image_size=24)
+    assert len(ds) == 90 and ds.images.shape == (90, 24, 24)
+    assert ds.skipped == []
+
+
+def test_bad_rows_and_images_are_skipped_and_reported(folder_dataset):
+    table = read_table(folder_dataset / "metadata.csv")
+    table.loc[0, "age"] = "abc"
+    table.loc[1, "spo2"] = "140"
+    table.loc[2, "image"] = "missing.png"
+    (folder_dataset / "images" / table.loc[3, "image"]).write_bytes(b"not an image at all")
+    png = (folder_dataset / "images" / table.loc[4, "image"]).read_bytes()
+    (folder_dataset / "images" / table.loc[4, "image"]).write_bytes(png[: len(png) // 2])  # truncated
+    table.loc[5, "diagnosis"] = "Tuberculosis"
+    table.loc[6, "image"] = table.loc[7, "image"]  # one file used twice
+    table.to_csv(folder_dataset / "metadata.csv", index=False)
+    ds = load_dataset(folder_dataset, "synthetic", image_size=24)
+    reasons = {s["row"]: s for s in ds.skipped}
+    assert set(reasons) == {0, 1, 2, 3, 4, 5, 7}
+    assert "'age' must be a number in [0, 120] years; got 'abc'" in reasons[0]["reason"]
+    assert "'spo2'" in reasons[1]["reason"] and "140" in reasons[1]["reason"]
+    assert "no such file" in reasons[2]["reason"] and reasons[2]["file"] == "missing.png"
+    assert "not a readable image" in reasons[3]["reason"]
+    assert "not a readable image" in reasons[4]["reason"]
+    assert "unknown value 'Tuberculosis'" in reasons[5]["reason"]
+    assert "duplicate image" in reasons[7]["reason"]
+    assert len(ds) == 90 - 7
+
+
+def test_folder_without_schema_says_how_to_give_one(folder_dataset):
+    with pytest.raises(ValueError, match="--schema"):
+        load_dataset(folder_dataset)
+
+
+def _gray(h=40, w=60):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (h, w), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16", "P"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_image_formats_become_one_channel_at_model_size(tmp_path, mode, fmt):
+    base = Image.fromarray(_gray())
+    if mode == "I;16":
+        if fmt == "JPEG":
+            pytest.skip("JPEG has no 16-bit mode")
+        image = Image.fromarray((np.asarray(base).astype(np.uint16) * 257))
+    elif mode == "RGBA":
+        if fmt == "JPEG":
+            pytest.skip("JPEG has no alpha")
+        image = base.convert("RGBA")
+    elif mode == "P" and fmt == "JPEG":
+        pytest.skip("JPEG has no palette mode")
+    else:
+        image = base.convert(mode)
+    path = tmp_path / f"x.{fmt.lower()}"
+    image.save(path, format=fmt)
+    out = load_image(path, 32)
+    assert out.shape == (32, 32) and out.dtype == np.uint8
+    reference = load_image(base, 32).astype(int)
+    tolerance = 12 if fmt == "JPEG" else 2  # JPEG is lossy
+    assert np.abs(out.astype(int) - reference).mean() < tolerance
+
+
+def test_path_pil_array_and_bytes_give_the_same_pixels(tmp_path):
+    array = _gray()
+    path = write_png(tmp_path / "a.png", array)
+    ref = load_image(path, 28)
+    np.testing.assert_array_equal(load_image(Image.open(path), 28), ref)
+    np.testing.assert_array_equal(load_image(array, 28), ref)
+    np.testing.assert_array_equal(load_image(path.read_bytes(), 28), ref)
+    np.testing.assert_array_equal(load_image(str(path), 28), ref)
+
+
+def test_sixteen_bit_and_float_arrays_are_windowed():
+    ramp = np.linspace(1000, 4000, 64 * 64).reshape(64, 64)
+    out16 = load_image(ramp.astype(np.uint16), 16)
+    assert out16.min() < 10 and out16.max() > 245  # 12-bit data stretched to the full range
+    outf = load_image(ramp / 4000.0 * 0.5, 16)  # floats already in [0, 1] are kept as they are
+    assert outf.max() <= 128
+
+
+@pytest.mark.parametrize(
+    "source, match",
+    [
+        (b"\x89PNG\r\n\x1a\n garbage", "not a readable image"),
+        (np.zeros((0, 5), np.uint8), "zero size"),
+        (np.zeros((4, 4, 7), np.uint8), "expected an array of shape"),
+        (np.full((4, 4), np.nan), "NaN"),
+        (Path("/nonexistent/x.png"), "no such file"),
+    ],
+)
+def test_unreadable_images_raise_value_error_naming_them(source, match):
+    with pytest.raises(ValueError, match=match):
+        read_gray(source)
+
+
+def test_wrong_image_type_is_type_error():
+    with pytest.raises(TypeError, match="path, PIL image, numpy array or bytes"):
+        read_gray(12345)
+
+
+def test_npz_in_medmnist_layout_keeps_its_splits(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mini.npz"
+    np.savez(
+        path,
+        train_images=rng.integers(0, 255, (30, 28, 28), dtype=np.uint8),
+        train_labels=rng.integers(0, 2, (30, 1)),
+        val_images=rng.integers(0, 255, (10, 28, 28), dtype=np.uint8),
+        val_labels=rng.integers(0, 2, (10, 1)),
+    )
+    ds = load_dataset(path, image_size=32)
+    assert ds.modalities == {"image"} and ds.images.shape == (40, 32, 32)
+    parts = ds.split()
+    assert set(parts) == {"train", "val"} and len(parts["train"]) == 30 and len(parts["val"]) == 10
+    assert ds.classes == ("0", "1")
+
+
+def test_npz_without_images_is_refused(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.zeros(3))
+    with pytest.raises(ValueError, match="train_images"):
+        load_dataset(path)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "pneumoniamnist").is_dir(), reason="../shared/data/pneumoniamnist is not on this machine")
+def test_pneumoniamnist_loads():
+    ds = load_dataset(SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_trainval.npz", "pneumoniamnist", image_size=28)
+    assert len(ds.splits["train"]) == 4707 and len(ds.splits["val"]) == 524
+    assert ds.classes == ("normal", "pneumonia")
