@@ -6,12 +6,12 @@ configuration, ``fit`` returns ``self`` and sets attributes ending in ``_``.
 
 Example
 -------
->>> from fusion import Config, FusionClassifier, load_dataset
+>>> from fusion import Config, FusionClassifier, load_dataset, synthetic
 >>> ds = load_dataset(None, image_size=32, synthetic_n=80)
 >>> parts = ds.split(seed=0)
 >>> cfg = Config(); cfg.image.image_size = 32; cfg.train.epochs = 1
 >>> clf = FusionClassifier(cfg).fit(parts["train"], parts["val"])
->>> record, image = ds.schema and __import__("fusion").synthetic.example(0, image_size=32)
+>>> record, image = synthetic.example(0, image_size=32)
 >>> sorted(clf.predict(record, image).probabilities) == sorted(clf.classes_)
 True
 """

@@ -31,7 +31,7 @@ class DataConfig:
 
     path: str | None = None
     schema: str | None = None
-    synthetic_n: int = 1200
+    synthetic_n: int = 2000
     val_fraction: float = 0.15
     test_fraction: float = 0.15
 
@@ -47,7 +47,7 @@ class ImageConfig:
     """
 
     backbone: str = "custom"
-    image_size: int = 128
+    image_size: int | None = None  # None: the backbone's default_size
     freeze: int = 0
     pretrained: str | None = None
     weights: str | None = None
@@ -73,11 +73,11 @@ class HeadConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    patience: int = 5
+    patience: int = 6
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -111,6 +111,8 @@ class Config:
             raise ValueError(f"model 'xgboost' is tabular only; use --modalities tabular (got {','.join(self.modalities)})")
         if self.image.backbone not in BACKBONES:
             raise ValueError(f"image.backbone: unknown backbone {self.image.backbone!r}; known backbones: {sorted(BACKBONES)}")
+        if self.image.image_size is None:
+            self.image.image_size = BACKBONES[self.image.backbone].default_size
         if self.image.image_size < 16:
             raise ValueError(f"image.image_size must be >= 16; got {self.image.image_size}")
         if self.image.pretrained not in (None, "imagenet"):

@@ -29,13 +29,17 @@ class CustomCNN(nn.Module):
     About 0.4 M parameters with the default widths; on 2 CPU cores it trains at
     roughly 20x the speed of DenseNet169 at the same input size.
 
+    Its default input is 64 px: with four blocks the last features then see most of a
+    lung field, which is what opacities are judged against; at 128 px the same network
+    learned markedly worse on the synthetic cohort.
+
     Parameters
     ----------
     widths : tuple of int
         Channels of each block; each block halves the resolution.
     """
 
-    n_blocks = 4
+    default_size = 64
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)):
         super().__init__()
@@ -72,6 +76,8 @@ class DenseNet169(nn.Module):
     transfer learning. ImageNet weights are never downloaded here; see
     :func:`load_backbone_weights`.
     """
+
+    default_size = 224
 
     def __init__(self):
         super().__init__()
@@ -248,8 +254,11 @@ class ImageBranch(nn.Module):
             norm.eval()
         return self
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_features((x - self.mean) / self.std)
+        return self.backbone.forward_features(self.normalise(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.train.batch_size)
     p.add_argument("--lr", type=float, default=d.train.lr)
     p.add_argument("--patience", type=int, default=d.train.patience, help="early-stopping patience in epochs")
-    p.add_argument("--image-size", type=int, default=d.image.image_size)
+    p.add_argument("--image-size", type=int, help="side of the square input in pixels (default: the backbone's, custom 64, densenet169 224)")
     p.add_argument("--no-augment", action="store_true", help="train without image augmentation")
     p.add_argument("--seed", type=int, default=d.train.seed)
     p.add_argument("--synthetic-n", type=int, default=d.data.synthetic_n, help="images in the synthetic cohort (no --data)")
