@@ -1,0 +1,143 @@
+"""Contract tests: every backbone, every modality subset, one shared interface."""
+
+import pytest
+import torch
+
+from fusion.config import Config
+from fusion.image import BACKBONES, CustomCNN, ImageBranch, adapt_state_dict, create_backbone, freeze_blocks, imagenet_weights_path, load_backbone_weights
+from fusion.model import FusionModel, parse_modalities
+from fusion.tabular import TabularMLP
+
+SUBSETS = [("image",), ("tabular",), ("image", "tabular")]
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_contract(name):
+    backbone = create_backbone(name)
+    size = 64
+    with torch.no_grad():
+        out = backbone.eval().forward_features(torch.randn(2, 1, size, size))
+    assert out.shape == (2, backbone.output_dim)
+    assert torch.isfinite(out).all()
+    assert len(backbone.blocks()) == backbone.n_blocks
+    assert backbone.default_size >= 16
+
+
+def test_unknown_backbone_lists_known_ones():
+    with pytest.raises(ValueError, match=r"known backbones: \['custom', 'densenet169'\]"):
+        create_backbone("resnet9000")
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("modalities", SUBSETS)
+def test_fusion_model_contract(name, modalities):
+    branches = {}
+    if "image" in modalities:
+        branches["image"] = ImageBranch(create_backbone(name))
+    if "tabular" in modalities:
+        branches["tabular"] = TabularMLP(7)
+    model = FusionModel(branches, n_classes=3, modality_dropout=0.3)
+    expected_in = sum(b.output_dim for b in branches.values()) + (len(branches) if len(branches) > 1 else 0)
+    assert model.head[1].in_features == expected_in  # sized from the branches, not hard-coded
+    inputs = {"image": torch.rand(4, 1, 48, 48) if "image" in modalities else None, "tabular": torch.randn(4, 7) if "tabular" in modalities else None}
+    model.train()
+    logits, aux = model.forward_with_aux(inputs)
+    assert logits.shape == (4, 3)
+    assert set(aux) == (set(modalities) if len(modalities) > 1 else set())
+    logits.sum().backward()
+    model.eval()
+    with torch.no_grad():
+        assert model(inputs).shape == (4, 3)
+
+
+def test_missing_modality_is_answered_by_a_fused_model():
+    model = FusionModel({"image": ImageBranch(create_backbone("custom")), "tabular": TabularMLP(5)}, n_classes=3).eval()
+    with torch.no_grad():
+        only_tab = model({"image": None, "tabular": torch.randn(2, 5)})
+        only_img = model({"image": torch.rand(2, 1, 32, 32), "tabular": None})
+    assert only_tab.shape == only_img.shape == (2, 3)
+    with pytest.raises(ValueError, match="at least one"):
+        model({"image": None, "tabular": None})
+
+
+def test_single_modality_model_rejects_the_other():
+    model = FusionModel({"tabular": TabularMLP(5)}, n_classes=2).eval()
+    with pytest.raises(ValueError, match=r"trained on \['tabular'\]"):
+        model({"image": torch.rand(1, 1, 32, 32), "tabular": None})
+
+
+@pytest.mark.parametrize("value, expected", [("image,tabular", ("image", "tabular")), ("tabular,image", ("image", "tabular")), (["image"], ("image",))])
+def test_parse_modalities(value, expected):
+    assert parse_modalities(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "image,image", "text", "image,audio"])
+def test_parse_modalities_rejects(value):
+    with pytest.raises(ValueError, match="modalities must be"):
+        parse_modalities(value)
+
+
+def test_freeze_blocks_fixes_parameters_and_batchnorm():
+    backbone = create_backbone("custom")
+    freeze_blocks(backbone, 2)
+    blocks = backbone.blocks()
+    assert not any(p.requires_grad for b in blocks[:2] for p in b.parameters())
+    assert all(p.requires_grad for b in blocks[2:] for p in b.parameters())
+    branch = ImageBranch(backbone).train()
+    assert not blocks[0][1].training and blocks[2][1].training
+    with pytest.raises(ValueError, match="between 0 and 4"):
+        freeze_blocks(create_backbone("custom"), 5)
+
+
+def test_densenet_freeze_counts_dense_blocks():
+    backbone = create_backbone("densenet169")
+    freeze_blocks(backbone, 3)
+    assert not any(p.requires_grad for p in backbone.features.denseblock3.parameters())
+    assert all(p.requires_grad for p in backbone.features.denseblock4.parameters())
+
+
+def test_rgb_torchvision_state_dict_loads_into_grayscale_densenet(tmp_path):
+    from torchvision.models import densenet169
+
+    reference = densenet169(weights=None)
+    state = reference.state_dict()
+    path = tmp_path / "densenet169_rgb.pth"
+    torch.save(state, path)
+    backbone = create_backbone("densenet169")
+    load_backbone_weights(backbone, path)
+    expected = state["features.conv0.weight"].sum(dim=1, keepdim=True)
+    assert torch.equal(backbone.features.conv0.weight, expected)
+    assert torch.equal(backbone.features.denseblock4.denselayer32.conv2.weight, state["features.denseblock4.denselayer32.conv2.weight"])
+
+
+def test_old_style_densenet_keys_are_renamed():
+    backbone = create_backbone("densenet169")
+    old = {"features.denseblock1.denselayer1.norm.1.weight": torch.ones(64)}
+    assert "features.denseblock1.denselayer1.norm1.weight" in adapt_state_dict(old, backbone)
+
+
+def test_weights_that_do_not_fit_are_refused(tmp_path):
+    path = tmp_path / "custom.pth"
+    torch.save(CustomCNN().state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit backbone DenseNet169"):
+        load_backbone_weights(create_backbone("densenet169"), path)
+    with pytest.raises(FileNotFoundError):
+        load_backbone_weights(create_backbone("custom"), tmp_path / "nope.pth")
+
+
+def test_imagenet_weights_absent_gives_instructions(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"never downloads.*--weights FILE"):
+        imagenet_weights_path("densenet169")
+
+
+def test_config_round_trip_and_errors():
+    cfg = Config(modalities="tabular", model="xgboost")
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert Config().image.image_size == 64
+    with pytest.raises(ValueError, match="xgboost' is tabular only"):
+        Config(model="xgboost")
+    with pytest.raises(ValueError, match="unknown key"):
+        Config.from_dict({**cfg.to_dict(), "colour": 1})
+    with pytest.raises(ValueError, match="at most one of"):
+        Config.from_dict({**cfg.to_dict(), "model": "fusion", "image": {**cfg.to_dict()["image"], "weights": "a", "init_from": "b"}})

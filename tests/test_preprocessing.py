@@ -1,0 +1,64 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusion.preprocessing import TabularPreprocessor
+from fusion.schema import parse_schema, records_frame
+
+SCHEMA = parse_schema(
+    """
+[label]
+column = "y"
+classes = { a = ["a"], b = ["b"] }
+[features.age]
+type = "numeric"
+range = [0, 120]
+[features.sex]
+type = "categorical"
+categories = ["F", "M"]
+[features.smoker]
+type = "binary"
+categories = ["N", "Y"]
+missing = "impute"
+"""
+)
+
+
+def frame(rows):
+    return records_frame(SCHEMA, {n: [r.get(n) for r in rows] for n in SCHEMA.feature_names})
+
+
+def test_fit_on_train_only_and_layout():
+    train = frame([{"age": 20.0, "sex": "F", "smoker": "Y"}, {"age": 40.0, "sex": "M", "smoker": "Y"}, {"age": np.nan, "sex": None, "smoker": "N"}])
+    pre = TabularPreprocessor(SCHEMA).fit(train)
+    assert pre.columns_ == ["age", "age__missing", "sex=F", "sex=M", "sex__missing", "smoker"]
+    assert pre.sources_ == ["age", "age", "sex", "sex", "sex", "smoker"]
+    assert pre.stats_["age"]["median"] == 30.0 and pre.stats_["smoker"]["mode"] == "Y"
+    X = pre.transform(frame([{"age": np.nan, "sex": None, "smoker": None}]))
+    # missing age -> the median (30 = mean, so 0 after scaling) and indicator 1; missing sex -> zeros + indicator
+    np.testing.assert_allclose(X[0], [0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    assert X.dtype == np.float32 and np.isfinite(X).all()
+
+
+def test_raw_transform_keeps_nan_for_xgboost():
+    pre = TabularPreprocessor(SCHEMA).fit(frame([{"age": 20.0, "sex": "F", "smoker": "N"}]))
+    X, names = pre.transform_raw(frame([{"age": np.nan, "sex": None, "smoker": "Y"}]))
+    assert names == ["age", "sex=F", "sex=M", "smoker"]
+    assert np.isnan(X[0, :3]).all() and X[0, 3] == 1.0
+
+
+def test_state_round_trips_through_json_and_checks_schema():
+    import json
+
+    pre = TabularPreprocessor(SCHEMA).fit(frame([{"age": 20.0, "sex": "F", "smoker": "N"}, {"age": 60.0, "sex": "M", "smoker": "Y"}]))
+    state = json.loads(json.dumps(pre.to_dict()))
+    again = TabularPreprocessor.from_dict(state, SCHEMA)
+    rows = frame([{"age": 33.0, "sex": "M", "smoker": None}])
+    np.testing.assert_array_equal(again.transform(rows), pre.transform(rows))
+    with pytest.raises(ValueError, match="was the schema changed"):
+        TabularPreprocessor.from_dict({**state, "columns": ["x"]}, SCHEMA)
+
+
+def test_transform_before_fit_is_an_error():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TabularPreprocessor(SCHEMA).transform(frame([{}]))

@@ -1,0 +1,98 @@
+"""End to end: tiny training runs through the CLI, evaluation, save and load."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fusion import FusionClassifier, load_dataset
+from fusion.evaluate import main as evaluate_main
+from fusion.train import main as train_main
+
+TINY = ["--synthetic-n", "90", "--image-size", "32", "--epochs", "2", "--quiet"]
+METRIC_KEYS = {"accuracy", "macro_f1", "auroc_macro", "ece", "per_class", "confusion_matrix"}
+
+
+@pytest.fixture(scope="module")
+def fused_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "fused"
+    assert train_main(["--modalities", "image,tabular", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_run_folder_holds_model_metrics_and_plots(fused_run):
+    names = {p.name for p in fused_run.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessing.json", "schema.toml", "manifest.json", "metrics.json", "plots"} <= names
+    assert {p.name for p in (fused_run / "plots").iterdir()} >= {"confusion_test.png", "roc_test.png", "training_curves.png"}
+    metrics = json.loads((fused_run / "metrics.json").read_text())
+    for key in ("task", "classes", "modalities", "model", "backbone", "n_train", "n_val", "n_test", "epochs_run", "seconds", "skipped", "val", "test"):
+        assert key in metrics, key
+    assert metrics["modalities"] == ["image", "tabular"] and metrics["epochs_run"] == 2
+    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 90
+    assert METRIC_KEYS <= set(metrics["test"])
+    per_class = metrics["test"]["per_class"]["covid"]
+    assert {"precision", "recall", "sensitivity", "specificity", "f1", "auroc", "support"} <= set(per_class)
+    assert not any(p.suffix in (".pkl", ".pt", ".pth", ".pickle") for p in fused_run.rglob("*"))
+
+
+def test_save_load_round_trip_gives_identical_probabilities(fused_run, tmp_path):
+    clf = FusionClassifier.load(fused_run)
+    ds = load_dataset(None, image_size=32, synthetic_n=30, seed=99)
+    proba = clf.predict_dataset(ds)
+    assert proba.shape == (30, 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    clf.save(tmp_path / "copy")
+    np.testing.assert_array_equal(FusionClassifier.load(tmp_path / "copy").predict_dataset(ds), proba)
+
+
+def test_evaluate_cli_scores_another_folder(fused_run, folder_dataset, tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    assert evaluate_main(["--model", str(fused_run), "--data", str(folder_dataset), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 90 and METRIC_KEYS <= set(result)
+    assert "macro-F1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["--modalities", "image"], ["--modalities", "tabular"], ["--modalities", "tabular", "--model", "xgboost"]])
+def test_ablations_run_and_round_trip(args, tmp_path):
+    out = tmp_path / "run"
+    assert train_main([*args, "--out", str(out), *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    clf = FusionClassifier.load(out)
+    assert tuple(metrics["modalities"]) == clf.modalities_
+    ds = load_dataset(None, image_size=32, synthetic_n=20, seed=5)
+    np.testing.assert_array_equal(clf.predict_dataset(ds), FusionClassifier.load(out).predict_dataset(ds))
+
+
+def test_skipped_rows_reach_metrics_json(folder_dataset, tmp_path):
+    table = (folder_dataset / "metadata.csv").read_text().splitlines()
+    header = table[0].split(",")
+    row = table[1].split(",")
+    row[header.index("age")] = "abc"
+    table[1] = ",".join(row)
+    (folder_dataset / "metadata.csv").write_text("\n".join(table) + "\n")
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="1 row"):
+        assert train_main(["--data", str(folder_dataset), "--schema", "synthetic", "--modalities", "tabular", "--out", str(out), "--epochs", "1", "--quiet"]) == 0
+    skipped = json.loads((out / "metrics.json").read_text())["skipped"]
+    assert len(skipped) == 1 and skipped[0]["row"] == 0 and "'age'" in skipped[0]["reason"]
+
+
+def test_non_empty_out_is_refused(fused_run, capsys):
+    assert train_main(["--out", str(fused_run), *TINY]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [(["--modalities", "image,xray"], "modalities must be"), (["--model", "xgboost"], "tabular only"), (["--data", "/nonexistent"], "does not exist")])
+def test_cli_errors_are_clear(args, message, tmp_path, capsys):
+    assert train_main([*args, "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_module_entry_point_runs(tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "fusion.train", "--modalities", "tabular", "--out", str(out), *TINY], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "test macro-F1" in proc.stdout
