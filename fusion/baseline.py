@@ -78,6 +78,13 @@ class XGBoostBaseline:
         proba = self.booster_.inplace_predict(X, iteration_range=(0, self.best_iteration_ + 1), missing=np.nan)
         return np.asarray(proba, dtype=np.float64).reshape(len(X), self.n_classes_)
 
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Exact tree SHAP values in margin space, shape (n, n_classes, n_features + 1);
+        the last column is the bias."""
+        dm = xgb.DMatrix(X, missing=np.nan)
+        out = self.booster_.predict(dm, pred_contribs=True, iteration_range=(0, self.best_iteration_ + 1))
+        return np.asarray(out).reshape(len(X), self.n_classes_, X.shape[1] + 1)
+
     def save(self, path: str | Path) -> None:
         """XGBoost's own JSON model format."""
         self.booster_.set_attr(best_iteration=str(self.best_iteration_), n_classes=str(self.n_classes_), n_features=str(self.n_features_in_))

@@ -46,7 +46,8 @@ from fusion.persistence import (
 from fusion.preprocessing import TabularPreprocessor
 from fusion.schema import parse_schema, records_frame
 from fusion.tabular import TabularMLP
-from fusion.training import Arrays, fit_network, predict_network, prepare_model, resolve_device, resolve_precision
+from fusion.explain import DEFAULT_STEPS, Explanation, explain_network, sum_by_source
+from fusion.training import Arrays, autocast, fit_network, predict_network, prepare_model, resolve_device, resolve_precision
 
 
 @dataclass
@@ -271,6 +272,27 @@ class FusionClassifier:
         if self.booster_ is not None and not has_record:
             raise ValueError("the XGBoost baseline needs a record")
 
+    def _one(self, record, image) -> tuple[dict | None, np.ndarray | None, tuple[str, ...]]:
+        """Validate one patient's inputs: (record values, uint8 pixels, modalities used)."""
+        self._check_fitted()
+        use_record = record is not None and "tabular" in self.modalities_
+        use_image = image is not None and "image" in self.modalities_
+        self._check_inputs(use_record, use_image)
+        values = self.schema_.validate_record(record) if use_record else None
+        pixels = load_image(image, self.image_size_) if use_image else None
+        used = tuple(m for m, on in (("image", use_image), ("tabular", use_record)) if on)
+        return values, pixels, used
+
+    def _tensors(self, values: dict | None, pixels: np.ndarray | None) -> dict[str, torch.Tensor | None]:
+        device = next(self.network_.parameters()).device
+        tabular = image = None
+        if values is not None:
+            frame = records_frame(self.schema_, {n: [values[n]] for n in self.schema_.feature_names})
+            tabular = torch.from_numpy(self.preprocessor_.transform(frame)).to(device)
+        if pixels is not None:
+            image = torch.from_numpy(pixels).to(device).float().div_(255.0)[None, None]
+        return {"image": image, "tabular": tabular}
+
     def predict(self, record: Mapping[str, Any] | pd.Series | None = None, image: Any = None) -> Prediction:
         """Classify one patient from a record, an image, or both.
 
@@ -291,14 +313,69 @@ class FusionClassifier:
             accepted), an unknown field, an unreadable image (naming it), or no input
             the model can use.
         """
-        self._check_fitted()
-        use_record = record is not None and "tabular" in self.modalities_
-        use_image = image is not None and "image" in self.modalities_
-        self._check_inputs(use_record, use_image)
-        proba = self.predict_proba([record] if use_record else None, [image] if use_image else None)[0]
-        used = tuple(m for m, on in (("image", use_image), ("tabular", use_record)) if on)
+        values, pixels, used = self._one(record, image)
+        if self.booster_ is not None:
+            frame = records_frame(self.schema_, {n: [values[n]] for n in self.schema_.feature_names})
+            proba = self.booster_.predict_proba(self.preprocessor_.transform_raw(frame)[0])[0]
+        else:
+            device, precision = self._device_precision()
+            with torch.no_grad(), autocast(device, precision):
+                logits = self.network_(self._tensors(values, pixels))
+            proba = torch.softmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.float64)
         probabilities = {c: float(p) for c, p in zip(self.classes_, proba)}
         return Prediction(label=self.classes_[int(np.argmax(proba))], probabilities=probabilities, modalities=used)
+
+    def explain(self, record: Mapping[str, Any] | pd.Series | None = None, image: Any = None, *, target: str | None = None, n_steps: int = DEFAULT_STEPS) -> Explanation:
+        """Explain one prediction over both modalities (see :mod:`fusion.explain`).
+
+        Parameters
+        ----------
+        record, image
+            As for :meth:`predict`; either may be None.
+        target : str, optional
+            The class to explain; default the predicted one.
+        n_steps : int
+            Integrated Gradients steps.
+
+        Returns
+        -------
+        Explanation
+            ``image_attribution`` (H x W), ``tabular_attribution`` (feature -> value),
+            ``modality_share`` (sums to 1), ``target``, ``probability``; ``save(path)``
+            writes a PNG.
+        """
+        values, pixels, used = self._one(record, image)
+        if target is not None and target not in self.classes_:
+            raise ValueError(f"target must be one of {list(self.classes_)}; got {target!r}")
+        k = None if target is None else self.classes_.index(target)
+        units = {f.name: f.unit for f in self.schema_.features if f.unit} if self.schema_ else {}
+        if self.booster_ is not None:
+            frame = records_frame(self.schema_, {n: [values[n]] for n in self.schema_.feature_names})
+            X, names = self.preprocessor_.transform_raw(frame)
+            proba = self.booster_.predict_proba(X)[0]
+            k = int(np.argmax(proba)) if k is None else k
+            contrib = self.booster_.contributions(X)[0, k, :-1]  # last column: bias
+            sources = [n.split("=")[0] for n in names]
+            tab = sum_by_source(contrib, sources, self.schema_.feature_names)
+            return Explanation(self.classes_[k], float(proba[k]), dict(zip(self.classes_, map(float, proba))), {"tabular": 1.0}, None, tab, None, values, method="xgboost_tree_shap", units=units)
+        branch = self.network_.branches["image"] if "image" in self.modalities_ else None
+        result = explain_network(self.network_, self._tensors(values, pixels), self.classes_, k, image_mean=float(branch.mean) if branch is not None else None, n_steps=n_steps)
+        k = result["target"]
+        tab = None
+        if result["tabular_attribution"] is not None:
+            tab = sum_by_source(result["tabular_attribution"], self.preprocessor_.sources_, self.schema_.feature_names)
+        proba = result["probabilities"]
+        return Explanation(
+            target=self.classes_[k],
+            probability=float(proba[k]),
+            probabilities=dict(zip(self.classes_, map(float, proba))),
+            modality_share=result["modality_share"],
+            image_attribution=result["image_attribution"],
+            tabular_attribution=tab,
+            image=pixels,
+            record=values,
+            units=units,
+        )
 
     # ------------------------------------------------------------- persistence
     def save(self, folder: str | Path) -> Path:

@@ -73,45 +73,52 @@ class FusionModel(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
         self.aux_heads = nn.ModuleDict({m: nn.Linear(b.output_dim, n_classes) for m, b in self.branches.items()}) if self.flags else None
 
-    def embed(self, inputs: dict[str, torch.Tensor | None]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def embed(self, inputs: dict[str, torch.Tensor | None], presence: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Joined embedding of shape (batch, head input), and each present branch's own
-        embedding. An absent modality is zeros with its presence flag 0."""
+        embedding.
+
+        An absent modality (``None``) is zeros with its presence flag 0. ``presence``
+        (batch, n_modalities) in [0, 1], optional, scales each modality's embedding and
+        flag: 0 removes a modality exactly as a missing input does, which is what the
+        modality-share explanation ablates. Without it, training applies modality
+        dropout and evaluation keeps everything.
+        """
         batch = next((x.shape[0] for x in inputs.values() if x is not None), None)
         if batch is None:
             raise ValueError(f"at least one of the model's modalities {list(self.modalities)} is needed")
         unknown = [m for m, x in inputs.items() if x is not None and m not in self.modalities]
         if unknown:
             raise ValueError(f"this model was trained on {list(self.modalities)}; it cannot use {unknown}")
+        device = next(self.parameters()).device
+        if presence is None:
+            presence = self._modality_mask(batch, device)
         parts, flags, embeddings = [], [], {}
-        keep = self._modality_mask(batch, next(p.device for p in self.parameters()))
         for i, (name, branch) in enumerate(self.branches.items()):
             x = inputs.get(name)
             if x is None:
-                parts.append(torch.zeros(batch, branch.output_dim, device=keep.device))
-                flags.append(torch.zeros(batch, 1, device=keep.device))
+                parts.append(torch.zeros(batch, branch.output_dim, device=device))
+                flags.append(torch.zeros(batch, 1, device=device))
                 continue
             emb = branch(x).float()
             embeddings[name] = emb
-            if keep is not None:
-                emb = emb * keep[:, i : i + 1]
-            parts.append(emb)
-            flags.append(torch.ones(batch, 1, device=emb.device) if keep is None else keep[:, i : i + 1])
+            weight = presence[:, i : i + 1].to(emb.dtype)
+            parts.append(emb * weight)
+            flags.append(weight)
         if self.flags:
             parts += flags
         return torch.cat(parts, dim=1), embeddings
 
-    def _modality_mask(self, batch: int, device) -> torch.Tensor | None:
-        if not (self.training and self.flags and self.modality_dropout > 0):
-            return None if not self.flags else torch.ones(batch, len(self.modalities), device=device)
+    def _modality_mask(self, batch: int, device) -> torch.Tensor:
         mask = torch.ones(batch, len(self.modalities), device=device)
-        drop = torch.rand(batch, device=device) < self.modality_dropout
-        which = torch.randint(len(self.modalities), (batch,), device=device)
-        mask[drop, which[drop]] = 0.0
+        if self.training and self.flags and self.modality_dropout > 0:
+            drop = torch.rand(batch, device=device) < self.modality_dropout
+            which = torch.randint(len(self.modalities), (batch,), device=device)
+            mask[drop, which[drop]] = 0.0
         return mask
 
-    def forward(self, inputs: dict[str, torch.Tensor | None]) -> torch.Tensor:
-        """Logits of shape (batch, n_classes)."""
-        return self.head(self.embed(inputs)[0])
+    def forward(self, inputs: dict[str, torch.Tensor | None], presence: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of shape (batch, n_classes); see :meth:`embed` for ``presence``."""
+        return self.head(self.embed(inputs, presence)[0])
 
     def forward_with_aux(self, inputs: dict[str, torch.Tensor | None]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Fused logits and, with several modalities, each present branch's own logits."""

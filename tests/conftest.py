@@ -37,3 +37,24 @@ def folder_dataset(tmp_path, cohort):
 def write_png(path: Path, array: np.ndarray) -> Path:
     Image.fromarray(array).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Tiny trained runs on the synthetic cohort (32 px, 3 epochs): fused, image-only,
+    tabular-only and XGBoost, keyed by those names."""
+    from fusion.train import main as train
+
+    root = tmp_path_factory.mktemp("tiny_runs")
+    flags = {
+        "fused": ["--modalities", "image,tabular"],
+        "image": ["--modalities", "image"],
+        "tabular": ["--modalities", "tabular"],
+        "xgboost": ["--modalities", "tabular", "--model", "xgboost"],
+    }
+    runs = {}
+    for name, extra in flags.items():
+        out = root / name
+        assert train([*extra, "--synthetic-n", "120", "--image-size", "32", "--epochs", "3", "--out", str(out), "--quiet"]) == 0
+        runs[name] = out
+    return runs

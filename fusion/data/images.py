@@ -94,11 +94,23 @@ def _read_dicom(data: bytes | str | Path, what: str) -> np.ndarray:
         raise ValueError(f"image {what}: not a readable DICOM file ({err})") from None
     if pixels.ndim == 3 and getattr(ds, "SamplesPerPixel", 1) == 1:
         pixels = pixels[0]  # a multi-frame file: the first frame
-    values = apply_voi_lut(pixels, ds).astype(np.float32) if "WindowCenter" in ds or "VOILUTSequence" in ds else pixels.astype(np.float32)
-    gray = _array_to_gray(values, what)
+    if getattr(ds, "SamplesPerPixel", 1) != 1:
+        gray = _array_to_gray(pixels, what)
+    else:
+        values = pixels.astype(np.float32)
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            # The VOI LUT is the reading window the modality chose; its output spans
+            # the stored bit range, like the raw values.
+            values = apply_voi_lut(pixels, ds).astype(np.float32)
+        bits = int(getattr(ds, "BitsStored", 0) or 0)
+        if bits:
+            lo = -(2.0 ** (bits - 1)) if getattr(ds, "PixelRepresentation", 0) == 1 else 0.0
+            gray = np.clip((values - lo) / (2.0**bits - 1.0), 0.0, 1.0)
+        else:
+            gray = _array_to_gray(values, what)
     if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
         gray = 1.0 - gray  # MONOCHROME1 stores bright as low values
-    return gray
+    return gray.astype(np.float32)
 
 
 def _is_dicom_bytes(data: bytes) -> bool:
@@ -174,4 +186,4 @@ def load_image(source: ImageSource, size: int) -> np.ndarray:
         gray = Image.fromarray(gray.astype(np.float32))  # mode "F"
         resized = np.asarray(gray.resize((size, size), Image.Resampling.BILINEAR))
         return np.clip(np.round(resized * 255.0), 0, 255).astype(np.uint8)
-    return np.asarray(gray.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return np.array(gray.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)

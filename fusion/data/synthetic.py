@@ -249,6 +249,9 @@ def example(seed: int = 0, image_size: int = 128) -> tuple[dict, Image.Image]:
         Grayscale ("L") image of ``image_size`` x ``image_size`` pixels.
     """
     table, images = make_cohort(1, seed=seed, image_size=image_size)
-    record = {k: table.loc[0, k] for k in FEATURES}
-    record = {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v) for k, v in record.items()}
+    record = {}
+    for name in FEATURES:
+        value = table.loc[0, name]
+        value = value.item() if isinstance(value, np.generic) else value
+        record[name] = None if value is None or (isinstance(value, float) and np.isnan(value)) else value
     return record, Image.fromarray(images[0])

@@ -1,0 +1,184 @@
+"""The Python API for one patient: inputs of every kind, missing modalities, bad input."""
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fusion import FusionClassifier, synthetic
+
+
+@pytest.fixture(scope="module")
+def fused(tiny_runs):
+    return FusionClassifier.load(tiny_runs["fused"])
+
+
+@pytest.fixture(scope="module")
+def patient():
+    return synthetic.example(seed=11, image_size=80)  # larger than the model's 32 px
+
+
+def test_fitted_attributes(fused):
+    assert fused.classes_ == ("covid", "pneumonia", "normal")
+    assert fused.modalities_ == ("image", "tabular")
+    assert fused.schema_.name == "synthetic"
+
+
+def test_prediction_has_label_probabilities_and_inputs_used(fused, patient):
+    record, image = patient
+    p = fused.predict(record, image)
+    assert p.label in fused.classes_
+    assert set(p.probabilities) == set(fused.classes_)
+    assert math.isclose(sum(p.probabilities.values()), 1.0, abs_tol=1e-6)
+    assert p.label == max(p.probabilities, key=p.probabilities.get)
+    assert p.modalities == ("image", "tabular")
+
+
+def test_same_image_as_path_pil_array_bytes_agree(fused, patient, tmp_path):
+    record, image = patient
+    path = tmp_path / "x.png"
+    image.save(path)
+    reference = fused.predict(record, path).probabilities
+    for source in (str(path), image, np.asarray(image), path.read_bytes(), np.asarray(image).astype(np.float32) / 255.0):
+        got = fused.predict(record, source).probabilities
+        assert all(abs(got[c] - reference[c]) < 1e-3 for c in reference), type(source)
+
+
+def test_record_as_series_and_missing_keys(fused, patient):
+    record, image = patient
+    a = fused.predict(pd.Series(record), image).probabilities
+    b = fused.predict(record, image).probabilities
+    assert a == b
+    partial = {"age": 70, "spo2": 88}
+    assert fused.predict(partial, image).label in fused.classes_
+
+
+def test_missing_modality_still_answers(fused, patient):
+    record, image = patient
+    assert fused.predict(None, image).modalities == ("image",)
+    assert fused.predict(record, None).modalities == ("tabular",)
+    with pytest.raises(ValueError, match="none was given"):
+        fused.predict(None, None)
+
+
+def test_single_modality_model_needs_its_modality(tiny_runs, patient):
+    record, image = patient
+    image_only = FusionClassifier.load(tiny_runs["image"])
+    assert image_only.predict(record, image).modalities == ("image",)  # the record is not used
+    with pytest.raises(ValueError, match=r"trained on \['image'\] and needs an image"):
+        image_only.predict(record, None)
+    tab_only = FusionClassifier.load(tiny_runs["tabular"])
+    with pytest.raises(ValueError, match="needs a record"):
+        tab_only.predict(None, image)
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        ({"age": "abc"}, r"'age' must be a number in \[0, 120\] years; got 'abc'"),
+        ({"spo2": 140}, r"'spo2' must be a number in \[50, 100\] %; got 140"),
+        ({"sex": "unknown"}, r"'sex' must be one of 'F', 'M'; got 'unknown'"),
+        ({"height_cm": 180}, r"unknown field\(s\) \['height_cm'\]"),
+    ],
+)
+def test_bad_record_values_raise_naming_field_value_and_accepted(fused, patient, change, pattern):
+    record, image = patient
+    with pytest.raises(ValueError, match=pattern):
+        fused.predict({**record, **change}, image)
+
+
+def test_corrupt_image_raises_naming_the_file(fused, patient, tmp_path):
+    record, _ = patient
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    with pytest.raises(ValueError, match="broken.png"):
+        fused.predict(record, bad)
+    with pytest.raises(ValueError, match="no such file"):
+        fused.predict(record, tmp_path / "absent.png")
+
+
+def test_predict_proba_batches_many_rows(fused):
+    table, images = synthetic.make_cohort(10, seed=4, image_size=48)
+    features = table[list(synthetic.FEATURES)]
+    proba = fused.predict_proba(features, list(images))
+    assert proba.shape == (10, 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    record = {k: (None if pd.isna(v) else v) for k, v in features.iloc[3].items()}
+    single = fused.predict(record, images[3]).probabilities
+    np.testing.assert_allclose(proba[3], list(single.values()), atol=1e-5)
+    with pytest.raises(ValueError, match="record 2"):
+        bad = features.copy().astype(object)
+        bad.loc[2, "age"] = "old"
+        fused.predict_proba(bad, list(images))
+
+
+def test_xgboost_baseline_predicts_and_explains(tiny_runs, patient):
+    record, _ = patient
+    clf = FusionClassifier.load(tiny_runs["xgboost"])
+    p = clf.predict(record)
+    assert p.modalities == ("tabular",)
+    e = clf.explain(record)
+    assert e.modality_share == {"tabular": 1.0} and set(e.tabular_attribution) == set(synthetic.FEATURES)
+
+
+def _dicom(pixels: np.ndarray, photometric: str, **extra) -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_dicom_monochrome2_monochrome1_and_voi_window(fused, patient, tmp_path):
+    from fusion.data.images import load_image
+
+    record, image = patient
+    gray = np.asarray(image).astype(np.float64)
+    pixels12 = np.round(gray / 255.0 * 4095).astype(np.uint16)
+    mono2 = tmp_path / "film.dcm"
+    mono2.write_bytes(_dicom(pixels12, "MONOCHROME2"))
+    mono1 = tmp_path / "inverted.dcm"
+    mono1.write_bytes(_dicom(4095 - pixels12, "MONOCHROME1"))
+    a, b = load_image(mono2, 32).astype(int), load_image(mono1, 32).astype(int)
+    assert np.abs(a - b).max() <= 1  # MONOCHROME1 is inverted back
+    assert np.abs(a - load_image(image, 32).astype(int)).mean() < 2  # same picture as the PNG
+    # A VOI window of the upper half of the range: everything below it is black.
+    windowed = tmp_path / "window.dcm"
+    windowed.write_bytes(_dicom(pixels12, "MONOCHROME2", WindowCenter=3072, WindowWidth=2048))
+    w = load_image(windowed, 32)
+    assert (w[a < 100] <= 10).all()
+    bright = a > 160
+    assert np.ptp(w[bright]) > 1.8 * np.ptp(a[bright])  # the window stretches what it covers
+    p_png, p_dcm = fused.predict(record, image).probabilities, fused.predict(record, mono2).probabilities
+    assert all(abs(p_png[c] - p_dcm[c]) < 0.05 for c in p_png)
+    # raw DICOM bytes are recognised without a file name
+    assert fused.predict(record, mono2.read_bytes()).probabilities == p_dcm
+
+
+def test_corrupt_dicom_raises_value_error(tmp_path):
+    from fusion.data.images import load_image
+
+    path = tmp_path / "bad.dcm"
+    path.write_bytes(b"\x00" * 128 + b"DICM" + b"\x01\x02")
+    with pytest.raises(ValueError, match="bad.dcm"):
+        load_image(path, 32)
