@@ -139,8 +139,9 @@ def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True) -> 
         for name in ("val", "test"):
             if metrics[name]:
                 print(format_metrics(metrics[name], title=f"-- {name} ({metrics['n_' + name]} rows)"))
-    test_f1 = metrics["test"]["macro_f1"] if metrics["test"] else float("nan")
-    print(f"done in {metrics['seconds']:.1f}s: test macro-F1 {test_f1:.3f}; run saved to {folder}", flush=True)
+    scored = "test" if metrics["test"] else "val" if metrics["val"] else None
+    summary = f"{scored} macro-F1 {metrics[scored]['macro_f1']:.3f}" if scored else "no validation or test split"
+    print(f"done in {metrics['seconds']:.1f}s: {summary}; run saved to {folder}", flush=True)
     return clf, metrics
 
 

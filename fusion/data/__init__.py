@@ -25,7 +25,7 @@ import pandas as pd
 from fusion.data import synthetic
 from fusion.data.images import load_image
 from fusion.data.splits import grouped_split
-from fusion.schema import Schema, load_schema
+from fusion.schema import Schema, builtin_schemas, load_schema
 
 __all__ = ["Dataset", "load_dataset", "read_table", "grouped_split", "load_image", "synthetic"]
 
@@ -195,7 +195,9 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
     for any subset of train/val/test. The file's own splits are kept.
 
     ``schema`` (optional) names the classes through its label mapping of the raw
-    integer labels; without it the classes are the label values as strings.
+    integer labels. Without it, a built-in schema whose name begins the file name is
+    used (``pneumoniamnist_trainval.npz`` -> ``pneumoniamnist``); failing that, the
+    classes are the label values as strings.
     """
     path = Path(path)
     with np.load(path, allow_pickle=False) as npz:
@@ -210,6 +212,11 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
             if len(images) != len(labels):
                 raise ValueError(f"{path}: {split}_images has {len(images)} rows but {split}_labels has {len(labels)}")
             parts[split] = (images, labels)
+    if schema is None:
+        # A built-in schema whose name starts the file name (pneumoniamnist_trainval.npz
+        # -> pneumoniamnist) gives the classes their names.
+        known = [n for n in builtin_schemas() if path.stem.lower().startswith(n)]
+        schema = max(known, key=len) if known else None
     if schema is not None and not isinstance(schema, Schema):
         schema = load_schema(schema)
     raw = np.concatenate([labels for _, labels in parts.values()])
