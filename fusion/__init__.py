@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from fusion.classifier import FusionClassifier, Prediction  # noqa: E402
 from fusion.config import Config  # noqa: E402
-from fusion.data import Dataset, load_dataset, synthetic  # noqa: E402
+from fusion.data import Dataset, grouped_kfold, grouped_split, load_dataset, synthetic  # noqa: E402
 from fusion.evaluation import classification_metrics  # noqa: E402
 from fusion.schema import Schema, load_schema  # noqa: E402
 
@@ -20,6 +20,8 @@ __all__ = [
     "Prediction",
     "Schema",
     "classification_metrics",
+    "grouped_kfold",
+    "grouped_split",
     "load_dataset",
     "load_schema",
     "synthetic",

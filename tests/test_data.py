@@ -173,3 +173,17 @@ def test_pneumoniamnist_loads():
     ds = load_dataset(SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_trainval.npz", "pneumoniamnist", image_size=28)
     assert len(ds.splits["train"]) == 4707 and len(ds.splits["val"]) == 524
     assert ds.classes == ("normal", "pneumonia")
+
+
+def test_grouped_kfold_covers_every_row_once_without_sharing_patients():
+    from fusion.data import grouped_kfold
+
+    labels = np.repeat([0, 1, 2], 30)
+    groups = np.arange(90) // 3
+    folds = grouped_kfold(labels, groups, k=5, seed=0)
+    seen = np.concatenate([te for _, te in folds])
+    assert sorted(seen.tolist()) == list(range(90))
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+    with pytest.raises(ValueError, match="cannot make 5 folds"):
+        grouped_kfold(labels[:6], groups[:6], k=5)

@@ -24,10 +24,10 @@ import pandas as pd
 
 from fusion.data import synthetic
 from fusion.data.images import load_image
-from fusion.data.splits import grouped_split
+from fusion.data.splits import grouped_kfold, grouped_split
 from fusion.schema import Schema, builtin_schemas, load_schema
 
-__all__ = ["Dataset", "load_dataset", "read_table", "grouped_split", "load_image", "synthetic"]
+__all__ = ["Dataset", "load_dataset", "read_table", "grouped_kfold", "grouped_split", "load_image", "synthetic"]
 
 NPZ_SPLITS = ("train", "val", "test")
 

@@ -80,3 +80,25 @@ def grouped_split(
         rest, held = _one_fold(labels[index], group_codes[index], val_fraction / (1.0 - test_fraction), seed + 1)
         index, val = index[rest], index[held]
     return {"train": np.sort(index), "val": np.sort(val), "test": np.sort(test)}
+
+
+def grouped_kfold(labels: np.ndarray, groups: np.ndarray | None = None, *, k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified ``k``-fold cross-validation folds with no group in two folds.
+
+    Returns
+    -------
+    list of (train_index, test_index)
+        Each row is in exactly one test fold.
+
+    Raises
+    ------
+    ValueError
+        With fewer groups than folds.
+    """
+    labels = np.asarray(labels)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    _, codes = np.unique(groups, return_inverse=True)
+    if codes.max() + 1 < k:
+        raise ValueError(f"cannot make {k} folds by patient from {codes.max() + 1} patients")
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(np.sort(tr), np.sort(te)) for tr, te in splitter.split(np.zeros(len(labels)), labels, codes)]
