@@ -18,7 +18,9 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -73,6 +75,22 @@ class Prediction:
         return f"{self.label} ({probs}; from {' + '.join(self.modalities)})"
 
 
+def data_fingerprint(*parts: Dataset | None) -> str:
+    """SHA-256 over labels, images and records of the given datasets: a resumed run
+    must see exactly the data it started with."""
+    digest = hashlib.sha256()
+    for ds in parts:
+        if ds is None:
+            digest.update(b"none")
+            continue
+        digest.update(np.ascontiguousarray(ds.labels).tobytes())
+        if ds.images is not None:
+            digest.update(np.ascontiguousarray(ds.images).tobytes())
+        if ds.records is not None:
+            digest.update(ds.records.to_csv().encode())
+    return digest.hexdigest()
+
+
 class FusionClassifier:
     """Late-fusion classifier of chest X-rays and clinical records.
 
@@ -101,13 +119,25 @@ class FusionClassifier:
         self.config = config
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, train: Dataset, val: Dataset | None = None, *, verbose: bool = False) -> "FusionClassifier":
+    def fit(self, train: Dataset, val: Dataset | None = None, *, verbose: bool = False, checkpoint_dir: str | Path | None = None, resume: bool = False) -> "FusionClassifier":
         """Train on ``train``; ``val`` drives early stopping (and the baseline's).
+
+        Parameters
+        ----------
+        train, val : Dataset
+        verbose : bool
+            Progress bar and one summary line per epoch.
+        checkpoint_dir : str or Path, optional
+            Save the full training state there after every epoch.
+        resume : bool
+            Continue from the checkpoint in ``checkpoint_dir``; refused when it was made
+            with another configuration or other data.
 
         Raises
         ------
         ValueError
-            When the data lack a modality the configuration asks for.
+            When the data lack a modality the configuration asks for, or a checkpoint
+            does not match.
         """
         cfg = (self.config or Config()).validate()
         missing = [m for m in cfg.modalities if m not in train.modalities]
@@ -148,6 +178,9 @@ class FusionClassifier:
                 device=device,
                 precision=precision,
                 verbose=verbose,
+                checkpoint_dir=checkpoint_dir,
+                fingerprint={"config": cfg.to_dict(), "data": data_fingerprint(train, val), "preprocessing": self.preprocessor_.to_dict() if self.preprocessor_ else None},
+                resume=resume,
             )
         self.history_.update(device=str(device), precision=precision)
         self.config = cfg
@@ -415,6 +448,12 @@ class FusionClassifier:
         folder = Path(folder)
         manifest = verify_folder(folder)
         listed = set(manifest["sha256"])
+        if manifest.get("fusion_version") != __version__:
+            warnings.warn(
+                f"{folder} was saved by fusion {manifest.get('fusion_version')}; this is fusion {__version__} "
+                f"(same model format {manifest.get('format_version')}): predictions may differ slightly",
+                stacklevel=2,
+            )
         try:
             meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))

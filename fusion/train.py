@@ -14,6 +14,7 @@ python -m fusion.train --data ../shared/data/pneumoniamnist/pneumoniamnist_train
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import sys
 import time
 import warnings
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion.checkpoint import PROGRESS, mark_complete, read_progress
 from fusion.classifier import FusionClassifier
 from fusion.config import DEVICES, MODELS, PRECISIONS, Config
 from fusion.data import Dataset, load_dataset
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default=d.train.device)
     p.add_argument("--precision", choices=PRECISIONS, default=d.train.precision, help="auto: bf16 where the hardware has it")
     p.add_argument("--out", help="run folder (default: runs/<timestamp>); must be new or empty")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last completed epoch")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     return p
 
@@ -70,12 +73,47 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg.validate()
 
 
-def _prepare_out(out: str | None) -> Path:
+def _prepare_out(out: str | None, resume: bool = False) -> Path:
+    if resume:
+        if not out:
+            raise ValueError("--resume needs the --out folder of the run to continue")
+        path = Path(out)
+        progress = read_progress(path)
+        if progress is None:
+            raise ValueError(f"--resume: {str(path)!r} holds no interrupted run (no {PROGRESS}); start it without --resume")
+        if progress.get("complete"):
+            raise ValueError(f"--resume: the run in {str(path)!r} is already complete; its model and metrics.json are there")
+        return path
     path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ValueError(f"--out {str(path)!r} exists and is not empty; choose a new folder (runs are never overwritten)")
+        hint = " or add --resume to continue an interrupted run" if read_progress(path) else ""
+        raise ValueError(f"--out {str(path)!r} exists and is not empty; choose a new folder{hint} (runs are never overwritten)")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+MIN_ROWS = 10
+
+
+def check_enough_data(ds: Dataset) -> None:
+    """Refuse to train when too little valid data is left after skipping bad rows.
+
+    Raises
+    ------
+    ValueError
+        Fewer than ``MIN_ROWS`` valid rows, or fewer than two classes; the message
+        summarises why rows were skipped.
+    """
+    present = len(set(ds.labels.tolist()))
+    if len(ds) >= MIN_ROWS and present >= 2:
+        return
+    reasons = Counter(s["reason"].split(":")[0] if s["reason"].startswith("image ") else s["reason"] for s in ds.skipped)
+    common = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3))
+    raise ValueError(
+        f"{ds.name}: too little valid data to train: {len(ds)} valid row(s) in {present} class(es) "
+        f"(need at least {MIN_ROWS} rows in 2 classes); {len(ds.skipped)} row(s) skipped"
+        + (f", most often: {common}" if common else "")
+    )
 
 
 def score(clf: FusionClassifier, ds: Dataset) -> tuple[dict, np.ndarray]:
@@ -83,14 +121,18 @@ def score(clf: FusionClassifier, ds: Dataset) -> tuple[dict, np.ndarray]:
     return classification_metrics(ds.labels, proba, clf.classes_), proba
 
 
-def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True) -> tuple[FusionClassifier, dict]:
+def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True, resume: bool = False) -> tuple[FusionClassifier, dict]:
     """Load data, split by patient, train, score validation and test, save everything.
+
+    The training state is checkpointed in the run folder after every epoch; with
+    ``resume`` an interrupted run continues from its last completed epoch.
 
     Returns the fitted classifier and the metrics written to ``metrics.json``.
     """
     start = time.perf_counter()
-    folder = _prepare_out(str(out) if out else None)
+    folder = _prepare_out(str(out) if out else None, resume)
     ds = load_dataset(cfg.data.path, cfg.data.schema, image_size=cfg.image.image_size, seed=cfg.train.seed, synthetic_n=cfg.data.synthetic_n, modalities=cfg.modalities)
+    check_enough_data(ds)
     if ds.skipped:
         warnings.warn(f"{len(ds.skipped)} row(s) of {ds.name} skipped; see 'skipped' in {folder / 'metrics.json'}; first: {ds.skipped[0]}", stacklevel=2)
     parts = ds.split(seed=cfg.train.seed, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction)
@@ -101,7 +143,7 @@ def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True) -> 
         sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
         print(f"data: {ds.name} ({len(ds)} rows; {sizes}; {len(ds.skipped)} skipped); classes {list(ds.classes)}", flush=True)
         print(f"model: {cfg.model}, modalities {','.join(cfg.modalities)}" + (f", backbone {cfg.image.backbone} at {cfg.image.image_size} px" if "image" in cfg.modalities else ""), flush=True)
-    clf = FusionClassifier(cfg).fit(train, val, verbose=verbose)
+    clf = FusionClassifier(cfg).fit(train, val, verbose=verbose, checkpoint_dir=folder, resume=resume and cfg.model != "xgboost")
     metrics = {
         "task": f"{ds.name}: {' / '.join(ds.classes)}",
         "classes": list(ds.classes),
@@ -113,6 +155,7 @@ def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True) -> 
         "n_val": len(val) if val is not None else 0,
         "n_test": len(test) if test is not None else 0,
         "epochs_run": clf.history_.get("epochs_run", 0),
+        "resumed_from_epoch": clf.history_.get("resumed_from_epoch"),
         "best_epoch": clf.history_.get("best_epoch"),
         "device": clf.history_.get("device", "cpu"),
         "precision": clf.history_.get("precision"),
@@ -135,6 +178,7 @@ def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True) -> 
     metrics["notes"] = ds.notes
     metrics["config"] = cfg.to_dict()
     write_json(folder / "metrics.json", metrics)
+    mark_complete(folder)
     if verbose:
         for name in ("val", "test"):
             if metrics[name]:
@@ -150,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-        run(cfg, args.out, verbose=not args.quiet)
+        run(cfg, args.out, verbose=not args.quiet, resume=args.resume)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

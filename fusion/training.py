@@ -14,6 +14,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 from torch.nn import functional as F
 
+from fusion.checkpoint import load_checkpoint, save_checkpoint
 from fusion.config import HeadConfig, TrainConfig
 
 
@@ -146,14 +148,21 @@ def fit_network(
     device: torch.device,
     precision: str,
     verbose: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    fingerprint: dict | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train ``model`` in place and load its best epoch's weights.
+
+    With ``checkpoint_dir``, the full training state is saved there after every epoch
+    (see :mod:`fusion.checkpoint`); with ``resume``, training continues from the last
+    saved epoch, after checking ``fingerprint`` (configuration and data) matches.
 
     Returns
     -------
     dict
         ``history`` (per epoch: train loss, val loss, val macro-F1, seconds),
-        ``best_epoch``, ``epochs_run``, ``seconds``.
+        ``best_epoch``, ``epochs_run``, ``seconds``, ``resumed_from_epoch``.
     """
     n_classes = model.n_classes
     weights = torch.tensor(class_weights(train.labels.numpy(), n_classes), dtype=torch.float32, device=device)
@@ -164,9 +173,25 @@ def fit_network(
     generator = torch.Generator().manual_seed(cfg.seed)
     has_val = val is not None and len(val) > 0
     best = {"f1": -1.0, "loss": math.inf, "epoch": 0, "state": None}
-    history, start, stale = [], time.perf_counter(), 0
+    history, start, stale, first = [], time.perf_counter(), 0, 1
+    resumed_from = None
+    if resume:
+        state = load_checkpoint(checkpoint_dir, fingerprint or {})
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        best = {**state["best"], "state": state["best"]["state"]}
+        history, stale = state["history"], state["stale"]
+        resumed_from = first = state["epoch"]
+        first += 1
+        if verbose:
+            print(f"resuming after epoch {resumed_from} (best so far: epoch {best['epoch']})", flush=True)
     progress = _progress(verbose)
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first, cfg.epochs + 1):
+        if has_val and stale >= cfg.patience:
+            break  # a resumed run that had already stopped early
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(len(train), generator=generator)
@@ -208,6 +233,8 @@ def fit_network(
             stale = 0
         else:
             stale += 1
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator, best=best, history=history, stale=stale, fingerprint=fingerprint or {})
         if verbose:
             val_text = f"  val loss {record['val_loss']:.4f}  val macro-F1 {record['val_macro_f1']:.3f}" if has_val else ""
             mark = " *" if improved else ""
@@ -216,9 +243,10 @@ def fit_network(
             if verbose:
                 print(f"early stop: no val macro-F1 gain for {cfg.patience} epochs; best epoch {best['epoch']}", flush=True)
             break
-    model.load_state_dict(best["state"])
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
     model.eval()
-    return {"history": history, "best_epoch": best["epoch"], "epochs_run": len(history), "seconds": time.perf_counter() - start}
+    return {"history": history, "best_epoch": best["epoch"], "epochs_run": len(history), "seconds": time.perf_counter() - start, "resumed_from_epoch": resumed_from}
 
 
 def _progress(verbose: bool):

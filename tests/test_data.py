@@ -130,7 +130,8 @@ def test_sixteen_bit_and_float_arrays_are_windowed():
         (b"\x89PNG\r\n\x1a\n garbage", "not a readable image"),
         (np.zeros((0, 5), np.uint8), "zero size"),
         (np.zeros((4, 4, 7), np.uint8), "expected an array of shape"),
-        (np.full((4, 4), np.nan), "NaN"),
+        (np.full((16, 16), np.nan), "NaN"),
+        (np.zeros((1, 1), np.uint8), "too small"),
         (Path("/nonexistent/x.png"), "no such file"),
     ],
 )

@@ -1,0 +1,314 @@
+"""Reliability and security: resume after a kill, model folders that cannot carry code,
+bad input that never corrupts a run or crashes prediction."""
+
+import io
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from fusion import FusionClassifier, synthetic
+from fusion.data.images import load_image
+from fusion.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SLOW_RUN = ["--modalities", "image,tabular", "--synthetic-n", "400", "--image-size", "32", "--epochs", "25", "--patience", "100"]
+
+
+def _wait_for_epoch(folder: Path, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = folder / "progress.json"
+        if progress.is_file():
+            try:
+                done = json.loads(progress.read_text())["epoch"]
+            except (ValueError, KeyError):
+                done = 0  # being replaced right now
+            if done >= epoch:
+                return done
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.02)
+    raise AssertionError("training made no progress")
+
+
+def test_kill_9_mid_run_then_resume(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fusion.train", *SLOW_RUN, "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_epoch(out, 3, proc)
+        time.sleep(0.05)  # somewhere inside the next epoch
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    done = json.loads((out / "progress.json").read_text())["epoch"]
+    assert 3 <= done < 25 and not (out / "metrics.json").exists()
+    assert not list(out.glob("*.tmp"))  # nothing half written survives a kill
+    # A new run into the same folder is refused; --resume continues.
+    assert train_main([*SLOW_RUN, "--out", str(out), "--quiet"]) == 2
+    assert train_main([*SLOW_RUN, "--out", str(out), "--quiet", "--resume"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == done
+    assert metrics["epochs_run"] == 25 and [h["epoch"] for h in metrics["history"]] == list(range(1, 26))
+    assert metrics["test"]["macro_f1"] > 0.5
+    FusionClassifier.load(out)
+    assert json.loads((out / "progress.json").read_text())["complete"] is True
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    args = ["--modalities", "image,tabular", "--synthetic-n", "150", "--image-size", "32", "--epochs", "4", "--quiet"]
+    assert train_main([*args, "--out", str(tmp_path / "whole")]) == 0
+    # Interrupt after epoch 2 by running only 2 epochs' worth, then swap in the config.
+    from fusion.checkpoint import CHECKPOINT
+
+    part = tmp_path / "part"
+    proc = subprocess.Popen([sys.executable, "-m", "fusion.train", *args, "--out", str(part)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_epoch(part, 2, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    if not (part / CHECKPOINT).exists():
+        pytest.skip("the run finished before it could be killed")
+    assert train_main([*args, "--out", str(part), "--resume"]) == 0
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((part / "metrics.json").read_text())
+    assert [round(h["val_loss"], 6) for h in a["history"]] == [round(h["val_loss"], 6) for h in b["history"]]
+    assert a["test"]["macro_f1"] == b["test"]["macro_f1"]
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--modalities", "tabular", "--synthetic-n", "90", "--epochs", "3", "--quiet", "--out", str(out)]
+    from fusion.checkpoint import PROGRESS
+
+    assert train_main(args) == 0
+    # Pretend the run was interrupted: mark progress incomplete, keep a checkpoint.
+    (out / PROGRESS).write_text(json.dumps({"epoch": 1, "complete": False}))
+    assert train_main([*args, "--resume"]) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+    capsys.readouterr()
+    out2 = tmp_path / "run2"
+    proc = subprocess.Popen([sys.executable, "-m", "fusion.train", *SLOW_RUN, "--out", str(out2), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_epoch(out2, 1, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    changed = [a if a != "25" else "30" for a in SLOW_RUN]
+    assert train_main([*changed, "--out", str(out2), "--quiet", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "different configuration or data" in err and "config.train.epochs: checkpoint 25, now 30" in err
+    other_data = [*SLOW_RUN, "--seed", "1"]
+    assert train_main([*other_data, "--out", str(out2), "--quiet", "--resume"]) == 2
+    assert "different configuration or data" in capsys.readouterr().err
+
+
+def test_resume_without_an_interrupted_run_is_refused(tmp_path, capsys):
+    assert train_main(["--modalities", "tabular", "--synthetic-n", "90", "--out", str(tmp_path / "new"), "--resume", "--quiet"]) == 2
+    assert "no interrupted run" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ safe model files
+class _Payload:
+    """Unpickling this runs code: it writes a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+@pytest.mark.parametrize("update_manifest", [False, True])
+def test_planted_pickle_is_refused_and_never_run(tiny_runs, tmp_path, update_manifest):
+    import shutil
+
+    from fusion.persistence import write_manifest
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_runs["fused"], folder)
+    marker = tmp_path / "marker.txt"
+    (folder / "model.safetensors").write_bytes(pickle.dumps({"state": _Payload(marker)}))
+    if update_manifest:  # a careful attacker also rewrites the hashes
+        listed = json.loads((folder / "manifest.json").read_text())["sha256"]
+        write_manifest(folder, list(listed), "0.1.0")
+    with pytest.raises(ValueError) as err:
+        FusionClassifier.load(folder)
+    message = str(err.value)
+    assert ("does not match its SHA-256" in message) if not update_manifest else ("not a valid safetensors file" in message)
+    assert not marker.exists()
+
+
+def test_changed_file_is_reported_with_its_name(tiny_runs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_runs["fused"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["classes"] = ["a", "b", "c"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json does not match its SHA-256"):
+        FusionClassifier.load(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(ValueError, match="config.json is listed in the manifest but missing"):
+        FusionClassifier.load(folder)
+
+
+def test_version_mismatch_is_reported(tiny_runs, tmp_path):
+    import shutil
+
+    from fusion.persistence import write_manifest
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_runs["fused"], folder)
+    listed = json.loads((folder / "manifest.json").read_text())["sha256"]
+    write_manifest(folder, list(listed), "0.0.1")
+    with pytest.warns(UserWarning, match="saved by fusion 0.0.1"):
+        FusionClassifier.load(folder)
+
+
+def test_no_pickle_anywhere_in_a_model_folder(tiny_runs):
+    for run in tiny_runs.values():
+        for path in run.rglob("*"):
+            if path.is_file():
+                head = path.read_bytes()[:2]
+                assert head != b"\x80\x04" and head != b"\x80\x05", f"{path} looks like a pickle"
+
+
+# ------------------------------------------------------------------- training data
+def test_too_little_valid_data_fails_clearly(folder_dataset, capsys):
+    table = (folder_dataset / "metadata.csv").read_text().splitlines()
+    (folder_dataset / "metadata.csv").write_text("\n".join(table[:6]) + "\n")  # 5 rows
+    assert train_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(folder_dataset / "run"), "--quiet"]) == 2
+    assert "too little valid data to train: 5 valid row(s)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- fuzzing predict
+FIELD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-10**12, max_value=10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["F", "M", "PA", "AP", "36.6", "nan", "", " 98 "]),
+    st.lists(st.integers(), max_size=3),
+    st.binary(max_size=8),
+)
+RECORDS = st.dictionaries(
+    st.one_of(st.sampled_from(list(synthetic.FEATURES)), st.text(max_size=8)),
+    FIELD_VALUES,
+    max_size=10,
+)
+
+
+def _png_bytes(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+IMAGES = st.one_of(
+    st.none(),
+    st.binary(max_size=256),
+    st.integers(0, 5).map(_png_bytes),
+    st.tuples(st.integers(0, 5), st.integers(1, 300)).map(lambda t: _png_bytes(t[0])[: t[1]]),  # truncated
+    st.binary(max_size=64).map(lambda b: b"\x89PNG\r\n\x1a\n" + b),
+    st.binary(max_size=64).map(lambda b: b"\xff\xd8\xff" + b),
+    st.binary(max_size=64).map(lambda b: b"\x00" * 128 + b"DICM" + b),
+)
+
+
+@pytest.fixture(scope="module")
+def fused_model(tiny_runs):
+    return FusionClassifier.load(tiny_runs["fused"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record=st.one_of(st.none(), RECORDS), image=IMAGES)
+def test_fuzz_predict_gives_a_prediction_or_a_value_error(fused_model, record, image):
+    try:
+        p = fused_model.predict(record, image)
+    except ValueError as err:
+        assert str(err)
+        return
+    values = np.array(list(p.probabilities.values()))
+    assert np.isfinite(values).all() and abs(values.sum() - 1) < 1e-6 and p.label in fused_model.classes_
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record=st.one_of(st.none(), RECORDS), image=IMAGES)
+def test_fuzz_explain_gives_an_explanation_or_a_value_error(fused_model, record, image):
+    try:
+        e = fused_model.explain(record, image, n_steps=8)
+    except ValueError as err:
+        assert str(err)
+        return
+    assert abs(sum(e.modality_share.values()) - 1) < 1e-6
+    if e.image_attribution is not None:
+        assert np.isfinite(e.image_attribution).all()
+    if e.tabular_attribution is not None:
+        assert all(np.isfinite(v) for v in e.tabular_attribution.values())
+
+
+# -------------------------------------------------------------------- odd images
+def _save(image: Image.Image, path: Path, **kwargs) -> Path:
+    image.save(path, **kwargs)
+    return path
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    # A 10,000 x 10,000 PNG is ~100 MP but a few hundred kB on disk.
+    path = _save(Image.new("L", (10_000, 10_000)), tmp_path / "bomb.png", optimize=True)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="exceeds the limit of 64 megapixels"):
+        load_image(path, 64)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_odd_but_valid_images(tmp_path):
+    gray = np.random.default_rng(0).integers(0, 255, (60, 50), dtype=np.uint8)
+    cmyk = _save(Image.fromarray(gray).convert("CMYK"), tmp_path / "cmyk.jpg")
+    assert load_image(cmyk, 32).shape == (32, 32)
+    frames = [Image.fromarray(gray), Image.fromarray(255 - gray)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    first = load_image(gif, 32).astype(int)
+    assert np.abs(first - load_image(Image.fromarray(gray), 32).astype(int)).mean() < 3  # the first frame
+    sixteen = _save(Image.fromarray((gray.astype(np.uint16) * 257)), tmp_path / "deep.png")
+    assert load_image(sixteen, 32).max() > 200
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: _save(Image.new("L", (1, 1)), p / "dot.png"), "too small"),
+        (lambda p: _write(p / "empty.png", b""), "not a readable image"),
+        (lambda p: _write(p / "cut.jpg", _jpeg()[:200]), "cut.jpg: not a readable image"),
+        (lambda p: _write(p / "cut2.jpg", _jpeg()[:-400]), "cut2.jpg: not a readable image"),
+    ],
+)
+def test_odd_invalid_images(tmp_path, make, match):
+    with pytest.raises(ValueError, match=match):
+        load_image(make(tmp_path), 32)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
