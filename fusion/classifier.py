@@ -320,8 +320,8 @@ class FusionClassifier:
         device = next(self.network_.parameters()).device
         tabular = image = None
         if values is not None:
-            frame = records_frame(self.schema_, {n: [values[n]] for n in self.schema_.feature_names})
-            tabular = torch.from_numpy(self.preprocessor_.transform(frame)).to(device)
+            columns = {n: [values[n]] for n in self.schema_.feature_names}
+            tabular = torch.from_numpy(self.preprocessor_.transform(columns)).to(device)
         if pixels is not None:
             image = torch.from_numpy(pixels).to(device).float().div_(255.0)[None, None]
         return {"image": image, "tabular": tabular}
@@ -392,7 +392,10 @@ class FusionClassifier:
             tab = sum_by_source(contrib, sources, self.schema_.feature_names)
             return Explanation(self.classes_[k], float(proba[k]), dict(zip(self.classes_, map(float, proba))), {"tabular": 1.0}, None, tab, None, values, method="xgboost_tree_shap", units=units)
         branch = self.network_.branches["image"] if "image" in self.modalities_ else None
-        result = explain_network(self.network_, self._tensors(values, pixels), self.classes_, k, image_mean=float(branch.mean) if branch is not None else None, n_steps=n_steps)
+        _, precision = self._device_precision()
+        result = explain_network(
+            self.network_, self._tensors(values, pixels), self.classes_, k, image_mean=float(branch.mean) if branch is not None else None, n_steps=n_steps, precision=precision
+        )
         k = result["target"]
         tab = None
         if result["tabular_attribution"] is not None:

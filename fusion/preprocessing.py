@@ -92,27 +92,43 @@ class TabularPreprocessor:
             sources += [f.name] * len(names)
         return columns, sources
 
-    def _check_columns(self, records: pd.DataFrame) -> None:
-        absent = [n for n in self.schema.feature_names if n not in records.columns]
+    def _check_columns(self, records) -> None:
+        columns = records.columns if isinstance(records, pd.DataFrame) else records
+        absent = [n for n in self.schema.feature_names if n not in columns]
         if absent:
             raise ValueError(f"records lack feature column(s) {absent} of schema {self.schema.name!r}")
 
+    @staticmethod
+    def _column(records, name: str, dtype) -> np.ndarray:
+        """One feature's values as an array, from a DataFrame or a mapping of sequences
+        (the latter skips pandas for single-record prediction)."""
+        if isinstance(records, pd.DataFrame):
+            return records[name].to_numpy(dtype=dtype)
+        if dtype is object:
+            out = np.empty(len(records[name]), dtype=object)
+            out[:] = list(records[name])
+            return out
+        return np.array([np.nan if v is None else v for v in records[name]], dtype=dtype)
+
     # ---------------------------------------------------------------- transform
-    def transform(self, records: pd.DataFrame) -> np.ndarray:
-        """Model input: float32 array of shape (n, len(columns_)), no NaN."""
+    def transform(self, records) -> np.ndarray:
+        """Model input: float32 array of shape (n, len(columns_)), no NaN.
+
+        ``records``: a DataFrame of parsed features, or a mapping feature -> sequence of
+        parsed values (as :meth:`Schema.validate_record` returns, in lists).
+        """
         self._check_fitted()
         self._check_columns(records)
         blocks = []
         for f in self.schema.features:
-            col = records[f.name]
             if f.type == "numeric":
-                values = col.to_numpy(dtype=np.float64)
+                values = self._column(records, f.name, np.float64)
                 missing = np.isnan(values)
                 st = self.stats_[f.name]
                 filled = np.where(missing, st["median"], values)
                 blocks.append(((filled - st["mean"]) / st["std"])[:, None])
             else:
-                raw = col.to_numpy(dtype=object)
+                raw = self._column(records, f.name, object)
                 missing = np.array([is_missing(v) for v in raw], dtype=bool)
                 if f.type == "binary":
                     mode = self.stats_[f.name]["mode"]
@@ -122,7 +138,7 @@ class TabularPreprocessor:
                     blocks.append(np.stack([raw == c for c in f.categories], axis=1).astype(np.float64))
             if f.missing == "indicator":
                 blocks.append(missing.astype(np.float64)[:, None])
-        return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((len(records), 0), np.float32)
+        return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def transform_raw(self, records: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         """Input for models with native missing-value handling (XGBoost): numbers

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default=d.train.device)
     p.add_argument("--precision", choices=PRECISIONS, default=d.train.precision, help="auto: bf16 where the hardware has it")
     p.add_argument("--out", help="run folder (default: runs/<timestamp>); must be new or empty")
+    p.add_argument("--cache-dir", help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last completed epoch")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     return p
@@ -121,7 +122,7 @@ def score(clf: FusionClassifier, ds: Dataset) -> tuple[dict, np.ndarray]:
     return classification_metrics(ds.labels, proba, clf.classes_), proba
 
 
-def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True, resume: bool = False) -> tuple[FusionClassifier, dict]:
+def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True, resume: bool = False, cache_dir: str | Path | bool | None = None) -> tuple[FusionClassifier, dict]:
     """Load data, split by patient, train, score validation and test, save everything.
 
     The training state is checkpointed in the run folder after every epoch; with
@@ -131,7 +132,7 @@ def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True, res
     """
     start = time.perf_counter()
     folder = _prepare_out(str(out) if out else None, resume)
-    ds = load_dataset(cfg.data.path, cfg.data.schema, image_size=cfg.image.image_size, seed=cfg.train.seed, synthetic_n=cfg.data.synthetic_n, modalities=cfg.modalities)
+    ds = load_dataset(cfg.data.path, cfg.data.schema, image_size=cfg.image.image_size, seed=cfg.train.seed, synthetic_n=cfg.data.synthetic_n, modalities=cfg.modalities, cache_dir=cache_dir)
     check_enough_data(ds)
     if ds.skipped:
         warnings.warn(f"{len(ds.skipped)} row(s) of {ds.name} skipped; see 'skipped' in {folder / 'metrics.json'}; first: {ds.skipped[0]}", stacklevel=2)
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-        run(cfg, args.out, verbose=not args.quiet, resume=args.resume)
+        cache = False if args.cache_dir == "none" else args.cache_dir
+        run(cfg, args.out, verbose=not args.quiet, resume=args.resume, cache_dir=cache)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -190,7 +190,7 @@ def fit_network(
             print(f"resuming after epoch {resumed_from} (best so far: epoch {best['epoch']})", flush=True)
     progress = _progress(verbose)
     for epoch in range(first, cfg.epochs + 1):
-        if has_val and stale >= cfg.patience:
+        if has_val and stale >= cfg.patience and epoch - 1 > cfg.epochs // 2:
             break  # a resumed run that had already stopped early
         t0 = time.perf_counter()
         model.train()
@@ -216,7 +216,7 @@ def fit_network(
                 scheduler.step()
             total += float(loss.detach()) * len(index)
             seen += len(index)
-        record = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        record = {"epoch": epoch, "train_loss": total / max(seen, 1), "train_seconds": time.perf_counter() - t0, "train_images": seen}
         if has_val:
             proba = predict_network(model, val, device, precision)
             y = val.labels.numpy()
@@ -239,7 +239,10 @@ def fit_network(
             val_text = f"  val loss {record['val_loss']:.4f}  val macro-F1 {record['val_macro_f1']:.3f}" if has_val else ""
             mark = " *" if improved else ""
             print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}{val_text}  {record['seconds']:.1f}s{mark}", flush=True)
-        if has_val and stale >= cfg.patience:
+        # Early stopping waits for the second half: under the one-cycle schedule the
+        # first epochs run at a high learning rate, and validation scores there are
+        # noisy and not yet the model's best.
+        if has_val and stale >= cfg.patience and epoch > cfg.epochs // 2:
             if verbose:
                 print(f"early stop: no val macro-F1 gain for {cfg.patience} epochs; best epoch {best['epoch']}", flush=True)
             break

@@ -58,3 +58,15 @@ def tiny_runs(tmp_path_factory):
         assert train([*extra, "--synthetic-n", "120", "--image-size", "32", "--epochs", "3", "--out", str(out), "--quiet"]) == 0
         runs[name] = out
     return runs
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_image_cache(tmp_path_factory):
+    """Tests never write to the user's cache folder."""
+    previous = os.environ.get("FUSION_CACHE_DIR")
+    os.environ["FUSION_CACHE_DIR"] = str(tmp_path_factory.mktemp("image_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("FUSION_CACHE_DIR", None)
+    else:
+        os.environ["FUSION_CACHE_DIR"] = previous

@@ -188,3 +188,36 @@ def test_grouped_kfold_covers_every_row_once_without_sharing_patients():
         assert not set(groups[tr]) & set(groups[te])
     with pytest.raises(ValueError, match="cannot make 5 folds"):
         grouped_kfold(labels[:6], groups[:6], k=5)
+
+
+def test_decoded_images_are_cached_by_file_mtime_and_size(folder_dataset, tmp_path, monkeypatch):
+    import fusion.data as data
+
+    calls = []
+    real = data.load_image
+    monkeypatch.setattr(data, "load_image", lambda path, size: calls.append(path) or real(path, size))
+    cache = tmp_path / "cache"
+    before = sorted(p.name for p in folder_dataset.rglob("*"))
+    first = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache)
+    assert len(calls) == 90 and list(cache.glob("images-*.npy"))
+    calls.clear()
+    second = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache)
+    assert calls == [] and np.array_equal(first.images, second.images)
+    assert sorted(p.name for p in folder_dataset.rglob("*")) == before  # nothing written beside the data
+    # Replacing one image changes the key: decoded again, new pixels used.
+    name = first.files[0]
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(folder_dataset / "images" / name)
+    third = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache)
+    assert len(calls) == 90 and third.images[0].min() == 255
+    calls.clear()
+    load_dataset(folder_dataset, "synthetic", image_size=32, cache_dir=cache)  # another size: its own entry
+    assert len(calls) == 90
+
+
+def test_unreadable_images_are_cached_as_failures_and_cache_can_be_off(folder_dataset, tmp_path):
+    (folder_dataset / "images" / "P00000_0.png").write_bytes(b"junk")
+    for cache in (tmp_path / "c", False):
+        ds = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache)
+        assert [s["file"] for s in ds.skipped] == ["P00000_0.png"] and len(ds) == 89
+    again = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=tmp_path / "c")
+    assert [s["file"] for s in again.skipped] == ["P00000_0.png"]

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from fusion.data import synthetic
+from fusion.data.cache import cached_images, default_cache_dir
 from fusion.data.images import load_image
 from fusion.data.splits import grouped_kfold, grouped_split
 from fusion.schema import Schema, builtin_schemas, load_schema
@@ -114,26 +115,33 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
 
 
-def _from_validated(name: str, schema: Schema, table: pd.DataFrame, image_loader) -> Dataset:
-    """Build a dataset from a raw table: validate rows, then load their images."""
+def _from_validated(name: str, schema: Schema, table: pd.DataFrame, load_images) -> Dataset:
+    """Build a dataset from a raw table: validate rows, drop duplicated images, then
+    load the images of the rows left.
+
+    ``load_images(rows, files) -> (uint8 array, {position: error})`` or None for a
+    dataset without images.
+    """
     checked = schema.validate_table(table)
     skipped = list(checked.skipped)
-    keep, pixels = [], []
-    seen_files: dict[str, object] = {}
     files = checked.images if checked.images is not None else [None] * len(checked.labels)
+    keep, seen = [], {}
     for pos, (row, file) in enumerate(zip(checked.features.index, files)):
+        if file is not None and file in seen:
+            skipped.append({"row": row, "file": file, "reason": f"duplicate image: also used by row {seen[file]}"})
+            continue
         if file is not None:
-            if file in seen_files:
-                skipped.append({"row": row, "file": file, "reason": f"duplicate image: also used by row {seen_files[file]}"})
-                continue
-            seen_files[file] = row
-        if image_loader is not None:
-            try:
-                pixels.append(image_loader(row, file))
-            except ValueError as err:
-                skipped.append({"row": row, "file": file, "reason": str(err)})
-                continue
+            seen[file] = row
         keep.append(pos)
+    images = None
+    if load_images is not None:
+        rows = [checked.features.index[p] for p in keep]
+        images, errors = load_images(rows, [files[p] for p in keep])
+        for i in sorted(errors):
+            skipped.append({"row": rows[i], "file": files[keep[i]], "reason": errors[i]})
+        good = [i for i in range(len(keep)) if i not in errors]
+        images = images[good] if errors else images
+        keep = [keep[i] for i in good]
     keep = np.asarray(keep, dtype=np.int64)
     position = {row: i for i, row in enumerate(table.index)}
     skipped.sort(key=lambda s: position[s["row"]])
@@ -141,7 +149,7 @@ def _from_validated(name: str, schema: Schema, table: pd.DataFrame, image_loader
         name=name,
         classes=schema.classes,
         labels=checked.labels[keep],
-        images=np.stack(pixels) if pixels else (None if image_loader is None else np.zeros((0, 1, 1), np.uint8)),
+        images=None if images is None else np.ascontiguousarray(images),
         records=checked.features.iloc[keep] if schema.features else None,
         groups=None if checked.groups is None else checked.groups[keep],
         files=None if checked.images is None else checked.images[keep],
@@ -155,15 +163,15 @@ def load_synthetic(n: int = 1200, *, seed: int = 0, image_size: int = 128) -> Da
     """The embedded synthetic cohort (see :mod:`fusion.data.synthetic`) as a dataset."""
     table, images = synthetic.make_cohort(n, seed=seed, image_size=image_size)
     schema = load_schema("synthetic")
-    by_row = dict(zip(table.index, images))
-    return _from_validated("synthetic", schema, table, lambda row, file: by_row[row])
+    return _from_validated("synthetic", schema, table, lambda rows, files: (images[rows], {}))
 
 
-def load_folder(path: str | Path, schema: Schema | str | Path | None, *, image_size: int = 128, modalities=("image", "tabular")) -> Dataset:
+def load_folder(path: str | Path, schema: Schema | str | Path | None, *, image_size: int = 128, modalities=("image", "tabular"), cache_dir: str | Path | bool | None = None) -> Dataset:
     """A folder with ``metadata.csv`` and the schema's image folder.
 
     ``path`` may also be the CSV file itself. Without ``schema`` the folder's own
-    ``schema.toml`` is used.
+    ``schema.toml`` is used. Decoded images are cached (see :mod:`fusion.data.cache`)
+    in ``cache_dir`` (default: the user cache folder; ``False``: no cache).
     """
     path = Path(path)
     csv = path if path.is_file() else path / "metadata.csv"
@@ -183,9 +191,10 @@ def load_folder(path: str | Path, schema: Schema | str | Path | None, *, image_s
     loader = None
     if "image" in modalities and schema.image_column:
         folder = root / (schema.image_folder or ".")
+        cache = None if cache_dir is False else (cache_dir or default_cache_dir())
 
-        def loader(row, file):
-            return load_image(folder / file, image_size)
+        def loader(rows, files):
+            return cached_images([folder / f for f in files], image_size, lambda path: load_image(path, image_size), cache)
 
     return _from_validated(root.name, schema, table, loader)
 
@@ -255,6 +264,7 @@ def load_dataset(
     seed: int = 0,
     synthetic_n: int = 1200,
     modalities=("image", "tabular"),
+    cache_dir: str | Path | bool | None = None,
 ) -> Dataset:
     """Load any supported dataset.
 
@@ -269,6 +279,9 @@ def load_dataset(
         Side of the decoded square images.
     modalities : iterable of str
         Images are decoded only when "image" is among them.
+    cache_dir : str, Path or bool, optional
+        Where decoded images of folder datasets are cached; default the user cache
+        folder, ``False`` for none.
     """
     if path is None:
         return load_synthetic(synthetic_n, seed=seed, image_size=image_size)
@@ -277,4 +290,4 @@ def load_dataset(
         raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
     if path.suffix == ".npz":
         return load_npz(path, schema=schema, image_size=image_size)
-    return load_folder(path, schema, image_size=image_size, modalities=tuple(modalities))
+    return load_folder(path, schema, image_size=image_size, modalities=tuple(modalities), cache_dir=cache_dir)

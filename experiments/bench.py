@@ -1,0 +1,169 @@
+"""Speed and memory of training, prediction and explanation, in one process.
+
+On the embedded synthetic cohort, for one backbone, measures:
+
+- ``train_images_per_s``: the real training loop (``FusionClassifier.fit``: batch
+  slicing, uint8 -> float, augmentation, forward, backward, optimiser), validation
+  excluded; ``bare_step_images_per_s``: the same model's training step on pre-made
+  tensors of the same batch size; ``pipeline_efficiency`` = their ratio;
+- ``predict_ms_p50`` / ``p95``: one ``predict(record, image_path)`` from a PNG file;
+  ``decode_ms_p50``: decoding and resizing that file alone; ``bare_forward_ms_p50``:
+  the model's forward on a ready tensor of batch 1;
+- ``predict_batch_images_per_s``: ``predict_proba`` over 256 (record, image) pairs;
+- ``explain_s_p50``: ``explain(record, image)`` (Integrated Gradients, 50 steps, plus
+  the modality ablation);
+- ``peak_rss_mb`` and the machine.
+
+Medians over repetitions after a warm-up. Do not run two benchmarks at once.
+
+    python experiments/bench.py [--backbone custom|densenet169] [--precision auto|fp32|bf16] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from fusion import Config, FusionClassifier, load_dataset, synthetic
+from fusion.data.images import load_image
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def timed(fn, repeat: int, warmup: int = 2) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return np.asarray(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="custom", choices=["custom", "densenet169"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--n-train", type=int, help="training images (default: 1400 custom, 192 densenet169)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args()
+
+    cfg = Config()
+    cfg.image.backbone, cfg.image.image_size = args.backbone, None
+    cfg.train.precision, cfg.train.device, cfg.train.epochs = args.precision, args.device, args.epochs
+    cfg.validate()
+    size = cfg.image.image_size
+    n_train = args.n_train or (1400 if args.backbone == "custom" else 192)
+    if args.backbone == "densenet169":
+        cfg.train.batch_size = 16
+    ds = load_dataset(None, image_size=size, synthetic_n=n_train + 64, seed=0)
+    train, val = ds.subset(np.arange(n_train)), ds.subset(np.arange(n_train, n_train + 64))
+
+    # The real training loop.
+    clf = FusionClassifier(cfg).fit(train, val)
+    history = clf.history_["history"][1:] or clf.history_["history"]  # the first epoch warms up
+    train_ips = sum(h["train_images"] for h in history) / sum(h["train_seconds"] for h in history)
+    device, precision = torch.device(clf.history_["device"]), clf.history_["precision"]
+    model = clf.network_
+
+    # The bare training step on ready tensors, same model, batch size and settings.
+    bs = cfg.train.batch_size
+    image = torch.rand(bs, 1, size, size, device=device)
+    if precision == "bf16" or device.type == "cuda":
+        image = image.contiguous(memory_format=torch.channels_last)
+    inputs = {"image": image, "tabular": torch.randn(bs, clf.preprocessor_.n_features_out, device=device)}
+    labels = torch.randint(0, 3, (bs,), device=device)
+    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else torch.autocast(device.type, enabled=False)
+
+    def step():
+        model.train()
+        with autocast:
+            logits, aux = model.forward_with_aux(inputs)
+            loss = F.cross_entropy(logits.float(), labels) + sum(0.5 * F.cross_entropy(a.float(), labels) for a in aux.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    n_steps = max(5, int(8 * bs / max(bs, 1)) if args.backbone == "densenet169" else 40)
+    bare_ips = bs / float(np.median(timed(step, n_steps, warmup=3)))
+    model.eval()
+
+    # Prediction from a file, as a user calls it.
+    record, picture = synthetic.example(seed=7, image_size=1024)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "film.png"
+        picture.save(path)
+        predict = timed(lambda: clf.predict(record, path), 60 if args.backbone == "custom" else 20, warmup=3)
+        decode = timed(lambda: load_image(path, size), 60, warmup=3)
+    one = {"image": torch.rand(1, 1, size, size, device=device), "tabular": torch.randn(1, clf.preprocessor_.n_features_out, device=device)}
+    if precision == "bf16" or device.type == "cuda":
+        one["image"] = one["image"].contiguous(memory_format=torch.channels_last)
+
+    def forward():
+        with torch.no_grad(), autocast:
+            model(one)
+
+    bare_forward = timed(forward, 60 if args.backbone == "custom" else 20, warmup=3)
+    table, images = synthetic.make_cohort(256, seed=3, image_size=size)
+    features = table[list(synthetic.FEATURES)]
+    batch = timed(lambda: clf.predict_proba(features, list(images)), 3, warmup=1)
+    explain = timed(lambda: clf.explain(record, picture), 5, warmup=1)
+
+    result = {
+        "backbone": args.backbone,
+        "image_size": size,
+        "batch_size": bs,
+        "precision": precision,
+        "n_train": n_train,
+        "train_images_per_s": round(train_ips, 1),
+        "bare_step_images_per_s": round(bare_ips, 1),
+        "pipeline_efficiency": round(train_ips / bare_ips, 3),
+        "predict_ms_p50": round(1000 * float(np.median(predict)), 2),
+        "predict_ms_p95": round(1000 * float(np.percentile(predict, 95)), 2),
+        "decode_ms_p50": round(1000 * float(np.median(decode)), 2),
+        "bare_forward_ms_p50": round(1000 * float(np.median(bare_forward)), 2),
+        "predict_batch_images_per_s": round(256 / float(np.median(batch)), 1),
+        "explain_s_p50": round(float(np.median(explain)), 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "machine": {
+            "cpu": cpu_model(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "python": platform.python_version(),
+        },
+    }
+    result["predict_within_target"] = result["predict_ms_p50"] <= 1.5 * result["bare_forward_ms_p50"] + result["decode_ms_p50"]
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
