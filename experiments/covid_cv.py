@@ -9,7 +9,7 @@ the per-class sensitivity, and the same metrics on the pooled out-of-fold predic
     python experiments/covid_cv.py --data ../shared/data/covid-chestxray \
         --schema data/schema/covid_chestxray.toml [--pretrained-run runs/pneumoniamnist] \
         [--models fused image tabular xgboost fused_transfer image_transfer densenet169] \
-        [--folds 5] [--seed 0] [--out runs/covid_cv.json]
+        [--epochs 60] [--folds 5] [--seed 0] [--out runs/covid_cv.json]
 
 The transfer models start their image branch from ``--pretrained-run`` (a run trained
 on PneumoniaMNIST by ``experiments/pneumoniamnist.py``), with its first blocks frozen.
@@ -27,8 +27,9 @@ import numpy as np
 from fusion import Config, FusionClassifier, classification_metrics, grouped_kfold, grouped_split, load_dataset
 
 
-def model_configs(pretrained_run: str | None, freeze: int) -> dict[str, Config]:
-    """The compared models, all with default training settings unless noted."""
+def model_configs(pretrained_run: str | None, freeze: int, epochs: int | None = None, image_size: int | None = None) -> dict[str, Config]:
+    """The compared models, with default training settings unless noted; ``epochs`` and
+    ``image_size`` override the custom-CNN and tabular models' defaults."""
     configs = {
         "fused": Config(modalities=("image", "tabular")),
         "image": Config(modalities=("image",)),
@@ -41,6 +42,11 @@ def model_configs(pretrained_run: str | None, freeze: int) -> dict[str, Config]:
             cfg.image.init_from, cfg.image.freeze = pretrained_run, freeze
             cfg.train.lr = 1e-3  # fine-tuning: a gentler peak rate
             configs[name] = cfg
+    for cfg in configs.values():
+        if epochs:
+            cfg.train.epochs = epochs
+        if image_size:
+            cfg.image.image_size = image_size
     dn = Config(modalities=("image",))
     dn.image.backbone, dn.image.image_size = "densenet169", 128
     dn.train.epochs, dn.train.batch_size, dn.train.lr = 10, 16, 5e-4
@@ -84,11 +90,13 @@ def main() -> None:
     p.add_argument("--pretrained-run", help="PneumoniaMNIST run folder for the transfer models")
     p.add_argument("--freeze", type=int, default=2, help="blocks frozen in the transfer models")
     p.add_argument("--models", nargs="+", help="subset of models to run (default: all available)")
+    p.add_argument("--epochs", type=int, help="epochs of the custom-CNN and tabular models (default: the library's)")
+    p.add_argument("--image-size", type=int, help="input size of the custom-CNN models (default: the library's)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/covid_cv.json")
     args = p.parse_args()
-    configs = model_configs(args.pretrained_run, args.freeze)
+    configs = model_configs(args.pretrained_run, args.freeze, args.epochs, args.image_size)
     names = args.models or list(configs)
     unknown = [n for n in names if n not in configs]
     if unknown:

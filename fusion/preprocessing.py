@@ -140,34 +140,49 @@ class TabularPreprocessor:
                 blocks.append(missing.astype(np.float64)[:, None])
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
-    def transform_raw(self, records: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        """Input for models with native missing-value handling (XGBoost): numbers
-        unscaled with NaN for missing, categoricals one-hot (NaN row when missing),
-        binary as 0/1/NaN, no indicator columns.
+    def transform_raw(self, records) -> tuple[np.ndarray, list[str]]:
+        """Input for models with native missing-value handling (XGBoost).
+
+        Numbers unscaled, categoricals one-hot, binary 0/1, no indicator columns. A
+        missing value stays NaN (the trees learn where missing values go, which is what
+        an indicator would give) only for features whose schema policy is
+        ``indicator``; with ``impute`` it is filled as for the network (median, mode,
+        no category), so the schema's judgement that missingness must not be learned
+        from holds for every model.
 
         Returns
         -------
         X : numpy.ndarray of float32
         columns : list of str
         """
+        self._check_fitted()
         self._check_columns(records)
         blocks, names = [], []
         for f in self.schema.features:
-            col = records[f.name]
+            native = f.missing == "indicator"
             if f.type == "numeric":
-                blocks.append(col.to_numpy(dtype=np.float64)[:, None])
+                values = self._column(records, f.name, np.float64)
+                if not native:
+                    values = np.where(np.isnan(values), self.stats_[f.name]["median"], values)
+                blocks.append(values[:, None])
                 names.append(f.name)
-            elif f.type == "binary":
-                blocks.append(np.array([np.nan if is_missing(v) else float(v == f.categories[1]) for v in col], np.float64)[:, None])
+                continue
+            raw = self._column(records, f.name, object)
+            missing = np.array([is_missing(v) for v in raw], dtype=bool)
+            if f.type == "binary":
+                values = np.where(missing, self.stats_[f.name]["mode"], raw)
+                column = (values == f.categories[1]).astype(np.float64)
+                if native:
+                    column[missing] = np.nan
+                blocks.append(column[:, None])
                 names.append(f.name)
             else:
-                raw = col.to_numpy(dtype=object)
                 onehot = np.stack([raw == c for c in f.categories], axis=1).astype(np.float64)
-                onehot[np.array([is_missing(v) for v in raw], dtype=bool)] = np.nan
+                if native:
+                    onehot[missing] = np.nan
                 blocks.append(onehot)
                 names += [f"{f.name}={c}" for c in f.categories]
-        X = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(records), 0))
-        return X.astype(np.float32), names
+        return np.concatenate(blocks, axis=1).astype(np.float32), names
 
     @property
     def n_features_out(self) -> int:

@@ -62,3 +62,25 @@ def test_state_round_trips_through_json_and_checks_schema():
 def test_transform_before_fit_is_an_error():
     with pytest.raises(RuntimeError, match="not fitted"):
         TabularPreprocessor(SCHEMA).transform(frame([{}]))
+
+
+def test_raw_transform_fills_features_whose_missingness_must_not_be_learned():
+    schema = parse_schema(
+        """
+[label]
+column = "y"
+classes = { a = ["a"], b = ["b"] }
+[features.po2]
+type = "numeric"
+missing = "impute"
+[features.view]
+type = "categorical"
+categories = ["PA", "AP"]
+missing = "impute"
+"""
+    )
+    rows = lambda rs: records_frame(schema, {n: [r.get(n) for r in rs] for n in schema.feature_names})  # noqa: E731
+    pre = TabularPreprocessor(schema).fit(rows([{"po2": 90.0, "view": "PA"}, {"po2": 96.0, "view": "AP"}, {"po2": 98.0, "view": "AP"}]))
+    X, names = pre.transform_raw(rows([{"po2": np.nan, "view": None}]))
+    assert names == ["po2", "view=PA", "view=AP"]
+    np.testing.assert_array_equal(X[0], [96.0, 0.0, 0.0])  # the median, no category: nothing for trees to learn from
