@@ -150,7 +150,7 @@ class FusionClassifier:
         self.schema_ = train.schema
         self.image_size_ = cfg.image.image_size if "image" in cfg.modalities else None
         self.preprocessor_ = TabularPreprocessor(train.schema).fit(train.records) if "tabular" in cfg.modalities else None
-        self.network_, self.booster_ = None, None
+        self.network_, self.booster_, self._runtime = None, None, None
         n_classes = len(self.classes_)
         if cfg.model == "xgboost":
             X, _ = self.preprocessor_.transform_raw(train.records)
@@ -241,8 +241,12 @@ class FusionClassifier:
         return Arrays(labels=torch.from_numpy(ds.labels), images=images, tabular=tabular)
 
     def _device_precision(self) -> tuple[torch.device, str]:
-        device = next(self.network_.parameters()).device
-        return device, resolve_precision(self.config.train.precision, device)
+        """Where the network runs and with which precision, resolved once per model
+        (probing the CPU for bf16 on every prediction would be wasted work)."""
+        if getattr(self, "_runtime", None) is None:
+            device = next(self.network_.parameters()).device
+            self._runtime = (device, resolve_precision(self.config.train.precision, device))
+        return self._runtime
 
     def predict_dataset(self, ds: Dataset) -> np.ndarray:
         """Probabilities for every row of a loaded dataset, shape (n, n_classes)."""
@@ -469,7 +473,7 @@ class FusionClassifier:
         clf.schema_ = parse_schema((folder / "schema.toml").read_text(encoding="utf-8"), origin=str(folder / "schema.toml")) if "schema.toml" in listed else None
         clf.preprocessor_ = TabularPreprocessor.from_dict(prep["tabular"], clf.schema_) if prep.get("tabular") else None
         clf.image_size_ = prep["image"]["size"] if prep.get("image") else (config.image.image_size if "image" in clf.modalities_ else None)
-        clf.network_, clf.booster_, clf.history_ = None, None, {}
+        clf.network_, clf.booster_, clf.history_, clf._runtime = None, None, {}, None
         if config.model == "xgboost":
             if BOOSTER not in listed:
                 raise ValueError(f"{folder}: no {BOOSTER} listed in the manifest")
