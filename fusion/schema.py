@@ -479,11 +479,15 @@ def _jsonable(index: Any) -> Any:
 
 
 # ----------------------------------------------------------------------- loading
-def _feature_from_toml(name: str, spec: Mapping[str, Any], where: str) -> Feature:
-    allowed = {"type", "unit", "range", "categories", "missing", "out_of_range", "description"}
+def _check_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    """A misspelt key would silently be a default: refuse it, listing the allowed ones."""
     extra = sorted(set(spec) - allowed)
     if extra:
-        raise ValueError(f"{where}: feature {name!r} has unknown key(s) {extra}; allowed: {sorted(allowed)}")
+        raise ValueError(f"{where} has unknown key(s) {extra}; allowed: {sorted(allowed)}")
+
+
+def _feature_from_toml(name: str, spec: Mapping[str, Any], where: str) -> Feature:
+    _check_keys(spec, {"type", "unit", "range", "categories", "missing", "out_of_range", "description"}, f"{where}: feature {name!r}")
     if "type" not in spec:
         raise ValueError(f"{where}: feature {name!r} needs a type, one of {FEATURE_TYPES}")
     rng = spec.get("range")
@@ -516,9 +520,7 @@ def _label_from_toml(spec: Mapping[str, Any], where: str) -> LabelSpec:
         if isinstance(mapping, list):
             values[cls] = tuple(_raw_str(v) for v in mapping)
         elif isinstance(mapping, Mapping):
-            extra = sorted(set(mapping) - {"values", "prefixes"})
-            if extra:
-                raise ValueError(f"{where}: label class {cls!r} has unknown key(s) {extra}; use values, prefixes")
+            _check_keys(mapping, {"values", "prefixes"}, f"{where}: label class {cls!r}")
             values[cls] = tuple(_raw_str(v) for v in mapping.get("values", ()))
             prefixes[cls] = tuple(str(p) for p in mapping.get("prefixes", ()))
         else:
@@ -535,10 +537,7 @@ def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{origin}: not valid TOML: {err}") from None
-    allowed = {"name", "description", "label", "group", "image", "features", "excluded"}
-    extra = sorted(set(doc) - allowed)
-    if extra:
-        raise ValueError(f"{origin}: unknown top-level key(s) {extra}; allowed: {sorted(allowed)}")
+    _check_keys(doc, {"name", "description", "label", "group", "image", "features", "excluded"}, f"{origin}: the top level")
     if "label" not in doc:
         raise ValueError(f"{origin}: a schema needs a [label] table")
     image = doc.get("image", {})
