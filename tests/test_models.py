@@ -141,3 +141,15 @@ def test_config_round_trip_and_errors():
         Config.from_dict({**cfg.to_dict(), "colour": 1})
     with pytest.raises(ValueError, match="at most one of"):
         Config.from_dict({**cfg.to_dict(), "model": "fusion", "image": {**cfg.to_dict()["image"], "weights": "a", "init_from": "b"}})
+
+
+def test_device_and_precision_resolution():
+    from fusion.training import resolve_device, resolve_precision
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is available; use --device cpu or auto"):
+            resolve_device("cuda")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
