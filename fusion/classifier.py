@@ -91,6 +91,20 @@ def data_fingerprint(*parts: Dataset | None) -> str:
     return digest.hexdigest()
 
 
+def intensity_stats(images: np.ndarray, chunk: int = 256) -> tuple[float, float]:
+    """Mean and standard deviation of uint8 images scaled to [0, 1], in chunks, so a
+    large training set is never copied whole into floats."""
+    total = squares = 0.0
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].astype(np.float64) / 255.0
+        total += float(block.sum())
+        squares += float(np.square(block).sum())
+    n = images.size
+    mean = total / n
+    std = max(squares / n - mean * mean, 0.0) ** 0.5
+    return mean, std or 1.0
+
+
 class FusionClassifier:
     """Late-fusion classifier of chest X-rays and clinical records.
 
@@ -140,6 +154,7 @@ class FusionClassifier:
             does not match.
         """
         cfg = (self.config or Config()).validate()
+        self.config = cfg
         missing = [m for m in cfg.modalities if m not in train.modalities]
         if missing:
             raise ValueError(f"the training data have no {missing} (they hold {sorted(train.modalities)}); use --modalities {','.join(sorted(train.modalities))}")
@@ -183,7 +198,6 @@ class FusionClassifier:
                 resume=resume,
             )
         self.history_.update(device=str(device), precision=precision)
-        self.config = cfg
         return self
 
     def _build_network(self, cfg: Config, train: Dataset | None = None, *, initial: bool = False) -> FusionModel:
@@ -193,8 +207,7 @@ class FusionClassifier:
             backbone = create_backbone(cfg.image.backbone)
             mean, std = 0.5, 0.25
             if initial:
-                pixels = train.images.astype(np.float32) / 255.0
-                mean, std = float(pixels.mean()), float(pixels.std()) or 1.0
+                mean, std = intensity_stats(train.images)
                 mean, std = self._initial_image_weights(cfg, backbone, mean, std)
             branches["image"] = ImageBranch(backbone, mean, std)
             if initial and cfg.image.freeze:

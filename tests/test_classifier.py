@@ -182,3 +182,18 @@ def test_corrupt_dicom_raises_value_error(tmp_path):
     path.write_bytes(b"\x00" * 128 + b"DICM" + b"\x01\x02")
     with pytest.raises(ValueError, match="bad.dcm"):
         load_image(path, 32)
+
+
+def test_fit_from_python_and_save_every_model_kind(tmp_path):
+    from fusion import Config, load_dataset
+
+    ds = load_dataset(None, image_size=32, synthetic_n=80, seed=2)
+    parts = ds.split(seed=0)
+    for cfg in (Config(modalities="tabular", model="xgboost"), Config(modalities="tabular")):
+        cfg.train.epochs = 1
+        clf = FusionClassifier(cfg).fit(parts["train"], parts["val"])
+        assert clf.config is cfg
+        folder = clf.save(tmp_path / cfg.model)
+        np.testing.assert_array_equal(FusionClassifier.load(folder).predict_dataset(parts["test"]), clf.predict_dataset(parts["test"]))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FusionClassifier().predict({"age": 50})
