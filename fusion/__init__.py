@@ -11,11 +11,13 @@ from fusion.classifier import FusionClassifier, Prediction  # noqa: E402
 from fusion.config import Config  # noqa: E402
 from fusion.data import Dataset, grouped_kfold, grouped_split, load_dataset, synthetic  # noqa: E402
 from fusion.evaluation import classification_metrics  # noqa: E402
+from fusion.explain import Explanation  # noqa: E402
 from fusion.schema import Schema, load_schema  # noqa: E402
 
 __all__ = [
     "Config",
     "Dataset",
+    "Explanation",
     "FusionClassifier",
     "Prediction",
     "Schema",
