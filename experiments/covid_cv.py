@@ -128,7 +128,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     classes = ds.classes
-    print(f"\n| model | macro AUROC | macro-F1 | " + " | ".join(f"sens. {c}" for c in classes) + " | pooled macro AUROC | pooled macro-F1 | s/fold |")
+    print("\n| model | macro AUROC | macro-F1 | " + " | ".join(f"sens. {c}" for c in classes) + " | pooled macro AUROC | pooled macro-F1 | s/fold |")
     print("|---" * (5 + len(classes)) + "|")
     for name, r in results.items():
         sens = " | ".join(f"{r['sensitivity'][c]['mean']:.2f}" if r["sensitivity"][c] else "n/a" for c in classes)

@@ -40,7 +40,7 @@ def main() -> None:
             raise SystemExit(f"training with {precision} failed")
         m = json.loads((out / "metrics.json").read_text())
         rows.append((f"fusion custom CNN 64 px, {precision} (validation)", m["val"]["accuracy"], m["val"]["auroc_macro"], m["seconds"], str(out)))
-    print(f"\n| model | ACC | AUC | training s | split |\n|---|---|---|---|---|")
+    print("\n| model | ACC | AUC | training s | split |\n|---|---|---|---|---|")
     for name, acc, auc, sec, out in rows:
         print(f"| {name} | {acc:.3f} | {auc:.3f} | {sec:.0f} | val ({out}) |")
     for name, acc, auc in PUBLISHED:

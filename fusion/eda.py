@@ -869,7 +869,7 @@ def run_eda(
     if ds.groups is not None:
         body += ["A patient with films of several classes counts once in each class.", ""]
     body += [figure("class_balance.png", "class balance"), ""]
-    for k, cls in enumerate(classes):
+    for cls in classes:
         n = int(balance.loc[cls, "images"])
         if len(ds) and n / len(ds) < RARE_CLASS:
             who = f" from {int(balance.loc[cls, 'patients'])} patients" if "patients" in balance else ""

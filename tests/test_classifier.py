@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from fusion import FusionClassifier, synthetic
 

@@ -11,7 +11,6 @@ from PIL import Image
 
 from fusion import FusionClassifier, synthetic
 from fusion.explain import explain_network
-from fusion.image import ImageBranch, create_backbone
 from fusion.model import FusionModel
 from fusion.predict import main as predict_main
 from fusion.tabular import TabularMLP

@@ -83,7 +83,7 @@ def test_freeze_blocks_fixes_parameters_and_batchnorm():
     blocks = backbone.blocks()
     assert not any(p.requires_grad for b in blocks[:2] for p in b.parameters())
     assert all(p.requires_grad for b in blocks[2:] for p in b.parameters())
-    branch = ImageBranch(backbone).train()
+    ImageBranch(backbone).train()  # train() must keep frozen batch norms in eval mode
     assert not blocks[0][1].training and blocks[2][1].training
     with pytest.raises(ValueError, match="between 0 and 4"):
         freeze_blocks(create_backbone("custom"), 5)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 ImageSource = Any  # str | Path | PIL.Image.Image | numpy.ndarray | bytes
 
