@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fusion import Config, FusionClassifier, load_dataset, synthetic
+from fusion import Config, FusionClassifier, load_dataset, synthetic, tune_allocator
 from fusion.data import load_image
 
 
@@ -67,6 +67,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args()
+    tune_allocator()
 
     cfg = Config()
     cfg.image.backbone, cfg.image.image_size = args.backbone, None

@@ -13,6 +13,7 @@ from fusion.data import Dataset, grouped_kfold, grouped_split, load_dataset, syn
 from fusion.evaluation import classification_metrics  # noqa: E402
 from fusion.explain import Explanation  # noqa: E402
 from fusion.schema import Schema, load_schema  # noqa: E402
+from fusion.training import tune_allocator  # noqa: E402
 
 __all__ = [
     "Config",
@@ -27,5 +28,6 @@ __all__ = [
     "load_dataset",
     "load_schema",
     "synthetic",
+    "tune_allocator",
     "__version__",
 ]

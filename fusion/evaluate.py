@@ -19,6 +19,7 @@ from fusion.classifier import FusionClassifier
 from fusion.data import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics
 from fusion.persistence import write_json
+from fusion.training import tune_allocator
 
 
 def evaluate(model: str | Path, data: str | Path | None, schema: str | Path | None = None) -> dict:
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schema", help="schema file or name (default: the model's own)")
     p.add_argument("--out", help="write the metrics as JSON to this file")
     args = p.parse_args(argv)
+    tune_allocator()
     try:
         result = evaluate(args.model, args.data, args.schema)
     except (ValueError, FileNotFoundError) as err:

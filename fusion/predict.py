@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fusion.classifier import FusionClassifier
+from fusion.training import tune_allocator
 
 
 def read_record(value: str) -> dict:
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", help="class to explain (default: the predicted one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = p.parse_args(argv)
+    tune_allocator()
     try:
         clf = FusionClassifier.load(args.model)
         record = read_record(args.record) if args.record else None

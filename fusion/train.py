@@ -30,6 +30,7 @@ from fusion.data import Dataset, load_dataset
 from fusion.evaluation import classification_metrics, format_metrics
 from fusion.image import BACKBONES
 from fusion.persistence import write_json
+from fusion.training import tune_allocator
 from fusion.plots import plot_confusion, plot_history, plot_roc
 
 
@@ -193,6 +194,7 @@ def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True, res
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()
     try:
         cfg = config_from_args(args)
         cache = False if args.cache_dir == "none" else args.cache_dir

@@ -47,6 +47,33 @@ class Arrays:
 
 
 # ----------------------------------------------------------------- hardware
+def tune_allocator() -> bool:
+    """Raise glibc malloc's mmap and trim thresholds for this process.
+
+    By default glibc returns freed blocks of a few hundred kB to the OS at once, so
+    every forward pass maps and unmaps (and page-faults) its activations again. With
+    32 MiB / 1 GiB thresholds, on 2 CPU cores: batched prediction +43 %, explanations
+    2.4x faster, training unchanged (experiments/bench.py). The command-line tools call
+    this; library users may call it once at start-up. Changes process-wide allocator
+    settings, which is why importing fusion never does it.
+
+    Returns
+    -------
+    bool
+        Whether the settings were applied (False where the C library is not glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)) and bool(mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024))
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else CPU. Asking for CUDA without one is an error."""
     if name == "auto":
