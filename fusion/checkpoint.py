@@ -12,13 +12,12 @@ a checkpoint cannot carry code either.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusion.persistence import write_json
+from fusion.persistence import atomic_write, write_json
 
 CHECKPOINT = "checkpoint.safetensors"
 PROGRESS = "progress.json"
@@ -66,9 +65,7 @@ def save_checkpoint(folder: str | Path, *, epoch: int, model, optimizer, schedul
         "optimizer": opt_meta,
         "fingerprint": fingerprint,
     }
-    tmp = folder / (CHECKPOINT + ".tmp")
-    save_file(tensors, str(tmp), metadata={"fusion": json.dumps(meta)})
-    os.replace(tmp, folder / CHECKPOINT)
+    atomic_write(folder / CHECKPOINT, lambda tmp: save_file(tensors, str(tmp), metadata={"fusion": json.dumps(meta)}))
     write_json(folder / PROGRESS, {"epoch": epoch, "complete": False, "best_epoch": best.get("epoch"), "history": history[-1:]})
 
 

@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -39,17 +40,25 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Write a file via a temporary name in the same folder, then rename, so a crash
+    never leaves half a file: readers see the old version or the new one.
+
+    ``write(tmp_path)`` writes the content to the temporary path.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: str | Path, data) -> None:
@@ -58,9 +67,7 @@ def write_json(path: str | Path, data) -> None:
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | Path) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def write_manifest(folder: str | Path, files: list[str], version: str) -> None:

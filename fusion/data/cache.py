@@ -6,7 +6,8 @@ images are stored as one ``.npy`` array per (file list, image size), keyed by ev
 file's path, modification time and size, so a changed or replaced file changes the
 key and is decoded afresh. Entries live in a user cache folder (``--cache-dir``,
 ``$FUSION_CACHE_DIR``, or ``$XDG_CACHE_HOME/fusion``, default ``~/.cache/fusion``),
-never beside the data, which may be read-only. Writes are atomic.
+never beside the data, which may be read-only. Writes are atomic
+(:func:`fusion.persistence.atomic_write`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from fusion.persistence import atomic_write
 
 CACHE_VERSION = 1
 # Arrays above this size are memory-mapped instead of read into memory.
@@ -47,17 +49,6 @@ def _save_array(path: Path, array: np.ndarray) -> None:
     # Through a file object: np.save would append ".npy" to the temporary name.
     with open(path, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
-
-
-def _atomic_save(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_images(files: list[Path], size: int, decode: Callable[[Path], np.ndarray], cache_dir: str | Path | None) -> tuple[np.ndarray, dict[int, str]]:
@@ -103,8 +94,8 @@ def cached_images(files: list[Path], size: int, decode: Callable[[Path], np.ndar
     if cache_dir is not None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_save(array_path, lambda p: _save_array(p, images))
-            _atomic_save(meta_path, lambda p: p.write_text(json.dumps({"n": len(files), "size": size, "errors": errors}), encoding="utf-8"))
+            atomic_write(array_path, lambda p: _save_array(p, images))
+            atomic_write(meta_path, lambda p: p.write_text(json.dumps({"n": len(files), "size": size, "errors": errors}), encoding="utf-8"))
         except OSError:
             pass  # an unwritable cache only costs speed
     return images, errors
