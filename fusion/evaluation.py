@@ -32,6 +32,13 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: in
     return float(ece)
 
 
+def macro_f1(y_true: np.ndarray, pred: np.ndarray) -> float:
+    """Macro-F1 over the classes present in ``y_true``, so a split without a rare class
+    is not scored zero for it. Early stopping and the reported metrics both use this."""
+    present = sorted(set(np.asarray(y_true).tolist()))
+    return float(f1_score(y_true, pred, labels=present, average="macro", zero_division=0))
+
+
 def _auroc(y_binary: np.ndarray, score: np.ndarray) -> float | None:
     if y_binary.min() == y_binary.max():
         return None  # undefined with one class present
@@ -88,9 +95,7 @@ def classification_metrics(y_true, proba, classes) -> dict:
     present = sorted(set(y_true.tolist()))
     return {
         "accuracy": float((pred == y_true).mean()),
-        # Macro over the classes present in this split, so a split without a rare class
-        # is not scored zero for it.
-        "macro_f1": float(f1_score(y_true, pred, labels=present, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(y_true, pred),
         "auroc_macro": float(np.mean(aurocs)) if len(aurocs) == len(present) and len(present) > 1 else None,
         "ece": expected_calibration_error(y_true, proba),
         "per_class": per_class,

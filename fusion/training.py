@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 from torch.nn import functional as F
 
 from fusion.checkpoint import load_checkpoint, save_checkpoint
 from fusion.config import HeadConfig, TrainConfig
+from fusion.evaluation import macro_f1
 
 
 @dataclass
@@ -248,7 +248,7 @@ def fit_network(
             proba = predict_network(model, val, device, precision)
             y = val.labels.numpy()
             record["val_loss"] = float(F.nll_loss(torch.log(torch.from_numpy(proba).clamp_min(1e-12)), torch.from_numpy(y), weight=weights.cpu().double()))
-            record["val_macro_f1"] = float(f1_score(y, proba.argmax(1), labels=sorted(set(y.tolist())), average="macro", zero_division=0))
+            record["val_macro_f1"] = macro_f1(y, proba.argmax(1))
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         improved = not has_val or record["val_macro_f1"] > best["f1"] or (
