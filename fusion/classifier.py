@@ -333,12 +333,16 @@ class FusionClassifier:
         used = tuple(m for m, on in (("image", use_image), ("tabular", use_record)) if on)
         return values, pixels, used
 
+    def _one_row(self, values: dict) -> dict[str, list]:
+        """A validated record as one-row columns for the preprocessor (no pandas: this
+        is the single-prediction path)."""
+        return {n: [values[n]] for n in self.schema_.feature_names}
+
     def _tensors(self, values: dict | None, pixels: np.ndarray | None) -> dict[str, torch.Tensor | None]:
         device = next(self.network_.parameters()).device
         tabular = image = None
         if values is not None:
-            columns = {n: [values[n]] for n in self.schema_.feature_names}
-            tabular = torch.from_numpy(self.preprocessor_.transform(columns)).to(device)
+            tabular = torch.from_numpy(self.preprocessor_.transform(self._one_row(values))).to(device)
         if pixels is not None:
             image = torch.from_numpy(pixels).to(device).float().div_(255.0)[None, None]
         return {"image": image, "tabular": tabular}
@@ -365,8 +369,7 @@ class FusionClassifier:
         """
         values, pixels, used = self._one(record, image)
         if self.booster_ is not None:
-            frame = records_frame(self.schema_, {n: [values[n]] for n in self.schema_.feature_names})
-            proba = self.booster_.predict_proba(self.preprocessor_.transform_raw(frame)[0])[0]
+            proba = self.booster_.predict_proba(self.preprocessor_.transform_raw(self._one_row(values))[0])[0]
         else:
             device, precision = self._device_precision()
             with torch.no_grad(), autocast(device, precision):
@@ -400,8 +403,7 @@ class FusionClassifier:
         k = None if target is None else self.classes_.index(target)
         units = {f.name: f.unit for f in self.schema_.features if f.unit} if self.schema_ else {}
         if self.booster_ is not None:
-            frame = records_frame(self.schema_, {n: [values[n]] for n in self.schema_.feature_names})
-            X, names = self.preprocessor_.transform_raw(frame)
+            X, names = self.preprocessor_.transform_raw(self._one_row(values))
             proba = self.booster_.predict_proba(X)[0]
             k = int(np.argmax(proba)) if k is None else k
             contrib = self.booster_.contributions(X)[0, k, :-1]  # last column: bias
