@@ -194,11 +194,15 @@ class FusionClassifier:
                 precision=precision,
                 verbose=verbose,
                 checkpoint_dir=checkpoint_dir,
-                fingerprint={"config": cfg.to_dict(), "data": data_fingerprint(train, val), "preprocessing": self.preprocessor_.to_dict() if self.preprocessor_ else None},
+                fingerprint=self._fingerprint(cfg, train, val) if checkpoint_dir is not None else None,
                 resume=resume,
             )
         self.history_.update(device=str(device), precision=precision)
         return self
+
+    def _fingerprint(self, cfg: Config, train: Dataset, val: Dataset | None) -> dict:
+        """What a checkpoint must match to be resumed: configuration, data, preprocessing."""
+        return {"config": cfg.to_dict(), "data": data_fingerprint(train, val), "preprocessing": self.preprocessor_.to_dict() if self.preprocessor_ else None}
 
     def _build_network(self, cfg: Config, train: Dataset | None = None, *, initial: bool = False) -> FusionModel:
         """The network of ``cfg``; with ``initial``, also its starting weights."""
