@@ -8,7 +8,14 @@ On the embedded synthetic cohort, for one backbone, measures:
   tensors of the same batch size; ``pipeline_efficiency`` = their ratio;
 - ``predict_ms_p50`` / ``p95``: one ``predict(record, image_path)`` from a PNG file;
   ``decode_ms_p50``: decoding and resizing that file alone; ``bare_forward_ms_p50``:
-  the model's forward on a ready tensor of batch 1;
+  the forward of the network predictions run (``inference_copy``) on a ready tensor
+  of batch 1, in a tight loop;
+- ``sequence_ms_p50``: decode that file, then the bare forward on a ready tensor, one
+  after the other, as a prediction must (no validation, preprocessing or softmax):
+  the floor under ``predict``. ``forward_after_decode_ms_p50`` is its forward part:
+  on a small model it is well above ``bare_forward_ms_p50`` because the decode has
+  flushed the caches the tight loop keeps warm. ``predict_overhead_ms`` =
+  ``predict_ms_p50`` - ``sequence_ms_p50``: all the work ``predict`` adds;
 - ``predict_batch_images_per_s``: ``predict_proba`` over 256 (record, image) pairs;
 - ``explain_s_p50``: ``explain(record, image)`` (Integrated Gradients, 50 steps, plus
   the modality ablation);
@@ -35,6 +42,7 @@ from torch.nn import functional as F
 
 from fusion import Config, FusionClassifier, load_dataset, synthetic, tune_allocator
 from fusion.data import load_image
+from fusion.model import inference_copy
 
 
 def cpu_model() -> str:
@@ -47,15 +55,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def timed(fn, repeat: int, warmup: int = 2) -> np.ndarray:
+def timed(fn, repeat: int, warmup: int = 2, returns: bool = False):
+    """Seconds per call of ``fn``; with ``returns``, also what each call returned."""
     for _ in range(warmup):
         fn()
-    out = []
+    out, values = [], []
     for _ in range(repeat):
         start = time.perf_counter()
-        fn()
+        values.append(fn())
         out.append(time.perf_counter() - start)
-    return np.asarray(out)
+    return (np.asarray(out), np.asarray(values)) if returns else np.asarray(out)
 
 
 def main() -> None:
@@ -117,17 +126,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "film.png"
         picture.save(path)
-        predict = timed(lambda: clf.predict(record, path), 60 if args.backbone == "custom" else 20, warmup=3)
-        decode = timed(lambda: load_image(path, size), 60, warmup=3)
-    one = {"image": torch.rand(1, 1, size, size, device=device), "tabular": torch.randn(1, clf.preprocessor_.n_features_out, device=device)}
-    if precision == "bf16" or device.type == "cuda":
-        one["image"] = one["image"].contiguous(memory_format=torch.channels_last)
+        one = {"image": torch.rand(1, 1, size, size, device=device), "tabular": torch.randn(1, clf.preprocessor_.n_features_out, device=device)}
+        if precision == "bf16" or device.type == "cuda":
+            one["image"] = one["image"].contiguous(memory_format=torch.channels_last)
+        network = inference_copy(model, precision)  # what predict runs: BatchNorm folded, weights pre-cast
 
-    def forward():
-        with torch.no_grad(), autocast:
-            model(one)
+        def forward():
+            with torch.no_grad(), autocast:
+                network(one)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
 
-    bare_forward = timed(forward, 60 if args.backbone == "custom" else 20, warmup=3)
+        def sequence():
+            start = time.perf_counter()
+            load_image(path, size)
+            middle = time.perf_counter()
+            forward()
+            return middle - start
+
+        n = 60 if args.backbone == "custom" else 20
+        predict = timed(lambda: clf.predict(record, path), n, warmup=3)
+        decode = timed(lambda: load_image(path, size), n, warmup=3)
+        bare_forward = timed(forward, n, warmup=3)
+        sequence_total, sequence_decode = timed(sequence, n, warmup=3, returns=True)
     table, images = synthetic.make_cohort(256, seed=3, image_size=size)
     features = table[list(synthetic.FEATURES)]
     batch = timed(lambda: clf.predict_proba(features, list(images)), 3, warmup=1)
@@ -146,6 +167,9 @@ def main() -> None:
         "predict_ms_p95": round(1000 * float(np.percentile(predict, 95)), 2),
         "decode_ms_p50": round(1000 * float(np.median(decode)), 2),
         "bare_forward_ms_p50": round(1000 * float(np.median(bare_forward)), 2),
+        "sequence_ms_p50": round(1000 * float(np.median(sequence_total)), 2),
+        "forward_after_decode_ms_p50": round(1000 * float(np.median(sequence_total - sequence_decode)), 2),
+        "predict_overhead_ms": round(1000 * float(np.median(predict) - np.median(sequence_total)), 2),
         "predict_batch_images_per_s": round(256 / float(np.median(batch)), 1),
         "explain_s_p50": round(float(np.median(explain)), 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -157,7 +181,11 @@ def main() -> None:
             "python": platform.python_version(),
         },
     }
+    # The issue's target, literally: tight-loop forward and decode, each measured alone.
     result["predict_within_target"] = result["predict_ms_p50"] <= 1.5 * result["bare_forward_ms_p50"] + result["decode_ms_p50"]
+    # The same allowance over what a prediction cannot avoid: at most half a bare
+    # forward more than decoding and then running the network.
+    result["predict_overhead_within_half_forward"] = result["predict_overhead_ms"] <= 0.5 * result["bare_forward_ms_p50"]
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

@@ -35,7 +35,7 @@ from fusion.config import Config
 from fusion.data import Dataset
 from fusion.data.images import load_image
 from fusion.image import ImageBranch, create_backbone, freeze_blocks, imagenet_weights_path, load_backbone_weights
-from fusion.model import FusionModel
+from fusion.model import FusionModel, inference_copy
 from fusion.persistence import (
     BOOSTER,
     WEIGHTS,
@@ -73,6 +73,32 @@ class Prediction:
     def __str__(self) -> str:
         probs = ", ".join(f"{c} {p:.3f}" for c, p in self.probabilities.items())
         return f"{self.label} ({probs}; from {' + '.join(self.modalities)})"
+
+
+@dataclass
+class _Runtime:
+    """How a fitted network is run for prediction (see ``FusionClassifier._runtime_state``)."""
+
+    source: torch.nn.Module
+    device: torch.device
+    precision: str
+    network: torch.nn.Module
+    tensors: list[torch.Tensor]
+    stamps: tuple
+
+    @classmethod
+    def of(cls, source: torch.nn.Module, precision: str) -> "_Runtime":
+        device = next(source.parameters()).device
+        precision = resolve_precision(precision, device)
+        tensors = list(source.state_dict(keep_vars=True).values())
+        runtime = cls(source, device, precision, inference_copy(source, precision), tensors, ())
+        runtime.stamps = runtime.stamp()
+        return runtime
+
+    def stamp(self) -> tuple:
+        """Where each weight lives and how often it was changed in place: a move to
+        another device or an edit of the weights changes it (~3 us to compute)."""
+        return tuple((t.data_ptr(), t._version) for t in self.tensors)
 
 
 def data_fingerprint(*parts: Dataset | None) -> str:
@@ -257,12 +283,15 @@ class FusionClassifier:
             tabular = torch.from_numpy(self.preprocessor_.transform(ds.records))
         return Arrays(labels=torch.from_numpy(ds.labels), images=images, tabular=tabular)
 
-    def _device_precision(self) -> tuple[torch.device, str]:
-        """Where the network runs and with which precision, resolved once per model
-        (probing the CPU for bf16 on every prediction would be wasted work)."""
-        if getattr(self, "_runtime", None) is None:
-            device = next(self.network_.parameters()).device
-            self._runtime = (device, resolve_precision(self.config.train.precision, device))
+    def _runtime_state(self) -> "_Runtime":
+        """Device, precision and the network predictions run (an
+        :func:`~fusion.model.inference_copy` of ``network_``), made once and kept:
+        probing the CPU for bf16 or copying the network on every prediction would be
+        wasted work. Made again when ``network_`` is replaced, moved, or has its
+        weights changed in place, so predictions always follow ``network_``."""
+        runtime = getattr(self, "_runtime", None)
+        if runtime is None or runtime.source is not self.network_ or runtime.stamp() != runtime.stamps:
+            self._runtime = _Runtime.of(self.network_, self.config.train.precision)
         return self._runtime
 
     def predict_dataset(self, ds: Dataset) -> np.ndarray:
@@ -274,8 +303,8 @@ class FusionClassifier:
         if self.booster_ is not None:
             X, _ = self.preprocessor_.transform_raw(ds.records)
             return self.booster_.predict_proba(X)
-        device, precision = self._device_precision()
-        return predict_network(self.network_, self._arrays(ds), device, precision)
+        rt = self._runtime_state()
+        return predict_network(rt.network, self._arrays(ds), rt.device, rt.precision)
 
     def _record_frame(self, records: Iterable[Mapping[str, Any] | None]) -> pd.DataFrame:
         rows = []
@@ -315,8 +344,8 @@ class FusionClassifier:
         if self.booster_ is not None:
             return self.booster_.predict_proba(self.preprocessor_.transform_raw(records)[0])
         ds = Dataset(name="input", classes=self.classes_, labels=np.zeros(n, np.int64), images=pixels, records=records)
-        device, precision = self._device_precision()
-        return predict_network(self.network_, self._arrays(ds), device, precision, batch_size=batch_size)
+        rt = self._runtime_state()
+        return predict_network(rt.network, self._arrays(ds), rt.device, rt.precision, batch_size=batch_size)
 
     def _check_inputs(self, has_record: bool, has_image: bool) -> None:
         given = {"tabular": has_record, "image": has_image}
@@ -326,27 +355,33 @@ class FusionClassifier:
         if self.booster_ is not None and not has_record:
             raise ValueError("the XGBoost baseline needs a record")
 
-    def _one(self, record, image) -> tuple[dict | None, np.ndarray | None, tuple[str, ...]]:
-        """Validate one patient's inputs: (record values, uint8 pixels, modalities used)."""
+    def _one(self, record, image) -> tuple[dict | None, np.ndarray | None, np.ndarray | None, tuple[str, ...]]:
+        """Validate and prepare one patient's inputs: (record values, the network's
+        tabular row or None, uint8 pixels or None, modalities used).
+
+        The record is prepared before the image is decoded: whatever runs after a
+        decode finds the caches full of pixels, so only the network should.
+        """
         self._check_fitted()
         use_record = record is not None and "tabular" in self.modalities_
         use_image = image is not None and "image" in self.modalities_
         self._check_inputs(use_record, use_image)
         values = self.schema_.validate_record(record) if use_record else None
+        row = self.preprocessor_.transform_record(values) if use_record and self.booster_ is None else None
         pixels = load_image(image, self.image_size_) if use_image else None
         used = tuple(m for m, on in (("image", use_image), ("tabular", use_record)) if on)
-        return values, pixels, used
+        return values, row, pixels, used
 
     def _one_row(self, values: dict) -> dict[str, list]:
         """A validated record as one-row columns for the preprocessor (no pandas: this
         is the single-prediction path)."""
         return {n: [values[n]] for n in self.schema_.feature_names}
 
-    def _tensors(self, values: dict | None, pixels: np.ndarray | None) -> dict[str, torch.Tensor | None]:
-        device = next(self.network_.parameters()).device
+    @staticmethod
+    def _tensors(row: np.ndarray | None, pixels: np.ndarray | None, device: torch.device) -> dict[str, torch.Tensor | None]:
         tabular = image = None
-        if values is not None:
-            tabular = torch.from_numpy(self.preprocessor_.transform(self._one_row(values))).to(device)
+        if row is not None:
+            tabular = torch.from_numpy(row).to(device)
         if pixels is not None:
             image = torch.from_numpy(pixels).to(device).float().div_(255.0)[None, None]
         return {"image": image, "tabular": tabular}
@@ -371,13 +406,13 @@ class FusionClassifier:
             accepted), an unknown field, an unreadable image (naming it), or no input
             the model can use.
         """
-        values, pixels, used = self._one(record, image)
+        values, row, pixels, used = self._one(record, image)
         if self.booster_ is not None:
             proba = self.booster_.predict_proba(self.preprocessor_.transform_raw(self._one_row(values))[0])[0]
         else:
-            device, precision = self._device_precision()
-            with torch.no_grad(), autocast(device, precision):
-                logits = self.network_(self._tensors(values, pixels))
+            rt = self._runtime_state()
+            with torch.no_grad(), autocast(rt.device, rt.precision):
+                logits = rt.network(self._tensors(row, pixels, rt.device))
             proba = torch.softmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.float64)
         probabilities = {c: float(p) for c, p in zip(self.classes_, proba)}
         return Prediction(label=self.classes_[int(np.argmax(proba))], probabilities=probabilities, modalities=used)
@@ -401,7 +436,7 @@ class FusionClassifier:
             ``modality_share`` (sums to 1), ``target``, ``probability``; ``save(path)``
             writes a PNG.
         """
-        values, pixels, used = self._one(record, image)
+        values, row, pixels, used = self._one(record, image)
         if target is not None and target not in self.classes_:
             raise ValueError(f"target must be one of {list(self.classes_)}; got {target!r}")
         k = None if target is None else self.classes_.index(target)
@@ -415,9 +450,9 @@ class FusionClassifier:
             tab = sum_by_source(contrib, sources, self.schema_.feature_names)
             return Explanation(self.classes_[k], float(proba[k]), dict(zip(self.classes_, map(float, proba))), {"tabular": 1.0}, None, tab, None, values, method="xgboost_tree_shap", units=units)
         branch = self.network_.branches["image"] if "image" in self.modalities_ else None
-        _, precision = self._device_precision()
+        rt = self._runtime_state()
         result = explain_network(
-            self.network_, self._tensors(values, pixels), self.classes_, k, image_mean=float(branch.mean) if branch is not None else None, n_steps=n_steps, precision=precision
+            self.network_, self._tensors(row, pixels, rt.device), self.classes_, k, image_mean=float(branch.mean) if branch is not None else None, n_steps=n_steps, precision=rt.precision
         )
         k = result["target"]
         tab = None

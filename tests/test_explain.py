@@ -45,8 +45,8 @@ def test_explanation_covers_both_modalities(fused, patient, tmp_path):
 def test_integrated_gradients_completeness(fused, patient):
     """Attributions over both inputs add up to p(input) - p(baseline) for the target."""
     record, image = patient
-    values, pixels, _ = fused._one(record, image)
-    inputs = fused._tensors(values, pixels)
+    _, row, pixels, _ = fused._one(record, image)
+    inputs = fused._tensors(row, pixels, torch.device("cpu"))
     mean = float(fused.network_.branches["image"].mean)
     out = explain_network(fused.network_, inputs, fused.classes_, None, image_mean=mean, n_steps=300)
     k = out["target"]
