@@ -436,7 +436,7 @@ class FusionClassifier:
             ``modality_share`` (sums to 1), ``target``, ``probability``; ``save(path)``
             writes a PNG.
         """
-        values, row, pixels, used = self._one(record, image)
+        values, row, pixels, _ = self._one(record, image)
         if target is not None and target not in self.classes_:
             raise ValueError(f"target must be one of {list(self.classes_)}; got {target!r}")
         k = None if target is None else self.classes_.index(target)

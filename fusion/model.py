@@ -21,6 +21,7 @@ torch.Size([2, 3])
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -173,7 +174,7 @@ def inference_copy(model: nn.Module, precision: str = "fp32") -> nn.Module:
         if not isinstance(parent, nn.Sequential):
             continue
         names = list(parent._modules)
-        for first, second in zip(names, names[1:]):
+        for first, second in itertools.pairwise(names):
             conv, norm = parent._modules[first], parent._modules[second]
             if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
                 parent._modules[first] = fuse_conv_bn_eval(conv, norm)

@@ -196,3 +196,22 @@ def test_fit_from_python_and_save_every_model_kind(tmp_path):
         np.testing.assert_array_equal(FusionClassifier.load(folder).predict_dataset(parts["test"]), clf.predict_dataset(parts["test"]))
     with pytest.raises(RuntimeError, match="not fitted"):
         FusionClassifier().predict({"age": 50})
+
+
+def test_predictions_follow_weights_changed_in_place(tiny_runs, patient):
+    """predict runs a cached inference copy of network_: an edit of network_'s weights
+    (fine-tuning, load_state_dict) must reach the next prediction."""
+    import torch
+
+    clf = FusionClassifier.load(tiny_runs["fused"])
+    record, image = patient
+    clf.predict(record, image)
+    last = clf.network_.head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 4.0, 0.0]))
+    answer = clf.predict(record, image)
+    expected = torch.softmax(torch.tensor([0.0, 4.0, 0.0]), 0).numpy()
+    assert answer.label == "pneumonia"
+    np.testing.assert_allclose(list(answer.probabilities.values()), expected, atol=2e-2)
+    np.testing.assert_allclose(clf.predict_proba([record], [image])[0], expected, atol=2e-2)

@@ -1,11 +1,12 @@
 """Contract tests: every backbone, every modality subset, one shared interface."""
 
+import numpy as np
 import pytest
 import torch
 
 from fusion.config import Config
 from fusion.image import BACKBONES, CustomCNN, ImageBranch, adapt_state_dict, create_backbone, freeze_blocks, imagenet_weights_path, load_backbone_weights
-from fusion.model import FusionModel, parse_modalities
+from fusion.model import FusionModel, inference_copy, parse_modalities
 from fusion.tabular import TabularMLP
 
 SUBSETS = [("image",), ("tabular",), ("image", "tabular")]
@@ -153,3 +154,42 @@ def test_device_and_precision_resolution():
             resolve_device("cuda")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+
+
+def _trained_looking(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics, as training would."""
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_inference_copy_predicts_the_same_and_leaves_the_model_alone(name):
+    torch.manual_seed(0)
+    model = _trained_looking(FusionModel({"image": ImageBranch(create_backbone(name)), "tabular": TabularMLP(6)}, n_classes=3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    inputs = {"image": torch.rand(3, 1, 40, 40), "tabular": torch.randn(3, 6)}
+    with torch.no_grad():
+        expected = torch.softmax(model(inputs), 1)
+        fp32 = inference_copy(model, "fp32")
+        np.testing.assert_allclose(torch.softmax(fp32(inputs), 1), expected, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected_bf16 = torch.softmax(model(inputs).float(), 1)
+            bf16 = inference_copy(model, "bf16")
+            got_bf16 = torch.softmax(bf16(inputs).float(), 1)
+    np.testing.assert_allclose(got_bf16, expected_bf16, atol=2e-2)
+    # BatchNorm right after a convolution is folded away: none in the custom CNN, the
+    # stem's in DenseNet (its other norms precede their convolutions and stay).
+    norms = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    assert norms(fp32) == norms(model) - (4 if name == "custom" else 1)
+    assert all(not p.requires_grad for p in bf16.parameters()) and not bf16.training
+    assert {m.weight.dtype for m in bf16.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))} == {torch.bfloat16}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert norms(model) > 0 and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
+        inference_copy(model, "fp16")
