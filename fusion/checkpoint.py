@@ -55,6 +55,9 @@ def save_checkpoint(folder: str | Path, *, epoch: int, model, optimizer, schedul
     tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
+    device = next(model.parameters()).device
+    if device.type == "cuda":  # dropout and modality dropout draw from the GPU's generator
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     meta = {
         "epoch": epoch,
         "history": history,
@@ -106,7 +109,7 @@ def load_checkpoint(folder: str | Path, fingerprint: dict) -> dict:
     meta["model"] = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     meta["best"]["state"] = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None
     meta["optimizer_state"] = _unflatten_optimizer(tensors, meta["optimizer"])
-    meta["rng"] = {"generator": tensors["rng.generator"], "torch": tensors["rng.torch"]}
+    meta["rng"] = {"generator": tensors["rng.generator"], "torch": tensors["rng.torch"], "cuda": tensors.get("rng.cuda")}
     return meta
 
 

@@ -205,7 +205,9 @@ class FusionClassifier:
             return self
         device = resolve_device(cfg.train.device)
         precision = resolve_precision(cfg.train.precision, device)
-        with torch.random.fork_rng(devices=[]):
+        # Seeded inside a fork: the caller's random state (CPU, and the GPU's when
+        # training there) is left as it was.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.train.seed)
             self.network_ = self._build_network(cfg, train, initial=True)
             self.network_ = prepare_model(self.network_, device, precision)

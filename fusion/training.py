@@ -209,6 +209,8 @@ def fit_network(
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["rng"]["generator"])
         torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         best = {**state["best"], "state": state["best"]["state"]}
         history, stale = state["history"], state["stale"]
         resumed_from = first = state["epoch"]

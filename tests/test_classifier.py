@@ -189,7 +189,7 @@ def test_fit_from_python_and_save_every_model_kind(tmp_path):
     ds = load_dataset(None, image_size=32, synthetic_n=80, seed=2)
     parts = ds.split(seed=0)
     for cfg in (Config(modalities="tabular", model="xgboost"), Config(modalities="tabular")):
-        cfg.train.epochs = 1
+        cfg.train.epochs, cfg.train.device = 1, "cpu"  # load() puts models on the CPU: compare like with like
         clf = FusionClassifier(cfg).fit(parts["train"], parts["val"])
         assert clf.config is cfg
         folder = clf.save(tmp_path / cfg.model)
