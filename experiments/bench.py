@@ -132,7 +132,7 @@ def main() -> None:
         network = inference_copy(model, precision)  # what predict runs: BatchNorm folded, weights pre-cast
 
         def forward():
-            with torch.no_grad(), autocast:
+            with torch.no_grad():  # an inference copy holds its own precision
                 network(one)
             if device.type == "cuda":
                 torch.cuda.synchronize()

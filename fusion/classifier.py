@@ -49,7 +49,7 @@ from fusion.preprocessing import TabularPreprocessor
 from fusion.schema import parse_schema, records_frame
 from fusion.tabular import TabularMLP
 from fusion.explain import DEFAULT_STEPS, Explanation, explain_network, sum_by_source
-from fusion.training import Arrays, autocast, fit_network, predict_network, prepare_model, resolve_device, resolve_precision
+from fusion.training import Arrays, fit_network, predict_network, prepare_model, resolve_device, resolve_precision
 
 
 @dataclass
@@ -306,7 +306,7 @@ class FusionClassifier:
             X, _ = self.preprocessor_.transform_raw(ds.records)
             return self.booster_.predict_proba(X)
         rt = self._runtime_state()
-        return predict_network(rt.network, self._arrays(ds), rt.device, rt.precision)
+        return predict_network(rt.network, self._arrays(ds), rt.device, rt.precision, frozen=True)
 
     def _record_frame(self, records: Iterable[Mapping[str, Any] | None]) -> pd.DataFrame:
         rows = []
@@ -347,7 +347,7 @@ class FusionClassifier:
             return self.booster_.predict_proba(self.preprocessor_.transform_raw(records)[0])
         ds = Dataset(name="input", classes=self.classes_, labels=np.zeros(n, np.int64), images=pixels, records=records)
         rt = self._runtime_state()
-        return predict_network(rt.network, self._arrays(ds), rt.device, rt.precision, batch_size=batch_size)
+        return predict_network(rt.network, self._arrays(ds), rt.device, rt.precision, batch_size=batch_size, frozen=True)
 
     def _check_inputs(self, has_record: bool, has_image: bool) -> None:
         given = {"tabular": has_record, "image": has_image}
@@ -413,7 +413,7 @@ class FusionClassifier:
             proba = self.booster_.predict_proba(self.preprocessor_.transform_raw(self._one_row(values))[0])[0]
         else:
             rt = self._runtime_state()
-            with torch.no_grad(), autocast(rt.device, rt.precision):
+            with torch.no_grad():  # the inference copy holds its own precision: no autocast
                 logits = rt.network(self._tensors(row, pixels, rt.device))
             proba = torch.softmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.float64)
         probabilities = {c: float(p) for c, p in zip(self.classes_, proba)}

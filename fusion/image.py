@@ -239,12 +239,17 @@ class ImageBranch(nn.Module):
 
     Input: images as float in [0, 1], shape (batch, 1, H, W). Output: embeddings of
     shape (batch, ``output_dim``).
+
+    ``compute_dtype`` (default None: the input's) is the dtype the normalised image
+    enters the backbone in; :func:`fusion.model.inference_copy` sets it to bfloat16
+    when it stores the backbone's weights in bfloat16.
     """
 
     def __init__(self, backbone: nn.Module, mean: float = 0.5, std: float = 0.25):
         super().__init__()
         self.backbone = backbone
         self.output_dim = backbone.output_dim
+        self.compute_dtype: torch.dtype | None = None
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
 
@@ -258,7 +263,10 @@ class ImageBranch(nn.Module):
         return (x - self.mean) / self.std
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_features(self.normalise(x))
+        x = self.normalise(x)
+        if self.compute_dtype is not None:
+            x = x.to(self.compute_dtype)
+        return self.backbone.forward_features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)

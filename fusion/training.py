@@ -150,13 +150,17 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_network(model: nn.Module, arrays: Arrays, device: torch.device, precision: str, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities, shape (n, n_classes), float64."""
+def predict_network(model: nn.Module, arrays: Arrays, device: torch.device, precision: str, batch_size: int = 256, *, frozen: bool = False) -> np.ndarray:
+    """Class probabilities, shape (n, n_classes), float64.
+
+    ``frozen``: ``model`` is an :func:`~fusion.model.inference_copy`, which holds its
+    own precision and runs without autocast.
+    """
     model.eval()
     out = []
     for start in range(0, len(arrays), batch_size):
         index = torch.arange(start, min(start + batch_size, len(arrays)))
-        with autocast(device, precision):
+        with autocast(device, "fp32" if frozen else precision):
             logits = model(_layout(arrays.batch(index, device), precision, device))
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     if not out:

@@ -180,15 +180,18 @@ def test_inference_copy_predicts_the_same_and_leaves_the_model_alone(name):
         np.testing.assert_allclose(torch.softmax(fp32(inputs), 1), expected, atol=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             expected_bf16 = torch.softmax(model(inputs).float(), 1)
-            bf16 = inference_copy(model, "bf16")
-            got_bf16 = torch.softmax(bf16(inputs).float(), 1)
+        bf16 = inference_copy(model, "bf16")
+        got_bf16 = torch.softmax(bf16(inputs), 1)  # no autocast: the copy holds its precision
+    assert got_bf16.dtype == torch.float32
     np.testing.assert_allclose(got_bf16, expected_bf16, atol=2e-2)
     # BatchNorm right after a convolution is folded away: none in the custom CNN, the
     # stem's in DenseNet (its other norms precede their convolutions and stay).
     norms = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
     assert norms(fp32) == norms(model) - (4 if name == "custom" else 1)
     assert all(not p.requires_grad for p in bf16.parameters()) and not bf16.training
-    assert {m.weight.dtype for m in bf16.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))} == {torch.bfloat16}
+    backbone = bf16.branches["image"].backbone
+    assert {m.weight.dtype for m in backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))} == {torch.bfloat16}
+    assert {m.running_var.dtype for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)} <= {torch.float32}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert norms(model) > 0 and all(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
