@@ -58,7 +58,9 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     assert train_main([*SLOW_RUN, "--out", str(out), "--quiet"]) == 2
     assert train_main([*SLOW_RUN, "--out", str(out), "--quiet", "--resume"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["resumed_from_epoch"] == done
+    # progress.json is written just after the checkpoint: a kill between the two leaves
+    # it one epoch behind, and the resume rightly starts from the checkpoint.
+    assert metrics["resumed_from_epoch"] in (done, done + 1)
     assert metrics["epochs_run"] == 25 and [h["epoch"] for h in metrics["history"]] == list(range(1, 26))
     assert metrics["test"]["macro_f1"] > 0.5
     FusionClassifier.load(out)
