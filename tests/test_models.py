@@ -186,7 +186,9 @@ def test_inference_copy_predicts_the_same_and_leaves_the_model_alone(name):
     np.testing.assert_allclose(got_bf16, expected_bf16, atol=2e-2)
     # BatchNorm right after a convolution is folded away: none in the custom CNN, the
     # stem's in DenseNet (its other norms precede their convolutions and stay).
-    norms = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    def norms(m):
+        return sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+
     assert norms(fp32) == norms(model) - (4 if name == "custom" else 1)
     assert all(not p.requires_grad for p in bf16.parameters()) and not bf16.training
     backbone = bf16.branches["image"].backbone
