@@ -29,7 +29,10 @@ def patient():
 def test_explanation_covers_both_modalities(fused, patient, tmp_path):
     record, image = patient
     e = fused.explain(record, image)
-    assert e.target == fused.predict(record, image).label
+    answer = fused.predict(record, image)
+    assert e.target == answer.label
+    # The explanation is of the prediction the user got, to the last digit.
+    assert e.probabilities == pytest.approx(answer.probabilities, abs=1e-6)
     assert e.image_attribution.shape == (32, 32) and np.isfinite(e.image_attribution).all()
     assert set(e.tabular_attribution) == set(synthetic.FEATURES)
     assert all(np.isfinite(v) for v in e.tabular_attribution.values())
