@@ -453,10 +453,10 @@ class FusionClassifier:
             return Explanation(self.classes_[k], float(proba[k]), dict(zip(self.classes_, map(float, proba))), {"tabular": 1.0}, None, tab, None, values, method="xgboost_tree_shap", units=units)
         branch = self.network_.branches["image"] if "image" in self.modalities_ else None
         rt = self._runtime_state()
-        # The network predictions run, so the explained probability is the predicted
-        # one; it holds its own precision (no autocast).
+        # The network predictions run (bf16 where they are), so the explained
+        # probability is the predicted one.
         result = explain_network(
-            rt.network, self._tensors(row, pixels, rt.device), self.classes_, k, image_mean=float(branch.mean) if branch is not None else None, n_steps=n_steps, precision="fp32"
+            rt.network, self._tensors(row, pixels, rt.device), self.classes_, k, image_mean=float(branch.mean) if branch is not None else None, n_steps=n_steps
         )
         k = result["target"]
         tab = None
