@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusion.persistence import atomic_write, write_json
+from fusion.persistence import atomic_write, to_json, write_json
 
 CHECKPOINT = "checkpoint.safetensors"
 PROGRESS = "progress.json"
@@ -68,7 +68,7 @@ def save_checkpoint(folder: str | Path, *, epoch: int, model, optimizer, schedul
         "optimizer": opt_meta,
         "fingerprint": fingerprint,
     }
-    atomic_write(folder / CHECKPOINT, lambda tmp: save_file(tensors, str(tmp), metadata={"fusion": json.dumps(meta)}))
+    atomic_write(folder / CHECKPOINT, lambda tmp: save_file(tensors, str(tmp), metadata={"fusion": to_json(meta, indent=None, allow_nan=True)}))
     write_json(folder / PROGRESS, {"epoch": epoch, "complete": False, "best_epoch": best.get("epoch"), "history": history[-1:]})
 
 
@@ -126,8 +126,15 @@ def describe_differences(saved, current, prefix: str = "") -> list[str]:
 
 
 def mark_complete(folder: str | Path) -> None:
-    """The run finished: the checkpoint is no longer needed (the model is saved)."""
+    """The run finished: the checkpoint is no longer needed (the model is saved).
+
+    ``progress.json`` says "complete" before the checkpoint is deleted: an interrupt
+    between the two leaves a complete run with a stale checkpoint (harmless, and
+    removed here on the next call), never an incomplete run without the checkpoint
+    that resuming would need.
+    """
     folder = Path(folder)
-    (folder / CHECKPOINT).unlink(missing_ok=True)
     progress = read_progress(folder) or {}
-    write_json(folder / PROGRESS, {**progress, "complete": True})
+    if not progress.get("complete"):
+        write_json(folder / PROGRESS, {**progress, "complete": True})
+    (folder / CHECKPOINT).unlink(missing_ok=True)

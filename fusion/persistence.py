@@ -61,8 +61,35 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _json_default(value):
+    """What the standard encoder cannot write: numpy scalars and arrays (pandas and
+    numpy hand them out as row indices, counts and metrics), paths, sets and tuples."""
+    import numpy as np
+
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON: {value!r:.80}")
+
+
+def to_json(data, *, indent: int | None = 2, allow_nan: bool = False) -> str:
+    """The one JSON encoding the library writes with: numpy values as Python numbers,
+    and NaN or infinity refused (strict JSON readers reject them) rather than written,
+    unless ``allow_nan`` (state that only this library reads back, e.g. checkpoints)."""
+    return json.dumps(data, indent=indent, allow_nan=allow_nan, default=_json_default)
+
+
 def write_json(path: str | Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, to_json(data) + "\n")
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | Path) -> None:

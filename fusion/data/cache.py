@@ -20,9 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from fusion.persistence import atomic_write
+from fusion.persistence import atomic_write, to_json
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: JPEGs decoded in full (no DCT-scaled draft), EXIF orientation applied
 # Arrays above this size are memory-mapped instead of read into memory.
 MMAP_BYTES = 256 * 1024 * 1024
 
@@ -95,7 +95,7 @@ def cached_images(files: list[Path], size: int, decode: Callable[[Path], np.ndar
         try:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(array_path, lambda p: _save_array(p, images))
-            atomic_write(meta_path, lambda p: p.write_text(json.dumps({"n": len(files), "size": size, "errors": errors}), encoding="utf-8"))
+            atomic_write(meta_path, lambda p: p.write_text(to_json({"n": len(files), "size": size, "errors": errors}), encoding="utf-8"))
         except OSError:
             pass  # an unwritable cache only costs speed
     return images, errors
