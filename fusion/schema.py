@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -55,6 +56,25 @@ def is_missing(value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in MISSING_STRINGS:
         return True
     return False
+
+
+# A clinical number as a person or a CSV export writes it: ASCII digits, one optional
+# sign, point and exponent. Python's float() also takes "3_8", "١٢" (Arabic-Indic
+# digits) and "infinity", none of which belongs in a record.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+SHOW_CHARS = 60
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to ``SHOW_CHARS`` characters: an error message names the bad
+    value without echoing a megabyte of it."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for str() (Python's 4,300-digit limit)
+        return f"<an integer of {value.bit_length()} bits>"
+    if len(text) <= SHOW_CHARS:
+        return text
+    return f"{text[:SHOW_CHARS]}... ({len(text)} characters)"
 
 
 def _raw_str(value: Any) -> str:
@@ -172,20 +192,22 @@ class Feature:
             return self._parse_number(value)
         text = _raw_str(value)
         if text not in self.categories:
-            raise ValueError(f"{self.name!r} must be {self.accepted}; got {value!r}")
+            raise ValueError(f"{self.name!r} must be {self.accepted}; got {_short(value)}")
         return text, None
 
     def _parse_number(self, value: Any) -> tuple[float, str | None]:
-        bad = f"{self.name!r} must be {self.accepted}; got {value!r}"
+        bad = f"{self.name!r} must be {self.accepted}; got {_short(value)}"
         if isinstance(value, (bool, np.bool_)):
             raise ValueError(bad)
         if isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                raise ValueError(bad) from None
+            if not _DECIMAL.fullmatch(value.strip()):
+                raise ValueError(bad)
+            number = float(value.strip())
         elif isinstance(value, numbers.Real):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float's range, e.g. 10**400
+                raise ValueError(bad) from None
         else:
             raise ValueError(bad)
         if not math.isfinite(number):
@@ -250,7 +272,7 @@ class LabelSpec:
             return self.classes.index(self.default)
         listed = {c: list(v) + [p + "*" for p in self.prefixes.get(c, ())] for c, v in self.values.items()}
         raise ValueError(
-            f"label {self.column!r}: unknown value {raw!r}; the schema maps {listed} "
+            f"label {self.column!r}: unknown value {_short(raw)}; the schema maps {listed} "
             "and declares no default class"
         )
 
@@ -486,76 +508,152 @@ def _check_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
         raise ValueError(f"{where} has unknown key(s) {extra}; allowed: {sorted(allowed)}")
 
 
-def _feature_from_toml(name: str, spec: Mapping[str, Any], where: str) -> Feature:
-    _check_keys(spec, {"type", "unit", "range", "categories", "missing", "out_of_range", "description"}, f"{where}: feature {name!r}")
+_TYPE_NAMES = {str: "a string", list: "a list", dict: "a table", int: "an integer", float: "a number"}
+
+
+def _get(spec: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = None, *, required: bool = False) -> Any:
+    """``spec[key]`` checked to be of ``kind``; a wrong type is refused naming the table
+    and the key (a number where a column name belongs, say), never passed on."""
+    if key not in spec:
+        if required:
+            raise ValueError(f"{where} needs the key {key!r}")
+        return default
+    value = spec[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+        raise ValueError(f"{where}: {key!r} must be {expected}; got {_short(value)}")
+    if isinstance(value, str) and kinds == (str,) and not value.strip():
+        raise ValueError(f"{where}: {key!r} must not be empty")
+    return value
+
+
+def _table(doc: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> dict:
+    return _get(doc, key, dict, where, {}, required=required)
+
+
+def _str_list(spec: Mapping[str, Any], key: str, where: str) -> tuple:
+    values = _get(spec, key, list, where, [])
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError(f"{where}: every entry of {key!r} must be a string or number; got {_short(v)}")
+    return tuple(values)
+
+
+def _feature_from_toml(name: str, spec: Any, where: str) -> Feature:
+    where = f"{where}: [features.{name}]"
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where} must be a table (type, unit, range, ...); got {_short(spec)}")
+    _check_keys(spec, {"type", "unit", "range", "categories", "missing", "out_of_range", "description"}, where)
     if "type" not in spec:
-        raise ValueError(f"{where}: feature {name!r} needs a type, one of {FEATURE_TYPES}")
-    rng = spec.get("range")
+        raise ValueError(f"{where} needs a 'type', one of {FEATURE_TYPES}")
+    rng = _get(spec, "range", list, where)
     if rng is not None:
-        if (
-            not isinstance(rng, list)
-            or len(rng) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
-        ):
-            raise ValueError(f"{where}: feature {name!r}: range must be [low, high] numbers; got {rng!r}")
+        if len(rng) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng):
+            raise ValueError(f"{where}: 'range' must be [low, high] numbers; got {_short(rng)}")
         rng = (float(rng[0]), float(rng[1]))
-    return Feature(
-        name=name,
-        type=spec["type"],
-        unit=spec.get("unit"),
-        range=rng,
-        categories=tuple(_raw_str(c) for c in spec.get("categories", ())),
-        missing=spec.get("missing", "indicator"),
-        out_of_range=spec.get("out_of_range", "error"),
-        description=spec.get("description", ""),
-    )
+    try:
+        return Feature(
+            name=name,
+            type=_get(spec, "type", str, where),
+            unit=_get(spec, "unit", str, where),
+            range=rng,
+            categories=tuple(_raw_str(c) for c in _str_list(spec, "categories", where)),
+            missing=_get(spec, "missing", str, where, "indicator"),
+            out_of_range=_get(spec, "out_of_range", str, where, "error"),
+            description=_get(spec, "description", str, where, ""),
+        )
+    except ValueError as err:
+        message = str(err)
+        raise ValueError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 def _label_from_toml(spec: Mapping[str, Any], where: str) -> LabelSpec:
-    if "column" not in spec or "classes" not in spec:
-        raise ValueError(f"{where}: [label] needs 'column' and 'classes'")
+    where = f"{where}: [label]"
+    _check_keys(spec, {"column", "classes", "default"}, where)
+    column = _get(spec, "column", str, where, required=True)
+    classes = _get(spec, "classes", dict, where, required=True)
     values: dict[str, tuple[str, ...]] = {}
     prefixes: dict[str, tuple[str, ...]] = {}
-    for cls, mapping in spec["classes"].items():
+    for cls, mapping in classes.items():
         if isinstance(mapping, list):
-            values[cls] = tuple(_raw_str(v) for v in mapping)
+            values[cls] = tuple(_raw_str(v) for v in _str_list(classes, cls, f"{where} classes"))
         elif isinstance(mapping, Mapping):
-            _check_keys(mapping, {"values", "prefixes"}, f"{where}: label class {cls!r}")
-            values[cls] = tuple(_raw_str(v) for v in mapping.get("values", ()))
-            prefixes[cls] = tuple(str(p) for p in mapping.get("prefixes", ()))
+            at = f"{where} class {cls!r}"
+            _check_keys(mapping, {"values", "prefixes"}, at)
+            values[cls] = tuple(_raw_str(v) for v in _str_list(mapping, "values", at))
+            prefixes[cls] = tuple(str(p) for p in _str_list(mapping, "prefixes", at))
         else:
             raise ValueError(
-                f"{where}: label class {cls!r} must map to a list of raw values or "
-                f"{{values = [...], prefixes = [...]}}; got {mapping!r}"
+                f"{where}: class {cls!r} must map to a list of raw values or "
+                f"{{values = [...], prefixes = [...]}}; got {_short(mapping)}"
             )
-    return LabelSpec(column=spec["column"], values=values, prefixes=prefixes, default=spec.get("default"))
+    try:
+        return LabelSpec(column=column, values=values, prefixes=prefixes, default=_get(spec, "default", str, where))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _excluded_from_toml(spec: Mapping[str, Any], where: str) -> dict[str, str]:
+    where = f"{where}: [excluded]"
+    excluded = {}
+    for column, entry in spec.items():
+        if isinstance(entry, Mapping):
+            _check_keys(entry, {"reason"}, f"{where} {column!r}")
+            entry = entry.get("reason")
+        if isinstance(entry, str) and entry.strip():
+            reason = entry
+        else:
+            raise ValueError(f"{where}: {column!r} needs a reason: a string or {{ reason = \"...\" }}; got {_short(entry)}")
+        excluded[column] = reason
+    return excluded
 
 
 def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
-    """Build a :class:`Schema` from TOML text; ``origin`` names the source in errors."""
+    """Build a :class:`Schema` from TOML text; ``origin`` names the source in errors.
+
+    Every table and key is checked: an unknown key (a typo such as ``colum``) or a
+    value of the wrong type is refused with a message naming the table and the key,
+    because a silently ignored ``[group]`` key would put one patient's films on both
+    sides of a split.
+
+    Raises
+    ------
+    ValueError
+        Invalid TOML, an unknown table or key, a wrong type or value, or a missing
+        required key.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"schema text must be a string; got {type(text).__name__}")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{origin}: not valid TOML: {err}") from None
     _check_keys(doc, {"name", "description", "label", "group", "image", "features", "excluded"}, f"{origin}: the top level")
     if "label" not in doc:
-        raise ValueError(f"{origin}: a schema needs a [label] table")
-    image = doc.get("image", {})
-    excluded = {}
-    for column, spec in doc.get("excluded", {}).items():
-        reason = spec.get("reason") if isinstance(spec, Mapping) else spec
-        excluded[column] = reason
-    return Schema(
-        name=doc.get("name", Path(origin).stem),
-        description=doc.get("description", ""),
-        label=_label_from_toml(doc["label"], origin),
-        group=doc.get("group", {}).get("column"),
-        image_column=image.get("column"),
-        image_folder=image.get("folder"),
-        features=tuple(_feature_from_toml(n, s, origin) for n, s in doc.get("features", {}).items()),
-        excluded=excluded,
-        text=text,
-    )
+        raise ValueError(f"{origin}: a schema needs a [label] table (column and classes)")
+    top = f"{origin}: the top level"
+    label = _table(doc, "label", top)
+    group = _table(doc, "group", top)
+    _check_keys(group, {"column"}, f"{origin}: [group]")
+    image = _table(doc, "image", top)
+    _check_keys(image, {"column", "folder"}, f"{origin}: [image]")
+    features = _table(doc, "features", top)
+    try:
+        return Schema(
+            name=_get(doc, "name", str, top, Path(origin).stem),
+            description=_get(doc, "description", str, top, ""),
+            label=_label_from_toml(label, origin),
+            group=_get(group, "column", str, f"{origin}: [group]", required=bool(group)),
+            image_column=_get(image, "column", str, f"{origin}: [image]", required=bool(image)),
+            image_folder=_get(image, "folder", str, f"{origin}: [image]"),
+            features=tuple(_feature_from_toml(n, s, origin) for n, s in features.items()),
+            excluded=_excluded_from_toml(_table(doc, "excluded", top), origin),
+            text=text,
+        )
+    except ValueError as err:
+        message = str(err)
+        raise ValueError(message if message.startswith(origin) else f"{origin}: {message}") from None
 
 
 def _schema_dir():

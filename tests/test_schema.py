@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -160,3 +161,175 @@ def test_validate_table_skips_and_reports_every_bad_row():
 def test_validate_table_requires_columns():
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['age'"):
         parse_schema(MINIMAL).validate_table(pd.DataFrame({"dx": ["a"]}))
+
+
+# ------------------------------------------------------------ strictness (issue 10)
+@pytest.mark.parametrize(
+    "old, new, names",
+    [
+        ('[group]\ncolumn = "pid"', '[group]\ncolum = "pid"', ["[group]", "colum"]),
+        ('[label]\ncolumn = "dx"', '[label]\ncolumn = "dx"\ndefualt = "other"', ["[label]", "defualt"]),
+        ('[image]\ncolumn = "file"', '[image]\ncolumnn = "file"', ["[image]", "columnn"]),
+        ('folder = "imgs"', "folder = 3", ["[image]", "'folder'"]),
+        ('[group]\ncolumn = "pid"', "[group]\ncolumn = 7", ["[group]", "'column'"]),
+        ('unit = "years"', "unit = 5", ["[features.age]", "'unit'"]),
+        ('categories = ["F", "M"]', 'categories = "FM"', ["[features.sex]", "'categories'"]),
+        ('url = "provenance: leaks the source"', "url = 5", ["[excluded]", "'url'"]),
+        ('name = "mini"', "name = 1", ["top level", "'name'"]),
+        ('[features.age]\ntype = "numeric"', "[features.age]\ntype = true", ["[features.age]", "'type'"]),
+    ],
+)
+def test_every_table_and_key_of_a_schema_is_checked(old, new, names):
+    assert old in MINIMAL
+    with pytest.raises(ValueError) as err:
+        parse_schema(MINIMAL.replace(old, new, 1), origin="typo.toml")
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_group_column_absent_from_the_table_refuses_to_split():
+    table = pd.DataFrame({"dx": ["COVID-19"], "file": ["a.png"], "age": ["50"], "sex": ["F"], "smoker": ["N"], "po2": [""]})
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['pid'\]"):
+        parse_schema(MINIMAL).validate_table(table)
+
+
+@pytest.mark.parametrize("text", ["3_8", "\u0661\u0662", "1e400", "inf", "0x10", "1,5", "38.5.1", "\uff13\uff18"])
+def test_numbers_are_ascii_decimals(text):
+    feature = Feature("t", "numeric")
+    with pytest.raises(ValueError, match="must be a finite number"):
+        feature.parse(text)
+
+
+@pytest.mark.parametrize("text, value", [(" 38.5 ", 38.5), ("-2", -2.0), ("+3", 3.0), (".5", 0.5), ("5.", 5.0), ("1e3", 1000.0)])
+def test_ordinary_decimals_parse(text, value):
+    assert Feature("t", "numeric").parse(text) == (value, None)
+
+
+def test_huge_integer_is_a_value_error_not_an_overflow():
+    with pytest.raises(ValueError, match="'age' must be a number"):
+        parse_schema(MINIMAL).validate_record({"age": 10**400})
+    with pytest.raises(ValueError, match="an integer of"):
+        parse_schema(MINIMAL).validate_record({"age": 10**5000})
+
+
+def test_long_values_are_cut_in_error_messages():
+    with pytest.raises(ValueError) as err:
+        parse_schema(MINIMAL).validate_record({"sex": "x" * 1_000_000})
+    assert len(str(err.value)) < 300 and "1000002 characters" in str(err.value)
+
+
+# A property over schema files: random typos, missing tables and wrong types in every
+# table are each refused with a message naming the table and the key, or are harmless.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+BASE = {
+    "name": "mini",
+    "description": "a schema",
+    "label": {"column": "dx", "default": "other", "classes": {"covid": {"prefixes": ["COVID-19"]}, "normal": ["No Finding"], "other": []}},
+    "group": {"column": "pid"},
+    "image": {"column": "file", "folder": "imgs"},
+    "features": {
+        "age": {"type": "numeric", "unit": "years", "range": [0, 120], "missing": "indicator", "description": "age"},
+        "sex": {"type": "categorical", "categories": ["F", "M"], "missing": "impute"},
+        "po2": {"type": "numeric", "range": [50, 100], "out_of_range": "missing"},
+    },
+    "excluded": {"survival": {"reason": "outcome"}, "url": "provenance"},
+}
+# Where each key lives, as error messages name it.
+TABLES = {
+    (): "the top level",
+    ("label",): "[label]",
+    ("group",): "[group]",
+    ("image",): "[image]",
+    ("excluded",): "[excluded]",
+    ("features", "age"): "[features.age]",
+    ("features", "sex"): "[features.sex]",
+    ("features", "po2"): "[features.po2]",
+}
+OPTIONAL_TABLES = ["group", "image", "features", "excluded"]
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):  # a TOML basic string: control characters escaped
+        return '"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c for c in v) + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+
+
+def _to_toml(doc: dict) -> str:
+    """A tiny TOML writer for the test: top-level scalars, then [table] and
+    [features.name] sections with inline values."""
+    lines = [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    for key, table in doc.items():
+        if not isinstance(table, dict):
+            continue
+        if key == "features" and all(isinstance(v, dict) for v in table.values()):
+            for name, spec in table.items():
+                lines.append(f"[features.{json.dumps(name)}]")
+                lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in spec.items()]
+            continue
+        lines.append(f"[{key}]")
+        lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+WRONG = st.one_of(st.integers(-5, 5), st.booleans(), st.floats(allow_nan=False, allow_infinity=False), st.lists(st.integers(), max_size=2), st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=1), st.text(max_size=5))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_schema_mutations_are_refused_naming_table_and_key_or_harmless(data):
+    import copy
+
+    doc = copy.deepcopy(BASE)
+    kind = data.draw(st.sampled_from(["typo", "wrong_type", "drop_table"]))
+    if kind == "drop_table":
+        table = data.draw(st.sampled_from(["label", *OPTIONAL_TABLES]))
+        del doc[table]
+        if table == "label":
+            with pytest.raises(ValueError, match=r"needs a \[label\]"):
+                parse_schema(_to_toml(doc), origin="m.toml")
+            return
+        schema = parse_schema(_to_toml(doc), origin="m.toml")  # harmless: an optional role is absent, as written
+        assert {"group": schema.group, "image": schema.image_column, "features": schema.features, "excluded": schema.excluded}[table] in (None, (), {})
+        return
+    path = data.draw(st.sampled_from(sorted(TABLES)))
+    table = doc
+    for part in path:
+        table = table[part]
+    key = data.draw(st.sampled_from(sorted(table)))
+    if kind == "typo":
+        new_key = key + data.draw(st.sampled_from(["s", "_", "x", "1"]))
+        table[new_key] = table.pop(key)
+        names = [TABLES[path], new_key]
+    else:
+        wrong = data.draw(WRONG)
+        if isinstance(table[key], type(wrong)) and not isinstance(wrong, bool):
+            return  # same type: not this property's case
+        table[key] = wrong
+        names = [TABLES[path], key]
+    if path == ("excluded",) and kind == "typo":
+        # An excluded column's name is free: a renamed one excludes another column.
+        assert new_key in parse_schema(_to_toml(doc), origin="m.toml").excluded
+        return
+    if path == ("excluded",) and isinstance(table[key], str) and table[key].strip():
+        # A plain string is one of the two accepted forms of a reason.
+        assert parse_schema(_to_toml(doc), origin="m.toml").excluded[key] == table[key]
+        return
+    try:
+        parse_schema(_to_toml(doc), origin="m.toml")
+    except ValueError as err:
+        for name in names:
+            assert name in str(err), (str(err), names)
+        return
+    if path[:1] == ("features",) or path == ("label",):
+        raise AssertionError(f"accepted a wrong {kind} at {TABLES[path]} {key!r}: {doc}")
+    if path == ():
+        raise AssertionError(f"accepted a wrong {kind} at the top level {key!r}")
+    raise AssertionError(f"accepted a wrong {kind} at {TABLES[path]} {key!r}")
