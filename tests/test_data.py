@@ -219,3 +219,77 @@ def test_unreadable_images_are_cached_as_failures_and_cache_can_be_off(folder_da
         assert [s["file"] for s in ds.skipped] == ["P00000_0.png"] and len(ds) == 89
     again = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=tmp_path / "c")
     assert [s["file"] for s in again.skipped] == ["P00000_0.png"]
+
+
+# ------------------------------------------------------------------ issue 10
+def _film(size: int = 96, seed: int = 0) -> np.ndarray:
+    """An asymmetric picture, so a turned copy differs from the upright one."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 60, (size, size), dtype=np.uint8)
+    pixels[: size // 3, : size // 2] = 230  # a bright block top-left
+    return pixels
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    upright = _film()
+    stored = Image.fromarray(np.rot90(upright, k=1).copy())  # stored turned left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    path = tmp_path / "sideways.jpg"
+    stored.save(path, quality=100, exif=exif)
+    reference = load_image(Image.fromarray(upright), 64).astype(int)
+    got = load_image(path, 64).astype(int)
+    assert np.abs(got - reference).mean() < 6  # JPEG noise only
+    sideways = load_image(stored, 64).astype(int)
+    assert np.abs(sideways - reference).mean() > 30  # the test would notice a turn
+    # A PIL image opened from the file and its bytes are turned the same way.
+    np.testing.assert_array_equal(load_image(Image.open(path), 64), got)
+    np.testing.assert_array_equal(load_image(path.read_bytes(), 64), got)
+
+
+def test_path_pil_array_and_bytes_of_one_large_jpeg_give_identical_pixels(tmp_path):
+    rng = np.random.default_rng(1)
+    pixels = (np.add.outer(np.arange(1024), np.arange(1024)) // 8 % 256).astype(np.uint8)
+    pixels = np.clip(pixels.astype(int) + rng.integers(-20, 20, pixels.shape), 0, 255).astype(np.uint8)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(pixels).save(path, quality=90)
+    reference = load_image(path, 64)
+    decoded = Image.open(path)
+    for source in (str(path), decoded, np.asarray(decoded), path.read_bytes()):
+        np.testing.assert_array_equal(load_image(source, 64), reference)
+
+
+def test_float32_image_near_its_limits_is_windowed_not_nan():
+    array = np.zeros((32, 32), np.float32)
+    array[:16] = -3e38
+    array[16:] = 3e38
+    gray = read_gray(array)
+    assert np.isfinite(gray).all() and gray.min() == 0.0 and gray.max() == 1.0
+    out = load_image(array, 16)
+    assert out[:6].max() == 0 and out[-6:].min() == 255
+
+
+def test_large_non_image_file_is_refused_without_reading_it(tmp_path, monkeypatch):
+    import fusion.data.images as images
+
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 1024 * 1024)
+    path = tmp_path / "huge.png"
+    with open(path, "wb") as fh:
+        fh.truncate(8 * 1024 * 1024)  # sparse: 8 MB of zeros
+    read = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or b"")
+    with pytest.raises(ValueError, match="over the limit"):
+        read_gray(path)
+    assert read == []
+    small = tmp_path / "junk.png"
+    small.write_bytes(b"not an image at all" * 100)
+    with pytest.raises(ValueError, match="not a readable image"):
+        read_gray(small)
+    assert read == []  # refused from its header
+
+
+def test_duplicated_csv_column_is_refused(tmp_path):
+    path = tmp_path / "metadata.csv"
+    path.write_text("diagnosis,age,age\nCOVID-19,50,60\n")
+    with pytest.raises(ValueError, match=r"\['age'\] appear more than once"):
+        read_table(path)

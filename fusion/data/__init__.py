@@ -15,6 +15,7 @@ Example
 
 from __future__ import annotations
 
+import csv
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,7 +112,19 @@ class Dataset:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV as strings, so that the schema, not pandas, decides types and missing values."""
+    """Read a CSV as strings, so that the schema, not pandas, decides types and missing values.
+
+    Raises
+    ------
+    ValueError
+        The header names a column twice: pandas would rename the second copy
+        (``age.1``) and the schema would silently read the first.
+    """
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{path}: column(s) {repeated} appear more than once in the header; each column must be named once")
     return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
 
 
@@ -185,6 +198,12 @@ def load_folder(path: str | Path, schema: Schema | str | Path | None, *, image_s
     if not isinstance(schema, Schema):
         schema = load_schema(schema)
     table = read_table(csv)
+    if schema.group is None:
+        warnings.warn(
+            f"schema {schema.name!r} declares no [group] column: every row counts as its own patient, so a "
+            "patient's films can land on both sides of a split; declare [group] column = <patient id column>",
+            stacklevel=2,
+        )
     undeclared = schema.undeclared_columns(table.columns)
     if undeclared:
         warnings.warn(f"{csv}: columns not declared in schema {schema.name!r} are ignored: {undeclared}", stacklevel=2)
