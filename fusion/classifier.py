@@ -46,7 +46,7 @@ from fusion.persistence import (
     write_manifest,
 )
 from fusion.preprocessing import TabularPreprocessor
-from fusion.schema import parse_schema, records_frame
+from fusion.schema import is_missing, parse_schema, records_frame
 from fusion.tabular import TabularMLP
 from fusion.explain import DEFAULT_STEPS, Explanation, explain_network, sum_by_source
 from fusion.training import Arrays, fit_network, predict_network, prepare_model, resolve_device, resolve_precision
@@ -332,22 +332,38 @@ class FusionClassifier:
         numpy.ndarray, shape (n, n_classes)
         """
         self._check_fitted()
-        records = None
+        records = has_record = None
         if table is not None and "tabular" in self.modalities_:
+            if not isinstance(table, pd.DataFrame) and (isinstance(table, (str, bytes, Mapping)) or not isinstance(table, Iterable)):
+                raise TypeError(f"table must be a DataFrame or a list of dicts; got {type(table).__name__}")
             rows = table.to_dict("records") if isinstance(table, pd.DataFrame) else list(table)
             records = self._record_frame(rows)
+            has_record = np.array([self._has_value(r) for r in records.to_dict("records")], dtype=bool)
+            if not has_record.any():
+                records = has_record = None
         pixels = None
         if images is not None and "image" in self.modalities_:
+            images = list(images) if not isinstance(images, np.ndarray) else images
             pixels = np.stack([load_image(img, self.image_size_) for img in images]) if len(images) else None
         self._check_inputs(records is not None, pixels is not None)
         n = len(records) if records is not None else len(pixels)
         if records is not None and pixels is not None and len(records) != len(pixels):
             raise ValueError(f"table has {len(records)} rows but {len(pixels)} images were given")
+        if has_record is not None and not has_record.all() and (pixels is None or self.booster_ is not None):
+            first = int(np.flatnonzero(~has_record)[0])
+            raise ValueError(f"record {first} has no known value and there is no image to answer from")
         if self.booster_ is not None:
             return self.booster_.predict_proba(self.preprocessor_.transform_raw(records)[0])
         ds = Dataset(name="input", classes=self.classes_, labels=np.zeros(n, np.int64), images=pixels, records=records)
+        arrays = self._arrays(ds)
+        if has_record is not None and not has_record.all():
+            # Rows whose record holds no known value answer from the image alone: the
+            # tabular modality is switched off for them exactly as a missing one is.
+            presence = torch.ones(n, len(self.modalities_))
+            presence[torch.from_numpy(~has_record), self.modalities_.index("tabular")] = 0.0
+            arrays.presence = presence
         rt = self._runtime_state()
-        return predict_network(rt.network, self._arrays(ds), rt.device, rt.precision, batch_size=batch_size, frozen=True)
+        return predict_network(rt.network, arrays, rt.device, rt.precision, batch_size=batch_size, frozen=True)
 
     def _check_inputs(self, has_record: bool, has_image: bool) -> None:
         given = {"tabular": has_record, "image": has_image}
@@ -355,7 +371,7 @@ class FusionClassifier:
             names = {"tabular": "a record", "image": "an image"}
             raise ValueError(f"this model was trained on {list(self.modalities_)} and needs {' or '.join(names[m] for m in self.modalities_)}; none was given")
         if self.booster_ is not None and not has_record:
-            raise ValueError("the XGBoost baseline needs a record")
+            raise ValueError("the XGBoost baseline needs a record with at least one known value")
 
     def _one(self, record, image) -> tuple[dict | None, np.ndarray | None, np.ndarray | None, tuple[str, ...]]:
         """Validate and prepare one patient's inputs: (record values, the network's
@@ -367,12 +383,20 @@ class FusionClassifier:
         self._check_fitted()
         use_record = record is not None and "tabular" in self.modalities_
         use_image = image is not None and "image" in self.modalities_
-        self._check_inputs(use_record, use_image)
         values = self.schema_.validate_record(record) if use_record else None
+        # A record without one known value says nothing: it is a missing modality, not a
+        # record of imputed averages (which would claim a patient with average values).
+        use_record = use_record and self._has_value(values)
+        values = values if use_record else None
+        self._check_inputs(use_record, use_image)
         row = self.preprocessor_.transform_record(values) if use_record and self.booster_ is None else None
         pixels = load_image(image, self.image_size_) if use_image else None
         used = tuple(m for m, on in (("image", use_image), ("tabular", use_record)) if on)
         return values, row, pixels, used
+
+    @staticmethod
+    def _has_value(values: Mapping[str, Any]) -> bool:
+        return any(not is_missing(v) for v in values.values())
 
     def _one_row(self, values: dict) -> dict[str, list]:
         """A validated record as one-row columns for the preprocessor (no pandas: this
@@ -438,6 +462,10 @@ class FusionClassifier:
             ``modality_share`` (sums to 1), ``target``, ``probability``; ``save(path)``
             writes a PNG.
         """
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)):
+            raise TypeError(f"n_steps must be an integer; got {type(n_steps).__name__}")
+        if not 1 <= n_steps <= 10_000:
+            raise ValueError(f"n_steps must be between 1 and 10000; got {n_steps}")
         values, row, pixels, _ = self._one(record, image)
         if target is not None and target not in self.classes_:
             raise ValueError(f"target must be one of {list(self.classes_)}; got {target!r}")

@@ -34,6 +34,7 @@ class Arrays:
     labels: torch.Tensor
     images: torch.Tensor | None = None
     tabular: torch.Tensor | None = None
+    presence: torch.Tensor | None = None  # (n, n_modalities) 0/1; None: all present
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -160,8 +161,9 @@ def predict_network(model: nn.Module, arrays: Arrays, device: torch.device, prec
     out = []
     for start in range(0, len(arrays), batch_size):
         index = torch.arange(start, min(start + batch_size, len(arrays)))
+        presence = None if arrays.presence is None else arrays.presence[index].to(device)
         with autocast(device, "fp32" if frozen else precision):
-            logits = model(_layout(arrays.batch(index, device), precision, device))
+            logits = model(_layout(arrays.batch(index, device), precision, device), presence=presence)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     if not out:
         return np.zeros((0, model.n_classes))

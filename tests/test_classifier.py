@@ -215,3 +215,45 @@ def test_predictions_follow_weights_changed_in_place(tiny_runs, patient):
     assert answer.label == "pneumonia"
     np.testing.assert_allclose(list(answer.probabilities.values()), expected, atol=2e-2)
     np.testing.assert_allclose(clf.predict_proba([record], [image])[0], expected, atol=2e-2)
+
+
+# ------------------------------------------------------------------ issue 10
+def test_a_record_without_a_known_value_is_a_missing_modality(fused, patient):
+    _, image = patient
+    alone = fused.predict(None, image)
+    for empty in ({}, {"age": None, "spo2": "NA"}, pd.Series({"crp": float("nan")})):
+        p = fused.predict(empty, image)
+        assert p.modalities == ("image",)
+        assert p.probabilities == alone.probabilities
+    with pytest.raises(ValueError, match="needs an image or a record; none was given"):
+        fused.predict({}, None)
+
+
+def test_batch_rows_without_a_known_value_answer_from_the_image(fused, patient):
+    record, image = patient
+    proba = fused.predict_proba([record, {}, {"age": None}], [image, image, image])
+    alone = fused.predict(None, image).probabilities
+    assert np.allclose(proba[1], list(alone.values()), atol=1e-6)
+    assert np.allclose(proba[2], proba[1])
+    assert np.allclose(proba[0], list(fused.predict(record, image).probabilities.values()), atol=1e-6)
+    with pytest.raises(ValueError, match="record 1 has no known value"):
+        fused.predict_proba([record, {}], None)
+
+
+@pytest.mark.parametrize("n_steps, error", [(0, ValueError), (-3, ValueError), (10**6, ValueError), (2.5, TypeError), ("50", TypeError)])
+def test_explain_steps_are_checked(fused, patient, n_steps, error):
+    record, image = patient
+    with pytest.raises(error, match="n_steps"):
+        fused.explain(record, image, n_steps=n_steps)
+
+
+@pytest.mark.parametrize("record", [["age", 50], "age=50", 42])
+def test_a_record_of_the_wrong_type_is_a_type_error(fused, patient, record):
+    with pytest.raises(TypeError, match="record must be a dict"):
+        fused.predict(record, patient[1])
+
+
+@pytest.mark.parametrize("image", [42, 3.5, ["x.png"]])
+def test_an_image_of_the_wrong_type_is_a_type_error(fused, patient, image):
+    with pytest.raises(TypeError, match="image must be a path, PIL image, numpy array or bytes"):
+        fused.predict(patient[0], image)
