@@ -16,15 +16,18 @@ import sys
 from pathlib import Path
 
 from fusion.classifier import FusionClassifier
+from fusion.cli import output_file
 from fusion.data import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics
 from fusion.persistence import write_json
 from fusion.training import tune_allocator
 
 
-def evaluate(model: str | Path, data: str | Path | None, schema: str | Path | None = None) -> dict:
+def evaluate(model: str | Path, data: str | Path | None, schema: str | Path | None = None, *, cache_dir: str | Path | bool | None = None) -> dict:
     """Metrics of the model in ``model`` on the dataset ``data`` (None: a fresh synthetic
-    cohort, seeded differently from training)."""
+    cohort, seeded differently from training). Rows that cannot be scored (bad values,
+    unreadable images, labels outside the model's classes) are listed under
+    ``skipped`` with row, file and reason, as training lists them."""
     clf = FusionClassifier.load(model)
     ds = load_dataset(
         data,
@@ -33,6 +36,7 @@ def evaluate(model: str | Path, data: str | Path | None, schema: str | Path | No
         seed=clf.config.train.seed + 1000,
         synthetic_n=clf.config.data.synthetic_n,
         modalities=clf.modalities_,
+        cache_dir=cache_dir,
     )
     if tuple(ds.classes) != tuple(clf.classes_):
         raise ValueError(f"the dataset's classes {list(ds.classes)} differ from the model's {list(clf.classes_)}")
@@ -61,19 +65,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
     p.add_argument("--data", help="dataset folder, CSV or .npz (default: a new synthetic cohort)")
     p.add_argument("--schema", help="schema file or name (default: the model's own)")
-    p.add_argument("--out", help="write the metrics as JSON to this file")
+    p.add_argument("--out", help="write the metrics as JSON to this new file")
+    p.add_argument("--cache-dir", help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)")
     args = p.parse_args(argv)
     tune_allocator()
+    out, output_error = None, None
+    if args.out:
+        # Checked before the work, reported after the answer (see fusion.cli).
+        try:
+            out = output_file(args.out, "--out", inputs=[args.model, args.data, args.schema])
+        except ValueError as err:
+            output_error = f"error: {err}"
     try:
-        result = evaluate(args.model, args.data, args.schema)
+        cache = False if args.cache_dir == "none" else args.cache_dir
+        result = evaluate(args.model, args.data, args.schema, cache_dir=cache)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_metrics(result, title=f"{result['data']} ({result['split']}, {result['n']} rows, {len(result['skipped'])} skipped)"))
-    if args.out:
-        write_json(args.out, result)
-        print(f"metrics written to {args.out}")
+    print_skipped(result["skipped"])
+    if out:
+        try:
+            write_json(out, result)
+            print(f"metrics written to {out}")
+        except OSError as err:
+            output_error = f"error: could not write {str(out)!r}: {err.strerror or err}"
+    if output_error:
+        print(output_error, file=sys.stderr)
+        return 2
     return 0
+
+
+def print_skipped(skipped: list[dict], show: int = 10) -> None:
+    """Each row that was not scored, and why (the first ``show``; all are in the JSON)."""
+    if not skipped:
+        return
+    print(f"{len(skipped)} row(s) not scored:")
+    for s in skipped[:show]:
+        print(f"  row {s['row']}" + (f" ({s['file']})" if s.get("file") else "") + f": {s['reason']}")
+    if len(skipped) > show:
+        print(f"  ... and {len(skipped) - show} more (all listed under 'skipped' with --out)")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from fusion.persistence import atomic_write
+
 DEFAULT_STEPS = 50
 
 
@@ -92,7 +94,13 @@ class Explanation:
 
     def save(self, path: str | Path) -> Path:
         """One PNG a clinician can read: the film with the heatmap, the top record
-        drivers, the modality shares and the probabilities."""
+        drivers, the modality shares and the probabilities.
+
+        Raises
+        ------
+        OSError
+            The file cannot be written (missing or read-only folder).
+        """
         path = Path(path)
         fig = Figure(figsize=(11, 8))
         grid = fig.add_gridspec(2, 2, height_ratios=(3, 1.3), width_ratios=(1, 1.15))
@@ -121,7 +129,8 @@ class Explanation:
         ax_share.set_title("Share of the decision by modality")
         fig.suptitle(f"Prediction: {self.target} (p = {self.probability:.2f})", fontsize=14, fontweight="bold")
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        # PNG whatever the name says, written whole or not at all, at exactly ``path``.
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
         return path
 
     def _draw_image(self, ax) -> None:

@@ -14,6 +14,7 @@ python -m fusion.train --data ../shared/data/pneumoniamnist/pneumoniamnist_train
 from __future__ import annotations
 
 import argparse
+import re
 from collections import Counter
 import sys
 import time
@@ -109,7 +110,9 @@ def check_enough_data(ds: Dataset) -> None:
     present = len(set(ds.labels.tolist()))
     if len(ds) >= MIN_ROWS and present >= 2:
         return
-    reasons = Counter(s["reason"].split(":")[0] if s["reason"].startswith("image ") else s["reason"] for s in ds.skipped)
+    # "image /data/x.png: no such file" -> "image: no such file": the cause, which rows
+    # share, not the file name, which no two rows share.
+    reasons = Counter(re.sub(r"^image .+?: ", "image: ", s["reason"]) for s in ds.skipped)
     common = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3))
     raise ValueError(
         f"{ds.name}: too little valid data to train: {len(ds)} valid row(s) in {present} class(es) "

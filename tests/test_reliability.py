@@ -314,3 +314,73 @@ def _jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ issue 10
+TABULAR_RUN = ["--modalities", "tabular", "--synthetic-n", "120", "--epochs", "2", "--quiet"]
+
+
+@pytest.mark.parametrize("where", ["before_progress", "before_unlink"])
+def test_interrupt_at_the_end_of_a_run_leaves_a_resumable_or_complete_run(tmp_path, monkeypatch, capsys, where):
+    import fusion.checkpoint as checkpoint
+
+    out = tmp_path / "run"
+    write_json, unlink = checkpoint.write_json, Path.unlink
+
+    def interrupt_progress(path, data):
+        if Path(path).name == checkpoint.PROGRESS and data.get("complete"):
+            raise KeyboardInterrupt
+        write_json(path, data)
+
+    def interrupt_unlink(self, *args, **kwargs):
+        if self.name == checkpoint.CHECKPOINT:
+            raise KeyboardInterrupt
+        unlink(self, *args, **kwargs)
+
+    if where == "before_progress":
+        monkeypatch.setattr(checkpoint, "write_json", interrupt_progress)
+    else:
+        monkeypatch.setattr(Path, "unlink", interrupt_unlink)
+    with pytest.raises(KeyboardInterrupt):
+        train_main([*TABULAR_RUN, "--out", str(out)])
+    monkeypatch.undo()
+    capsys.readouterr()
+    if where == "before_progress":
+        assert train_main([*TABULAR_RUN, "--out", str(out), "--resume"]) == 0
+    else:
+        assert train_main([*TABULAR_RUN, "--out", str(out), "--resume"]) == 2
+        assert "already complete" in capsys.readouterr().err
+    assert json.loads((out / "progress.json").read_text())["complete"] is True
+    assert (out / "metrics.json").is_file()
+    FusionClassifier.load(out)
+
+
+def test_run_on_a_folder_with_bad_rows_writes_its_metrics(folder_dataset, tmp_path):
+    """A truncated image, a missing file, a bad age and a duplicated image: the run
+    trains on the rest and metrics.json lists every skipped row (as JSON integers)."""
+    lines = (folder_dataset / "metadata.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:]]
+    images = folder_dataset / "images"
+    truncated = images / rows[0][header.index("image")]
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    (images / rows[1][header.index("image")]).unlink()
+    rows[2][header.index("age")] = "abc"
+    rows[4][header.index("image")] = rows[3][header.index("image")]
+    (folder_dataset / "metadata.csv").write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="4 row"):
+        code = train_main(["--data", str(folder_dataset), "--schema", "synthetic", "--modalities", "image,tabular", "--image-size", "32", "--epochs", "1", "--out", str(out), "--cache-dir", "none", "--quiet"])
+    assert code == 0
+    skipped = json.loads((out / "metrics.json").read_text())["skipped"]
+    reasons = {s["row"]: s["reason"] for s in skipped}
+    assert sorted(reasons) == [0, 1, 2, 4] and all(type(s["row"]) is int for s in skipped)
+    assert "not a readable image" in reasons[0] and "no such file" in reasons[1]
+    assert "'age'" in reasons[2] and "duplicate image" in reasons[4]
+
+
+def test_too_little_data_names_the_common_cause_not_one_file(folder_dataset, capsys):
+    for png in (folder_dataset / "images").iterdir():
+        png.unlink()
+    assert train_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(folder_dataset.parent / "run"), "--cache-dir", "none", "--quiet"]) == 2
+    assert "most often: 90 x image: no such file" in capsys.readouterr().err
