@@ -1,0 +1,55 @@
+"""Command line of the exploratory analysis: ``python -m fusion.eda``.
+
+The only place in :mod:`fusion.eda` that prints: it reports what :func:`run_eda` wrote,
+reading the warnings back from ``summary.json`` so the screen and the file agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fusion.eda.report import run_eda
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fusion.eda", description="Exploratory analysis of a dataset: figures and report.md."
+    )
+    p.add_argument("--data", required=True, help="dataset folder (metadata.csv + images), CSV file or MedMNIST .npz")
+    p.add_argument("--schema", help="schema TOML file or built-in name (default: the folder's schema.toml)")
+    p.add_argument("--out", required=True, help="output folder: new, empty, or an earlier EDA output (replaced)")
+    p.add_argument(
+        "--image-size", type=int, help="side of the decoded images (default: 64 for folders, the file's own for .npz)"
+    )
+    p.add_argument("--per-class", type=int, default=6, help="sample images per class (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m fusion.eda --data PATH [--schema FILE] --out DIR``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 when the data, schema or output folder is unusable (the reason
+        goes to stderr); argparse exits with 2 itself on a bad flag.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        report = run_eda(
+            args.data, args.schema, args.out, image_size=args.image_size, per_class=args.per_class, seed=args.seed
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = json.loads((report.parent / "summary.json").read_text(encoding="utf-8"))
+    print(f"{summary['n_rows']} rows loaded, {summary['n_skipped']} skipped; classes {', '.join(summary['classes'])}")
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}")
+    print(f"report written to {report}")
+    return 0
