@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from fusion import Config, FusionClassifier, load_dataset, synthetic, tune_allocator
 from fusion.data import load_image
-from fusion.model import inference_copy
+from fusion.nets.joint import inference_copy
 
 
 def cpu_model() -> str:

@@ -3,31 +3,48 @@
 Public names::
 
     from fusion import FusionClassifier, Config, load_dataset, load_schema, synthetic
+
+Each public name is imported when first used (PEP 562), so ``import fusion`` costs
+almost nothing and a single prediction loads only what it needs (no xgboost,
+matplotlib or captum unless a model or a call needs them).
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from fusion.classifier import FusionClassifier, Prediction  # noqa: E402
-from fusion.config import Config  # noqa: E402
-from fusion.data import Dataset, grouped_kfold, grouped_split, load_dataset, synthetic  # noqa: E402
-from fusion.evaluation import classification_metrics  # noqa: E402
-from fusion.explain import Explanation  # noqa: E402
-from fusion.schema import Schema, load_schema  # noqa: E402
-from fusion.training import tune_allocator  # noqa: E402
+import importlib
 
-__all__ = [
-    "Config",
-    "Dataset",
-    "Explanation",
-    "FusionClassifier",
-    "Prediction",
-    "Schema",
-    "classification_metrics",
-    "grouped_kfold",
-    "grouped_split",
-    "load_dataset",
-    "load_schema",
-    "synthetic",
-    "tune_allocator",
-    "__version__",
-]
+from fusion.version import __version__
+
+_EXPORTS = {
+    "Config": "fusion.config",
+    "Dataset": "fusion.data.dataset",
+    "Explanation": "fusion.explain",
+    "FusionClassifier": "fusion.classifier",
+    "NotFittedError": "fusion.classifier",
+    "Prediction": "fusion.classifier",
+    "Schema": "fusion.schema",
+    "classification_metrics": "fusion.evaluation",
+    "grouped_kfold": "fusion.data.splits",
+    "grouped_split": "fusion.data.splits",
+    "load_dataset": "fusion.data.loaders",
+    "load_schema": "fusion.schema",
+    "tune_allocator": "fusion.allocator",
+}
+_MODULES = {"synthetic": "fusion.data.synthetic"}
+
+__all__ = sorted([*_EXPORTS, *_MODULES, "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    else:
+        raise AttributeError(f"module 'fusion' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

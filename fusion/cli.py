@@ -8,8 +8,58 @@ its output prints its answer first and then the error, so the answer is never lo
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sys
 from pathlib import Path
+
+# The library names configuration fields in its errors; the commands speak in flags.
+FIELD_FLAGS = {
+    "modalities": "--modalities",
+    "model": "--model",
+    "image.backbone": "--backbone",
+    "image.image_size": "--image-size",
+    "image.freeze": "--freeze",
+    "image.pretrained": "--pretrained",
+    "image.weights": "--weights",
+    "image.init_from": "--init-from",
+    "train.epochs": "--epochs",
+    "train.batch_size": "--batch-size",
+    "train.lr": "--lr",
+    "train.patience": "--patience",
+    "train.seed": "--seed",
+    "train.device": "--device",
+    "train.precision": "--precision",
+    "data.synthetic_n": "--synthetic-n",
+}
+_FIELD = re.compile(r"(?<![\w.])(" + "|".join(re.escape(f) for f in sorted(FIELD_FLAGS, key=len, reverse=True)) + r")(?![\w])")
+
+
+def in_flags(message: str) -> str:
+    """A library error as a command-line user reads it: the flags that set the
+    configuration fields it names are added at its end, ``... (flag: --epochs)``."""
+    flags = list(dict.fromkeys(FIELD_FLAGS[m] for m in _FIELD.findall(message)))
+    if not flags:
+        return message
+    return f"{message} ({'flag' if len(flags) == 1 else 'flags'}: {', '.join(flags)})"
+
+
+def fail(err: BaseException) -> int:
+    """Print a library error for a command-line user; the exit code of a bad request."""
+    print(f"error: {in_flags(str(err))}", file=sys.stderr)
+    return 2
+
+
+def log_to_terminal(verbose: bool) -> None:
+    """Show the library's progress lines (the ``fusion`` logger) on stdout, plainly;
+    warnings and above always."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("fusion")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -14,12 +14,28 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from fusion.image import BACKBONES
-from fusion.model import parse_modalities
+from fusion.data.synthetic import DEFAULT_N as SYNTHETIC_N
+from fusion.nets.registry import DEFAULT_BACKBONE, backbone_spec
 
+MODALITIES = ("image", "tabular")
 MODELS = ("fusion", "xgboost")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def parse_modalities(value) -> tuple[str, ...]:
+    """Validate a modality set ("image,tabular", a list, ...) into canonical order.
+
+    Raises
+    ------
+    ValueError
+        Empty, unknown or repeated modalities; the message lists the accepted ones.
+    """
+    items = [m.strip() for m in value.split(",")] if isinstance(value, str) else list(value)
+    unknown = [m for m in items if m not in MODALITIES]
+    if unknown or not items or len(set(items)) != len(items):
+        raise ValueError(f"modalities must be a non-empty set of {list(MODALITIES)} without repeats; got {value!r}")
+    return tuple(m for m in MODALITIES if m in items)
 
 
 @dataclass
@@ -31,7 +47,7 @@ class DataConfig:
 
     path: str | None = None
     schema: str | None = None
-    synthetic_n: int = 2000
+    synthetic_n: int = SYNTHETIC_N
     val_fraction: float = 0.15
     test_fraction: float = 0.15
 
@@ -46,7 +62,7 @@ class ImageConfig:
     folder of an earlier fusion model whose image branch starts this one.
     """
 
-    backbone: str = "custom"
+    backbone: str = DEFAULT_BACKBONE
     image_size: int | None = None  # None: the backbone's default_size
     freeze: int = 0
     pretrained: str | None = None
@@ -103,23 +119,33 @@ class Config:
         self.validate()
 
     def validate(self) -> "Config":
-        """Check every value; raises ``ValueError`` naming the field at fault."""
+        """Check every value, and fill the defaults that depend on others (the image
+        size of the chosen backbone).
+
+        Raises
+        ------
+        ValueError
+            Naming the field at fault (``train.epochs``, ``image.backbone``...) and what
+            it accepts.
+        """
         self.modalities = parse_modalities(self.modalities)
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}; got {self.model!r}")
         if self.model == "xgboost" and self.modalities != ("tabular",):
-            raise ValueError(f"model 'xgboost' is tabular only; use --modalities tabular (got {','.join(self.modalities)})")
-        if self.image.backbone not in BACKBONES:
-            raise ValueError(f"image.backbone: unknown backbone {self.image.backbone!r}; known backbones: {sorted(BACKBONES)}")
+            raise ValueError(f"model 'xgboost' is tabular only: modalities must be ('tabular',); got {self.modalities}")
+        try:
+            spec = backbone_spec(self.image.backbone)
+        except ValueError as err:
+            raise ValueError(f"image.backbone: {err}") from None
         if self.image.image_size is None:
-            self.image.image_size = BACKBONES[self.image.backbone].default_size
+            self.image.image_size = spec.default_size
         if self.image.image_size < 16:
             raise ValueError(f"image.image_size must be >= 16; got {self.image.image_size}")
         if self.image.pretrained not in (None, "imagenet"):
             raise ValueError(f"image.pretrained must be 'imagenet' or unset; got {self.image.pretrained!r}")
-        sources = [s for s in ("pretrained", "weights", "init_from") if getattr(self.image, s)]
+        sources = [f"image.{s}" for s in ("pretrained", "weights", "init_from") if getattr(self.image, s)]
         if len(sources) > 1:
-            raise ValueError(f"give at most one of --pretrained, --weights, --init-from; got {sources}")
+            raise ValueError(f"set at most one of image.pretrained, image.weights, image.init_from; got {sources}")
         if self.train.device not in DEVICES:
             raise ValueError(f"train.device must be one of {DEVICES}; got {self.train.device!r}")
         if self.train.precision not in PRECISIONS:
@@ -132,6 +158,13 @@ class Config:
         if not 0 <= self.head.modality_dropout < 1:
             raise ValueError(f"head.modality_dropout must be in [0, 1); got {self.head.modality_dropout}")
         return self
+
+    @property
+    def starting_weights(self) -> str | None:
+        """Where the image backbone starts from, in the form
+        :func:`fusion.nets.backbones.create_backbone` takes: a published weights name, a
+        weights file, or an earlier run's folder; None from scratch."""
+        return self.image.pretrained or self.image.weights or self.image.init_from
 
     def to_dict(self) -> dict:
         out = asdict(self)

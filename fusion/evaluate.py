@@ -15,12 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
-from fusion.cli import output_file
-from fusion.data import load_dataset
+from fusion.cli import fail, output_file
+from fusion.data.loaders import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics
 from fusion.persistence import write_json
-from fusion.training import tune_allocator
 
 
 def evaluate(model: str | Path, data: str | Path | None, schema: str | Path | None = None, *, cache_dir: str | Path | bool | None = None) -> dict:
@@ -32,9 +32,9 @@ def evaluate(model: str | Path, data: str | Path | None, schema: str | Path | No
     ds = load_dataset(
         data,
         schema if schema is not None else clf.schema_,
-        image_size=clf.image_size_ or clf.config.image.image_size,
-        seed=clf.config.train.seed + 1000,
-        synthetic_n=clf.config.data.synthetic_n,
+        image_size=clf.image_size_ or clf.config_.image.image_size,
+        seed=clf.config_.train.seed + 1000,
+        synthetic_n=clf.config_.data.synthetic_n,
         modalities=clf.modalities_,
         cache_dir=cache_dir,
     )
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = False if args.cache_dir == "none" else args.cache_dir
         result = evaluate(args.model, args.data, args.schema, cache_dir=cache)
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     print(format_metrics(result, title=f"{result['data']} ({result['split']}, {result['n']} rows, {len(result['skipped'])} skipped)"))
     print_skipped(result["skipped"])
     if out:

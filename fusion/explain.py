@@ -26,17 +26,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from matplotlib.figure import Figure
 
 from fusion.persistence import atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_STEPS = 50
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Explanation:
     """Why the model decided, for one patient.
 
@@ -101,6 +103,8 @@ class Explanation:
         OSError
             The file cannot be written (missing or read-only folder).
         """
+        from matplotlib.figure import Figure
+
         path = Path(path)
         fig = Figure(figsize=(11, 8))
         grid = fig.add_gridspec(2, 2, height_ratios=(3, 1.3), width_ratios=(1, 1.15))
@@ -186,26 +190,50 @@ def _share(effects: dict[str, float]) -> dict[str, float]:
     return {m: abs(v) / total for m, v in effects.items()}
 
 
-def explain_network(model, inputs: dict, classes, target: int | None, *, image_mean: float | None, n_steps: int = DEFAULT_STEPS) -> dict:
-    """Attributions of a :class:`fusion.model.FusionModel` for one sample.
+@dataclass(kw_only=True)
+class NetworkAttribution:
+    """What :func:`explain_network` finds for one sample, in the network's own terms
+    (class indices, preprocessed columns); backends turn it into an
+    :class:`Explanation` in the user's terms.
+
+    Attributes
+    ----------
+    target : int
+        Index of the explained class.
+    probabilities : numpy.ndarray
+        (n_classes,) float64.
+    image_attribution : numpy.ndarray or None
+        (H, W).
+    tabular_attribution : numpy.ndarray or None
+        (n_columns,), one value per preprocessed column.
+    modality_share : dict of str -> float
+    """
+
+    target: int
+    probabilities: np.ndarray
+    image_attribution: np.ndarray | None
+    tabular_attribution: np.ndarray | None
+    modality_share: dict[str, float]
+
+
+def explain_network(model, inputs: dict, target: int | None, *, image_mean: float | None, n_steps: int = DEFAULT_STEPS) -> NetworkAttribution:
+    """Attributions of a :class:`fusion.nets.joint.FusionModel` for one sample.
 
     Parameters
     ----------
     model : FusionModel
-        Run as it is, without autocast: pass an :func:`~fusion.model.inference_copy`
-        to explain in bf16 (2-3x faster gradients; a heatmap needs no more precision
-        than the prediction it explains, which runs the same copy).
+        Run as it is, without autocast: pass an :func:`~fusion.nets.joint.inference_copy`
+        to explain in bf16 (a heatmap needs no more precision than the prediction it
+        explains, which runs the same copy).
     inputs : dict of modality -> tensor of batch 1, or None
     target : int or None
         Class index; None explains the most probable class.
     image_mean : float or None
         Intensity of the neutral baseline film.
-
-    Returns
-    -------
-    dict with ``target``, ``probabilities``, ``image_attribution`` (H, W) or None,
-    ``tabular_attribution`` (columns,) or None, ``modality_share``.
+    n_steps : int
+        Integrated Gradients steps.
     """
+    import torch
     from captum.attr import FeatureAblation, IntegratedGradients
 
     model.eval()
@@ -223,17 +251,14 @@ def explain_network(model, inputs: dict, classes, target: int | None, *, image_m
     baselines = tuple(torch.full_like(x, image_mean) if m == "image" else torch.zeros_like(x) for m, x in zip(present, tensors))
     pixels = tensors[present.index("image")][0].numel() if "image" in present else 0
     # One batch of all steps is fastest for small inputs; large images are split so
-    # the interpolated batch stays in cache (3x faster for DenseNet at 224 px).
+    # the interpolated batch stays in cache.
     internal = n_steps if pixels <= 96 * 96 else 10
     attributions = IntegratedGradients(forward).attribute(tensors, baselines=baselines, target=k, n_steps=n_steps, internal_batch_size=internal)
-    out = {"target": k, "probabilities": proba.cpu().numpy().astype(np.float64), "image_attribution": None, "tabular_attribution": None}
-    for m, a in zip(present, attributions):
-        a = a.detach().float().cpu().numpy()[0]
-        out["image_attribution" if m == "image" else "tabular_attribution"] = a[0] if m == "image" else a
+    found = {m: a.detach().float().cpu().numpy()[0] for m, a in zip(present, attributions)}
     if len(model.modalities) == 1:
-        out["modality_share"] = {model.modalities[0]: 1.0}
+        share = {model.modalities[0]: 1.0}
     elif len(present) == 1:
-        out["modality_share"] = {m: float(m in present) for m in model.modalities}
+        share = {m: float(m in present) for m in model.modalities}
     else:
 
         def by_presence(presence):
@@ -242,8 +267,14 @@ def explain_network(model, inputs: dict, classes, target: int | None, *, image_m
 
         ones = torch.ones(1, len(model.modalities), device=tensors[0].device)
         effect = FeatureAblation(by_presence).attribute(ones, baselines=0.0, target=k)[0]
-        out["modality_share"] = _share({m: float(e) for m, e in zip(model.modalities, effect)})
-    return out
+        share = _share({m: float(e) for m, e in zip(model.modalities, effect)})
+    return NetworkAttribution(
+        target=k,
+        probabilities=proba.cpu().numpy().astype(np.float64),
+        image_attribution=found["image"][0] if "image" in found else None,
+        tabular_attribution=found.get("tabular"),
+        modality_share=share,
+    )
 
 
 def sum_by_source(values: np.ndarray, sources: list[str], names) -> dict[str, float]:

@@ -4,7 +4,8 @@ A model folder holds:
 
 - ``config.json``: the :class:`fusion.config.Config`, classes, modalities, format and
   library version;
-- ``model.safetensors`` (neural models) or ``xgboost.json`` (the baseline);
+- the backend's own files: ``model.safetensors`` (networks), ``xgboost.json`` (the
+  XGBoost baseline);
 - ``preprocessing.json``: tabular preprocessing state and image size/normalisation;
 - ``schema.toml``: the schema the model was trained with, as written;
 - ``manifest.json``: the SHA-256 of each of these files.
@@ -29,7 +30,6 @@ from safetensors.torch import load_file, save_file
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
-BOOSTER = "xgboost.json"
 
 
 def sha256(path: str | Path) -> str:

@@ -13,10 +13,10 @@ import json
 import sys
 from pathlib import Path
 
+from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
-from fusion.cli import output_file
+from fusion.cli import fail, output_file
 from fusion.persistence import to_json
-from fusion.training import tune_allocator
 
 
 def read_record(value: str) -> dict:
@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         prediction = clf.predict(record, args.image)
         explanation = clf.explain(record, args.image, target=args.target) if figure else None
     except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     if explanation is not None:
         try:
             explanation.save(figure)

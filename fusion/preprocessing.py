@@ -115,10 +115,13 @@ class TabularPreprocessor:
         """Model input: float32 array of shape (n, len(columns_)), no NaN.
 
         ``records``: a DataFrame of parsed features, or a mapping feature -> sequence of
-        parsed values (as :meth:`Schema.validate_record` returns, in lists).
+        parsed values (as :meth:`Schema.validate_record` returns, in lists). One record
+        given as a mapping takes :meth:`transform_record`'s plain-Python path.
         """
         self._check_fitted()
         self._check_columns(records)
+        if isinstance(records, Mapping) and all(len(v) == 1 for v in records.values()):
+            return self.transform_record({name: values[0] for name, values in records.items()})
         blocks = []
         for f in self.schema.features:
             if f.type == "numeric":
@@ -144,7 +147,7 @@ class TabularPreprocessor:
         """One parsed record as model input: float32 array of shape (1, len(columns_)).
 
         The same numbers as :meth:`transform` gives for a one-row table, computed in
-        plain Python: for a single patient that is ~10x faster than numpy's per-column
+        plain Python: for a single patient that is much faster than numpy's per-column
         work, which is what one prediction pays.
 
         ``values``: feature name -> parsed value, as :meth:`Schema.validate_record`

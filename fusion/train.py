@@ -24,15 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion.checkpoint import PROGRESS, mark_complete, read_progress
+from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
+from fusion.cli import fail, log_to_terminal
 from fusion.config import DEVICES, MODELS, PRECISIONS, Config
-from fusion.data import Dataset, load_dataset
+from fusion.data.dataset import Dataset
+from fusion.data.loaders import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics
-from fusion.image import BACKBONES
+from fusion.nets.registry import BACKBONES
 from fusion.persistence import write_json
-from fusion.training import tune_allocator
 from fusion.plots import plot_confusion, plot_history, plot_roc
+from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +150,7 @@ def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True, res
         sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
         print(f"data: {ds.name} ({len(ds)} rows; {sizes}; {len(ds.skipped)} skipped); classes {list(ds.classes)}", flush=True)
         print(f"model: {cfg.model}, modalities {','.join(cfg.modalities)}" + (f", backbone {cfg.image.backbone} at {cfg.image.image_size} px" if "image" in cfg.modalities else ""), flush=True)
-    clf = FusionClassifier(cfg).fit(train, val, verbose=verbose, checkpoint_dir=folder, resume=resume and cfg.model != "xgboost")
+    clf = FusionClassifier(cfg).fit(train, val, verbose=verbose, checkpoint_dir=folder, resume=resume)
     metrics = {
         "task": f"{ds.name}: {' / '.join(ds.classes)}",
         "classes": list(ds.classes),
@@ -198,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tune_allocator()
+    log_to_terminal(not args.quiet)
     try:
         cfg = config_from_args(args)
         cache = False if args.cache_dir == "none" else args.cache_dir
         run(cfg, args.out, verbose=not args.quiet, resume=args.resume, cache_dir=cache)
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     return 0
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fusion import FusionClassifier, synthetic
+from fusion import FusionClassifier, NotFittedError, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_fit_from_python_and_save_every_model_kind(tmp_path):
         assert clf.config is cfg
         folder = clf.save(tmp_path / cfg.model)
         np.testing.assert_array_equal(FusionClassifier.load(folder).predict_dataset(parts["test"]), clf.predict_dataset(parts["test"]))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         FusionClassifier().predict({"age": 50})
 
 

@@ -189,7 +189,7 @@ def test_grouped_kfold_covers_every_row_once_without_sharing_patients():
 
 
 def test_decoded_images_are_cached_by_file_mtime_and_size(folder_dataset, tmp_path, monkeypatch):
-    import fusion.data as data
+    import fusion.data.loaders as data
 
     calls = []
     real = data.load_image

@@ -11,9 +11,9 @@ from PIL import Image
 
 from fusion import FusionClassifier, synthetic
 from fusion.explain import explain_network
-from fusion.model import FusionModel
+from fusion.nets.joint import FusionModel
 from fusion.predict import main as predict_main
-from fusion.tabular import TabularMLP
+from fusion.nets.tabular import TabularMLP
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +48,16 @@ def test_explanation_covers_both_modalities(fused, patient, tmp_path):
 def test_integrated_gradients_completeness(fused, patient):
     """Attributions over both inputs add up to p(input) - p(baseline) for the target."""
     record, image = patient
-    _, row, pixels, _ = fused._one(record, image)
-    inputs = fused._tensors(row, pixels, torch.device("cpu"))
+    batch, _ = fused._one(record, image)
+    inputs = fused.backend_.tensors(batch, torch.device("cpu"))
     mean = float(fused.network_.branches["image"].mean)
-    out = explain_network(fused.network_, inputs, fused.classes_, None, image_mean=mean, n_steps=300)
-    k = out["target"]
+    out = explain_network(fused.network_, inputs, None, image_mean=mean, n_steps=300)
+    k = out.target
     with torch.no_grad():
         base = {"image": torch.full_like(inputs["image"], mean), "tabular": torch.zeros_like(inputs["tabular"])}
         p_base = torch.softmax(fused.network_(base), 1)[0, k].item()
-    total = out["image_attribution"].sum() + out["tabular_attribution"].sum()
-    assert total == pytest.approx(out["probabilities"][k] - p_base, abs=0.02)
+    total = out.image_attribution.sum() + out.tabular_attribution.sum()
+    assert total == pytest.approx(out.probabilities[k] - p_base, abs=0.02)
 
 
 def test_a_model_that_ignores_the_image_gets_image_share_zero(fused, patient):
@@ -98,10 +98,10 @@ def test_tiny_handmade_model_attributes_to_the_one_feature_it_uses():
         model.head[1].bias.zero_()
         model.head[4].weight[:] = torch.tensor([[0.0], [4.0]])
         model.head[4].bias.zero_()
-    out = explain_network(model, {"tabular": torch.tensor([[5.0, -3.0, 0.5]])}, ("a", "b"), 1, image_mean=None)
-    a = out["tabular_attribution"]
+    out = explain_network(model, {"tabular": torch.tensor([[5.0, -3.0, 0.5]])}, 1, image_mean=None)
+    a = out.tabular_attribution
     assert a[0] == 0.0 and a[1] == 0.0 and a[2] > 0
-    assert out["modality_share"] == {"tabular": 1.0}
+    assert out.modality_share == {"tabular": 1.0}
 
 
 def test_missing_modality_gets_share_zero(fused, patient):

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from fusion.config import Config
-from fusion.image import BACKBONES, CustomCNN, ImageBranch, adapt_state_dict, create_backbone, freeze_blocks, imagenet_weights_path, load_backbone_weights
-from fusion.model import FusionModel, inference_copy, parse_modalities
-from fusion.tabular import TabularMLP
+from fusion.nets.backbones import CustomCNN, ImageBranch, adapt_state_dict, create_backbone, freeze_blocks, imagenet_weights_path, load_backbone_weights
+from fusion.nets.registry import BACKBONES
+from fusion.config import parse_modalities
+from fusion.nets.joint import FusionModel, inference_copy
+from fusion.nets.tabular import TabularMLP
 
 SUBSETS = [("image",), ("tabular",), ("image", "tabular")]
 
@@ -128,7 +130,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
 
 def test_imagenet_weights_absent_gives_instructions(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"never downloads.*--weights FILE"):
+    with pytest.raises(FileNotFoundError, match=r"never downloads.*image.weights"):
         imagenet_weights_path("densenet169")
 
 
@@ -145,12 +147,12 @@ def test_config_round_trip_and_errors():
 
 
 def test_device_and_precision_resolution():
-    from fusion.training import resolve_device, resolve_precision
+    from fusion.training.hardware import resolve_device, resolve_precision
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA GPU is available; use --device cpu or auto"):
+        with pytest.raises(ValueError, match="train.device: .cuda. was asked for but no CUDA GPU is available"):
             resolve_device("cuda")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")

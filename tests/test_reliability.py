@@ -71,7 +71,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     args = ["--modalities", "image,tabular", "--synthetic-n", "150", "--image-size", "32", "--epochs", "4", "--quiet"]
     assert train_main([*args, "--out", str(tmp_path / "whole")]) == 0
     # Interrupt after epoch 2 by running only 2 epochs' worth, then swap in the config.
-    from fusion.checkpoint import CHECKPOINT
+    from fusion.training.checkpoint import CHECKPOINT
 
     part = tmp_path / "part"
     proc = subprocess.Popen([sys.executable, "-m", "fusion.train", *args, "--out", str(part)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -92,7 +92,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
 def test_resume_with_another_configuration_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--modalities", "tabular", "--synthetic-n", "90", "--epochs", "3", "--quiet", "--out", str(out)]
-    from fusion.checkpoint import PROGRESS
+    from fusion.training.checkpoint import PROGRESS
 
     assert train_main(args) == 0
     # Pretend the run was interrupted: mark progress incomplete, keep a checkpoint.
@@ -322,7 +322,7 @@ TABULAR_RUN = ["--modalities", "tabular", "--synthetic-n", "120", "--epochs", "2
 
 @pytest.mark.parametrize("where", ["before_progress", "before_unlink"])
 def test_interrupt_at_the_end_of_a_run_leaves_a_resumable_or_complete_run(tmp_path, monkeypatch, capsys, where):
-    import fusion.checkpoint as checkpoint
+    import fusion.training.checkpoint as checkpoint
 
     out = tmp_path / "run"
     write_json, unlink = checkpoint.write_json, Path.unlink

@@ -1,9 +1,8 @@
 """Datasets: the embedded synthetic cohort, folders of X-rays with a clinical table, and
 MedMNIST-style ``.npz`` files, all loaded into one in-memory :class:`Dataset`.
 
-Images are decoded once, at load time, into uint8 arrays at the model's size; the
-clinical table is parsed and validated against the schema once. Rows that fail are
-skipped and reported in ``Dataset.skipped`` (row, file, reason), never coerced.
+The names below are imported when first used, so that reading one image (what a single
+prediction needs) does not import pandas' and scikit-learn's loaders and splitters.
 
 Example
 -------
@@ -15,298 +14,31 @@ Example
 
 from __future__ import annotations
 
-import csv
-import warnings
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+import importlib
 
-import numpy as np
-import pandas as pd
-
-from fusion.data import synthetic
-from fusion.data.cache import cached_images, default_cache_dir
-from fusion.data.images import load_image
-from fusion.data.splits import grouped_kfold, grouped_split
-from fusion.schema import Schema, builtin_schemas, load_schema
-
-__all__ = ["Dataset", "load_dataset", "read_table", "grouped_kfold", "grouped_split", "load_image", "synthetic"]
-
-NPZ_SPLITS = ("train", "val", "test")
+_EXPORTS = {
+    "Dataset": "fusion.data.dataset",
+    "load_dataset": "fusion.data.loaders",
+    "load_folder": "fusion.data.loaders",
+    "load_npz": "fusion.data.loaders",
+    "load_synthetic": "fusion.data.loaders",
+    "read_table": "fusion.data.loaders",
+    "grouped_kfold": "fusion.data.splits",
+    "grouped_split": "fusion.data.splits",
+    "load_image": "fusion.data.images",
+}
+__all__ = [*_EXPORTS, "synthetic"]
 
 
-@dataclass
-class Dataset:
-    """Labelled images and/or clinical records, row-aligned.
-
-    Attributes
-    ----------
-    name : str
-    classes : tuple of str
-        Class names; ``labels`` index into them.
-    labels : numpy.ndarray of int64, shape (n,)
-    images : numpy.ndarray of uint8, shape (n, S, S), or None
-    records : pandas.DataFrame or None
-        Parsed schema features (numeric as float with NaN, categorical as str/None).
-    groups : numpy.ndarray or None
-        Patient ids.
-    files : numpy.ndarray or None
-        Where each image came from (file name, or ``split[index]`` for an .npz).
-    schema : Schema or None
-    splits : dict of str -> index array, or None
-        Splits the data came with (an .npz's own), used as given.
-    skipped : list of dict
-        Rows that were not loaded: ``{"row", "file", "reason"}``.
-    notes : list of dict
-        Values the schema's declared policies changed (e.g. out of range -> missing).
-    """
-
-    name: str
-    classes: tuple[str, ...]
-    labels: np.ndarray
-    images: np.ndarray | None = None
-    records: pd.DataFrame | None = None
-    groups: np.ndarray | None = None
-    files: np.ndarray | None = None
-    schema: Schema | None = None
-    splits: dict[str, np.ndarray] | None = None
-    skipped: list[dict] = field(default_factory=list)
-    notes: list[dict] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def modalities(self) -> frozenset[str]:
-        """The modalities this dataset holds."""
-        have = set()
-        if self.images is not None:
-            have.add("image")
-        if self.records is not None and len(self.records.columns):
-            have.add("tabular")
-        return frozenset(have)
-
-    @property
-    def image_size(self) -> int | None:
-        return None if self.images is None else int(self.images.shape[-1])
-
-    def subset(self, index: np.ndarray) -> "Dataset":
-        """The rows ``index`` as a new dataset (skipped rows and notes are kept)."""
-        index = np.asarray(index, dtype=np.int64)
-        return replace(
-            self,
-            labels=self.labels[index],
-            images=None if self.images is None else self.images[index],
-            records=None if self.records is None else self.records.iloc[index],
-            groups=None if self.groups is None else self.groups[index],
-            files=None if self.files is None else self.files[index],
-            splits=None,
-        )
-
-    def split(self, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> dict[str, "Dataset"]:
-        """Train/val/test datasets: the data's own splits if it has them, else a
-        stratified split grouped by patient (see :func:`grouped_split`)."""
-        if self.splits is not None:
-            return {name: self.subset(idx) for name, idx in self.splits.items()}
-        index = grouped_split(self.labels, self.groups, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-        return {name: self.subset(idx) for name, idx in index.items()}
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name == "synthetic":
+        return importlib.import_module("fusion.data.synthetic")
+    raise AttributeError(f"module 'fusion.data' has no attribute {name!r}")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV as strings, so that the schema, not pandas, decides types and missing values.
-
-    Raises
-    ------
-    ValueError
-        The header names a column twice: pandas would rename the second copy
-        (``age.1``) and the schema would silently read the first.
-    """
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        header = next(csv.reader(fh), [])
-    repeated = sorted({c for c in header if header.count(c) > 1})
-    if repeated:
-        raise ValueError(f"{path}: column(s) {repeated} appear more than once in the header; each column must be named once")
-    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
-
-
-def _from_validated(name: str, schema: Schema, table: pd.DataFrame, load_images) -> Dataset:
-    """Build a dataset from a raw table: validate rows, drop duplicated images, then
-    load the images of the rows left.
-
-    ``load_images(rows, files) -> (uint8 array, {position: error})`` or None for a
-    dataset without images.
-    """
-    checked = schema.validate_table(table)
-    skipped = list(checked.skipped)
-    files = checked.images if checked.images is not None else [None] * len(checked.labels)
-    keep, seen = [], {}
-    for pos, (row, file) in enumerate(zip(checked.features.index, files)):
-        if file is not None and file in seen:
-            skipped.append({"row": row, "file": file, "reason": f"duplicate image: also used by row {seen[file]}"})
-            continue
-        if file is not None:
-            seen[file] = row
-        keep.append(pos)
-    images = None
-    if load_images is not None:
-        rows = [checked.features.index[p] for p in keep]
-        images, errors = load_images(rows, [files[p] for p in keep])
-        for i in sorted(errors):
-            skipped.append({"row": rows[i], "file": files[keep[i]], "reason": errors[i]})
-        good = [i for i in range(len(keep)) if i not in errors]
-        images = images[good] if errors else images
-        keep = [keep[i] for i in good]
-    keep = np.asarray(keep, dtype=np.int64)
-    position = {row: i for i, row in enumerate(table.index)}
-    skipped.sort(key=lambda s: position[s["row"]])
-    return Dataset(
-        name=name,
-        classes=schema.classes,
-        labels=checked.labels[keep],
-        images=None if images is None else np.ascontiguousarray(images),
-        records=checked.features.iloc[keep] if schema.features else None,
-        groups=None if checked.groups is None else checked.groups[keep],
-        files=None if checked.images is None else checked.images[keep],
-        schema=schema,
-        skipped=skipped,
-        notes=checked.notes,
-    )
-
-
-def load_synthetic(n: int = 1200, *, seed: int = 0, image_size: int = 128) -> Dataset:
-    """The embedded synthetic cohort (see :mod:`fusion.data.synthetic`) as a dataset."""
-    table, images = synthetic.make_cohort(n, seed=seed, image_size=image_size)
-    schema = load_schema("synthetic")
-    return _from_validated("synthetic", schema, table, lambda rows, files: (images[rows], {}))
-
-
-def load_folder(path: str | Path, schema: Schema | str | Path | None, *, image_size: int = 128, modalities=("image", "tabular"), cache_dir: str | Path | bool | None = None) -> Dataset:
-    """A folder with ``metadata.csv`` and the schema's image folder.
-
-    ``path`` may also be the CSV file itself. Without ``schema`` the folder's own
-    ``schema.toml`` is used. Decoded images are cached (see :mod:`fusion.data.cache`)
-    in ``cache_dir`` (default: the user cache folder; ``False``: no cache).
-    """
-    path = Path(path)
-    csv = path if path.is_file() else path / "metadata.csv"
-    root = csv.parent
-    if not csv.is_file():
-        raise FileNotFoundError(f"dataset {str(path)!r}: no metadata.csv (expected {csv})")
-    if schema is None:
-        if not (root / "schema.toml").is_file():
-            raise ValueError(f"dataset {str(path)!r} needs a schema: pass --schema FILE (or put schema.toml beside metadata.csv)")
-        schema = root / "schema.toml"
-    if not isinstance(schema, Schema):
-        schema = load_schema(schema)
-    table = read_table(csv)
-    if schema.group is None:
-        warnings.warn(
-            f"schema {schema.name!r} declares no [group] column: every row counts as its own patient, so a "
-            "patient's films can land on both sides of a split; declare [group] column = <patient id column>",
-            stacklevel=2,
-        )
-    undeclared = schema.undeclared_columns(table.columns)
-    if undeclared:
-        warnings.warn(f"{csv}: columns not declared in schema {schema.name!r} are ignored: {undeclared}", stacklevel=2)
-    loader = None
-    if "image" in modalities and schema.image_column:
-        folder = root / (schema.image_folder or ".")
-        cache = None if cache_dir is False else (cache_dir or default_cache_dir())
-
-        def loader(rows, files):
-            return cached_images([folder / f for f in files], image_size, lambda path: load_image(path, image_size), cache)
-
-    return _from_validated(root.name, schema, table, loader)
-
-
-def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, image_size: int | None = None) -> Dataset:
-    """An image-only dataset in MedMNIST layout: ``{split}_images`` and ``{split}_labels``
-    for any subset of train/val/test. The file's own splits are kept.
-
-    ``schema`` (optional) names the classes through its label mapping of the raw
-    integer labels. Without it, a built-in schema whose name begins the file name is
-    used (``pneumoniamnist_trainval.npz`` -> ``pneumoniamnist``); failing that, the
-    classes are the label values as strings.
-    """
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as npz:
-        present = [s for s in NPZ_SPLITS if f"{s}_images" in npz.files]
-        if not present:
-            raise ValueError(f"{path}: no '<split>_images' arrays; found {npz.files}; expected e.g. train_images, train_labels")
-        parts = {}
-        for split in present:
-            if f"{split}_labels" not in npz.files:
-                raise ValueError(f"{path}: has {split}_images but no {split}_labels")
-            images, labels = npz[f"{split}_images"], npz[f"{split}_labels"].reshape(-1)
-            if len(images) != len(labels):
-                raise ValueError(f"{path}: {split}_images has {len(images)} rows but {split}_labels has {len(labels)}")
-            parts[split] = (images, labels)
-    if schema is None:
-        # A built-in schema whose name starts the file name (pneumoniamnist_trainval.npz
-        # -> pneumoniamnist) gives the classes their names.
-        known = [n for n in builtin_schemas() if path.stem.lower().startswith(n)]
-        schema = max(known, key=len) if known else None
-    if schema is not None and not isinstance(schema, Schema):
-        schema = load_schema(schema)
-    raw = np.concatenate([labels for _, labels in parts.values()])
-    if schema is not None:
-        classes = schema.classes
-        encode = schema.label.encode
-    else:
-        values = sorted({int(v) for v in raw})
-        classes = tuple(str(v) for v in values)
-        encode = values.index
-    labels, images, files, splits, start = [], [], [], {}, 0
-    size = image_size or int(next(iter(parts.values()))[0].shape[1])
-    for split, (imgs, labs) in parts.items():
-        for i, (img, lab) in enumerate(zip(imgs, labs)):
-            labels.append(encode(lab.item()))
-            images.append(img if img.shape[:2] == (size, size) and img.ndim == 2 and img.dtype == np.uint8 else load_image(img, size))
-            files.append(f"{split}[{i}]")
-        splits[split] = np.arange(start, start + len(labs))
-        start += len(labs)
-    return Dataset(
-        name=path.stem,
-        classes=tuple(classes),
-        labels=np.asarray(labels, dtype=np.int64),
-        images=np.stack(images),
-        files=np.asarray(files, dtype=object),
-        schema=schema,
-        splits=splits,
-    )
-
-
-def load_dataset(
-    path: str | Path | None = None,
-    schema: Schema | str | Path | None = None,
-    *,
-    image_size: int = 128,
-    seed: int = 0,
-    synthetic_n: int = 1200,
-    modalities=("image", "tabular"),
-    cache_dir: str | Path | bool | None = None,
-) -> Dataset:
-    """Load any supported dataset.
-
-    Parameters
-    ----------
-    path : str or Path, optional
-        None: the embedded synthetic cohort (``synthetic_n`` images, ``seed``);
-        an ``.npz``: MedMNIST layout; a folder or CSV file: table plus images.
-    schema : Schema, str or Path, optional
-        A schema object, a TOML file or a built-in schema name.
-    image_size : int
-        Side of the decoded square images.
-    modalities : iterable of str
-        Images are decoded only when "image" is among them.
-    cache_dir : str, Path or bool, optional
-        Where decoded images of folder datasets are cached; default the user cache
-        folder, ``False`` for none.
-    """
-    if path is None:
-        return load_synthetic(synthetic_n, seed=seed, image_size=image_size)
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
-    if path.suffix == ".npz":
-        return load_npz(path, schema=schema, image_size=image_size)
-    return load_folder(path, schema, image_size=image_size, modalities=tuple(modalities), cache_dir=cache_dir)
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -27,11 +27,17 @@ Example
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 from PIL import Image
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 CLASSES = ("covid", "pneumonia", "normal")
+# Size of the embedded cohort that the main job and ``load_dataset(None)`` use.
+DEFAULT_N = 2000
 CLASS_PRIORS = (0.4, 0.3, 0.3)
 # Raw diagnosis strings as a hospital export would write them; the schema maps them.
 RAW_LABELS = {"covid": "COVID-19", "pneumonia": "Bacterial pneumonia", "normal": "No Finding"}
@@ -187,7 +193,7 @@ def _severity(cls: int, rng: np.random.Generator) -> float:
     return float(rng.uniform(0.45, 1.0))
 
 
-def make_cohort(n: int = 1200, seed: int = 0, image_size: int = 128) -> tuple[pd.DataFrame, np.ndarray]:
+def make_cohort(n: int = DEFAULT_N, seed: int = 0, image_size: int = 128) -> tuple[pd.DataFrame, np.ndarray]:
     """Generate ``n`` (record, image) pairs from about ``0.75 n`` patients.
 
     Parameters
@@ -235,6 +241,8 @@ def make_cohort(n: int = 1200, seed: int = 0, image_size: int = 128) -> tuple[pd
             )
             images.append(np.round(image * 255.0).astype(np.uint8))
         patient += 1
+    import pandas as pd
+
     return pd.DataFrame(rows), np.stack(images)
 
 

@@ -9,7 +9,7 @@ one-cycle schedule; early stopping on validation macro-F1 keeps the best epoch.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 import sys
 import time
@@ -21,9 +21,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fusion.checkpoint import load_checkpoint, save_checkpoint
 from fusion.config import HeadConfig, TrainConfig
 from fusion.evaluation import macro_f1
+from fusion.training.checkpoint import load_checkpoint, save_checkpoint
+from fusion.training.hardware import autocast, layout
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,73 +48,6 @@ class Arrays:
             images = self.images[index].to(device, non_blocking=True).float().div_(255.0)
         tabular = None if self.tabular is None else self.tabular[index].to(device, non_blocking=True)
         return {"image": images, "tabular": tabular}
-
-
-# ----------------------------------------------------------------- hardware
-def tune_allocator() -> bool:
-    """Raise glibc malloc's mmap and trim thresholds for this process.
-
-    By default glibc returns freed blocks of a few hundred kB to the OS at once, so
-    every forward pass maps and unmaps (and page-faults) its activations again. With
-    32 MiB / 1 GiB thresholds, on 2 CPU cores: batched prediction +43 %, explanations
-    2.4x faster, training unchanged (experiments/bench.py). The command-line tools call
-    this; library users may call it once at start-up. Changes process-wide allocator
-    settings, which is why importing fusion never does it.
-
-    Returns
-    -------
-    bool
-        Whether the settings were applied (False where the C library is not glibc).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)) and bool(mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU. Asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 autocast on CUDA and on CPUs with native bf16 units, else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def prepare_model(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
-    """Move the model; channels-last memory layout where the CPU/GPU kernels favour it."""
-    model = model.to(device)
-    if precision == "bf16" or device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def _layout(inputs: dict, precision: str, device: torch.device) -> dict:
-    image = inputs.get("image")
-    if image is not None and (precision == "bf16" or device.type == "cuda"):
-        inputs = {**inputs, "image": image.contiguous(memory_format=torch.channels_last)}
-    return inputs
 
 
 # ------------------------------------------------------------- augmentation
@@ -163,7 +99,7 @@ def predict_network(model: nn.Module, arrays: Arrays, device: torch.device, prec
         index = torch.arange(start, min(start + batch_size, len(arrays)))
         presence = None if arrays.presence is None else arrays.presence[index].to(device)
         with autocast(device, "fp32" if frozen else precision):
-            logits = model(_layout(arrays.batch(index, device), precision, device), presence=presence)
+            logits = model(layout(arrays.batch(index, device), precision, device), presence=presence)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     if not out:
         return np.zeros((0, model.n_classes))
@@ -221,8 +157,7 @@ def fit_network(
         history, stale = state["history"], state["stale"]
         resumed_from = first = state["epoch"]
         first += 1
-        if verbose:
-            print(f"resuming after epoch {resumed_from} (best so far: epoch {best['epoch']})", flush=True)
+        logger.info("resuming after epoch %d (best so far: epoch %d)", resumed_from, best["epoch"])
     progress = _progress(verbose)
     for epoch in range(first, cfg.epochs + 1):
         if has_val and stale >= cfg.patience and epoch - 1 > cfg.epochs // 2:
@@ -240,7 +175,7 @@ def fit_network(
                 inputs["image"] = augment_images(inputs["image"], generator)
             labels = train.labels[index].to(device)
             with autocast(device, precision):
-                logits, aux = model.forward_with_aux(_layout(inputs, precision, device))
+                logits, aux = model.forward_with_aux(layout(inputs, precision, device))
                 loss = F.cross_entropy(logits.float(), labels, weight=weights)
                 for aux_logits in aux.values():
                     loss = loss + head.aux_weight * F.cross_entropy(aux_logits.float(), labels, weight=weights)
@@ -270,16 +205,13 @@ def fit_network(
             stale += 1
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator, best=best, history=history, stale=stale, fingerprint=fingerprint or {})
-        if verbose:
-            val_text = f"  val loss {record['val_loss']:.4f}  val macro-F1 {record['val_macro_f1']:.3f}" if has_val else ""
-            mark = " *" if improved else ""
-            print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}{val_text}  {record['seconds']:.1f}s{mark}", flush=True)
+        val_text = f"  val loss {record['val_loss']:.4f}  val macro-F1 {record['val_macro_f1']:.3f}" if has_val else ""
+        logger.info("epoch %3d/%d  train loss %.4f%s  %.1fs%s", epoch, cfg.epochs, record["train_loss"], val_text, record["seconds"], " *" if improved else "")
         # Early stopping waits for the second half: under the one-cycle schedule the
         # first epochs run at a high learning rate, and validation scores there are
         # noisy and not yet the model's best.
         if has_val and stale >= cfg.patience and epoch > cfg.epochs // 2:
-            if verbose:
-                print(f"early stop: no val macro-F1 gain for {cfg.patience} epochs; best epoch {best['epoch']}", flush=True)
+            logger.info("early stop: no val macro-F1 gain for %d epochs; best epoch %d", cfg.patience, best["epoch"])
             break
     if best["state"] is not None:
         model.load_state_dict(best["state"])

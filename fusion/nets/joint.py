@@ -11,8 +11,8 @@ an auxiliary classifier trained beside the fused one: it keeps both branches lea
 Example
 -------
 >>> import torch
->>> from fusion.image import ImageBranch, create_backbone
->>> from fusion.tabular import TabularMLP
+>>> from fusion.nets.backbones import ImageBranch, create_backbone
+>>> from fusion.nets.tabular import TabularMLP
 >>> model = FusionModel({"image": ImageBranch(create_backbone("custom")), "tabular": TabularMLP(10)}, n_classes=3)
 >>> model({"image": torch.rand(2, 1, 32, 32), "tabular": torch.zeros(2, 10)}).shape
 torch.Size([2, 3])
@@ -26,25 +26,7 @@ import itertools
 import torch
 from torch import nn
 
-MODALITIES = ("image", "tabular")
-
-
-def parse_modalities(value) -> tuple[str, ...]:
-    """Validate a modality set ("image,tabular", a list, ...) into canonical order.
-
-    Raises
-    ------
-    ValueError
-        Empty, unknown or repeated modalities; the message lists the accepted ones.
-    """
-    items = [m.strip() for m in value.split(",")] if isinstance(value, str) else list(value)
-    unknown = [m for m in items if m not in MODALITIES]
-    if unknown or not items or len(set(items)) != len(items):
-        raise ValueError(
-            f"modalities must be a non-empty set of {list(MODALITIES)} without repeats; got {value!r}"
-        )
-    return tuple(m for m in MODALITIES if m in items)
-
+from fusion.config import parse_modalities
 
 class FusionModel(nn.Module):
     """Branches -> concatenated embeddings (+ presence flags) -> MLP head -> logits.
@@ -153,9 +135,8 @@ def inference_copy(model: nn.Module, precision: str = "fp32") -> nn.Module:
       statistics, as under autocast; the tabular branch and the head, a few thousand
       multiply-adds, run in float32.
 
-    On two CPU cores this takes a 64 px custom-CNN forward from ~0.65 to ~0.47 ms and a
-    224 px DenseNet169 one from ~31 to ~26 ms. Probabilities match the model's under
-    autocast to about 1e-3 (bfloat16 rounding; folding reorders one multiplication).
+    Probabilities match the model's under autocast to about 1e-3 (bfloat16 rounding;
+    folding reorders one multiplication).
     Training must keep using the original, whose BatchNorm statistics still move.
 
     Parameters
@@ -171,7 +152,7 @@ def inference_copy(model: nn.Module, precision: str = "fp32") -> nn.Module:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    from fusion.image import ImageBranch
+    from fusion.nets.backbones import ImageBranch
 
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")

@@ -1,8 +1,11 @@
-"""The image branch: a registry of grayscale X-ray backbones.
+"""The image branch: grayscale X-ray backbones and the weights they start from.
 
 Every backbone is an ``nn.Module`` that takes one-channel images normalised to zero
 mean and unit variance, exposes ``output_dim`` and ``forward_features`` (an embedding
-of shape (batch, output_dim)), and can freeze its first blocks for fine-tuning. The
+of shape (batch, output_dim)), and can freeze its first blocks for fine-tuning. They
+are built by name from the registry (:mod:`fusion.nets.registry`) with
+:func:`create_backbone`, which also resolves the starting weights: a published set
+(``"imagenet"``), a local weights file, or an earlier run's folder. The
 :class:`ImageBranch` wraps a backbone with the dataset's intensity normalisation, kept
 as buffers so the saved weights carry it.
 
@@ -16,18 +19,19 @@ True
 
 from __future__ import annotations
 
+import importlib
+import json
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fusion.nets.registry import BACKBONES, backbone_spec
+
 
 class CustomCNN(nn.Module):
     """A fast CNN for grayscale X-rays: four conv-BN-ReLU-pool blocks and global pooling.
-
-    About 0.4 M parameters with the default widths; on 2 CPU cores it trains at
-    roughly 20x the speed of DenseNet169 at the same input size.
 
     Its default input is 64 px: with four blocks the last features then see most of a
     lung field, which is what opacities are judged against; at 128 px the same network
@@ -38,8 +42,6 @@ class CustomCNN(nn.Module):
     widths : tuple of int
         Channels of each block; each block halves the resolution.
     """
-
-    default_size = 64
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)):
         super().__init__()
@@ -77,8 +79,6 @@ class DenseNet169(nn.Module):
     :func:`load_backbone_weights`.
     """
 
-    default_size = 224
-
     def __init__(self):
         super().__init__()
         from torchvision.models import densenet169
@@ -108,26 +108,74 @@ class DenseNet169(nn.Module):
         ]
 
 
-BACKBONES = {"custom": CustomCNN, "densenet169": DenseNet169}
-
 # torchvision's published DenseNet checkpoints use old key names ("norm.1"); it fixes them
 # with this pattern in torchvision.models.densenet._load_state_dict.
 _OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+# In a run folder's weights, the image backbone's tensors and normalisation live here.
+_RUN_BACKBONE, _RUN_MEAN, _RUN_STD = "branches.image.backbone.", "branches.image.mean", "branches.image.std"
 
-IMAGENET_FILES = {"densenet169": "densenet169-b2777c0a.pth"}
 
+def create_backbone(name: str, weights: str | Path | None = None) -> nn.Module:
+    """Build a registered backbone, from scratch or from starting weights.
 
-def create_backbone(name: str) -> nn.Module:
-    """Build a backbone by registry name.
+    Parameters
+    ----------
+    name : str
+        A registry name (:data:`fusion.nets.registry.BACKBONES`).
+    weights : str or Path, optional
+        ``"imagenet"`` (torchvision's checkpoint, only if already on this machine), a
+        local weights file (a state dict saved with ``torch.save``, or safetensors), or
+        the folder of an earlier fusion run whose image branch starts this one.
+
+    Returns
+    -------
+    nn.Module
+        The backbone, with ``default_size`` from the registry and ``input_stats``:
+        the (mean, std) intensity normalisation the weights were trained with, or None
+        when they do not say (the training data's own is then used).
 
     Raises
     ------
     ValueError
-        For an unknown name; the message lists the known ones.
+        An unknown name (the message lists the known ones), weights for another
+        backbone, or weights that do not fit.
+    FileNotFoundError
+        The weights file or folder does not exist.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known backbones: {sorted(BACKBONES)}")
-    return BACKBONES[name]()
+    spec = backbone_spec(name)
+    module_name, attribute = spec.factory.split(":")
+    backbone = getattr(importlib.import_module(module_name), attribute)()
+    backbone.default_size = spec.default_size
+    backbone.input_stats = None
+    if weights is None:
+        return backbone
+    if weights == "imagenet":
+        load_backbone_weights(backbone, imagenet_weights_path(name))
+    elif Path(weights).is_dir():
+        backbone.input_stats = _load_run_backbone(backbone, name, Path(weights))
+    else:
+        load_backbone_weights(backbone, weights)
+    return backbone
+
+
+def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[float, float]:
+    """Load the image branch of an earlier run (its files verified first); returns the
+    intensity normalisation it was trained with, which a transferred branch keeps."""
+    from fusion.persistence import WEIGHTS, load_state_dict, verify_folder
+
+    verify_folder(folder)
+    try:
+        source = json.loads((folder / "config.json").read_text(encoding="utf-8"))["config"]["image"]["backbone"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{folder}: unreadable model configuration ({err})") from None
+    if source != name:
+        raise ValueError(f"{folder}: that run's image backbone is {source!r}, this one is {name!r}; they must be the same")
+    state = load_state_dict(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else {}
+    tensors = {k[len(_RUN_BACKBONE) :]: v for k, v in state.items() if k.startswith(_RUN_BACKBONE)}
+    if not tensors:
+        raise ValueError(f"{folder}: that run has no image branch to start from")
+    backbone.load_state_dict(tensors)
+    return float(state[_RUN_MEAN]), float(state[_RUN_STD])
 
 
 def freeze_blocks(backbone: nn.Module, n: int) -> None:
@@ -221,15 +269,17 @@ def imagenet_weights_path(name: str) -> Path:
         When the file is not on this machine; the message says how to supply one. Nothing
         is downloaded.
     """
-    if name not in IMAGENET_FILES:
-        raise ValueError(f"no ImageNet weights for backbone {name!r}; available for {sorted(IMAGENET_FILES)}")
-    path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILES[name]
+    file = backbone_spec(name).imagenet_file
+    if file is None:
+        available = sorted(n for n, spec in BACKBONES.items() if spec.imagenet_file)
+        raise ValueError(f"no ImageNet weights for backbone {name!r}; available for {available}")
+    path = Path(torch.hub.get_dir()) / "checkpoints" / file
     if not path.is_file():
         raise FileNotFoundError(
             f"ImageNet weights for {name} are not on this machine (looked for {path}); fusion never "
             f"downloads at run time. On a machine with internet, download "
-            f"https://download.pytorch.org/models/{IMAGENET_FILES[name]} and either put it at {path} "
-            f"or pass it with --weights FILE."
+            f"https://download.pytorch.org/models/{file} and either put it at {path} "
+            f"or give that file as image.weights."
         )
     return path
 
@@ -241,7 +291,7 @@ class ImageBranch(nn.Module):
     shape (batch, ``output_dim``).
 
     ``compute_dtype`` (default None: the input's) is the dtype the normalised image
-    enters the backbone in; :func:`fusion.model.inference_copy` sets it to bfloat16
+    enters the backbone in; :func:`fusion.nets.joint.inference_copy` sets it to bfloat16
     when it stores the backbone's weights in bfloat16.
     """
 

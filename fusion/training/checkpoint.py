@@ -104,7 +104,7 @@ def load_checkpoint(folder: str | Path, fingerprint: dict) -> dict:
         raise ValueError(
             f"cannot resume {str(folder)!r}: the checkpoint was made with a different "
             f"configuration or data ({'; '.join(differ)}). Rerun with the original settings, "
-            "or start a new run in another --out folder."
+            "or start a new run in another folder."
         )
     meta["model"] = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     meta["best"]["state"] = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None

@@ -1,0 +1,3 @@
+"""The torch modules: image backbones (:mod:`.backbones`, registered in
+:mod:`.registry`), the tabular MLP (:mod:`.tabular`) and the joint late-fusion network
+(:mod:`.joint`). Importing this package imports nothing heavy."""

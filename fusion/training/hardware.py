@@ -1,0 +1,47 @@
+"""The hardware a network runs on: device, numeric precision, memory layout."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU. Asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device: 'cuda' was asked for but no CUDA GPU is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast on CUDA and on CPUs with native bf16 units, else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
+    """Move the model; channels-last memory layout where the CPU/GPU kernels favour it."""
+    model = model.to(device)
+    if precision == "bf16" or device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def layout(inputs: dict, precision: str, device: torch.device) -> dict:
+    image = inputs.get("image")
+    if image is not None and (precision == "bf16" or device.type == "cuda"):
+        inputs = {**inputs, "image": image.contiguous(memory_format=torch.channels_last)}
+    return inputs
