@@ -104,13 +104,19 @@ def main() -> None:
     inputs = {"image": image, "tabular": torch.randn(bs, clf.preprocessor_.n_features_out, device=device)}
     labels = torch.randint(0, 3, (bs,), device=device)
     optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else torch.autocast(device.type, enabled=False)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if precision == "bf16"
+        else torch.autocast(device.type, enabled=False)
+    )
 
     def step():
         model.train()
         with autocast:
             logits, aux = model.forward_with_aux(inputs)
-            loss = F.cross_entropy(logits.float(), labels) + sum(0.5 * F.cross_entropy(a.float(), labels) for a in aux.values())
+            loss = F.cross_entropy(logits.float(), labels) + sum(
+                0.5 * F.cross_entropy(a.float(), labels) for a in aux.values()
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -126,7 +132,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "film.png"
         picture.save(path)
-        one = {"image": torch.rand(1, 1, size, size, device=device), "tabular": torch.randn(1, clf.preprocessor_.n_features_out, device=device)}
+        one = {
+            "image": torch.rand(1, 1, size, size, device=device),
+            "tabular": torch.randn(1, clf.preprocessor_.n_features_out, device=device),
+        }
         if precision == "bf16" or device.type == "cuda":
             one["image"] = one["image"].contiguous(memory_format=torch.channels_last)
         network = inference_copy(model, precision)  # what predict runs: BatchNorm folded, weights pre-cast
@@ -182,10 +191,14 @@ def main() -> None:
         },
     }
     # The target, literally: tight-loop forward and decode, each measured alone.
-    result["predict_within_target"] = result["predict_ms_p50"] <= 1.5 * result["bare_forward_ms_p50"] + result["decode_ms_p50"]
+    result["predict_within_target"] = (
+        result["predict_ms_p50"] <= 1.5 * result["bare_forward_ms_p50"] + result["decode_ms_p50"]
+    )
     # The same allowance over what a prediction cannot avoid: at most half a bare
     # forward more than decoding and then running the network.
-    result["predict_overhead_within_half_forward"] = result["predict_overhead_ms"] <= 0.5 * result["bare_forward_ms_p50"]
+    result["predict_overhead_within_half_forward"] = (
+        result["predict_overhead_ms"] <= 0.5 * result["bare_forward_ms_p50"]
+    )
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

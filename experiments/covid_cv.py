@@ -27,7 +27,9 @@ import numpy as np
 from fusion import Config, FusionClassifier, classification_metrics, grouped_kfold, grouped_split, load_dataset
 
 
-def model_configs(pretrained_run: str | None, freeze: int, epochs: int | None = None, image_size: int | None = None) -> dict[str, Config]:
+def model_configs(
+    pretrained_run: str | None, freeze: int, epochs: int | None = None, image_size: int | None = None
+) -> dict[str, Config]:
     """The compared models, with default training settings unless noted; ``epochs`` and
     ``image_size`` override the custom-CNN and tabular models' defaults."""
     configs = {
@@ -71,12 +73,17 @@ def cross_validate(ds, cfg: Config, folds, seed: int) -> dict:
 
     def stat(values):
         values = [v for v in values if v is not None]
-        return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n_folds": len(values)} if values else None
+        return (
+            {"mean": float(np.mean(values)), "std": float(np.std(values)), "n_folds": len(values)} if values else None
+        )
 
     return {
         "macro_auroc": stat([m["auroc_macro"] for m in per_fold]),
         "macro_f1": stat([m["macro_f1"] for m in per_fold]),
-        "sensitivity": {c: stat([m["per_class"][c]["sensitivity"] for m in per_fold if m["per_class"][c]["support"]]) for c in ds.classes},
+        "sensitivity": {
+            c: stat([m["per_class"][c]["sensitivity"] for m in per_fold if m["per_class"][c]["support"]])
+            for c in ds.classes
+        },
         "pooled": pooled,
         "train_seconds_per_fold": float(np.mean(seconds)),
         "folds": per_fold,
@@ -100,7 +107,10 @@ def main() -> None:
     names = args.models or list(configs)
     unknown = [n for n in names if n not in configs]
     if unknown:
-        raise SystemExit(f"unknown or unavailable models {unknown}; available: {list(configs)} (transfer models need --pretrained-run)")
+        raise SystemExit(
+            f"unknown or unavailable models {unknown}; available: {list(configs)} "
+            "(transfer models need --pretrained-run)"
+        )
     datasets, results, folds = {}, {}, None
     for name in names:
         cfg = configs[name]
@@ -113,13 +123,18 @@ def main() -> None:
         print(f"{name}: {args.folds}-fold CV on {len(ds)} images of {len(set(ds.groups))} patients ...", flush=True)
         results[name] = cross_validate(ds, cfg, folds, args.seed)
         r = results[name]
-        print(f"  macro AUROC {r['macro_auroc']['mean']:.3f} +- {r['macro_auroc']['std']:.3f}, macro-F1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}, {r['train_seconds_per_fold']:.0f} s/fold", flush=True)
+        print(
+            f"  macro AUROC {r['macro_auroc']['mean']:.3f} +- {r['macro_auroc']['std']:.3f}, "
+            f"macro-F1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}, "
+            f"{r['train_seconds_per_fold']:.0f} s/fold",
+            flush=True,
+        )
     ds = next(iter(datasets.values()))
     summary = {
         "data": args.data,
         "n_images": len(ds),
         "n_patients": len(set(ds.groups)),
-        "class_counts": dict(zip(ds.classes, np.bincount(ds.labels, minlength=len(ds.classes)).tolist())),
+        "class_counts": dict(zip(ds.classes, np.bincount(ds.labels, minlength=len(ds.classes)).tolist(), strict=True)),
         "folds": args.folds,
         "seed": args.seed,
         "pretrained_run": args.pretrained_run,
@@ -128,12 +143,17 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     classes = ds.classes
-    print("\n| model | macro AUROC | macro-F1 | " + " | ".join(f"sens. {c}" for c in classes) + " | pooled macro AUROC | pooled macro-F1 | s/fold |")
+    print(
+        "\n| model | macro AUROC | macro-F1 | "
+        + " | ".join(f"sens. {c}" for c in classes)
+        + " | pooled macro AUROC | pooled macro-F1 | s/fold |"
+    )
     print("|---" * (5 + len(classes)) + "|")
     for name, r in results.items():
         sens = " | ".join(f"{r['sensitivity'][c]['mean']:.2f}" if r["sensitivity"][c] else "n/a" for c in classes)
         print(
-            f"| {name} | {r['macro_auroc']['mean']:.3f} ± {r['macro_auroc']['std']:.3f} | {r['macro_f1']['mean']:.3f} ± {r['macro_f1']['std']:.3f} | {sens} | "
+            f"| {name} | {r['macro_auroc']['mean']:.3f} ± {r['macro_auroc']['std']:.3f} "
+            f"| {r['macro_f1']['mean']:.3f} ± {r['macro_f1']['std']:.3f} | {sens} | "
             f"{r['pooled']['auroc_macro']:.3f} | {r['pooled']['macro_f1']:.3f} | {r['train_seconds_per_fold']:.0f} |"
         )
     print(f"\nwritten to {args.out}")

@@ -36,10 +36,34 @@ def main() -> None:
     rows = []
     for precision in args.precisions:
         out = Path(args.out) if precision == args.precisions[0] else Path(f"{args.out}_{precision}")
-        if train(["--data", args.data, "--modalities", "image", "--precision", precision, "--out", str(out), "--quiet", *args.extra]) != 0:
+        if (
+            train(
+                [
+                    "--data",
+                    args.data,
+                    "--modalities",
+                    "image",
+                    "--precision",
+                    precision,
+                    "--out",
+                    str(out),
+                    "--quiet",
+                    *args.extra,
+                ]
+            )
+            != 0
+        ):
             raise SystemExit(f"training with {precision} failed")
         m = json.loads((out / "metrics.json").read_text())
-        rows.append((f"fusion custom CNN 64 px, {precision} (validation)", m["val"]["accuracy"], m["val"]["auroc_macro"], m["seconds"], str(out)))
+        rows.append(
+            (
+                f"fusion custom CNN 64 px, {precision} (validation)",
+                m["val"]["accuracy"],
+                m["val"]["auroc_macro"],
+                m["seconds"],
+                str(out),
+            )
+        )
     print("\n| model | ACC | AUC | training s | split |\n|---|---|---|---|---|")
     for name, acc, auc, sec, out in rows:
         print(f"| {name} | {acc:.3f} | {auc:.3f} | {sec:.0f} | val ({out}) |")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from fusion.version import __version__
+from fusion.version import __version__ as __version__
 
 _EXPORTS = {
     "Config": "fusion.config",

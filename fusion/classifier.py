@@ -99,16 +99,11 @@ def _is_single_image(image: Any) -> bool:
 
 
 def _is_one_patient(X: Any, images: Any) -> bool:
+    """The one-patient form: a record that is not a table (a dict, a Series, or a value
+    of the wrong type, which then fails as a record), or no record and one image."""
     if X is not None:
-        return isinstance(X, Mapping) or _is_series(X)
+        return not (_is_frame(X) or isinstance(X, (list, tuple)))
     return images is None or _is_single_image(images)
-
-
-def _is_series(value: Any) -> bool:
-    import sys
-
-    pandas = sys.modules.get("pandas")  # a Series can only exist once pandas is imported
-    return pandas is not None and isinstance(value, pandas.Series)
 
 
 def _is_frame(value: Any) -> bool:
@@ -164,7 +159,15 @@ class FusionClassifier:
         return f"FusionClassifier(config={self.config!r})" if self.config is not None else "FusionClassifier()"
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, train: Dataset, val: Dataset | None = None, *, verbose: bool = False, checkpoint_dir: str | Path | None = None, resume: bool = False) -> FusionClassifier:
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset | None = None,
+        *,
+        verbose: bool = False,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> FusionClassifier:
         """Train on ``train``; ``val`` drives early stopping.
 
         Parameters
@@ -190,13 +193,17 @@ class FusionClassifier:
         if missing:
             raise ValueError(f"modalities: the training data have no {missing} (they hold {sorted(train.modalities)})")
         if "image" in cfg.modalities and train.image_size != cfg.image.image_size:
-            raise ValueError(f"image.image_size is {cfg.image.image_size} but the training images are {train.image_size} px")
+            raise ValueError(
+                f"image.image_size is {cfg.image.image_size} but the training images are {train.image_size} px"
+            )
         self.config_ = cfg
         self.classes_ = tuple(train.classes)
         self.modalities_ = cfg.modalities
         self.schema_ = train.schema
         self.image_size_ = cfg.image.image_size if "image" in cfg.modalities else None
-        self.preprocessor_ = TabularPreprocessor(train.schema).fit(train.records) if "tabular" in cfg.modalities else None
+        self.preprocessor_ = (
+            TabularPreprocessor(train.schema).fit(train.records) if "tabular" in cfg.modalities else None
+        )
         self.n_features_in_ = len(self.schema_.features) if self.preprocessor_ is not None else 0
         backend = backend_class(backend_name(cfg))(self._spec())
         self.backend_ = backend.fit(train, val, verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume)
@@ -211,11 +218,6 @@ class FusionClassifier:
         """The fitted torch network, for backends that have one (else None)."""
         return getattr(self._fitted_backend(), "network_", None)
 
-    @property
-    def booster_(self):
-        """The fitted XGBoost model, for the booster backend (else None)."""
-        return getattr(self._fitted_backend(), "booster_", None)
-
     # --------------------------------------------------------------- inference
     def _fitted_backend(self) -> Backend:
         backend = self.__dict__.get("backend_")
@@ -227,7 +229,10 @@ class FusionClassifier:
         given = {"tabular": has_record, "image": has_image}
         if not any(given[m] for m in self.modalities_):
             names = {"tabular": "a record", "image": "an image"}
-            raise ValueError(f"this model was trained on {list(self.modalities_)} and needs {' or '.join(names[m] for m in self.modalities_)}; none was given")
+            raise ValueError(
+                f"this model was trained on {list(self.modalities_)} and needs "
+                f"{' or '.join(names[m] for m in self.modalities_)}; none was given"
+            )
 
     @staticmethod
     def _has_value(values: Mapping[str, Any]) -> bool:
@@ -285,7 +290,10 @@ class FusionClassifier:
         presence = None
         if has_record is not None and not has_record.all():
             if pixels is None or "image" not in self.modalities_:
-                raise ValueError(f"record {int(np.flatnonzero(~has_record)[0])} has no known value and there is no image to answer from")
+                raise ValueError(
+                    f"record {int(np.flatnonzero(~has_record)[0])} has no known value "
+                    "and there is no image to answer from"
+                )
             presence = np.ones((len(pixels), len(self.modalities_)), dtype=np.float32)
             presence[~has_record, self.modalities_.index("tabular")] = 0.0
         return Batch(images=pixels, records=records, presence=presence)
@@ -305,10 +313,8 @@ class FusionClassifier:
         -------
         numpy.ndarray, shape (n, n_classes)
         """
-        if X is not None and (isinstance(X, Mapping) or _is_series(X)):
+        if _is_one_patient(X, images):
             batch, _ = self._one(X, images)
-        elif X is None and images is not None and _is_single_image(images):
-            batch, _ = self._one(None, images)
         else:
             batch = self._many(X, images)
         return self.backend_.predict_proba(batch)
@@ -349,7 +355,7 @@ class FusionClassifier:
             return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
         batch, used = self._one(X, images)
         proba = self.backend_.predict_proba(batch)[0]
-        probabilities = {c: float(p) for c, p in zip(self.classes_, proba)}
+        probabilities = {c: float(p) for c, p in zip(self.classes_, proba, strict=True)}
         return Prediction(label=self.classes_[int(np.argmax(proba))], probabilities=probabilities, modalities=used)
 
     def predict_dataset(self, ds: Dataset) -> np.ndarray:
@@ -360,7 +366,9 @@ class FusionClassifier:
             raise ValueError(f"this model uses {list(self.modalities_)}; the dataset holds {sorted(ds.modalities)}")
         return self.backend_.predict_proba(Batch.from_dataset(ds, self.modalities_))
 
-    def explain(self, record=None, image=None, *, target: str | None = None, n_steps: int = DEFAULT_STEPS) -> Explanation:
+    def explain(
+        self, record=None, image=None, *, target: str | None = None, n_steps: int = DEFAULT_STEPS
+    ) -> Explanation:
         """Explain one prediction over both modalities (see :mod:`fusion.explain`).
 
         Parameters
@@ -396,7 +404,13 @@ class FusionClassifier:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         files = ["config.json", "preprocessing.json"]
-        meta = {"fusion_version": __version__, "backend": backend.name, "classes": list(self.classes_), "modalities": list(self.modalities_), "config": self.config_.to_dict()}
+        meta = {
+            "fusion_version": __version__,
+            "backend": backend.name,
+            "classes": list(self.classes_),
+            "modalities": list(self.modalities_),
+            "config": self.config_.to_dict(),
+        }
         write_json(folder / "config.json", meta)
         tabular = self.preprocessor_.to_dict() if self.preprocessor_ else None
         write_json(folder / "preprocessing.json", {"tabular": tabular, "image": backend.image_state})
@@ -440,7 +454,11 @@ class FusionClassifier:
         clf.schema_ = parse_schema(schema_text, origin=str(folder / "schema.toml")) if schema_text is not None else None
         clf.preprocessor_ = TabularPreprocessor.from_dict(prep["tabular"], clf.schema_) if prep.get("tabular") else None
         clf.n_features_in_ = len(clf.schema_.features) if clf.preprocessor_ is not None else 0
-        clf.image_size_ = prep["image"]["size"] if prep.get("image") else (config.image.image_size if "image" in clf.modalities_ else None)
+        clf.image_size_ = (
+            prep["image"]["size"]
+            if prep.get("image")
+            else (config.image.image_size if "image" in clf.modalities_ else None)
+        )
         backend = backend_class(meta.get("backend") or backend_name(config))
         clf.backend_ = backend.load(clf._spec(), folder, listed=listed, device=device)
         clf.history_ = clf.backend_.history_

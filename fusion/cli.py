@@ -32,8 +32,11 @@ FIELD_FLAGS = {
     "train.device": "--device",
     "train.precision": "--precision",
     "data.synthetic_n": "--synthetic-n",
+    "data.schema": "--schema",
 }
-_FIELD = re.compile(r"(?<![\w.])(" + "|".join(re.escape(f) for f in sorted(FIELD_FLAGS, key=len, reverse=True)) + r")(?![\w])")
+_FIELD = re.compile(
+    r"(?<![\w.])(" + "|".join(re.escape(f) for f in sorted(FIELD_FLAGS, key=len, reverse=True)) + r")(?![\w])"
+)
 
 
 def in_flags(message: str) -> str:
@@ -101,13 +104,19 @@ def output_file(value: str, flag: str, *, inputs: list[str | Path | None] = (), 
             continue
         item = Path(item)
         if _same(path, item):
-            raise ValueError(f"{flag} {value!r}: that is an input of this command ({item}); outputs never replace inputs")
+            raise ValueError(
+                f"{flag} {value!r}: that is an input of this command ({item}); outputs never replace inputs"
+            )
     if path.is_dir():
-        raise ValueError(f"{flag} {value!r} is a folder; give a file name (e.g. {path / ('out' + (suffix or '.json'))})")
+        raise ValueError(
+            f"{flag} {value!r} is a folder; give a file name (e.g. {path / ('out' + (suffix or '.json'))})"
+        )
     if suffix and path.suffix.lower() != suffix:
         raise ValueError(f"{flag} {value!r}: must be a file name ending in {suffix}")
     if path.exists():
-        raise ValueError(f"{flag} {value!r} already exists; outputs never replace a file: choose a new name or remove it")
+        raise ValueError(
+            f"{flag} {value!r} already exists; outputs never replace a file: choose a new name or remove it"
+        )
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"{flag} {value!r}: folder {str(folder)!r} does not exist")

@@ -118,7 +118,7 @@ class Config:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Check every value, and fill the defaults that depend on others (the image
         size of the chosen backbone).
 
@@ -173,10 +173,16 @@ class Config:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Config":
+    def from_dict(cls, data: dict) -> Config:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error (they would be
         silently ignored settings otherwise)."""
-        sections = {"data": DataConfig, "image": ImageConfig, "tabular": TabularConfig, "head": HeadConfig, "train": TrainConfig}
+        sections = {
+            "data": DataConfig,
+            "image": ImageConfig,
+            "tabular": TabularConfig,
+            "head": HeadConfig,
+            "train": TrainConfig,
+        }
         top = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - top)
         if unknown:

@@ -23,7 +23,13 @@ from fusion.evaluation import classification_metrics, format_metrics
 from fusion.persistence import write_json
 
 
-def evaluate(model: str | Path, data: str | Path | None, schema: str | Path | None = None, *, cache_dir: str | Path | bool | None = None) -> dict:
+def evaluate(
+    model: str | Path,
+    data: str | Path | None,
+    schema: str | Path | None = None,
+    *,
+    cache_dir: str | Path | bool | None = None,
+) -> dict:
     """Metrics of the model in ``model`` on the dataset ``data`` (None: a fresh synthetic
     cohort, seeded differently from training). Rows that cannot be scored (bad values,
     unreadable images, labels outside the model's classes) are listed under
@@ -61,12 +67,17 @@ def evaluate(model: str | Path, data: str | Path | None, schema: str | Path | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fusion.evaluate", description="Score a trained fusion model on a dataset.")
+    p = argparse.ArgumentParser(
+        prog="python -m fusion.evaluate", description="Score a trained fusion model on a dataset."
+    )
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
     p.add_argument("--data", help="dataset folder, CSV or .npz (default: a new synthetic cohort)")
     p.add_argument("--schema", help="schema file or name (default: the model's own)")
     p.add_argument("--out", help="write the metrics as JSON to this new file")
-    p.add_argument("--cache-dir", help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)")
+    p.add_argument(
+        "--cache-dir",
+        help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)",
+    )
     args = p.parse_args(argv)
     tune_allocator()
     out, output_error = None, None
@@ -81,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.model, args.data, args.schema, cache_dir=cache)
     except (ValueError, FileNotFoundError) as err:
         return fail(err)
-    print(format_metrics(result, title=f"{result['data']} ({result['split']}, {result['n']} rows, {len(result['skipped'])} skipped)"))
+    print(
+        format_metrics(
+            result, title=f"{result['data']} ({result['split']}, {result['n']} rows, {len(result['skipped'])} skipped)"
+        )
+    )
     print_skipped(result["skipped"])
     if out:
         try:

@@ -13,6 +13,7 @@ Example
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -25,7 +26,7 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: in
     correct = proba.argmax(axis=1) == y_true
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         inside = (confidence > lo) & (confidence <= hi)
         if inside.any():
             ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())

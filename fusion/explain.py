@@ -33,7 +33,7 @@ import numpy as np
 from fusion.persistence import atomic_write
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 DEFAULT_STEPS = 50
 
@@ -91,7 +91,12 @@ class Explanation:
         }
         if self.image_attribution is not None:
             a = self.image_attribution
-            out["image_attribution"] = {"shape": list(a.shape), "sum": float(a.sum()), "max": float(a.max()), "min": float(a.min())}
+            out["image_attribution"] = {
+                "shape": list(a.shape),
+                "sum": float(a.sum()),
+                "max": float(a.max()),
+                "min": float(a.min()),
+            }
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -126,7 +131,9 @@ class Explanation:
         for i, (m, s) in enumerate(self.modality_share.items()):
             ax_share.barh([0], [s], left=left, color=f"C{i}", label=f"{m} {s:.0%}")
             if s > 0.08:
-                ax_share.text(left + s / 2, 0, f"{m}\n{s:.0%}", ha="center", va="center", color="white", fontweight="bold")
+                ax_share.text(
+                    left + s / 2, 0, f"{m}\n{s:.0%}", ha="center", va="center", color="white", fontweight="bold"
+                )
             left += s
         ax_share.set_xlim(0, 1)
         ax_share.set_yticks([])
@@ -163,7 +170,13 @@ class Explanation:
             value = (self.record or {}).get(name)
             missing = value is None or (isinstance(value, float) and np.isnan(value))
             unit = self.units.get(name, "")
-            labels.append(f"{name} = missing" if missing else f"{name} = {value:g} {unit}".strip() if isinstance(value, (int, float)) else f"{name} = {value}")
+            labels.append(
+                f"{name} = missing"
+                if missing
+                else f"{name} = {value:g} {unit}".strip()
+                if isinstance(value, (int, float))
+                else f"{name} = {value}"
+            )
         values = [v for _, v in top]
         ax.barh(labels, values, color=["C3" if v > 0 else "C0" for v in values])
         ax.axvline(0, color="black", linewidth=0.8)
@@ -216,7 +229,9 @@ class NetworkAttribution:
     modality_share: dict[str, float]
 
 
-def explain_network(model, inputs: dict, target: int | None, *, image_mean: float | None, n_steps: int = DEFAULT_STEPS) -> NetworkAttribution:
+def explain_network(
+    model, inputs: dict, target: int | None, *, image_mean: float | None, n_steps: int = DEFAULT_STEPS
+) -> NetworkAttribution:
     """Attributions of a :class:`fusion.nets.joint.FusionModel` for one sample.
 
     Parameters
@@ -241,20 +256,25 @@ def explain_network(model, inputs: dict, target: int | None, *, image_mean: floa
     tensors = tuple(inputs[m].float() for m in present)
 
     def forward(*xs):
-        full = {m: None for m in model.modalities}
-        full.update(zip(present, xs))
+        full = dict.fromkeys(model.modalities)
+        full.update(zip(present, xs, strict=True))
         return torch.softmax(model(full).float(), dim=1)
 
     with torch.no_grad():
         proba = forward(*tensors)[0]
     k = int(proba.argmax()) if target is None else int(target)
-    baselines = tuple(torch.full_like(x, image_mean) if m == "image" else torch.zeros_like(x) for m, x in zip(present, tensors))
+    baselines = tuple(
+        torch.full_like(x, image_mean) if m == "image" else torch.zeros_like(x)
+        for m, x in zip(present, tensors, strict=True)
+    )
     pixels = tensors[present.index("image")][0].numel() if "image" in present else 0
     # One batch of all steps is fastest for small inputs; large images are split so
     # the interpolated batch stays in cache.
     internal = n_steps if pixels <= 96 * 96 else 10
-    attributions = IntegratedGradients(forward).attribute(tensors, baselines=baselines, target=k, n_steps=n_steps, internal_batch_size=internal)
-    found = {m: a.detach().float().cpu().numpy()[0] for m, a in zip(present, attributions)}
+    attributions = IntegratedGradients(forward).attribute(
+        tensors, baselines=baselines, target=k, n_steps=n_steps, internal_batch_size=internal
+    )
+    found = {m: a.detach().float().cpu().numpy()[0] for m, a in zip(present, attributions, strict=True)}
     if len(model.modalities) == 1:
         share = {model.modalities[0]: 1.0}
     elif len(present) == 1:
@@ -262,12 +282,12 @@ def explain_network(model, inputs: dict, target: int | None, *, image_mean: floa
     else:
 
         def by_presence(presence):
-            full = dict(zip(present, tensors))
+            full = dict(zip(present, tensors, strict=True))
             return torch.softmax(model(full, presence=presence).float(), dim=1)
 
         ones = torch.ones(1, len(model.modalities), device=tensors[0].device)
         effect = FeatureAblation(by_presence).attribute(ones, baselines=0.0, target=k)[0]
-        share = _share({m: float(e) for m, e in zip(model.modalities, effect)})
+        share = _share({m: float(e) for m, e in zip(model.modalities, effect, strict=True)})
     return NetworkAttribution(
         target=k,
         probabilities=proba.cpu().numpy().astype(np.float64),
@@ -279,7 +299,7 @@ def explain_network(model, inputs: dict, target: int | None, *, image_mean: floa
 
 def sum_by_source(values: np.ndarray, sources: list[str], names) -> dict[str, float]:
     """Sum column attributions onto their features (one-hot groups, indicators)."""
-    out = {n: 0.0 for n in names}
-    for v, s in zip(values, sources):
+    out = dict.fromkeys(names, 0.0)
+    for v, s in zip(values, sources, strict=True):
         out[s] += float(v)
     return out

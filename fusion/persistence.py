@@ -21,8 +21,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -101,7 +101,11 @@ def write_manifest(folder: str | Path, files: list[str], version: str) -> None:
     folder = Path(folder)
     write_json(
         folder / MANIFEST,
-        {"format_version": FORMAT_VERSION, "fusion_version": version, "sha256": {f: sha256(folder / f) for f in sorted(files)}},
+        {
+            "format_version": FORMAT_VERSION,
+            "fusion_version": version,
+            "sha256": {f: sha256(folder / f) for f in sorted(files)},
+        },
     )
 
 

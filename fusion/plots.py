@@ -25,7 +25,9 @@ def plot_confusion(matrix, classes, path: str | Path, title: str = "Confusion ma
     top = matrix.max() if matrix.size else 0
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if matrix[i, j] > top / 2 else "black")
+            ax.text(
+                j, i, str(matrix[i, j]), ha="center", va="center", color="white" if matrix[i, j] > top / 2 else "black"
+            )
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

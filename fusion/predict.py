@@ -38,24 +38,32 @@ def read_record(value: str) -> dict:
         try:
             text = Path(value).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ValueError(f"--record {value!r}: no such file (give a JSON object such as '{{\"age\": 61}}' or a file holding one)") from None
+            raise ValueError(
+                f"--record {value!r}: no such file (give a JSON object such as '{{\"age\": 61}}' or a file holding one)"
+            ) from None
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"{where}: cannot be read ({err})") from None
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{where} is not valid JSON ({err}); give a JSON object such as '{{\"age\": 61}}' or a file holding one") from None
+        raise ValueError(
+            f"{where} is not valid JSON ({err}); give a JSON object such as '{{\"age\": 61}}' or a file holding one"
+        ) from None
     if not isinstance(record, dict):
         raise ValueError(f"{where} must be a JSON object keyed by feature name; got a JSON {type(record).__name__}")
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fusion.predict", description="Classify one patient from an X-ray and/or a clinical record.")
+    p = argparse.ArgumentParser(
+        prog="python -m fusion.predict", description="Classify one patient from an X-ray and/or a clinical record."
+    )
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
     p.add_argument("--image", help="X-ray file (PNG, JPEG or DICOM)")
     p.add_argument("--record", help="clinical record: a JSON object string or a JSON file")
-    p.add_argument("--explain", metavar="OUT.png", help="also explain the prediction and write the figure to this new .png file")
+    p.add_argument(
+        "--explain", metavar="OUT.png", help="also explain the prediction and write the figure to this new .png file"
+    )
     p.add_argument("--target", help="class to explain (default: the predicted one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = p.parse_args(argv)
@@ -66,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         # costs the prediction, and nothing is written over an input.
         inline = args.record is None or args.record.lstrip().startswith("{")
         try:
-            figure = output_file(args.explain, "--explain", inputs=[args.model, args.image, None if inline else args.record], suffix=".png")
+            figure = output_file(
+                args.explain,
+                "--explain",
+                inputs=[args.model, args.image, None if inline else args.record],
+                suffix=".png",
+            )
         except ValueError as err:
             output_error = f"error: {err}"
     try:
@@ -91,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 def print_prediction(prediction, explanation, figure: Path | None, *, as_json: bool) -> None:
     """The answer, and the explanation's summary and figure path when there is one."""
     if as_json:
-        out = {"label": prediction.label, "probabilities": prediction.probabilities, "modalities": list(prediction.modalities)}
+        out = {
+            "label": prediction.label,
+            "probabilities": prediction.probabilities,
+            "modalities": list(prediction.modalities),
+        }
         if explanation is not None:
             out["explanation"] = {**explanation.to_dict(), "figure": str(figure) if figure else None}
         print(to_json(out))

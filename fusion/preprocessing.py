@@ -21,7 +21,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ class TabularPreprocessor:
         self.schema = schema
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, records: pd.DataFrame) -> "TabularPreprocessor":
+    def fit(self, records: pd.DataFrame) -> TabularPreprocessor:
         """Learn imputation values and scales from parsed training records.
 
         ``records`` must hold one column per schema feature, parsed by
@@ -82,10 +83,7 @@ class TabularPreprocessor:
     def _layout(self) -> tuple[list[str], list[str]]:
         columns, sources = [], []
         for f in self.schema.features:
-            if f.type == "categorical":
-                names = [f"{f.name}={c}" for c in f.categories]
-            else:
-                names = [f.name]
+            names = [f"{f.name}={c}" for c in f.categories] if f.type == "categorical" else [f.name]
             if f.missing == "indicator":
                 names.append(f"{f.name}__missing")
             columns += names
@@ -232,7 +230,7 @@ class TabularPreprocessor:
         return {"schema": self.schema.name, "columns": self.columns_, "sources": self.sources_, "stats": self.stats_}
 
     @classmethod
-    def from_dict(cls, state: dict, schema: Schema) -> "TabularPreprocessor":
+    def from_dict(cls, state: dict, schema: Schema) -> TabularPreprocessor:
         """Rebuild a fitted preprocessor; the layout must match ``schema``."""
         pre = cls(schema)
         pre.stats_ = {k: dict(v) for k, v in state["stats"].items()}

@@ -22,10 +22,11 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,9 +54,7 @@ def is_missing(value: Any) -> bool:
         return True
     if value is pd.NA or value is pd.NaT:
         return True
-    if isinstance(value, str) and value.strip().lower() in MISSING_STRINGS:
-        return True
-    return False
+    return isinstance(value, str) and value.strip().lower() in MISSING_STRINGS
 
 
 # A clinical number as a person or a CSV export writes it: ASCII digits, one optional
@@ -128,14 +127,9 @@ class Feature:
         if self.type not in FEATURE_TYPES:
             raise ValueError(f"{where}: type must be one of {FEATURE_TYPES}; got {self.type!r}")
         if self.missing not in MISSING_POLICIES:
-            raise ValueError(
-                f"{where}: missing must be one of {MISSING_POLICIES}; got {self.missing!r}"
-            )
+            raise ValueError(f"{where}: missing must be one of {MISSING_POLICIES}; got {self.missing!r}")
         if self.out_of_range not in OUT_OF_RANGE_POLICIES:
-            raise ValueError(
-                f"{where}: out_of_range must be one of {OUT_OF_RANGE_POLICIES}; "
-                f"got {self.out_of_range!r}"
-            )
+            raise ValueError(f"{where}: out_of_range must be one of {OUT_OF_RANGE_POLICIES}; got {self.out_of_range!r}")
         if self.type == "numeric":
             if self.categories:
                 raise ValueError(f"{where}: a numeric feature takes a range, not categories")
@@ -249,8 +243,7 @@ class LabelSpec:
             for raw in raws:
                 if raw in seen:
                     raise ValueError(
-                        f"label {self.column!r}: raw value {raw!r} is listed for both "
-                        f"{seen[raw]!r} and {cls!r}"
+                        f"label {self.column!r}: raw value {raw!r} is listed for both {seen[raw]!r} and {cls!r}"
                     )
                 seen[raw] = cls
 
@@ -383,10 +376,14 @@ class Schema:
         if isinstance(record, pd.Series):
             record = record.to_dict()
         if not isinstance(record, Mapping):
-            raise TypeError(f"record must be a dict or pandas Series keyed by feature name; got {type(record).__name__}")
-        known = set(self.feature_names) | set(self.excluded) | {
-            c for c in (self.label.column, self.group, self.image_column) if c
-        }
+            raise TypeError(
+                f"record must be a dict or pandas Series keyed by feature name; got {type(record).__name__}"
+            )
+        known = (
+            set(self.feature_names)
+            | set(self.excluded)
+            | {c for c in (self.label.column, self.group, self.image_column) if c}
+        )
         unknown = sorted(str(k) for k in record if k not in known)
         if unknown:
             raise ValueError(
@@ -428,12 +425,11 @@ class Schema:
         missing_cols = [c for c in self.required_columns(with_label=with_label) if c not in table.columns]
         if missing_cols:
             raise ValueError(
-                f"table lacks column(s) {missing_cols} required by schema {self.name!r}; "
-                f"it has {list(table.columns)}"
+                f"table lacks column(s) {missing_cols} required by schema {self.name!r}; it has {list(table.columns)}"
             )
         parsed: dict[str, list] = {f.name: [] for f in self.features}
         labels, groups, images, kept, skipped, notes = [], [], [], [], [], []
-        for index, row in zip(table.index, table.to_dict("records")):
+        for index, row in zip(table.index, table.to_dict("records"), strict=True):
             file = row.get(self.image_column) if self.image_column else None
             file = None if is_missing(file) else str(file)
             reasons, row_notes, values = [], [], {}
@@ -511,7 +507,15 @@ def _check_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "a table", int: "an integer", float: "a number"}
 
 
-def _get(spec: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = None, *, required: bool = False) -> Any:
+def _get(
+    spec: Mapping[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    where: str,
+    default: Any = None,
+    *,
+    required: bool = False,
+) -> Any:
     """``spec[key]`` checked to be of ``kind``; a wrong type is refused naming the table
     and the key (a number where a column name belongs, say), never passed on."""
     if key not in spec:
@@ -604,7 +608,9 @@ def _excluded_from_toml(spec: Mapping[str, Any], where: str) -> dict[str, str]:
         if isinstance(entry, str) and entry.strip():
             reason = entry
         else:
-            raise ValueError(f"{where}: {column!r} needs a reason: a string or {{ reason = \"...\" }}; got {_short(entry)}")
+            raise ValueError(
+                f'{where}: {column!r} needs a reason: a string or {{ reason = "..." }}; got {_short(entry)}'
+            )
         excluded[column] = reason
     return excluded
 
@@ -629,7 +635,9 @@ def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{origin}: not valid TOML: {err}") from None
-    _check_keys(doc, {"name", "description", "label", "group", "image", "features", "excluded"}, f"{origin}: the top level")
+    _check_keys(
+        doc, {"name", "description", "label", "group", "image", "features", "excluded"}, f"{origin}: the top level"
+    )
     if "label" not in doc:
         raise ValueError(f"{origin}: a schema needs a [label] table (column and classes)")
     top = f"{origin}: the top level"

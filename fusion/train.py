@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections import Counter
 import sys
 import time
 import warnings
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -38,30 +38,55 @@ from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fusion.train", description="Train a fusion model (image + clinical record).")
+    p = argparse.ArgumentParser(
+        prog="python -m fusion.train", description="Train a fusion model (image + clinical record)."
+    )
     d = Config()
-    p.add_argument("--data", help="dataset folder (metadata.csv + images), CSV file or MedMNIST .npz; default: the embedded synthetic cohort")
+    p.add_argument(
+        "--data",
+        help="dataset folder (metadata.csv + images), CSV file or MedMNIST .npz; "
+        "default: the embedded synthetic cohort",
+    )
     p.add_argument("--schema", help="schema TOML file or built-in name (default: the folder's schema.toml)")
-    p.add_argument("--modalities", default="image,tabular", help="image,tabular | image | tabular (default: %(default)s)")
+    p.add_argument(
+        "--modalities", default="image,tabular", help="image,tabular | image | tabular (default: %(default)s)"
+    )
     p.add_argument("--model", choices=MODELS, default=d.model, help="fusion network or XGBoost baseline (tabular only)")
-    p.add_argument("--backbone", choices=sorted(BACKBONES), default=d.image.backbone, help="image backbone (default: %(default)s)")
+    p.add_argument(
+        "--backbone", choices=sorted(BACKBONES), default=d.image.backbone, help="image backbone (default: %(default)s)"
+    )
     p.add_argument("--freeze", type=int, default=d.image.freeze, help="freeze the first N blocks of the backbone")
     p.add_argument("--weights", help="local state-dict file to initialise the backbone")
-    p.add_argument("--pretrained", choices=["imagenet"], help="torchvision ImageNet weights (must already be on this machine)")
+    p.add_argument(
+        "--pretrained", choices=["imagenet"], help="torchvision ImageNet weights (must already be on this machine)"
+    )
     p.add_argument("--init-from", dest="init_from", help="run folder whose image branch initialises this one")
     p.add_argument("--epochs", type=int, default=d.train.epochs)
     p.add_argument("--batch-size", type=int, default=d.train.batch_size)
     p.add_argument("--lr", type=float, default=d.train.lr)
     p.add_argument("--patience", type=int, default=d.train.patience, help="early-stopping patience in epochs")
-    p.add_argument("--image-size", type=int, help="side of the square input in pixels (default: the backbone's, custom 64, densenet169 224)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="side of the square input in pixels (default: the backbone's, custom 64, densenet169 224)",
+    )
     p.add_argument("--no-augment", action="store_true", help="train without image augmentation")
     p.add_argument("--seed", type=int, default=d.train.seed)
-    p.add_argument("--synthetic-n", type=int, default=d.data.synthetic_n, help="images in the synthetic cohort (no --data)")
+    p.add_argument(
+        "--synthetic-n", type=int, default=d.data.synthetic_n, help="images in the synthetic cohort (no --data)"
+    )
     p.add_argument("--device", choices=DEVICES, default=d.train.device)
-    p.add_argument("--precision", choices=PRECISIONS, default=d.train.precision, help="auto: bf16 where the hardware has it")
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default=d.train.precision, help="auto: bf16 where the hardware has it"
+    )
     p.add_argument("--out", help="run folder (default: runs/<timestamp>); must be new or empty")
-    p.add_argument("--cache-dir", help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last completed epoch")
+    p.add_argument(
+        "--cache-dir",
+        help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --out from its last completed epoch"
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     return p
 
@@ -70,7 +95,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     cfg = Config(modalities=args.modalities, model=args.model)
     cfg.data.path, cfg.data.schema, cfg.data.synthetic_n = args.data, args.schema, args.synthetic_n
     img = cfg.image
-    img.backbone, img.freeze, img.image_size, img.augment = args.backbone, args.freeze, args.image_size, not args.no_augment
+    img.backbone, img.freeze, img.image_size, img.augment = (
+        args.backbone,
+        args.freeze,
+        args.image_size,
+        not args.no_augment,
+    )
     img.weights, img.pretrained, img.init_from = args.weights, args.pretrained, args.init_from
     t = cfg.train
     t.epochs, t.batch_size, t.lr, t.patience = args.epochs, args.batch_size, args.lr, args.patience
@@ -85,14 +115,20 @@ def _prepare_out(out: str | None, resume: bool = False) -> Path:
         path = Path(out)
         progress = read_progress(path)
         if progress is None:
-            raise ValueError(f"--resume: {str(path)!r} holds no interrupted run (no {PROGRESS}); start it without --resume")
+            raise ValueError(
+                f"--resume: {str(path)!r} holds no interrupted run (no {PROGRESS}); start it without --resume"
+            )
         if progress.get("complete"):
-            raise ValueError(f"--resume: the run in {str(path)!r} is already complete; its model and metrics.json are there")
+            raise ValueError(
+                f"--resume: the run in {str(path)!r} is already complete; its model and metrics.json are there"
+            )
         return path
     path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         hint = " or add --resume to continue an interrupted run" if read_progress(path) else ""
-        raise ValueError(f"--out {str(path)!r} exists and is not empty; choose a new folder{hint} (runs are never overwritten)")
+        raise ValueError(
+            f"--out {str(path)!r} exists and is not empty; choose a new folder{hint} (runs are never overwritten)"
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -128,7 +164,14 @@ def score(clf: FusionClassifier, ds: Dataset) -> tuple[dict, np.ndarray]:
     return classification_metrics(ds.labels, proba, clf.classes_), proba
 
 
-def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True, resume: bool = False, cache_dir: str | Path | bool | None = None) -> tuple[FusionClassifier, dict]:
+def run(
+    cfg: Config,
+    out: str | Path | None = None,
+    *,
+    verbose: bool = True,
+    resume: bool = False,
+    cache_dir: str | Path | bool | None = None,
+) -> tuple[FusionClassifier, dict]:
     """Load data, split by patient, train, score validation and test, save everything.
 
     The training state is checkpointed in the run folder after every epoch; with
@@ -138,18 +181,37 @@ def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True, res
     """
     start = time.perf_counter()
     folder = _prepare_out(str(out) if out else None, resume)
-    ds = load_dataset(cfg.data.path, cfg.data.schema, image_size=cfg.image.image_size, seed=cfg.train.seed, synthetic_n=cfg.data.synthetic_n, modalities=cfg.modalities, cache_dir=cache_dir)
+    ds = load_dataset(
+        cfg.data.path,
+        cfg.data.schema,
+        image_size=cfg.image.image_size,
+        seed=cfg.train.seed,
+        synthetic_n=cfg.data.synthetic_n,
+        modalities=cfg.modalities,
+        cache_dir=cache_dir,
+    )
     check_enough_data(ds)
     if ds.skipped:
-        warnings.warn(f"{len(ds.skipped)} row(s) of {ds.name} skipped; see 'skipped' in {folder / 'metrics.json'}; first: {ds.skipped[0]}", stacklevel=2)
+        warnings.warn(
+            f"{len(ds.skipped)} row(s) of {ds.name} skipped; see 'skipped' in {folder / 'metrics.json'}; "
+            f"first: {ds.skipped[0]}",
+            stacklevel=2,
+        )
     parts = ds.split(seed=cfg.train.seed, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction)
     train, val, test = parts.get("train"), parts.get("val"), parts.get("test")
     if train is None or len(train) == 0:
         raise ValueError(f"{ds.name}: no training rows (splits: { {k: len(v) for k, v in parts.items()} })")
     if verbose:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
-        print(f"data: {ds.name} ({len(ds)} rows; {sizes}; {len(ds.skipped)} skipped); classes {list(ds.classes)}", flush=True)
-        print(f"model: {cfg.model}, modalities {','.join(cfg.modalities)}" + (f", backbone {cfg.image.backbone} at {cfg.image.image_size} px" if "image" in cfg.modalities else ""), flush=True)
+        print(
+            f"data: {ds.name} ({len(ds)} rows; {sizes}; {len(ds.skipped)} skipped); classes {list(ds.classes)}",
+            flush=True,
+        )
+        print(
+            f"model: {cfg.model}, modalities {','.join(cfg.modalities)}"
+            + (f", backbone {cfg.image.backbone} at {cfg.image.image_size} px" if "image" in cfg.modalities else ""),
+            flush=True,
+        )
     clf = FusionClassifier(cfg).fit(train, val, verbose=verbose, checkpoint_dir=folder, resume=resume)
     metrics = {
         "task": f"{ds.name}: {' / '.join(ds.classes)}",
@@ -174,7 +236,12 @@ def run(cfg: Config, out: str | Path | None = None, *, verbose: bool = True, res
             metrics[name] = None
             continue
         metrics[name], proba = score(clf, part)
-        plot_confusion(metrics[name]["confusion_matrix"], ds.classes, plots / f"confusion_{name}.png", title=f"Confusion matrix ({name})")
+        plot_confusion(
+            metrics[name]["confusion_matrix"],
+            ds.classes,
+            plots / f"confusion_{name}.png",
+            title=f"Confusion matrix ({name})",
+        )
         plot_roc(part.labels, proba, ds.classes, plots / f"roc_{name}.png", title=f"ROC one vs rest ({name})")
     if clf.history_.get("history"):
         plot_history(clf.history_["history"], plots / "training_curves.png")

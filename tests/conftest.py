@@ -28,7 +28,7 @@ def folder_dataset(tmp_path, cohort):
     table, images = cohort
     folder = tmp_path / "cohort"
     (folder / "images").mkdir(parents=True)
-    for name, pixels in zip(table["image"], images):
+    for name, pixels in zip(table["image"], images, strict=True):
         Image.fromarray(pixels).save(folder / "images" / name)
     table.to_csv(folder / "metadata.csv", index=False)
     return folder
@@ -55,7 +55,10 @@ def tiny_runs(tmp_path_factory):
     runs = {}
     for name, extra in flags.items():
         out = root / name
-        assert train([*extra, "--synthetic-n", "120", "--image-size", "32", "--epochs", "3", "--out", str(out), "--quiet"]) == 0
+        assert (
+            train([*extra, "--synthetic-n", "120", "--image-size", "32", "--epochs", "3", "--out", str(out), "--quiet"])
+            == 0
+        )
         runs[name] = out
     return runs
 

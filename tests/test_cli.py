@@ -33,8 +33,7 @@ def test_predict_explain_never_overwrites_its_inputs(tiny_runs, patient_files, c
     film = image_path.read_bytes()
     weights = (tiny_runs["fused"] / "model.safetensors").read_bytes()
     for target in (image_path, record_path, tiny_runs["fused"] / "model.safetensors"):
-        target_png = target if target.suffix == ".png" else target
-        code = predict_main(_predict(tiny_runs["fused"], image_path, record_path, "--explain", str(target_png)))
+        code = predict_main(_predict(tiny_runs["fused"], image_path, record_path, "--explain", str(target)))
         out, err = capsys.readouterr()
         assert code == 2 and "error: --explain" in err
         assert "covid" in out  # the answer is printed all the same
@@ -52,7 +51,9 @@ def test_predict_explain_never_overwrites_its_inputs(tiny_runs, patient_files, c
         ("why", "ending in .png"),
     ],
 )
-def test_predict_explain_bad_paths_are_clear_errors_after_the_answer(tiny_runs, patient_files, tmp_path, capsys, name, message):
+def test_predict_explain_bad_paths_are_clear_errors_after_the_answer(
+    tiny_runs, patient_files, tmp_path, capsys, name, message
+):
     image_path, record_path = patient_files
     (tmp_path / "folder").mkdir()
     (tmp_path / "existing.png").write_bytes(b"keep me")
@@ -64,7 +65,9 @@ def test_predict_explain_bad_paths_are_clear_errors_after_the_answer(tiny_runs, 
     assert not (tmp_path / "folder.png").exists() and not (tmp_path / "why.png").exists()
 
 
-def test_predict_explain_that_cannot_be_written_is_an_error_after_the_answer(tiny_runs, patient_files, tmp_path, capsys, monkeypatch):
+def test_predict_explain_that_cannot_be_written_is_an_error_after_the_answer(
+    tiny_runs, patient_files, tmp_path, capsys, monkeypatch
+):
     from fusion.explain import Explanation
 
     def refuse(self, path):
@@ -112,7 +115,9 @@ def test_evaluate_out_never_overwrites_an_input_and_says_where_it_wrote(tiny_run
         out, err = capsys.readouterr()
         assert code == 2 and "error: --out" in err and "macro-F1" in out
     assert (run / "config.json").read_bytes() == config and (folder_dataset / "metadata.csv").read_bytes() == csv
-    code = evaluate_main(["--model", str(run), "--data", str(folder_dataset), "--out", str(tmp_path / "no" / "scores.json")])
+    code = evaluate_main(
+        ["--model", str(run), "--data", str(folder_dataset), "--out", str(tmp_path / "no" / "scores.json")]
+    )
     assert code == 2 and "does not exist" in capsys.readouterr().err
     target = tmp_path / "scores.json"
     assert evaluate_main(["--model", str(run), "--data", str(folder_dataset), "--out", str(target)]) == 0
@@ -128,7 +133,10 @@ def test_evaluate_lists_rows_it_could_not_score(tiny_runs, folder_dataset, tmp_p
     lines[2] = ",".join(row)
     (folder_dataset / "metadata.csv").write_text("\n".join(lines) + "\n")
     cache = tmp_path / "cache"
-    assert evaluate_main(["--model", str(tiny_runs["fused"]), "--data", str(folder_dataset), "--cache-dir", str(cache)]) == 0
+    assert (
+        evaluate_main(["--model", str(tiny_runs["fused"]), "--data", str(folder_dataset), "--cache-dir", str(cache)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "1 row(s) not scored" in out and "row 1" in out and "'Tuberculosis'" in out
     assert any(cache.iterdir())  # --cache-dir is honoured
@@ -136,11 +144,42 @@ def test_evaluate_lists_rows_it_could_not_score(tiny_runs, folder_dataset, tmp_p
 
 def test_train_out_refuses_the_data_folder_and_reports_the_run_folder(folder_dataset, tmp_path, capsys):
     before = sorted(p.name for p in folder_dataset.iterdir())
-    code = train_main(["--data", str(folder_dataset), "--schema", "synthetic", "--modalities", "tabular", "--epochs", "1", "--out", str(folder_dataset), "--quiet"])
+    code = train_main(
+        [
+            "--data",
+            str(folder_dataset),
+            "--schema",
+            "synthetic",
+            "--modalities",
+            "tabular",
+            "--epochs",
+            "1",
+            "--out",
+            str(folder_dataset),
+            "--quiet",
+        ]
+    )
     assert code == 2 and "not empty" in capsys.readouterr().err
     assert sorted(p.name for p in folder_dataset.iterdir()) == before
     out = tmp_path / "run"
-    assert train_main(["--data", str(folder_dataset), "--schema", "synthetic", "--modalities", "tabular", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert (
+        train_main(
+            [
+                "--data",
+                str(folder_dataset),
+                "--schema",
+                "synthetic",
+                "--modalities",
+                "tabular",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert f"run saved to {out}" in capsys.readouterr().out
 
 

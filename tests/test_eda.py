@@ -63,7 +63,15 @@ def test_missingness_by_class_is_exact_on_a_hand_made_table():
     schema = load_schema("synthetic")
     table = pd.DataFrame(
         {
-            "diagnosis": ["COVID-19", "COVID-19", "COVID-19", "Bacterial pneumonia", "Bacterial pneumonia", "No Finding", "Tuberculosis"],
+            "diagnosis": [
+                "COVID-19",
+                "COVID-19",
+                "COVID-19",
+                "Bacterial pneumonia",
+                "Bacterial pneumonia",
+                "No Finding",
+                "Tuberculosis",
+            ],
             "age": ["", "50", "NA", "40", "30", "", "20"],
             "spo2": ["90", "91", "92", "", "n/a", "99", ""],
         }
@@ -76,7 +84,9 @@ def test_missingness_by_class_is_exact_on_a_hand_made_table():
     )
     pd.testing.assert_frame_equal(got, expected)
     # Parsed records (NaN / None) with explicit labels give the same numbers.
-    parsed = pd.DataFrame({"age": [math.nan, 50.0, math.nan, 40.0, 30.0, math.nan], "sex": [None, "F", "M", None, None, "F"]})
+    parsed = pd.DataFrame(
+        {"age": [math.nan, 50.0, math.nan, 40.0, 30.0, math.nan], "sex": [None, "F", "M", None, None, "F"]}
+    )
     got = missingness_by_class(parsed, schema, labels=[0, 0, 0, 1, 1, 2], columns=["age", "sex"])
     assert got.loc["age"].tolist() == [2 / 3, 0.0, 1.0, 0.5]
     assert got.loc["sex"].tolist() == [1 / 3, 1.0, 0.0, 0.5]
@@ -135,7 +145,7 @@ def test_leak_candidates_rules_on_small_tables():
             "hospital": np.where(labels == 0, "North", "South"),  # a source per class
             "sex": np.tile(["F", "M"], 20),  # independent of the label
             "offset": np.where(labels == 0, -20.0, 5.0) + np.arange(40) % 3,  # separates the classes
-            "note": ["case %d" % g for g in groups],  # one per patient: an identifier
+            "note": [f"case {g}" for g in groups],  # one per patient: an identifier
             "survival": np.where(labels == 0, "Y", ""),  # filled only for one class
             "constant": "X-ray",
         }
@@ -161,7 +171,15 @@ def test_skipped_rows_are_counted_by_reason(folder_dataset, tmp_path):
     assert summary["n_skipped"] == 3 and summary["n_rows"] == 87
     assert summary["skipped_reasons"] == {"age: invalid value": 2, "image: no such file": 1}
     assert "3 rows were not loaded" in report.read_text()
-    frame = skipped_summary([{"row": 7, "file": None, "reason": "'age' must be a number in [0, 120] years; got 'x'; label 'diagnosis' is missing"}])
+    frame = skipped_summary(
+        [
+            {
+                "row": 7,
+                "file": None,
+                "reason": "'age' must be a number in [0, 120] years; got 'x'; label 'diagnosis' is missing",
+            }
+        ]
+    )
     assert frame["rows"].to_dict() == {"age: invalid value": 1, "label: missing": 1}
 
 
@@ -184,7 +202,11 @@ def test_npz_in_medmnist_layout(tmp_path):
     np.savez(path, **parts)
     report = run_eda(path, "pneumoniamnist", tmp_path / "eda")
     text = report.read_text()
-    assert {p.name for p in report.parent.glob("*.png")} == _links(report) == {"class_balance.png", "intensity.png", "samples.png"}
+    assert (
+        {p.name for p in report.parent.glob("*.png")}
+        == _links(report)
+        == {"class_balance.png", "intensity.png", "samples.png"}
+    )
     assert "Missing values" not in text and "leaks" not in text  # no table, no tabular sections
     assert "| normal | 15 | 5 | 5 | 25 |" in text  # per-split class balance
     summary = _summary(report)
@@ -202,7 +224,21 @@ def test_duplicate_images_reports_conflicting_labels():
 
 # ---------------------------------------------------------------------- CLI
 def test_cli_writes_report_and_prints_warnings(folder_dataset, tmp_path, capsys):
-    assert main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(tmp_path / "eda"), "--image-size", "16"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(folder_dataset),
+                "--schema",
+                "synthetic",
+                "--out",
+                str(tmp_path / "eda"),
+                "--image-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "90 rows loaded, 0 skipped" in out and "report written to" in out
     assert main(["--data", str(tmp_path / "nowhere"), "--schema", "synthetic", "--out", str(tmp_path / "eda2")]) == 2
@@ -216,8 +252,27 @@ def test_covid_schema_excludes_every_column_with_a_reason():
     assert schema.label.encode("COVID-19, ARDS") == 0 and schema.label.encode("Pneumocystis") == 1
     assert schema.label.encode("No Finding") == 2
     assert schema.group == "patientid" and schema.image_column == "filename"
-    outcomes = {"survival", "intubated", "intubation_present", "went_icu", "in_icu", "needed_supplemental_O2", "extubated"}
-    provenance = {"date", "location", "folder", "doi", "url", "license", "clinical_notes", "other_notes", "modality", "Unnamed: 28"}
+    outcomes = {
+        "survival",
+        "intubated",
+        "intubation_present",
+        "went_icu",
+        "in_icu",
+        "needed_supplemental_O2",
+        "extubated",
+    }
+    provenance = {
+        "date",
+        "location",
+        "folder",
+        "doi",
+        "url",
+        "license",
+        "clinical_notes",
+        "other_notes",
+        "modality",
+        "Unnamed: 28",
+    }
     assert set(schema.excluded) == outcomes | provenance
     assert all(isinstance(r, str) and r.strip() for r in schema.excluded.values())
     assert schema.feature("pO2_saturation").out_of_range == "missing"

@@ -12,8 +12,8 @@ from PIL import Image
 from fusion import FusionClassifier, synthetic
 from fusion.explain import explain_network
 from fusion.nets.joint import FusionModel
-from fusion.predict import main as predict_main
 from fusion.nets.tabular import TabularMLP
+from fusion.predict import main as predict_main
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,22 @@ def test_predict_cli_text_json_and_figure(tiny_runs, patient, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "from image + tabular" in text
     figure = tmp_path / "why.png"
-    assert predict_main(["--model", str(tiny_runs["fused"]), "--image", str(path), "--record", json.dumps(record), "--explain", str(figure), "--json"]) == 0
+    assert (
+        predict_main(
+            [
+                "--model",
+                str(tiny_runs["fused"]),
+                "--image",
+                str(path),
+                "--record",
+                json.dumps(record),
+                "--explain",
+                str(figure),
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"label", "probabilities", "modalities", "explanation"}
     assert figure.is_file() and out["explanation"]["figure"] == str(figure)

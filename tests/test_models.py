@@ -4,11 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from fusion.config import Config
-from fusion.nets.backbones import CustomCNN, ImageBranch, adapt_state_dict, create_backbone, freeze_blocks, imagenet_weights_path, load_backbone_weights
-from fusion.nets.registry import BACKBONES
-from fusion.config import parse_modalities
+from fusion.config import Config, parse_modalities
+from fusion.nets.backbones import (
+    CustomCNN,
+    ImageBranch,
+    adapt_state_dict,
+    create_backbone,
+    freeze_blocks,
+    imagenet_weights_path,
+    load_backbone_weights,
+)
 from fusion.nets.joint import FusionModel, inference_copy
+from fusion.nets.registry import BACKBONES
 from fusion.nets.tabular import TabularMLP
 
 SUBSETS = [("image",), ("tabular",), ("image", "tabular")]
@@ -42,7 +49,10 @@ def test_fusion_model_contract(name, modalities):
     model = FusionModel(branches, n_classes=3, modality_dropout=0.3)
     expected_in = sum(b.output_dim for b in branches.values()) + (len(branches) if len(branches) > 1 else 0)
     assert model.head[1].in_features == expected_in  # sized from the branches, not hard-coded
-    inputs = {"image": torch.rand(4, 1, 48, 48) if "image" in modalities else None, "tabular": torch.randn(4, 7) if "tabular" in modalities else None}
+    inputs = {
+        "image": torch.rand(4, 1, 48, 48) if "image" in modalities else None,
+        "tabular": torch.randn(4, 7) if "tabular" in modalities else None,
+    }
     model.train()
     logits, aux = model.forward_with_aux(inputs)
     assert logits.shape == (4, 3)
@@ -69,7 +79,10 @@ def test_single_modality_model_rejects_the_other():
         model({"image": torch.rand(1, 1, 32, 32), "tabular": None})
 
 
-@pytest.mark.parametrize("value, expected", [("image,tabular", ("image", "tabular")), ("tabular,image", ("image", "tabular")), (["image"], ("image",))])
+@pytest.mark.parametrize(
+    "value, expected",
+    [("image,tabular", ("image", "tabular")), ("tabular,image", ("image", "tabular")), (["image"], ("image",))],
+)
 def test_parse_modalities(value, expected):
     assert parse_modalities(value) == expected
 
@@ -110,7 +123,9 @@ def test_rgb_torchvision_state_dict_loads_into_grayscale_densenet(tmp_path):
     load_backbone_weights(backbone, path)
     expected = state["features.conv0.weight"].sum(dim=1, keepdim=True)
     assert torch.equal(backbone.features.conv0.weight, expected)
-    assert torch.equal(backbone.features.denseblock4.denselayer32.conv2.weight, state["features.denseblock4.denselayer32.conv2.weight"])
+    assert torch.equal(
+        backbone.features.denseblock4.denselayer32.conv2.weight, state["features.denseblock4.denselayer32.conv2.weight"]
+    )
 
 
 def test_old_style_densenet_keys_are_renamed():
@@ -143,7 +158,9 @@ def test_config_round_trip_and_errors():
     with pytest.raises(ValueError, match="unknown key"):
         Config.from_dict({**cfg.to_dict(), "colour": 1})
     with pytest.raises(ValueError, match="at most one of"):
-        Config.from_dict({**cfg.to_dict(), "model": "fusion", "image": {**cfg.to_dict()["image"], "weights": "a", "init_from": "b"}})
+        Config.from_dict(
+            {**cfg.to_dict(), "model": "fusion", "image": {**cfg.to_dict()["image"], "weights": "a", "init_from": "b"}}
+        )
 
 
 def test_device_and_precision_resolution():
@@ -152,7 +169,7 @@ def test_device_and_precision_resolution():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="train.device: .cuda. was asked for but no CUDA GPU is available"):
+        with pytest.raises(ValueError, match=r"train\.device: .cuda. was asked for but no CUDA GPU is available"):
             resolve_device("cuda")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
@@ -173,7 +190,9 @@ def _trained_looking(model: torch.nn.Module) -> torch.nn.Module:
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_inference_copy_predicts_the_same_and_leaves_the_model_alone(name):
     torch.manual_seed(0)
-    model = _trained_looking(FusionModel({"image": ImageBranch(create_backbone(name)), "tabular": TabularMLP(6)}, n_classes=3))
+    model = _trained_looking(
+        FusionModel({"image": ImageBranch(create_backbone(name)), "tabular": TabularMLP(6)}, n_classes=3)
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     inputs = {"image": torch.rand(3, 1, 40, 40), "tabular": torch.randn(3, 6)}
     with torch.no_grad():
@@ -186,6 +205,7 @@ def test_inference_copy_predicts_the_same_and_leaves_the_model_alone(name):
         got_bf16 = torch.softmax(bf16(inputs), 1)  # no autocast: the copy holds its precision
     assert got_bf16.dtype == torch.float32
     np.testing.assert_allclose(got_bf16, expected_bf16, atol=2e-2)
+
     # BatchNorm right after a convolution is folded away: none in the custom CNN, the
     # stem's in DenseNet (its other norms precede their convolutions and stay).
     def norms(m):
@@ -194,7 +214,9 @@ def test_inference_copy_predicts_the_same_and_leaves_the_model_alone(name):
     assert norms(fp32) == norms(model) - (4 if name == "custom" else 1)
     assert all(not p.requires_grad for p in bf16.parameters()) and not bf16.training
     backbone = bf16.branches["image"].backbone
-    assert {m.weight.dtype for m in backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))} == {torch.bfloat16}
+    assert {m.weight.dtype for m in backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))} == {
+        torch.bfloat16
+    }
     assert {m.running_var.dtype for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)} <= {torch.float32}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert norms(model) > 0 and all(p.requires_grad for p in model.parameters())

@@ -13,7 +13,14 @@ from fusion.persistence import to_json, write_json
 
 def test_numpy_and_pandas_values_are_written_as_plain_json(tmp_path):
     index = pd.Index([3, 7])
-    data = {"row": index[0], "f": np.float32(0.5), "flag": np.bool_(True), "counts": np.array([1, 2]), "path": Path("a/b"), "classes": {"b", "a"}}
+    data = {
+        "row": index[0],
+        "f": np.float32(0.5),
+        "flag": np.bool_(True),
+        "counts": np.array([1, 2]),
+        "path": Path("a/b"),
+        "classes": {"b", "a"},
+    }
     write_json(tmp_path / "x.json", data)
     back = json.loads((tmp_path / "x.json").read_text())
     assert back == {"row": 3, "f": 0.5, "flag": True, "counts": [1, 2], "path": "a/b", "classes": ["a", "b"]}

@@ -28,7 +28,13 @@ def frame(rows):
 
 
 def test_fit_on_train_only_and_layout():
-    train = frame([{"age": 20.0, "sex": "F", "smoker": "Y"}, {"age": 40.0, "sex": "M", "smoker": "Y"}, {"age": np.nan, "sex": None, "smoker": "N"}])
+    train = frame(
+        [
+            {"age": 20.0, "sex": "F", "smoker": "Y"},
+            {"age": 40.0, "sex": "M", "smoker": "Y"},
+            {"age": np.nan, "sex": None, "smoker": "N"},
+        ]
+    )
     pre = TabularPreprocessor(SCHEMA).fit(train)
     assert pre.columns_ == ["age", "age__missing", "sex=F", "sex=M", "sex__missing", "smoker"]
     assert pre.sources_ == ["age", "age", "sex", "sex", "sex", "smoker"]
@@ -49,7 +55,9 @@ def test_raw_transform_keeps_nan_for_xgboost():
 def test_state_round_trips_through_json_and_checks_schema():
     import json
 
-    pre = TabularPreprocessor(SCHEMA).fit(frame([{"age": 20.0, "sex": "F", "smoker": "N"}, {"age": 60.0, "sex": "M", "smoker": "Y"}]))
+    pre = TabularPreprocessor(SCHEMA).fit(
+        frame([{"age": 20.0, "sex": "F", "smoker": "N"}, {"age": 60.0, "sex": "M", "smoker": "Y"}])
+    )
     state = json.loads(json.dumps(pre.to_dict()))
     again = TabularPreprocessor.from_dict(state, SCHEMA)
     rows = frame([{"age": 33.0, "sex": "M", "smoker": None}])
@@ -79,7 +87,9 @@ missing = "impute"
 """
     )
     rows = lambda rs: records_frame(schema, {n: [r.get(n) for r in rs] for n in schema.feature_names})  # noqa: E731
-    pre = TabularPreprocessor(schema).fit(rows([{"po2": 90.0, "view": "PA"}, {"po2": 96.0, "view": "AP"}, {"po2": 98.0, "view": "AP"}]))
+    pre = TabularPreprocessor(schema).fit(
+        rows([{"po2": 90.0, "view": "PA"}, {"po2": 96.0, "view": "AP"}, {"po2": 98.0, "view": "AP"}])
+    )
     X, names = pre.transform_raw(rows([{"po2": np.nan, "view": None}]))
     assert names == ["po2", "view=PA", "view=AP"]
     np.testing.assert_array_equal(X[0], [96.0, 0.0, 0.0])  # the median, no category: nothing for trees to learn from

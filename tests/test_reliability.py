@@ -22,7 +22,18 @@ from fusion.data.images import load_image
 from fusion.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
-SLOW_RUN = ["--modalities", "image,tabular", "--synthetic-n", "400", "--image-size", "32", "--epochs", "25", "--patience", "100"]
+SLOW_RUN = [
+    "--modalities",
+    "image,tabular",
+    "--synthetic-n",
+    "400",
+    "--image-size",
+    "32",
+    "--epochs",
+    "25",
+    "--patience",
+    "100",
+]
 
 
 def _wait_for_epoch(folder: Path, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> int:
@@ -43,7 +54,12 @@ def _wait_for_epoch(folder: Path, epoch: int, proc: subprocess.Popen, timeout: f
 
 def test_kill_9_mid_run_then_resume(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "fusion.train", *SLOW_RUN, "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fusion.train", *SLOW_RUN, "--out", str(out), "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_epoch(out, 3, proc)
         time.sleep(0.05)  # somewhere inside the next epoch
@@ -74,7 +90,12 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     from fusion.training.checkpoint import CHECKPOINT
 
     part = tmp_path / "part"
-    proc = subprocess.Popen([sys.executable, "-m", "fusion.train", *args, "--out", str(part)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fusion.train", *args, "--out", str(part)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_epoch(part, 2, proc)
         os.kill(proc.pid, signal.SIGKILL)
@@ -101,7 +122,12 @@ def test_resume_with_another_configuration_is_refused(tmp_path, capsys):
     assert "no checkpoint to resume from" in capsys.readouterr().err
     capsys.readouterr()
     out2 = tmp_path / "run2"
-    proc = subprocess.Popen([sys.executable, "-m", "fusion.train", *SLOW_RUN, "--out", str(out2), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fusion.train", *SLOW_RUN, "--out", str(out2), "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_epoch(out2, 1, proc)
         os.kill(proc.pid, signal.SIGKILL)
@@ -117,7 +143,12 @@ def test_resume_with_another_configuration_is_refused(tmp_path, capsys):
 
 
 def test_resume_without_an_interrupted_run_is_refused(tmp_path, capsys):
-    assert train_main(["--modalities", "tabular", "--synthetic-n", "90", "--out", str(tmp_path / "new"), "--resume", "--quiet"]) == 2
+    assert (
+        train_main(
+            ["--modalities", "tabular", "--synthetic-n", "90", "--out", str(tmp_path / "new"), "--resume", "--quiet"]
+        )
+        == 2
+    )
     assert "no interrupted run" in capsys.readouterr().err
 
 
@@ -148,7 +179,11 @@ def test_planted_pickle_is_refused_and_never_run(tiny_runs, tmp_path, update_man
     with pytest.raises(ValueError) as err:
         FusionClassifier.load(folder)
     message = str(err.value)
-    assert ("does not match its SHA-256" in message) if not update_manifest else ("not a valid safetensors file" in message)
+    assert (
+        ("does not match its SHA-256" in message)
+        if not update_manifest
+        else ("not a valid safetensors file" in message)
+    )
     assert not marker.exists()
 
 
@@ -163,7 +198,7 @@ def test_changed_file_is_reported_with_its_name(tiny_runs, tmp_path):
     with pytest.raises(ValueError, match=r"config.json does not match its SHA-256"):
         FusionClassifier.load(folder)
     (folder / "config.json").unlink()
-    with pytest.raises(ValueError, match="config.json is listed in the manifest but missing"):
+    with pytest.raises(ValueError, match=r"config\.json is listed in the manifest but missing"):
         FusionClassifier.load(folder)
 
 
@@ -192,7 +227,12 @@ def test_no_pickle_anywhere_in_a_model_folder(tiny_runs):
 def test_too_little_valid_data_fails_clearly(folder_dataset, capsys):
     table = (folder_dataset / "metadata.csv").read_text().splitlines()
     (folder_dataset / "metadata.csv").write_text("\n".join(table[:6]) + "\n")  # 5 rows
-    assert train_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(folder_dataset / "run"), "--quiet"]) == 2
+    assert (
+        train_main(
+            ["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(folder_dataset / "run"), "--quiet"]
+        )
+        == 2
+    )
     assert "too little valid data to train: 5 valid row(s)" in capsys.readouterr().err
 
 
@@ -200,7 +240,7 @@ def test_too_little_valid_data_fails_clearly(folder_dataset, capsys):
 FIELD_VALUES = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(min_value=-10**12, max_value=10**12),
+    st.integers(min_value=-(10**12), max_value=10**12),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
     st.sampled_from(["F", "M", "PA", "AP", "36.6", "nan", "", " 98 "]),
@@ -287,7 +327,7 @@ def test_odd_but_valid_images(tmp_path):
     frames[0].save(gif, save_all=True, append_images=frames[1:])
     first = load_image(gif, 32).astype(int)
     assert np.abs(first - load_image(Image.fromarray(gray), 32).astype(int)).mean() < 3  # the first frame
-    sixteen = _save(Image.fromarray((gray.astype(np.uint16) * 257)), tmp_path / "deep.png")
+    sixteen = _save(Image.fromarray(gray.astype(np.uint16) * 257), tmp_path / "deep.png")
     assert load_image(sixteen, 32).max() > 200
 
 
@@ -370,7 +410,25 @@ def test_run_on_a_folder_with_bad_rows_writes_its_metrics(folder_dataset, tmp_pa
     (folder_dataset / "metadata.csv").write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="4 row"):
-        code = train_main(["--data", str(folder_dataset), "--schema", "synthetic", "--modalities", "image,tabular", "--image-size", "32", "--epochs", "1", "--out", str(out), "--cache-dir", "none", "--quiet"])
+        code = train_main(
+            [
+                "--data",
+                str(folder_dataset),
+                "--schema",
+                "synthetic",
+                "--modalities",
+                "image,tabular",
+                "--image-size",
+                "32",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--cache-dir",
+                "none",
+                "--quiet",
+            ]
+        )
     assert code == 0
     skipped = json.loads((out / "metrics.json").read_text())["skipped"]
     reasons = {s["row"]: s["reason"] for s in skipped}
@@ -382,5 +440,20 @@ def test_run_on_a_folder_with_bad_rows_writes_its_metrics(folder_dataset, tmp_pa
 def test_too_little_data_names_the_common_cause_not_one_file(folder_dataset, capsys):
     for png in (folder_dataset / "images").iterdir():
         png.unlink()
-    assert train_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(folder_dataset.parent / "run"), "--cache-dir", "none", "--quiet"]) == 2
+    assert (
+        train_main(
+            [
+                "--data",
+                str(folder_dataset),
+                "--schema",
+                "synthetic",
+                "--out",
+                str(folder_dataset.parent / "run"),
+                "--cache-dir",
+                "none",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "most often: 90 x image: no such file" in capsys.readouterr().err

@@ -56,7 +56,7 @@ def test_schema_file_and_excluded_reasons(tmp_path):
 
 
 def test_unknown_schema_name_lists_builtins():
-    with pytest.raises(FileNotFoundError, match="built-in.*synthetic"):
+    with pytest.raises(FileNotFoundError, match=r"built-in.*synthetic"):
         load_schema("no-such-schema")
 
 
@@ -80,8 +80,14 @@ def test_unknown_label_without_default_names_value():
     [
         ("[label]\ncolumn='y'\nclasses={a=['1'], b=['2']}\n[features.x]\ntype='text'", "type must be one of"),
         ("[label]\ncolumn='y'\nclasses={a=['1'], b=['2']}\n[features.x]\ntype='numeric'\nrange=[5, 1]", "low < high"),
-        ("[label]\ncolumn='y'\nclasses={a=['1'], b=['2']}\n[features.x]\ntype='binary'\ncategories=['a']", "exactly two"),
-        ("[label]\ncolumn='y'\nclasses={a=['1'], b=['2']}\n[features.x]\ntype='numeric'\nmissing='drop'", "missing must be one of"),
+        (
+            "[label]\ncolumn='y'\nclasses={a=['1'], b=['2']}\n[features.x]\ntype='binary'\ncategories=['a']",
+            "exactly two",
+        ),
+        (
+            "[label]\ncolumn='y'\nclasses={a=['1'], b=['2']}\n[features.x]\ntype='numeric'\nmissing='drop'",
+            "missing must be one of",
+        ),
         ("[label]\ncolumn='y'\nclasses={a=['1'], b=['1']}", "listed for both"),
         ("[label]\ncolumn='y'\nclasses={a=['1']}", "at least two classes"),
         ("[label]\ncolumn='y'\ndefault='c'\nclasses={a=['1'], b=['2']}", "default 'c' is not one of"),
@@ -188,7 +194,9 @@ def test_every_table_and_key_of_a_schema_is_checked(old, new, names):
 
 
 def test_group_column_absent_from_the_table_refuses_to_split():
-    table = pd.DataFrame({"dx": ["COVID-19"], "file": ["a.png"], "age": ["50"], "sex": ["F"], "smoker": ["N"], "po2": [""]})
+    table = pd.DataFrame(
+        {"dx": ["COVID-19"], "file": ["a.png"], "age": ["50"], "sex": ["F"], "smoker": ["N"], "po2": [""]}
+    )
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['pid'\]"):
         parse_schema(MINIMAL).validate_table(table)
 
@@ -200,7 +208,9 @@ def test_numbers_are_ascii_decimals(text):
         feature.parse(text)
 
 
-@pytest.mark.parametrize("text, value", [(" 38.5 ", 38.5), ("-2", -2.0), ("+3", 3.0), (".5", 0.5), ("5.", 5.0), ("1e3", 1000.0)])
+@pytest.mark.parametrize(
+    "text, value", [(" 38.5 ", 38.5), ("-2", -2.0), ("+3", 3.0), (".5", 0.5), ("5.", 5.0), ("1e3", 1000.0)]
+)
 def test_ordinary_decimals_parse(text, value):
     assert Feature("t", "numeric").parse(text) == (value, None)
 
@@ -226,7 +236,11 @@ from hypothesis import strategies as st  # noqa: E402
 BASE = {
     "name": "mini",
     "description": "a schema",
-    "label": {"column": "dx", "default": "other", "classes": {"covid": {"prefixes": ["COVID-19"]}, "normal": ["No Finding"], "other": []}},
+    "label": {
+        "column": "dx",
+        "default": "other",
+        "classes": {"covid": {"prefixes": ["COVID-19"]}, "normal": ["No Finding"], "other": []},
+    },
     "group": {"column": "pid"},
     "image": {"column": "file", "folder": "imgs"},
     "features": {
@@ -256,7 +270,9 @@ def _toml_value(v) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):  # a TOML basic string: control characters escaped
-        return '"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c for c in v) + '"'
+        return (
+            '"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c for c in v) + '"'
+        )
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
@@ -279,7 +295,14 @@ def _to_toml(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-WRONG = st.one_of(st.integers(-5, 5), st.booleans(), st.floats(allow_nan=False, allow_infinity=False), st.lists(st.integers(), max_size=2), st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=1), st.text(max_size=5))
+WRONG = st.one_of(
+    st.integers(-5, 5),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=1),
+    st.text(max_size=5),
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -297,7 +320,12 @@ def test_schema_mutations_are_refused_naming_table_and_key_or_harmless(data):
                 parse_schema(_to_toml(doc), origin="m.toml")
             return
         schema = parse_schema(_to_toml(doc), origin="m.toml")  # harmless: an optional role is absent, as written
-        assert {"group": schema.group, "image": schema.image_column, "features": schema.features, "excluded": schema.excluded}[table] in (None, (), {})
+        assert {
+            "group": schema.group,
+            "image": schema.image_column,
+            "features": schema.features,
+            "excluded": schema.excluded,
+        }[table] in (None, (), {})
         return
     path = data.draw(st.sampled_from(sorted(TABLES)))
     table = doc

@@ -122,7 +122,15 @@ class Backend(Protocol):
     name: ClassVar[str]
     history_: dict
 
-    def fit(self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir: str | Path | None = None, resume: bool = False) -> Backend:
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset | None,
+        *,
+        verbose: bool = False,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> Backend:
         """Train; ``val`` drives early stopping. ``checkpoint_dir`` and ``resume`` are
         for backends that train in epochs; others ignore them."""
 

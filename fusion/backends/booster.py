@@ -41,7 +41,14 @@ class XGBoostBaseline:
         Rounds without validation improvement (multi-class log loss) before stopping.
     """
 
-    def __init__(self, n_estimators: int = 400, max_depth: int = 4, learning_rate: float = 0.05, seed: int = 0, early_stopping_rounds: int = 40):
+    def __init__(
+        self,
+        n_estimators: int = 400,
+        max_depth: int = 4,
+        learning_rate: float = 0.05,
+        seed: int = 0,
+        early_stopping_rounds: int = 40,
+    ):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -62,7 +69,14 @@ class XGBoostBaseline:
             "nthread": 0,
         }
 
-    def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> XGBoostBaseline:
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        n_classes: int,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> XGBoostBaseline:
         import xgboost as xgb
 
         weights = class_weights(y, n_classes)
@@ -71,7 +85,9 @@ class XGBoostBaseline:
         if X_val is not None and len(X_val):
             evals = [(xgb.DMatrix(X_val, label=y_val, weight=weights[y_val], missing=np.nan), "val")]
             kwargs["early_stopping_rounds"] = self.early_stopping_rounds
-        self.booster_ = xgb.train(self._params(n_classes), train, num_boost_round=self.n_estimators, evals=evals, verbose_eval=False, **kwargs)
+        self.booster_ = xgb.train(
+            self._params(n_classes), train, num_boost_round=self.n_estimators, evals=evals, verbose_eval=False, **kwargs
+        )
         self.n_classes_ = n_classes
         self.n_features_in_ = X.shape[1]
         self.best_iteration_ = int(getattr(self.booster_, "best_iteration", self.n_estimators - 1))
@@ -95,7 +111,11 @@ class XGBoostBaseline:
 
     def save(self, path: str | Path) -> None:
         """XGBoost's own JSON model format."""
-        self.booster_.set_attr(best_iteration=str(self.best_iteration_), n_classes=str(self.n_classes_), n_features=str(self.n_features_in_))
+        self.booster_.set_attr(
+            best_iteration=str(self.best_iteration_),
+            n_classes=str(self.n_classes_),
+            n_features=str(self.n_features_in_),
+        )
         self.booster_.save_model(str(path))
 
     @classmethod
@@ -129,7 +149,9 @@ class BoosterBackend:
     def _X(self, records) -> np.ndarray:
         return self.spec.preprocessor.transform_raw(records)[0]
 
-    def fit(self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir=None, resume: bool = False) -> BoosterBackend:
+    def fit(
+        self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir=None, resume: bool = False
+    ) -> BoosterBackend:
         """Boosting is fast and not checkpointed: ``checkpoint_dir`` and ``resume`` are
         accepted for the common contract and ignored."""
         t = self.spec.config.train
@@ -161,7 +183,7 @@ class BoosterBackend:
         return Explanation(
             target=classes[k],
             probability=float(proba[k]),
-            probabilities=dict(zip(classes, map(float, proba))),
+            probabilities=dict(zip(classes, map(float, proba), strict=True)),
             modality_share={"tabular": 1.0},
             tabular_attribution=sum_by_source(contrib, [n.split("=")[0] for n in names], schema.feature_names),
             record=batch.record(0),

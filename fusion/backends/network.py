@@ -92,7 +92,9 @@ class NetworkBackend:
         self._runtime: _Runtime | None = None
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir=None, resume: bool = False) -> NetworkBackend:
+    def fit(
+        self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir=None, resume: bool = False
+    ) -> NetworkBackend:
         cfg: Config = self.spec.config
         device = resolve_device(cfg.train.device)
         precision = resolve_precision(cfg.train.precision, device)
@@ -123,7 +125,11 @@ class NetworkBackend:
     def _fingerprint(self, train: Dataset, val: Dataset | None) -> dict:
         """What a checkpoint must match to be resumed: configuration, data, preprocessing."""
         prep = self.spec.preprocessor
-        return {"config": self.spec.config.to_dict(), "data": fingerprint(train, val), "preprocessing": prep.to_dict() if prep else None}
+        return {
+            "config": self.spec.config.to_dict(),
+            "data": fingerprint(train, val),
+            "preprocessing": prep.to_dict() if prep else None,
+        }
 
     def arrays(self, batch: Batch, labels: np.ndarray | None = None) -> Arrays:
         """Model-ready tensors of a batch (the record preprocessed, images as uint8)."""
@@ -158,7 +164,9 @@ class NetworkBackend:
             with torch.no_grad():  # the inference copy holds its own precision: no autocast
                 logits = rt.network(self.tensors(batch, rt.device))
             return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
-        return predict_network(rt.network, self.arrays(batch), rt.device, rt.precision, batch_size=batch_size, frozen=True)
+        return predict_network(
+            rt.network, self.arrays(batch), rt.device, rt.precision, batch_size=batch_size, frozen=True
+        )
 
     def tensors(self, batch: Batch, device: torch.device) -> dict[str, torch.Tensor | None]:
         """A batch's inputs as the network takes them, on ``device``."""
@@ -187,7 +195,7 @@ class NetworkBackend:
         return Explanation(
             target=classes[result.target],
             probability=float(result.probabilities[result.target]),
-            probabilities=dict(zip(classes, map(float, result.probabilities))),
+            probabilities=dict(zip(classes, map(float, result.probabilities), strict=True)),
             modality_share=result.modality_share,
             image_attribution=result.image_attribution,
             tabular_attribution=tabular,
@@ -202,7 +210,13 @@ class NetworkBackend:
         if "image" not in self.spec.modalities:
             return None
         branch = self.network_.branches["image"]
-        return {"size": self.spec.image_size, "mean": float(branch.mean), "std": float(branch.std), "channels": 1, "resize": "bilinear, squash to square"}
+        return {
+            "size": self.spec.image_size,
+            "mean": float(branch.mean),
+            "std": float(branch.std),
+            "channels": 1,
+            "resize": "bilinear, squash to square",
+        }
 
     def save(self, folder: Path) -> list[str]:
         save_state_dict(self.network_.state_dict(), folder / WEIGHTS)

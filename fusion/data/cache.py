@@ -1,10 +1,10 @@
 """A cache of decoded images, so each X-ray is decoded and resized once, not every run.
 
-Decoding a large PNG or JPEG costs 10-30 ms; reading the same picture, already at
+Decoding a large PNG or JPEG costs milliseconds; reading the same picture, already at
 model size, from a memory-mapped uint8 array costs microseconds. A dataset's decoded
 images are stored as one ``.npy`` array per (file list, image size), keyed by every
 file's path, modification time and size, so a changed or replaced file changes the
-key and is decoded afresh. Entries live in a user cache folder (``--cache-dir``,
+key and is decoded afresh. Entries live in a user cache folder (the loaders' ``cache_dir``,
 ``$FUSION_CACHE_DIR``, or ``$XDG_CACHE_HOME/fusion``, default ``~/.cache/fusion``),
 never beside the data, which may be read-only. Writes are atomic
 (:func:`fusion.persistence.atomic_write`).
@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -51,7 +51,9 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(fh, array, allow_pickle=False)
 
 
-def cached_images(files: list[Path], size: int, decode: Callable[[Path], np.ndarray], cache_dir: str | Path | None) -> tuple[np.ndarray, dict[int, str]]:
+def cached_images(
+    files: list[Path], size: int, decode: Callable[[Path], np.ndarray], cache_dir: str | Path | None
+) -> tuple[np.ndarray, dict[int, str]]:
     """Decoded images of ``files`` at ``size``, from the cache when it is current.
 
     Parameters
@@ -95,7 +97,10 @@ def cached_images(files: list[Path], size: int, decode: Callable[[Path], np.ndar
         try:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(array_path, lambda p: _save_array(p, images))
-            atomic_write(meta_path, lambda p: p.write_text(to_json({"n": len(files), "size": size, "errors": errors}), encoding="utf-8"))
+            atomic_write(
+                meta_path,
+                lambda p: p.write_text(to_json({"n": len(files), "size": size, "errors": errors}), encoding="utf-8"),
+            )
         except OSError:
             pass  # an unwritable cache only costs speed
     return images, errors

@@ -69,7 +69,7 @@ class Dataset:
     def image_size(self) -> int | None:
         return None if self.images is None else int(self.images.shape[-1])
 
-    def subset(self, index: np.ndarray) -> "Dataset":
+    def subset(self, index: np.ndarray) -> Dataset:
         """The rows ``index`` as a new dataset (skipped rows and notes are kept)."""
         index = np.asarray(index, dtype=np.int64)
         return replace(
@@ -82,14 +82,16 @@ class Dataset:
             splits=None,
         )
 
-    def split(self, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> dict[str, "Dataset"]:
+    def split(self, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> dict[str, Dataset]:
         """Train/val/test datasets: the data's own splits if it has them, else a
         stratified split grouped by patient (see :func:`grouped_split`)."""
         from fusion.data.splits import grouped_split
 
         if self.splits is not None:
             return {name: self.subset(idx) for name, idx in self.splits.items()}
-        index = grouped_split(self.labels, self.groups, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        index = grouped_split(
+            self.labels, self.groups, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        )
         return {name: self.subset(idx) for name, idx in index.items()}
 
 

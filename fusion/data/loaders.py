@@ -40,7 +40,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         header = next(csv.reader(fh), [])
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:
-        raise ValueError(f"{path}: column(s) {repeated} appear more than once in the header; each column must be named once")
+        raise ValueError(
+            f"{path}: column(s) {repeated} appear more than once in the header; each column must be named once"
+        )
     return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
 
 
@@ -55,7 +57,7 @@ def _from_validated(name: str, schema: Schema, table: pd.DataFrame, load_images)
     skipped = list(checked.skipped)
     files = checked.images if checked.images is not None else [None] * len(checked.labels)
     keep, seen = [], {}
-    for pos, (row, file) in enumerate(zip(checked.features.index, files)):
+    for pos, (row, file) in enumerate(zip(checked.features.index, files, strict=True)):
         if file is not None and file in seen:
             skipped.append({"row": row, "file": file, "reason": f"duplicate image: also used by row {seen[file]}"})
             continue
@@ -95,7 +97,14 @@ def load_synthetic(n: int = synthetic.DEFAULT_N, *, seed: int = 0, image_size: i
     return _from_validated("synthetic", schema, table, lambda rows, files: (images[rows], {}))
 
 
-def load_folder(path: str | Path, schema: Schema | str | Path | None, *, image_size: int = DEFAULT_IMAGE_SIZE, modalities=("image", "tabular"), cache_dir: str | Path | bool | None = None) -> Dataset:
+def load_folder(
+    path: str | Path,
+    schema: Schema | str | Path | None,
+    *,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    modalities=("image", "tabular"),
+    cache_dir: str | Path | bool | None = None,
+) -> Dataset:
     """A folder with ``metadata.csv`` and the schema's image folder.
 
     ``path`` may also be the CSV file itself. Without ``schema`` the folder's own
@@ -109,7 +118,9 @@ def load_folder(path: str | Path, schema: Schema | str | Path | None, *, image_s
         raise FileNotFoundError(f"dataset {str(path)!r}: no metadata.csv (expected {csv})")
     if schema is None:
         if not (root / "schema.toml").is_file():
-            raise ValueError(f"dataset {str(path)!r} needs a schema: pass --schema FILE (or put schema.toml beside metadata.csv)")
+            raise ValueError(
+                f"dataset {str(path)!r} needs a schema: give one (data.schema) or put schema.toml beside metadata.csv"
+            )
         schema = root / "schema.toml"
     if not isinstance(schema, Schema):
         schema = load_schema(schema)
@@ -129,7 +140,9 @@ def load_folder(path: str | Path, schema: Schema | str | Path | None, *, image_s
         cache = None if cache_dir is False else (cache_dir or default_cache_dir())
 
         def loader(rows, files):
-            return cached_images([folder / f for f in files], image_size, lambda path: load_image(path, image_size), cache)
+            return cached_images(
+                [folder / f for f in files], image_size, lambda path: load_image(path, image_size), cache
+            )
 
     return _from_validated(root.name, schema, table, loader)
 
@@ -147,7 +160,9 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
     with np.load(path, allow_pickle=False) as npz:
         present = [s for s in NPZ_SPLITS if f"{s}_images" in npz.files]
         if not present:
-            raise ValueError(f"{path}: no '<split>_images' arrays; found {npz.files}; expected e.g. train_images, train_labels")
+            raise ValueError(
+                f"{path}: no '<split>_images' arrays; found {npz.files}; expected e.g. train_images, train_labels"
+            )
         parts = {}
         for split in present:
             if f"{split}_labels" not in npz.files:
@@ -174,9 +189,13 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
     labels, images, files, splits, start = [], [], [], {}, 0
     size = image_size or int(next(iter(parts.values()))[0].shape[1])
     for split, (imgs, labs) in parts.items():
-        for i, (img, lab) in enumerate(zip(imgs, labs)):
+        for i, (img, lab) in enumerate(zip(imgs, labs, strict=True)):
             labels.append(encode(lab.item()))
-            images.append(img if img.shape[:2] == (size, size) and img.ndim == 2 and img.dtype == np.uint8 else load_image(img, size))
+            images.append(
+                img
+                if img.shape[:2] == (size, size) and img.ndim == 2 and img.dtype == np.uint8
+                else load_image(img, size)
+            )
             files.append(f"{split}[{i}]")
         splits[split] = np.arange(start, start + len(labs))
         start += len(labs)

@@ -13,12 +13,11 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 def _one_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``labels`` into (rest, held-out) of about ``fraction``, grouped and stratified."""
-    n_splits = max(2, int(round(1.0 / fraction)))
+    n_splits = max(2, round(1.0 / fraction))
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
         raise ValueError(
-            f"cannot hold out {fraction:.0%} by patient: only {n_groups} patients "
-            f"(need at least {n_splits})"
+            f"cannot hold out {fraction:.0%} by patient: only {n_groups} patients (need at least {n_splits})"
         )
     counts = np.bincount(labels)
     if counts[counts > 0].min() < n_splits:
@@ -82,7 +81,9 @@ def grouped_split(
     return {"train": np.sort(index), "val": np.sort(val), "test": np.sort(test)}
 
 
-def grouped_kfold(labels: np.ndarray, groups: np.ndarray | None = None, *, k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def grouped_kfold(
+    labels: np.ndarray, groups: np.ndarray | None = None, *, k: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified ``k``-fold cross-validation folds with no group in two folds.
 
     Returns

@@ -21,11 +21,11 @@ from fusion.schema import Schema, is_missing
 
 __all__ = [
     "class_balance",
+    "duplicate_images",
+    "images_per_patient",
     "missingness_by_class",
     "predictive_missingness",
     "skipped_summary",
-    "images_per_patient",
-    "duplicate_images",
 ]
 
 # Thresholds of the warnings, as defaults of the functions that apply them. They are
@@ -178,8 +178,8 @@ def missingness_by_class(
         missing = _missing_mask(table[column])[keep]
         lab = labels[keep]
         rates = [missing[lab == k].mean() if (lab == k).any() else math.nan for k in range(len(classes))]
-        rows[column] = rates + [missing.mean() if missing.size else math.nan]
-    return pd.DataFrame.from_dict(rows, orient="index", columns=classes + ["all"]).rename_axis("column")
+        rows[column] = [*rates, missing.mean() if missing.size else math.nan]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[*classes, "all"]).rename_axis("column")
 
 
 def predictive_missingness(

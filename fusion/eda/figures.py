@@ -24,11 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "plot_class_balance",
-    "plot_missingness",
     "plot_feature_distributions",
     "plot_images_per_patient",
-    "plot_sample_grid",
     "plot_intensity",
+    "plot_missingness",
+    "plot_sample_grid",
 ]
 
 DPI = 110
@@ -147,7 +147,7 @@ def _categorical_panel(
 ) -> None:
     """Stacked share of each category per class, with missing values as a grey category
     of their own, because whether a value is recorded can differ by class too."""
-    categories = categories + [_MISSING]
+    categories = [*categories, _MISSING]
     text = np.array([_MISSING if m else str(v) for v, m in zip(column, missing, strict=True)], dtype=object)
     bottom = np.zeros(len(classes))
     for i, cat in enumerate(categories):

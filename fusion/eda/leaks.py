@@ -3,6 +3,25 @@
 A leak is judged per column, by how much of the label its values or its presence
 explain; the statistics it needs (entropy, Theil's U, a rank-sum AUROC) are small
 enough to compute here rather than pull in another dependency.
+
+The rules of :func:`leak_candidates`, each applied to the rows where the column is
+filled (at least ``min_filled``):
+
+- categorical values: Theil's uncertainty coefficient U(label | value) >=
+  ``uncertainty``, i.e. the value removes at least half of the label's entropy. A
+  column with many distinct values each seen with a single class (an identifier or
+  free text) reaches 1; ``across_patients`` recomputes U with the values seen in a
+  single patient pooled, which separates *source* columns (values shared by many
+  patients that carry the label, high) from *identifier* columns (values unique to a
+  patient, low: a model memorises them, and free text or a URL can still name the
+  diagnosis).
+- numeric values (columns in ``numeric``, or whose filled values all parse as numbers
+  and take at least 10 distinct values): one class (at least ``min_class_size`` filled
+  rows) is separated from the rest by the value alone, one-vs-rest AUROC >= ``auroc``
+  in either direction.
+- with ``presence``: the missing/present indicator, by the rule of
+  :func:`~fusion.eda.analysis.predictive_missingness` (a column filled only for some
+  classes).
 """
 
 from __future__ import annotations
@@ -93,24 +112,7 @@ def leak_candidates(
     (outcomes). Such a column must never be a feature, and a feature that behaves like
     one deserves a second look.
 
-    Rules, each applied to the rows where the column is filled (at least
-    ``min_filled``):
-
-    - categorical values: Theil's uncertainty coefficient U(label | value) >=
-      ``uncertainty``, i.e. the value removes at least half of the label's entropy.
-      A column with many distinct values each seen with a single class (an identifier
-      or free text) reaches 1; ``across_patients`` recomputes U with the values seen in
-      a single patient pooled, which separates *source* columns (values shared by many
-      patients that carry the label, high) from *identifier* columns (values unique to
-      a patient, low: a model memorises them, and free text or a URL can still name
-      the diagnosis).
-    - numeric values (columns in ``numeric``, or whose filled values all parse as
-      numbers and take at least 10 distinct values): one class (at least
-      ``min_class_size`` filled rows) is separated from the rest by the value alone,
-      one-vs-rest AUROC >= ``auroc`` in either direction.
-    - with ``presence``: the missing/present indicator, by the rule of
-      :func:`~fusion.eda.analysis.predictive_missingness` (a column filled only for
-      some classes).
+    The rules are in the module docstring.
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """The EDA run: load a dataset, prepare the output folder, run the sections and write
 ``report.md`` and ``summary.json``.
 
-The output folder is checked before anything is written, so a mistyped ``--out`` never
+The output folder is checked before anything is written, so a mistyped folder never
 clobbers a folder that is not an earlier EDA output.
 """
 
@@ -37,10 +37,12 @@ def _prepare_out(out: str | Path) -> Path:
     out = Path(out)
     if out.exists():
         if not out.is_dir():
-            raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+            raise ValueError(f"output folder {str(out)!r} exists and is not a folder")
         entries = list(out.iterdir())
         if entries and not (out / "report.md").is_file():
-            raise ValueError(f"--out {str(out)!r} is not empty and holds no earlier report.md; choose a new folder")
+            raise ValueError(
+                f"output folder {str(out)!r} is not empty and holds no earlier report.md; choose a new folder"
+            )
         for entry in entries:
             if entry.is_file() and (entry.suffix == ".png" or entry.name in ("report.md", "summary.json")):
                 entry.unlink()
@@ -91,9 +93,9 @@ def _summary_head(data: Path, ds: Dataset) -> dict:
 def _write(parts: ReportParts, header: list[str]) -> Path:
     """Write ``report.md`` (header, warnings first, then the sections) and
     ``summary.json``; return the report's path."""
-    md = header + ["## Warnings", ""]
+    md = [*header, "## Warnings", ""]
     md += [f"- {w}" for w in parts.warnings] if parts.warnings else ["None."]
-    md += [""] + parts.body
+    md += ["", *parts.body]
     report = parts.out / "report.md"
     report.write_text("\n".join(md), encoding="utf-8")
     summary = {**parts.summary, "warnings": parts.warnings, "figures": parts.figures}

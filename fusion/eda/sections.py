@@ -45,12 +45,12 @@ from fusion.eda.leaks import leak_candidates
 __all__ = [
     "ReportParts",
     "add_class_balance",
-    "add_skipped",
-    "add_missingness",
     "add_distributions",
-    "add_leaks",
-    "add_patients",
     "add_images",
+    "add_leaks",
+    "add_missingness",
+    "add_patients",
+    "add_skipped",
 ]
 
 _MISSINGNESS_RULE = (

@@ -110,7 +110,9 @@ class DenseNet169(nn.Module):
 
 # torchvision's published DenseNet checkpoints use old key names ("norm.1"); it fixes them
 # with this pattern in torchvision.models.densenet._load_state_dict.
-_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 # In a run folder's weights, the image backbone's tensors and normalisation live here.
 _RUN_BACKBONE, _RUN_MEAN, _RUN_STD = "branches.image.backbone.", "branches.image.mean", "branches.image.std"
 
@@ -169,7 +171,9 @@ def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[fl
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{folder}: unreadable model configuration ({err})") from None
     if source != name:
-        raise ValueError(f"{folder}: that run's image backbone is {source!r}, this one is {name!r}; they must be the same")
+        raise ValueError(
+            f"{folder}: that run's image backbone is {source!r}, this one is {name!r}; they must be the same"
+        )
     state = load_state_dict(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else {}
     tensors = {k[len(_RUN_BACKBONE) :]: v for k, v in state.items() if k.startswith(_RUN_BACKBONE)}
     if not tensors:
@@ -193,7 +197,11 @@ def freeze_blocks(backbone: nn.Module, n: int) -> None:
 
 
 def _frozen_norms(backbone: nn.Module) -> list[nn.Module]:
-    return [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())]
+    return [
+        m
+        for m in backbone.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())
+    ]
 
 
 def adapt_state_dict(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
@@ -303,7 +311,7 @@ class ImageBranch(nn.Module):
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
 
-    def train(self, mode: bool = True) -> "ImageBranch":
+    def train(self, mode: bool = True) -> ImageBranch:
         super().train(mode)
         for norm in _frozen_norms(self.backbone):
             norm.eval()

@@ -28,6 +28,7 @@ from torch import nn
 
 from fusion.config import parse_modalities
 
+
 class FusionModel(nn.Module):
     """Branches -> concatenated embeddings (+ presence flags) -> MLP head -> logits.
 
@@ -45,7 +46,14 @@ class FusionModel(nn.Module):
         (randomly chosen) modality.
     """
 
-    def __init__(self, branches: dict[str, nn.Module], n_classes: int, hidden: int = 64, dropout: float = 0.2, modality_dropout: float = 0.0):
+    def __init__(
+        self,
+        branches: dict[str, nn.Module],
+        n_classes: int,
+        hidden: int = 64,
+        dropout: float = 0.2,
+        modality_dropout: float = 0.0,
+    ):
         super().__init__()
         modalities = parse_modalities(list(branches))
         self.modalities = modalities
@@ -55,10 +63,18 @@ class FusionModel(nn.Module):
         in_dim = sum(b.output_dim for b in self.branches.values())
         self.flags = len(modalities) > 1
         in_dim += len(modalities) if self.flags else 0
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
-        self.aux_heads = nn.ModuleDict({m: nn.Linear(b.output_dim, n_classes) for m, b in self.branches.items()}) if self.flags else None
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+        )
+        self.aux_heads = (
+            nn.ModuleDict({m: nn.Linear(b.output_dim, n_classes) for m, b in self.branches.items()})
+            if self.flags
+            else None
+        )
 
-    def embed(self, inputs: dict[str, torch.Tensor | None], presence: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def embed(
+        self, inputs: dict[str, torch.Tensor | None], presence: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Joined embedding of shape (batch, head input), and each present branch's own
         embedding.
 

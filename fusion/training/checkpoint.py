@@ -45,7 +45,19 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(folder: str | Path, *, epoch: int, model, optimizer, scheduler, generator: torch.Generator, best: dict, history: list, stale: int, fingerprint: dict) -> None:
+def save_checkpoint(
+    folder: str | Path,
+    *,
+    epoch: int,
+    model,
+    optimizer,
+    scheduler,
+    generator: torch.Generator,
+    best: dict,
+    history: list,
+    stale: int,
+    fingerprint: dict,
+) -> None:
     """Write the state after ``epoch`` atomically, then ``progress.json``."""
     folder = Path(folder)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -68,8 +80,13 @@ def save_checkpoint(folder: str | Path, *, epoch: int, model, optimizer, schedul
         "optimizer": opt_meta,
         "fingerprint": fingerprint,
     }
-    atomic_write(folder / CHECKPOINT, lambda tmp: save_file(tensors, str(tmp), metadata={"fusion": to_json(meta, indent=None, allow_nan=True)}))
-    write_json(folder / PROGRESS, {"epoch": epoch, "complete": False, "best_epoch": best.get("epoch"), "history": history[-1:]})
+    atomic_write(
+        folder / CHECKPOINT,
+        lambda tmp: save_file(tensors, str(tmp), metadata={"fusion": to_json(meta, indent=None, allow_nan=True)}),
+    )
+    write_json(
+        folder / PROGRESS, {"epoch": epoch, "complete": False, "best_epoch": best.get("epoch"), "history": history[-1:]}
+    )
 
 
 def read_progress(folder: str | Path) -> dict | None:
@@ -107,9 +124,15 @@ def load_checkpoint(folder: str | Path, fingerprint: dict) -> dict:
             "or start a new run in another folder."
         )
     meta["model"] = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    meta["best"]["state"] = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None
+    meta["best"]["state"] = (
+        {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None
+    )
     meta["optimizer_state"] = _unflatten_optimizer(tensors, meta["optimizer"])
-    meta["rng"] = {"generator": tensors["rng.generator"], "torch": tensors["rng.torch"], "cuda": tensors.get("rng.cuda")}
+    meta["rng"] = {
+        "generator": tensors["rng.generator"],
+        "torch": tensors["rng.torch"],
+        "cuda": tensors.get("rng.cuda"),
+    }
     return meta
 
 

@@ -87,7 +87,15 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_network(model: nn.Module, arrays: Arrays, device: torch.device, precision: str, batch_size: int = 256, *, frozen: bool = False) -> np.ndarray:
+def predict_network(
+    model: nn.Module,
+    arrays: Arrays,
+    device: torch.device,
+    precision: str,
+    batch_size: int = 256,
+    *,
+    frozen: bool = False,
+) -> np.ndarray:
     """Class probabilities, shape (n, n_classes), float64.
 
     ``frozen``: ``model`` is an :func:`~fusion.model.inference_copy`, which holds its
@@ -138,7 +146,9 @@ def fit_network(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, math.ceil(len(train) / cfg.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.2)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.2
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     has_val = val is not None and len(val) > 0
     best = {"f1": -1.0, "loss": math.inf, "epoch": 0, "state": None}
@@ -186,16 +196,29 @@ def fit_network(
                 scheduler.step()
             total += float(loss.detach()) * len(index)
             seen += len(index)
-        record = {"epoch": epoch, "train_loss": total / max(seen, 1), "train_seconds": time.perf_counter() - t0, "train_images": seen}
+        record = {
+            "epoch": epoch,
+            "train_loss": total / max(seen, 1),
+            "train_seconds": time.perf_counter() - t0,
+            "train_images": seen,
+        }
         if has_val:
             proba = predict_network(model, val, device, precision)
             y = val.labels.numpy()
-            record["val_loss"] = float(F.nll_loss(torch.log(torch.from_numpy(proba).clamp_min(1e-12)), torch.from_numpy(y), weight=weights.cpu().double()))
+            record["val_loss"] = float(
+                F.nll_loss(
+                    torch.log(torch.from_numpy(proba).clamp_min(1e-12)),
+                    torch.from_numpy(y),
+                    weight=weights.cpu().double(),
+                )
+            )
             record["val_macro_f1"] = macro_f1(y, proba.argmax(1))
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
-        improved = not has_val or record["val_macro_f1"] > best["f1"] or (
-            record["val_macro_f1"] == best["f1"] and record["val_loss"] < best["loss"]
+        improved = (
+            not has_val
+            or record["val_macro_f1"] > best["f1"]
+            or (record["val_macro_f1"] == best["f1"] and record["val_loss"] < best["loss"])
         )
         if improved:
             best.update(f1=record.get("val_macro_f1", -1.0), loss=record.get("val_loss", math.inf), epoch=epoch)
@@ -204,9 +227,28 @@ def fit_network(
         else:
             stale += 1
         if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator, best=best, history=history, stale=stale, fingerprint=fingerprint or {})
+            save_checkpoint(
+                checkpoint_dir,
+                epoch=epoch,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                generator=generator,
+                best=best,
+                history=history,
+                stale=stale,
+                fingerprint=fingerprint or {},
+            )
         val_text = f"  val loss {record['val_loss']:.4f}  val macro-F1 {record['val_macro_f1']:.3f}" if has_val else ""
-        logger.info("epoch %3d/%d  train loss %.4f%s  %.1fs%s", epoch, cfg.epochs, record["train_loss"], val_text, record["seconds"], " *" if improved else "")
+        logger.info(
+            "epoch %3d/%d  train loss %.4f%s  %.1fs%s",
+            epoch,
+            cfg.epochs,
+            record["train_loss"],
+            val_text,
+            record["seconds"],
+            " *" if improved else "",
+        )
         # Early stopping waits for the second half: under the one-cycle schedule the
         # first epochs run at a high learning rate, and validation scores there are
         # noisy and not yet the model's best.
@@ -216,7 +258,13 @@ def fit_network(
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     model.eval()
-    return {"history": history, "best_epoch": best["epoch"], "epochs_run": len(history), "seconds": time.perf_counter() - start, "resumed_from_epoch": resumed_from}
+    return {
+        "history": history,
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "seconds": time.perf_counter() - start,
+        "resumed_from_epoch": resumed_from,
+    }
 
 
 def _progress(verbose: bool):
