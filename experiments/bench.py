@@ -19,7 +19,11 @@ On the embedded synthetic cohort, for one backbone, measures:
 - ``predict_batch_images_per_s``: ``predict_proba`` over 256 (record, image) pairs;
 - ``explain_s_p50``: ``explain(record, image)`` (Integrated Gradients, 50 steps, plus
   the modality ablation);
-- ``peak_rss_mb`` and the machine.
+- ``image_branch_mflops``: floating-point operations of one forward of the image
+  branch for one film (multiply-add = 2), counted by ``torch.utils.flop_counter``;
+- ``peak_rss_mb`` and the machine, with its CPU capability (``cpu_capability``:
+  AVX2, AVX512...; ``bf16``: whether the CPU has bf16 units) so that figures from
+  different kinds of CPU are never compared blind.
 
 Medians over repetitions after a warm-up. Do not run two benchmarks at once.
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import tempfile
@@ -75,6 +80,7 @@ def main() -> None:
     p.add_argument("--n-train", type=int, help="training images (default: 1400 custom, 192 densenet169)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--quick", action="store_true", help="few repetitions: checks the script, not the figures")
     args = p.parse_args()
     tune_allocator()
 
@@ -98,9 +104,7 @@ def main() -> None:
 
     # The bare training step on ready tensors, same model, batch size and settings.
     bs = cfg.train.batch_size
-    image = torch.rand(bs, 1, size, size, device=device)
-    if precision == "bf16" or device.type == "cuda":
-        image = image.contiguous(memory_format=torch.channels_last)
+    image = torch.rand(bs, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
     inputs = {"image": image, "tabular": torch.randn(bs, clf.preprocessor_.n_features_out, device=device)}
     labels = torch.randint(0, 3, (bs,), device=device)
     optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
@@ -123,7 +127,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    n_steps = 8 if args.backbone == "densenet169" else 40
+    reps = 0.2 if args.quick else 1.0
+    n_steps = max(3, round((8 if args.backbone == "densenet169" else 40) * reps))
     bare_ips = bs / float(np.median(timed(step, n_steps, warmup=3)))
     model.eval()
 
@@ -136,8 +141,6 @@ def main() -> None:
             "image": torch.rand(1, 1, size, size, device=device),
             "tabular": torch.randn(1, clf.preprocessor_.n_features_out, device=device),
         }
-        if precision == "bf16" or device.type == "cuda":
-            one["image"] = one["image"].contiguous(memory_format=torch.channels_last)
         network = inference_copy(model, precision)  # what predict runs: BatchNorm folded, weights pre-cast
 
         def forward():
@@ -153,15 +156,20 @@ def main() -> None:
             forward()
             return middle - start
 
-        n = 60 if args.backbone == "custom" else 20
+        n = max(5, round((60 if args.backbone == "custom" else 20) * reps))
         predict = timed(lambda: clf.predict(record, path), n, warmup=3)
         decode = timed(lambda: load_image(path, size), n, warmup=3)
         bare_forward = timed(forward, n, warmup=3)
         sequence_total, sequence_decode = timed(sequence, n, warmup=3, returns=True)
-    table, images = synthetic.make_cohort(256, seed=3, image_size=size)
+    n_batch = 64 if args.quick else 256
+    table, images = synthetic.make_cohort(n_batch, seed=3, image_size=size)
     features = table[list(synthetic.FEATURES)]
-    batch = timed(lambda: clf.predict_proba(features, list(images)), 3, warmup=1)
-    explain = timed(lambda: clf.explain(record, picture), 5, warmup=1)
+    batch = timed(lambda: clf.predict_proba(features, list(images)), 1 if args.quick else 3, warmup=1)
+    explain = timed(lambda: clf.explain(record, picture), 2 if args.quick else 5, warmup=1)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as flops:
+        model.branches["image"](torch.rand(1, 1, size, size, device=device))
 
     result = {
         "backbone": args.backbone,
@@ -179,11 +187,15 @@ def main() -> None:
         "sequence_ms_p50": round(1000 * float(np.median(sequence_total)), 2),
         "forward_after_decode_ms_p50": round(1000 * float(np.median(sequence_total - sequence_decode)), 2),
         "predict_overhead_ms": round(1000 * float(np.median(predict) - np.median(sequence_total)), 2),
-        "predict_batch_images_per_s": round(256 / float(np.median(batch)), 1),
+        "predict_batch_images_per_s": round(n_batch / float(np.median(batch)), 1),
         "explain_s_p50": round(float(np.median(explain)), 3),
+        "image_branch_mflops": round(flops.get_total_flops() / 1e6, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": {
             "cpu": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+            "cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),

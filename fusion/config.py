@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from fusion.data.synthetic import DEFAULT_N as SYNTHETIC_N
@@ -89,7 +90,16 @@ class HeadConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    """How the networks train.
+
+    ``epochs`` None (the default) follows the data: enough epochs for about ``steps``
+    optimisation steps, and at least ``min_epochs``, so that 340 films train as long
+    (in steps) as 2,000 do, rather than for the same number of passes.
+    """
+
+    epochs: int | None = None
+    steps: int = 800
+    min_epochs: int = 10
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -150,14 +160,24 @@ class Config:
             raise ValueError(f"train.device must be one of {DEVICES}; got {self.train.device!r}")
         if self.train.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}; got {self.train.precision!r}")
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(self.train, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1; got {getattr(self.train, name)}")
+        for name in ("epochs", "steps", "min_epochs", "batch_size", "patience"):
+            value = getattr(self.train, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"train.{name} must be an integer >= 1; got {value!r}")
         if not self.train.lr > 0:
             raise ValueError(f"train.lr must be > 0; got {self.train.lr}")
         if not 0 <= self.head.modality_dropout < 1:
             raise ValueError(f"head.modality_dropout must be in [0, 1); got {self.head.modality_dropout}")
         return self
+
+    def epochs_for(self, n_train: int) -> int:
+        """The number of epochs a network trains on ``n_train`` rows: ``train.epochs``
+        when set, else enough for ``train.steps`` steps (at least ``train.min_epochs``)."""
+        t = self.train
+        if t.epochs is not None:
+            return t.epochs
+        per_epoch = max(1, math.ceil(n_train / t.batch_size))
+        return max(t.min_epochs, math.ceil(t.steps / per_epoch))
 
     @property
     def starting_weights(self) -> str | None:

@@ -17,7 +17,6 @@ import itertools
 import math
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
@@ -37,12 +36,16 @@ def macro_f1(y_true: np.ndarray, pred: np.ndarray) -> float:
     """Macro-F1 over the classes present in ``y_true``, so a split without a rare class
     is not scored zero for it. Early stopping and the reported metrics both use this."""
     present = sorted(set(np.asarray(y_true).tolist()))
+    from sklearn.metrics import f1_score  # here, not at import: predictions never need it
+
     return float(f1_score(y_true, pred, labels=present, average="macro", zero_division=0))
 
 
 def _auroc(y_binary: np.ndarray, score: np.ndarray) -> float | None:
     if y_binary.min() == y_binary.max():
         return None  # undefined with one class present
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y_binary, score))
 
 
@@ -72,6 +75,8 @@ def classification_metrics(y_true, proba, classes) -> dict:
     if len(y_true) == 0:
         raise ValueError("cannot score an empty set")
     pred = proba.argmax(axis=1)
+    from sklearn.metrics import confusion_matrix
+
     cm = confusion_matrix(y_true, pred, labels=list(range(k)))
     per_class, aurocs = {}, []
     for i, name in enumerate(classes):

@@ -21,13 +21,23 @@ True
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from fusion.schema import Schema, is_missing
+
+if TYPE_CHECKING:
+    import pandas
+
+
+def _is_frame(records: Any) -> bool:
+    """A pandas DataFrame (which exists only once pandas is imported: the one-record
+    prediction path never imports it)."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(records, pandas.DataFrame)
 
 
 class TabularPreprocessor:
@@ -52,7 +62,7 @@ class TabularPreprocessor:
         self.schema = schema
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, records: pd.DataFrame) -> TabularPreprocessor:
+    def fit(self, records: pandas.DataFrame) -> TabularPreprocessor:
         """Learn imputation values and scales from parsed training records.
 
         ``records`` must hold one column per schema feature, parsed by
@@ -91,7 +101,7 @@ class TabularPreprocessor:
         return columns, sources
 
     def _check_columns(self, records) -> None:
-        columns = records.columns if isinstance(records, pd.DataFrame) else records
+        columns = records.columns if _is_frame(records) else records
         absent = [n for n in self.schema.feature_names if n not in columns]
         if absent:
             raise ValueError(f"records lack feature column(s) {absent} of schema {self.schema.name!r}")
@@ -100,7 +110,7 @@ class TabularPreprocessor:
     def _column(records, name: str, dtype) -> np.ndarray:
         """One feature's values as an array, from a DataFrame or a mapping of sequences
         (the latter skips pandas for single-record prediction)."""
-        if isinstance(records, pd.DataFrame):
+        if _is_frame(records):
             return records[name].to_numpy(dtype=dtype)
         if dtype is object:
             out = np.empty(len(records[name]), dtype=object)

@@ -22,14 +22,17 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 try:  # Python >= 3.11
     import tomllib
@@ -52,7 +55,8 @@ def is_missing(value: Any) -> bool:
         return True
     if isinstance(value, np.floating) and np.isnan(value):
         return True
-    if value is pd.NA or value is pd.NaT:
+    pandas = sys.modules.get("pandas")  # pandas' own missing values exist only once it is imported
+    if pandas is not None and (value is pandas.NA or value is pandas.NaT):
         return True
     return isinstance(value, str) and value.strip().lower() in MISSING_STRINGS
 
@@ -373,7 +377,8 @@ class Schema:
             A field is unknown, or a value is not accepted (the message names the field,
             the value and what is accepted).
         """
-        if isinstance(record, pd.Series):
+        pandas = sys.modules.get("pandas")
+        if pandas is not None and isinstance(record, pandas.Series):
             record = record.to_dict()
         if not isinstance(record, Mapping):
             raise TypeError(
@@ -465,6 +470,8 @@ class Schema:
             groups.append(group)
             images.append(file)
             kept.append(index)
+        import pandas as pd
+
         features = records_frame(self, parsed, index=pd.Index(kept, name=table.index.name))
         return TableValidation(
             features=features,
@@ -480,6 +487,8 @@ def records_frame(schema: Schema, columns: Mapping[str, list], index=None) -> pd
     """Parsed feature values as a DataFrame with one explicit dtype per feature type:
     float64 (NaN = missing) for numeric, object (None = missing) for the others, so
     that pandas' string inference never turns a missing category into NaN."""
+    import pandas as pd
+
     data = {}
     for feature in schema.features:
         values = columns[feature.name]

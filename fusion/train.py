@@ -61,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained", choices=["imagenet"], help="torchvision ImageNet weights (must already be on this machine)"
     )
     p.add_argument("--init-from", dest="init_from", help="run folder whose image branch initialises this one")
-    p.add_argument("--epochs", type=int, default=d.train.epochs)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=d.train.epochs,
+        help=f"training epochs (default: enough for about {d.train.steps} optimisation steps, at least "
+        f"{d.train.min_epochs} epochs, so small datasets train as long as large ones)",
+    )
     p.add_argument("--batch-size", type=int, default=d.train.batch_size)
     p.add_argument("--lr", type=float, default=d.train.lr)
     p.add_argument("--patience", type=int, default=d.train.patience, help="early-stopping patience in epochs")
@@ -223,6 +229,7 @@ def run(
         "n_train": len(train),
         "n_val": len(val) if val is not None else 0,
         "n_test": len(test) if test is not None else 0,
+        "epochs": clf.history_.get("epochs"),
         "epochs_run": clf.history_.get("epochs_run", 0),
         "resumed_from_epoch": clf.history_.get("resumed_from_epoch"),
         "best_epoch": clf.history_.get("best_epoch"),

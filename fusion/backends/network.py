@@ -110,6 +110,7 @@ class NetworkBackend:
                 self.arrays(Batch.from_dataset(val, self.spec.modalities), val.labels) if has_val else None,
                 cfg.train,
                 cfg.head,
+                epochs=cfg.epochs_for(len(train)),
                 augment=cfg.image.augment,
                 device=device,
                 precision=precision,

@@ -33,22 +33,26 @@ from fusion.nets.registry import BACKBONES, backbone_spec
 class CustomCNN(nn.Module):
     """A fast CNN for grayscale X-rays: four conv-BN-ReLU-pool blocks and global pooling.
 
-    Its default input is 64 px: with four blocks the last features then see most of a
-    lung field, which is what opacities are judged against; at 128 px the same network
-    learned markedly worse on the synthetic cohort.
+    The first convolution reads the film with a stride of 2 (a strided stem, as ResNets
+    have), so each later block works on a quarter of the pixels it would otherwise:
+    most of the cost of a small CNN lies in its first, full-resolution layers, and
+    opacities are judged over regions, not single pixels. Its default input is 64 px;
+    with the stem and four blocks the last features then see most of a lung field.
 
     Parameters
     ----------
     widths : tuple of int
         Channels of each block; each block halves the resolution.
+    stem_stride : int
+        Stride of the first convolution.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)):
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 192), stem_stride: int = 2):
         super().__init__()
         layers, channels = [], 1
-        for width in widths:
+        for i, width in enumerate(widths):
             layers += [
-                nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                nn.Conv2d(channels, width, 3, stride=stem_stride if i == 0 else 1, padding=1, bias=False),
                 nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(2),

@@ -33,15 +33,16 @@ def autocast(device: torch.device, precision: str):
 
 
 def prepare_model(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
-    """Move the model; channels-last memory layout where the CPU/GPU kernels favour it."""
-    model = model.to(device)
-    if precision == "bf16" or device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    """Move the model, in channels-last memory layout: oneDNN's CPU convolutions (fp32
+    as well as bf16) and cuDNN's are fastest in it, and a network with no convolution
+    is unaffected."""
+    return model.to(device).to(memory_format=torch.channels_last)
 
 
-def layout(inputs: dict, precision: str, device: torch.device) -> dict:
+def layout(inputs: dict) -> dict:
+    """Images in the channels-last layout the model's weights are in (see
+    :func:`prepare_model`)."""
     image = inputs.get("image")
-    if image is not None and (precision == "bf16" or device.type == "cuda"):
+    if image is not None:
         inputs = {**inputs, "image": image.contiguous(memory_format=torch.channels_last)}
     return inputs

@@ -107,7 +107,7 @@ def predict_network(
         index = torch.arange(start, min(start + batch_size, len(arrays)))
         presence = None if arrays.presence is None else arrays.presence[index].to(device)
         with autocast(device, "fp32" if frozen else precision):
-            logits = model(layout(arrays.batch(index, device), precision, device), presence=presence)
+            logits = model(layout(arrays.batch(index, device)), presence=presence)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     if not out:
         return np.zeros((0, model.n_classes))
@@ -121,6 +121,7 @@ def fit_network(
     cfg: TrainConfig,
     head: HeadConfig,
     *,
+    epochs: int,
     augment: bool,
     device: torch.device,
     precision: str,
@@ -129,7 +130,8 @@ def fit_network(
     fingerprint: dict | None = None,
     resume: bool = False,
 ) -> dict:
-    """Train ``model`` in place and load its best epoch's weights.
+    """Train ``model`` in place for at most ``epochs`` epochs and load its best epoch's
+    weights.
 
     With ``checkpoint_dir``, the full training state is saved there after every epoch
     (see :mod:`fusion.checkpoint`); with ``resume``, training continues from the last
@@ -139,16 +141,15 @@ def fit_network(
     -------
     dict
         ``history`` (per epoch: train loss, val loss, val macro-F1, seconds),
-        ``best_epoch``, ``epochs_run``, ``seconds``, ``resumed_from_epoch``.
+        ``best_epoch``, ``epochs`` (planned), ``epochs_run``, ``seconds``,
+        ``resumed_from_epoch``.
     """
     n_classes = model.n_classes
     weights = torch.tensor(class_weights(train.labels.numpy(), n_classes), dtype=torch.float32, device=device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, math.ceil(len(train) / cfg.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.2
-    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=epochs * steps, pct_start=0.2)
     generator = torch.Generator().manual_seed(cfg.seed)
     has_val = val is not None and len(val) > 0
     best = {"f1": -1.0, "loss": math.inf, "epoch": 0, "state": None}
@@ -169,8 +170,8 @@ def fit_network(
         first += 1
         logger.info("resuming after epoch %d (best so far: epoch %d)", resumed_from, best["epoch"])
     progress = _progress(verbose)
-    for epoch in range(first, cfg.epochs + 1):
-        if has_val and stale >= cfg.patience and epoch - 1 > cfg.epochs // 2:
+    for epoch in range(first, epochs + 1):
+        if has_val and stale >= cfg.patience and epoch - 1 > epochs // 2:
             break  # a resumed run that had already stopped early
         t0 = time.perf_counter()
         model.train()
@@ -179,13 +180,13 @@ def fit_network(
         # Drop a last batch of one: batch norm cannot train on it.
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         batches = [b for b in batches if len(b) > 1] or batches
-        for index in progress(batches, desc=f"epoch {epoch}/{cfg.epochs}"):
+        for index in progress(batches, desc=f"epoch {epoch}/{epochs}"):
             inputs = train.batch(index, device)
             if augment and inputs["image"] is not None:
                 inputs["image"] = augment_images(inputs["image"], generator)
             labels = train.labels[index].to(device)
             with autocast(device, precision):
-                logits, aux = model.forward_with_aux(layout(inputs, precision, device))
+                logits, aux = model.forward_with_aux(layout(inputs))
                 loss = F.cross_entropy(logits.float(), labels, weight=weights)
                 for aux_logits in aux.values():
                     loss = loss + head.aux_weight * F.cross_entropy(aux_logits.float(), labels, weight=weights)
@@ -243,7 +244,7 @@ def fit_network(
         logger.info(
             "epoch %3d/%d  train loss %.4f%s  %.1fs%s",
             epoch,
-            cfg.epochs,
+            epochs,
             record["train_loss"],
             val_text,
             record["seconds"],
@@ -252,7 +253,7 @@ def fit_network(
         # Early stopping waits for the second half: under the one-cycle schedule the
         # first epochs run at a high learning rate, and validation scores there are
         # noisy and not yet the model's best.
-        if has_val and stale >= cfg.patience and epoch > cfg.epochs // 2:
+        if has_val and stale >= cfg.patience and epoch > epochs // 2:
             logger.info("early stop: no val macro-F1 gain for %d epochs; best epoch %d", cfg.patience, best["epoch"])
             break
     if best["state"] is not None:
@@ -261,6 +262,7 @@ def fit_network(
     return {
         "history": history,
         "best_epoch": best["epoch"],
+        "epochs": epochs,
         "epochs_run": len(history),
         "seconds": time.perf_counter() - start,
         "resumed_from_epoch": resumed_from,
