@@ -18,6 +18,7 @@ from pathlib import Path
 FIELD_FLAGS = {
     "modalities": "--modalities",
     "model": "--model",
+    "fusion": "--fusion",
     "image.backbone": "--backbone",
     "image.image_size": "--image-size",
     "image.freeze": "--freeze",

@@ -16,10 +16,13 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from fusion.data.synthetic import DEFAULT_N as SYNTHETIC_N
-from fusion.nets.registry import DEFAULT_BACKBONE, backbone_spec
+from fusion.nets.registry import DEFAULT_BACKBONE, PRETRAINED, backbone_spec
 
 MODALITIES = ("image", "tabular")
 MODELS = ("fusion", "xgboost")
+FUSIONS = ("joint", "stacked", "gbm", "auto")
+# Strategies whose image model is a frozen pretrained backbone (auto: its candidates).
+FROZEN_IMAGE = ("stacked", "gbm", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -107,7 +110,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    # XGBoost baseline
+    # XGBoost baseline: tuned by patient-grouped inner CV of the training part, or (with
+    # xgb_tune off) these fixed settings with early stopping on the validation split
+    xgb_tune: bool = True
     xgb_trees: int = 400
     xgb_depth: int = 4
     xgb_lr: float = 0.05
@@ -119,6 +124,7 @@ class Config:
 
     modalities: tuple[str, ...] = ("image", "tabular")
     model: str = "fusion"
+    fusion: str = "joint"
     data: DataConfig = field(default_factory=DataConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     tabular: TabularConfig = field(default_factory=TabularConfig)
@@ -141,18 +147,31 @@ class Config:
         self.modalities = parse_modalities(self.modalities)
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}; got {self.model!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}; got {self.fusion!r}")
         if self.model == "xgboost" and self.modalities != ("tabular",):
             raise ValueError(f"model 'xgboost' is tabular only: modalities must be ('tabular',); got {self.modalities}")
         try:
             spec = backbone_spec(self.image.backbone)
         except ValueError as err:
             raise ValueError(f"image.backbone: {err}") from None
+        if self.fusion in FROZEN_IMAGE and "image" in self.modalities and not self.starting_weights:
+            # These strategies read the film through a frozen pretrained backbone: the
+            # shipped chest X-ray weights unless others are given.
+            if "cxr" not in spec.shipped:
+                raise ValueError(
+                    f"fusion {self.fusion!r} reads films through a frozen pretrained backbone; backbone "
+                    f"{spec.name!r} has no shipped weights: set image.pretrained, image.weights or image.init_from"
+                )
+            self.image.pretrained = "cxr"
+        if self.image.pretrained not in (None, *PRETRAINED):
+            raise ValueError(
+                f"image.pretrained must be one of {list(PRETRAINED)} or unset; got {self.image.pretrained!r}"
+            )
         if self.image.image_size is None:
-            self.image.image_size = spec.default_size
+            self.image.image_size = spec.input_size(self.image.pretrained)
         if self.image.image_size < 16:
             raise ValueError(f"image.image_size must be >= 16; got {self.image.image_size}")
-        if self.image.pretrained not in (None, "imagenet"):
-            raise ValueError(f"image.pretrained must be 'imagenet' or unset; got {self.image.pretrained!r}")
         sources = [f"image.{s}" for s in ("pretrained", "weights", "init_from") if getattr(self.image, s)]
         if len(sources) > 1:
             raise ValueError(f"set at most one of image.pretrained, image.weights, image.init_from; got {sources}")

@@ -8,10 +8,12 @@ prediction:
 - *which values in the record?* ``tabular_attribution``: Integrated Gradients over the
   preprocessed features, summed back onto the schema's features (a one-hot group or a
   missing-value indicator counts for its feature);
-- *how much did each modality matter?* ``modality_share``: Captum FeatureAblation
-  over one presence switch per modality. Switching a modality off removes it exactly
-  as a missing input does (the model was trained with modality dropout for that), so
-  the share is each modality's normalised effect on the target's probability.
+- *how much did each modality matter?* ``modality_share``: each modality's Shapley
+  value on the target's *log-odds*, from removing the modalities in both orders
+  (:func:`modality_shares`). A modality is removed exactly as a missing input is (every
+  backend answers with a modality missing), and log-odds, unlike a probability, keep
+  moving when the probability is already near 1, so a record that visibly moves the
+  decision never gets a share of 0 behind a saturated image.
 
 Both inputs are attributed in one Integrated Gradients call (Captum takes the tuple
 ``(image, tabular)`` and returns a tuple), against a neutral baseline: a uniform film
@@ -24,16 +26,15 @@ The XGBoost baseline is explained with XGBoost's own exact tree SHAP contributio
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fusion.persistence import atomic_write
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_STEPS = 50
 
@@ -196,11 +197,59 @@ def smooth(a: np.ndarray, sigma: float | None = None) -> np.ndarray:
     return np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="same"), 1, a)
 
 
-def _share(effects: dict[str, float]) -> dict[str, float]:
-    total = sum(abs(v) for v in effects.values())
-    if total < 1e-12:
-        return {m: 1.0 / len(effects) for m in effects}
-    return {m: abs(v) / total for m, v in effects.items()}
+def log_odds(p: float) -> float:
+    """log(p / (1 - p)), with p kept inside (1e-12, 1 - 1e-12)."""
+    p = min(max(float(p), 1e-12), 1.0 - 1e-12)
+    return float(np.log(p) - np.log1p(-p))
+
+
+def modality_shares(value: Callable[[frozenset], float], modalities: tuple[str, ...], present) -> dict[str, float]:
+    """Each modality's share of one decision: its Shapley value on the target's log-odds.
+
+    Parameters
+    ----------
+    value : callable
+        ``value(S)``: the target's log-odds when only the modalities in ``S`` (a
+        frozenset) are given, the others removed as missing inputs are.
+    modalities : tuple of str
+        The model's modalities.
+    present : iterable of str
+        Those given for this patient; an absent one gets share 0.
+
+    Returns
+    -------
+    dict of str -> float
+        Non-negative, summing to 1: ``|phi_m| / sum |phi|``. With two modalities
+        ``phi_image = ((v(I) - v()) + (v(I, T) - v(T))) / 2`` (both orders of
+        removal), and ``phi_image + phi_tabular = v(I, T) - v()``. Equal shares when
+        neither moves the log-odds.
+    """
+    present = [m for m in modalities if m in set(present)]
+    if len(present) < 2:
+        return {m: float(m in present) for m in modalities}
+    memo: dict[frozenset, float] = {}
+
+    def v(subset) -> float:
+        key = frozenset(subset)
+        if key not in memo:
+            memo[key] = value(key)
+        return memo[key]
+
+    phi = {}
+    for m in present:
+        others = [o for o in present if o != m]
+        # Average marginal contribution over every order (two players: two orders).
+        total, count = 0.0, 0
+        for r in range(len(others) + 1):
+            for before in itertools.combinations(others, r):
+                weight = math.factorial(r) * math.factorial(len(present) - r - 1)
+                total += weight * (v({*before, m}) - v(before))
+                count += weight
+        phi[m] = total / count
+    norm = sum(abs(x) for x in phi.values())
+    if norm < 1e-12:
+        return {m: (1.0 / len(present) if m in present else 0.0) for m in modalities}
+    return {m: (abs(phi[m]) / norm if m in phi else 0.0) for m in modalities}
 
 
 @dataclass(kw_only=True)
@@ -249,7 +298,7 @@ def explain_network(
         Integrated Gradients steps.
     """
     import torch
-    from captum.attr import FeatureAblation, IntegratedGradients
+    from captum.attr import IntegratedGradients
 
     model.eval()
     present = [m for m in model.modalities if inputs.get(m) is not None]
@@ -275,19 +324,14 @@ def explain_network(
         tensors, baselines=baselines, target=k, n_steps=n_steps, internal_batch_size=internal
     )
     found = {m: a.detach().float().cpu().numpy()[0] for m, a in zip(present, attributions, strict=True)}
-    if len(model.modalities) == 1:
-        share = {model.modalities[0]: 1.0}
-    elif len(present) == 1:
-        share = {m: float(m in present) for m in model.modalities}
-    else:
+    given = dict(zip(present, tensors, strict=True))
 
-        def by_presence(presence):
-            full = dict(zip(present, tensors, strict=True))
-            return torch.softmax(model(full, presence=presence).float(), dim=1)
+    def value(subset: frozenset) -> float:
+        presence = torch.tensor([[float(m in subset) for m in model.modalities]], device=tensors[0].device)
+        with torch.no_grad():
+            return log_odds(torch.softmax(model(given, presence=presence).float(), dim=1)[0, k])
 
-        ones = torch.ones(1, len(model.modalities), device=tensors[0].device)
-        effect = FeatureAblation(by_presence).attribute(ones, baselines=0.0, target=k)[0]
-        share = _share({m: float(e) for m, e in zip(model.modalities, effect, strict=True)})
+    share = modality_shares(value, model.modalities, present)
     return NetworkAttribution(
         target=k,
         probabilities=proba.cpu().numpy().astype(np.float64),
@@ -303,3 +347,41 @@ def sum_by_source(values: np.ndarray, sources: list[str], names) -> dict[str, fl
     for v, s in zip(values, sources, strict=True):
         out[s] += float(v)
     return out
+
+
+def embedding_attribution(branch, image, readout, *, n_steps: int = DEFAULT_STEPS) -> np.ndarray:
+    """Integrated Gradients over the pixels of a readout of an image embedding.
+
+    For the late-fusion backends, whose image evidence enters through a frozen
+    backbone's embedding: ``readout(embedding) -> (batch,)`` is what the decision reads
+    from the embedding (the stacked model's own path to the target's log-odds, or a
+    linear stand-in for the trees of the gbm model). The baseline is a uniform film at
+    the branch's mean intensity, as for the network.
+
+    Parameters
+    ----------
+    branch : ImageBranch
+        Frozen.
+    image : torch.Tensor
+        (1, 1, H, W) in [0, 1].
+    readout : callable
+    n_steps : int
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W).
+    """
+    import torch
+    from captum.attr import IntegratedGradients
+
+    def forward(x):
+        return readout(branch(x).float())
+
+    baseline = torch.full_like(image, float(branch.mean))
+    internal = n_steps if image[0].numel() <= 96 * 96 else 10
+    with torch.enable_grad():
+        a = IntegratedGradients(forward).attribute(
+            image, baselines=baseline, n_steps=n_steps, internal_batch_size=internal
+        )
+    return a.detach().float().cpu().numpy()[0, 0]

@@ -224,6 +224,14 @@ class TabularPreprocessor:
                 names += [f"{f.name}={c}" for c in f.categories]
         return np.concatenate(blocks, axis=1).astype(np.float32), names
 
+    def raw_columns(self) -> list[str]:
+        """Names of :meth:`transform_raw`'s columns: a numeric or binary feature's own
+        name, ``name=category`` for each category of a categorical one."""
+        names = []
+        for f in self.schema.features:
+            names += [f"{f.name}={c}" for c in f.categories] if f.type == "categorical" else [f.name]
+        return names
+
     @property
     def n_features_out(self) -> int:
         self._check_fitted()

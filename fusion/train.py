@@ -27,11 +27,11 @@ import numpy as np
 from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
 from fusion.cli import fail, log_to_terminal
-from fusion.config import DEVICES, MODELS, PRECISIONS, Config
+from fusion.config import DEVICES, FUSIONS, MODELS, PRECISIONS, Config
 from fusion.data.dataset import Dataset
 from fusion.data.loaders import load_dataset
-from fusion.evaluation import classification_metrics, format_metrics
-from fusion.nets.registry import BACKBONES
+from fusion.evaluation import classification_metrics, format_metrics, metric_intervals
+from fusion.nets.registry import BACKBONES, PRETRAINED
 from fusion.persistence import write_json
 from fusion.plots import plot_confusion, plot_history, plot_roc
 from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
@@ -51,14 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--modalities", default="image,tabular", help="image,tabular | image | tabular (default: %(default)s)"
     )
-    p.add_argument("--model", choices=MODELS, default=d.model, help="fusion network or XGBoost baseline (tabular only)")
+    p.add_argument("--model", choices=MODELS, default=d.model, help="fusion model or XGBoost baseline (tabular only)")
+    p.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default=d.fusion,
+        help="joint (one network trained end to end), stacked (per-modality models joined by a combiner learned "
+        "on out-of-fold predictions), gbm (XGBoost over a frozen image embedding and the record), auto (chosen "
+        "by patient-grouped inner CV of the training part); default: %(default)s",
+    )
     p.add_argument(
         "--backbone", choices=sorted(BACKBONES), default=d.image.backbone, help="image backbone (default: %(default)s)"
     )
     p.add_argument("--freeze", type=int, default=d.image.freeze, help="freeze the first N blocks of the backbone")
     p.add_argument("--weights", help="local state-dict file to initialise the backbone")
     p.add_argument(
-        "--pretrained", choices=["imagenet"], help="torchvision ImageNet weights (must already be on this machine)"
+        "--pretrained",
+        choices=PRETRAINED,
+        help="named starting weights: cxr (chest X-ray weights shipped with fusion, custom backbone), "
+        "imagenet (torchvision's, only if already on this machine)",
     )
     p.add_argument("--init-from", dest="init_from", help="run folder whose image branch initialises this one")
     p.add_argument(
@@ -98,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = Config(modalities=args.modalities, model=args.model)
+    cfg = Config(modalities=args.modalities, model=args.model, fusion=args.fusion)
     cfg.data.path, cfg.data.schema, cfg.data.synthetic_n = args.data, args.schema, args.synthetic_n
     img = cfg.image
     img.backbone, img.freeze, img.image_size, img.augment = (
@@ -165,9 +176,12 @@ def check_enough_data(ds: Dataset) -> None:
     )
 
 
-def score(clf: FusionClassifier, ds: Dataset) -> tuple[dict, np.ndarray]:
+def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Metrics of ``ds``, each headline figure with its 95 % patient-bootstrap interval."""
     proba = clf.predict_dataset(ds)
-    return classification_metrics(ds.labels, proba, clf.classes_), proba
+    metrics = classification_metrics(ds.labels, proba, clf.classes_)
+    metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed)
+    return metrics, proba
 
 
 def run(
@@ -224,6 +238,9 @@ def run(
         "classes": list(ds.classes),
         "modalities": list(cfg.modalities),
         "model": cfg.model,
+        "fusion": cfg.fusion,
+        "backend": clf.backend_.name,
+        "auto": clf.history_.get("auto"),
         "backbone": cfg.image.backbone if "image" in cfg.modalities else None,
         "data": cfg.data.path or "synthetic (embedded)",
         "n_train": len(train),
@@ -242,7 +259,7 @@ def run(
         if part is None or len(part) == 0:
             metrics[name] = None
             continue
-        metrics[name], proba = score(clf, part)
+        metrics[name], proba = score(clf, part, cfg.train.seed)
         plot_confusion(
             metrics[name]["confusion_matrix"],
             ds.classes,

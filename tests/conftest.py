@@ -64,6 +64,19 @@ def tiny_runs(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _small_tuning_grids():
+    """The tests check what tuning does, not how well: two XGBoost candidates, two
+    regularisation strengths, three inner folds (the library's grids are larger)."""
+    from fusion.backends import members
+
+    saved = members.XGB_GRID, members.XGB_ROUNDS, members.LINEAR_C, members.INNER_FOLDS
+    members.XGB_GRID = {"max_depth": (2, 3), "learning_rate": (0.1,), "subsample": (0.8,)}
+    members.XGB_ROUNDS, members.LINEAR_C, members.INNER_FOLDS = (20, 40), (0.1, 1.0), 3
+    yield
+    members.XGB_GRID, members.XGB_ROUNDS, members.LINEAR_C, members.INNER_FOLDS = saved
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _private_image_cache(tmp_path_factory):
     """Tests never write to the user's cache folder."""
     previous = os.environ.get("FUSION_CACHE_DIR")

@@ -17,12 +17,17 @@ if TYPE_CHECKING:
 BACKENDS = {
     "network": "fusion.backends.network:NetworkBackend",
     "booster": "fusion.backends.booster:BoosterBackend",
+    "stacked": "fusion.backends.stacked:StackedBackend",
+    "gbm": "fusion.backends.gbm:GBMBackend",
+    "auto": "fusion.backends.auto:AutoBackend",
 }
+# The backend of each fusion strategy (Config.fusion); "auto" fits to one of the others.
+STRATEGIES = {"joint": "network", "stacked": "stacked", "gbm": "gbm", "auto": "auto"}
 
 
 def backend_name(config: Config) -> str:
     """The backend a (validated) configuration trains."""
-    return "booster" if config.model == "xgboost" else "network"
+    return "booster" if config.model == "xgboost" else STRATEGIES[config.fusion]
 
 
 def backend_class(name: str) -> type[Backend]:

@@ -152,9 +152,13 @@ class BoosterBackend:
     def fit(
         self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir=None, resume: bool = False
     ) -> BoosterBackend:
-        """Boosting is fast and not checkpointed: ``checkpoint_dir`` and ``resume`` are
-        accepted for the common contract and ignored."""
+        """Tuned by patient-grouped inner CV of the training part (``train.xgb_tune``,
+        the default: depth, learning rate, minimum child weight and rounds), or the fixed
+        settings with early stopping on ``val``. Boosting is fast and not checkpointed:
+        ``checkpoint_dir`` and ``resume`` are accepted for the common contract and ignored."""
         t = self.spec.config.train
+        if t.xgb_tune:
+            return self._fit_tuned(train)
         has_val = val is not None and len(val) > 0
         self.booster_ = XGBoostBaseline(t.xgb_trees, t.xgb_depth, t.xgb_lr, seed=t.seed).fit(
             self._X(train.records),
@@ -164,6 +168,32 @@ class BoosterBackend:
             val.labels if has_val else None,
         )
         self.history_ = {"best_iteration": self.booster_.best_iteration_}
+        return self
+
+    def _fit_tuned(self, train: Dataset) -> BoosterBackend:
+        from fusion.backends.members import fit_xgb, tune_xgb
+
+        t, k = self.spec.config.train, len(self.spec.classes)
+        X = self._X(train.records)
+        params, rounds, scores = tune_xgb(X, train.labels, train.groups, k, t.seed)
+        model = XGBoostBaseline(n_estimators=rounds, seed=t.seed)
+        model.booster_ = fit_xgb(X, train.labels, k, params, t.seed, rounds)
+        model.n_classes_, model.n_features_in_, model.best_iteration_ = k, X.shape[1], rounds - 1
+        self.booster_ = model
+        self.history_ = {"params": params, "rounds": rounds, "best_inner_cv_macro_auroc": max(scores.values())}
+        return self
+
+    def _fit_tuned(self, train: Dataset) -> BoosterBackend:
+        from fusion.backends.members import fit_xgb, tune_xgb
+
+        t, k = self.spec.config.train, len(self.spec.classes)
+        X = self._X(train.records)
+        params, rounds, scores = tune_xgb(X, train.labels, train.groups, k, t.seed)
+        model = XGBoostBaseline(n_estimators=rounds, seed=t.seed)
+        model.booster_ = fit_xgb(X, train.labels, k, params, t.seed, rounds)
+        model.n_classes_, model.n_features_in_, model.best_iteration_ = k, X.shape[1], rounds - 1
+        self.booster_ = model
+        self.history_ = {"params": params, "rounds": rounds, "best_inner_cv_macro_auroc": max(scores.values())}
         return self
 
     def predict_proba(self, batch: Batch) -> np.ndarray:

@@ -129,9 +129,11 @@ def create_backbone(name: str, weights: str | Path | None = None) -> nn.Module:
     name : str
         A registry name (:data:`fusion.nets.registry.BACKBONES`).
     weights : str or Path, optional
-        ``"imagenet"`` (torchvision's checkpoint, only if already on this machine), a
-        local weights file (a state dict saved with ``torch.save``, or safetensors), or
-        the folder of an earlier fusion run whose image branch starts this one.
+        A name: ``"imagenet"`` (torchvision's checkpoint, only if already on this
+        machine) or the name of weights shipped inside the package (``"cxr"`` for the
+        custom CNN: see ``fusion/weights/``); a local weights file (a state dict saved
+        with ``torch.save``, or safetensors); or the folder of an earlier fusion run
+        whose image branch starts this one.
 
     Returns
     -------
@@ -157,11 +159,42 @@ def create_backbone(name: str, weights: str | Path | None = None) -> nn.Module:
         return backbone
     if weights == "imagenet":
         load_backbone_weights(backbone, imagenet_weights_path(name))
+    elif weights in spec.shipped:
+        backbone.input_stats = _load_shipped(backbone, spec.shipped[weights].file)
+    elif isinstance(weights, str) and weights.isidentifier() and not Path(weights).exists():
+        known = ["imagenet", *spec.shipped]
+        raise ValueError(f"no weights named {weights!r} for backbone {name!r}; named weights: {known}, or give a file")
     elif Path(weights).is_dir():
         backbone.input_stats = _load_run_backbone(backbone, name, Path(weights))
     else:
         load_backbone_weights(backbone, weights)
     return backbone
+
+
+def shipped_weights_info(file: str) -> dict:
+    """The provenance record of shipped weights (``fusion/weights/<file>.json``)."""
+    from importlib import resources
+
+    return json.loads(resources.files("fusion.weights").joinpath(f"{file}.json").read_text(encoding="utf-8"))
+
+
+def _load_shipped(backbone: nn.Module, file: str) -> tuple[float, float]:
+    """Load weights shipped inside the package, after checking their SHA-256 against
+    the record beside them; returns the normalisation they were trained with."""
+    import hashlib
+    from importlib import resources
+
+    from safetensors.torch import load
+
+    info = shipped_weights_info(file)
+    data = resources.files("fusion.weights").joinpath(f"{file}.safetensors").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != info["sha256"]:
+        raise ValueError(
+            f"shipped weights {file}.safetensors do not match their SHA-256 ({digest[:12]}...); reinstall fusion"
+        )
+    backbone.load_state_dict(load(data))
+    return float(info["mean"]), float(info["std"])
 
 
 def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[float, float]:

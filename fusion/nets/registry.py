@@ -11,7 +11,25 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ShippedWeights:
+    """Weights that come inside the installed package (``fusion/weights/``), loaded
+    offline by name, with the input size and data they were trained on.
+
+    Attributes
+    ----------
+    file : str
+        File stem in ``fusion/weights/``: ``<file>.safetensors`` holds the tensors,
+        ``<file>.json`` their SHA-256, normalisation and provenance.
+    image_size : int
+        The input side the weights were trained at (the default when they are used).
+    """
+
+    file: str
+    image_size: int
 
 
 @dataclass(frozen=True)
@@ -28,6 +46,8 @@ class BackboneSpec:
         ``module:attribute`` of the ``nn.Module`` class, imported only when built.
     imagenet_file : str or None
         File name of torchvision's ImageNet checkpoint, when there is one.
+    shipped : dict of str -> ShippedWeights
+        Weights inside the package, by the name ``image.pretrained`` takes.
     description : str
     """
 
@@ -35,7 +55,14 @@ class BackboneSpec:
     default_size: int
     factory: str
     imagenet_file: str | None = None
+    shipped: dict[str, ShippedWeights] = field(default_factory=dict)
     description: str = ""
+
+    def input_size(self, pretrained: str | None) -> int:
+        """The default input side: that of the shipped weights when they are used."""
+        if pretrained in self.shipped:
+            return self.shipped[pretrained].image_size
+        return self.default_size
 
 
 DEFAULT_BACKBONE = "custom"
@@ -43,7 +70,13 @@ DEFAULT_BACKBONE = "custom"
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec("custom", 64, "fusion.nets.backbones:CustomCNN", description="fast CNN for grayscale films"),
+        BackboneSpec(
+            "custom",
+            64,
+            "fusion.nets.backbones:CustomCNN",
+            shipped={"cxr": ShippedWeights("custom_cxr", 128)},
+            description="fast CNN for grayscale films",
+        ),
         BackboneSpec(
             "densenet169",
             224,
@@ -53,6 +86,11 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
     )
 }
+
+
+# What image.pretrained accepts: published sets looked up on this machine, and the
+# weights shipped inside the package.
+PRETRAINED = ("imagenet", *sorted({n for spec in BACKBONES.values() for n in spec.shipped}))
 
 
 def backbone_spec(name: str) -> BackboneSpec:

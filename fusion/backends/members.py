@@ -1,0 +1,242 @@
+"""The parts that late-fusion backends are built from: a frozen image embedder, a
+linear model on it, a tuned XGBoost model on the record, and the patient-grouped inner
+cross-validation that tunes and stacks them.
+
+Every part keeps its fitted state as tensors (safetensors) or plain numbers (JSON), so
+the model folders that hold them carry no pickle.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusion.backends.base import class_weights
+from fusion.evaluation import macro_auroc
+
+# Inner cross-validation: folds of the training part, grouped by patient.
+INNER_FOLDS = 4
+
+
+def inner_folds(labels: np.ndarray, groups: np.ndarray | None, seed: int, k: int | None = None):
+    """Patient-grouped, stratified folds of a training part (fewer when it has fewer
+    patients), for tuning and out-of-fold predictions; ``k`` default
+    :data:`INNER_FOLDS`."""
+    from fusion.data.splits import grouped_kfold
+
+    k = k or INNER_FOLDS
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    n_groups = len(np.unique(groups))
+    return grouped_kfold(labels, groups, k=max(2, min(k, n_groups)), seed=seed)
+
+
+def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0))))
+
+
+def score(y: np.ndarray, proba: np.ndarray) -> tuple[float, float]:
+    """How candidates are compared: macro AUROC (the judged figure), then lower log
+    loss. Larger is better."""
+    auroc = macro_auroc(y, proba)
+    return (-math.inf if auroc is None else auroc, -log_loss(y, proba))
+
+
+# ------------------------------------------------------------------- embedder
+class FrozenEmbedder:
+    """A pretrained image backbone, frozen, as a feature extractor: films in, one
+    embedding vector per film out. Its weights are saved with the model, so a model
+    folder does not depend on where the weights came from.
+
+    Parameters
+    ----------
+    backbone : str
+        Registry name.
+    weights : str or Path
+        Starting weights as :func:`~fusion.nets.backbones.create_backbone` takes them
+        (``"cxr"``, a file, a run folder).
+    image_size : int
+    """
+
+    file = "embedder.safetensors"
+
+    def __init__(self, backbone: str, weights, image_size: int):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+
+    def fit(self, images: np.ndarray | None = None) -> FrozenEmbedder:
+        from fusion.data.dataset import intensity_stats
+        from fusion.nets.backbones import ImageBranch, create_backbone
+
+        net = create_backbone(self.backbone, self.weights)
+        mean, std = net.input_stats or intensity_stats(images)
+        self.branch_ = ImageBranch(net, mean, std).eval().requires_grad_(False)
+        self.output_dim = net.output_dim
+        return self
+
+    def transform(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Embeddings, float32 (n, output_dim), of uint8 films (n, S, S)."""
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).unsqueeze(1)
+                x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+                out.append(self.branch_(x).float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.output_dim), np.float32)
+
+    def save(self, folder: Path) -> list[str]:
+        from fusion.persistence import save_state_dict
+
+        save_state_dict(self.branch_.state_dict(), folder / self.file)
+        return [self.file]
+
+    @classmethod
+    def load(cls, folder: Path, backbone: str, image_size: int) -> FrozenEmbedder:
+        from fusion.nets.backbones import ImageBranch, create_backbone
+        from fusion.persistence import load_state_dict
+
+        embedder = cls(backbone, None, image_size)
+        net = create_backbone(backbone)
+        embedder.branch_ = ImageBranch(net).eval().requires_grad_(False)
+        embedder.branch_.load_state_dict(load_state_dict(folder / cls.file))
+        embedder.output_dim = net.output_dim
+        return embedder
+
+
+# ------------------------------------------------------------- linear member
+@dataclass
+class LinearModel:
+    """Standardised features -> multinomial logistic regression (scikit-learn), kept
+    as plain numbers: scaler mean and scale, coefficients, intercepts."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray  # (n_classes, n_features)
+    intercept: np.ndarray  # (n_classes,)
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean) / self.scale) @ self.coef.T + self.intercept
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        z = self.logits(X)
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k).tolist() for k in ("mean", "scale", "coef", "intercept")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LinearModel:
+        return cls(**{k: np.asarray(v, dtype=np.float64) for k, v in d.items()})
+
+
+def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, C: float) -> LinearModel:
+    """Class-weighted, L2-regularised multinomial logistic regression on standardised
+    features; classes absent from ``y`` get a very low intercept."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[scale < 1e-8] = 1.0
+    present = np.unique(y)
+    weights = class_weights(y, n_classes)
+    model = LogisticRegression(C=C, max_iter=2000)
+    model.fit((X - mean) / scale, y, sample_weight=weights[y])
+    coef = np.zeros((n_classes, X.shape[1]))
+    intercept = np.full(n_classes, -30.0)
+    if len(present) == 2:  # scikit-learn's binary form: one row for the second class
+        coef[present[1]], intercept[present[1]] = model.coef_[0] / 2, model.intercept_[0] / 2
+        coef[present[0]], intercept[present[0]] = -model.coef_[0] / 2, -model.intercept_[0] / 2
+    else:
+        coef[present], intercept[present] = model.coef_, model.intercept_
+    return LinearModel(mean, scale, coef, intercept)
+
+
+LINEAR_C = (0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def tune_linear(X, y, groups, n_classes: int, seed: int, grid=None) -> tuple[float, dict]:
+    """The regularisation of :func:`fit_linear` chosen by inner CV (``grid`` default
+    :data:`LINEAR_C`); returns (C, scores)."""
+    grid = grid or LINEAR_C
+    folds = inner_folds(y, groups, seed)
+    scores = {}
+    for C in grid:
+        oof = np.zeros((len(y), n_classes))
+        for tr, te in folds:
+            oof[te] = fit_linear(X[tr], y[tr], n_classes, C).predict_proba(X[te])
+        scores[C] = score(y, oof)
+    best = max(grid, key=lambda c: scores[c])
+    return best, {str(c): round(s[0], 4) for c, s in scores.items()}
+
+
+# ------------------------------------------------------------ boosted member
+XGB_GRID = {
+    "max_depth": (2, 4),
+    "learning_rate": (0.05, 0.15),
+    "min_child_weight": (1.0, 4.0),
+    "subsample": (0.8,),
+    "colsample_bytree": (0.8,),
+}
+XGB_ROUNDS = (25, 50, 100, 200)
+
+
+def xgb_candidates(grid: dict | None = None) -> list[dict]:
+    grid = grid or XGB_GRID
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def fit_xgb(X: np.ndarray, y: np.ndarray, n_classes: int, params: dict, seed: int, rounds: int, row_weights=None):
+    """XGBoost with balanced class weights (times ``row_weights``) for a fixed number
+    of rounds (no early stopping: the number of rounds is itself chosen by inner CV)."""
+    import xgboost as xgb
+
+    weights = class_weights(y, n_classes)[y] * (1.0 if row_weights is None else np.asarray(row_weights))
+    full = {
+        "objective": "multi:softprob",
+        "num_class": n_classes,
+        "eval_metric": "mlogloss",
+        "seed": seed,
+        "nthread": 1,
+        "max_bin": 64,
+        **params,
+    }
+    return xgb.train(full, xgb.DMatrix(X, label=y, weight=weights, missing=np.nan), num_boost_round=rounds)
+
+
+def xgb_proba(booster, X: np.ndarray, n_classes: int) -> np.ndarray:
+    out = booster.inplace_predict(X, missing=np.nan)
+    return np.asarray(out, dtype=np.float64).reshape(len(X), n_classes)
+
+
+def tune_xgb(X, y, groups, n_classes: int, seed: int) -> tuple[dict, int, dict]:
+    """Depth, learning rate and minimum child weight (subsampling fixed at 0.8) and the
+    number of rounds, chosen by patient-grouped inner CV on the training part only.
+
+    Returns (params, rounds, scores by candidate).
+    """
+    import xgboost as xgb
+
+    folds = inner_folds(y, groups, seed)
+    checkpoints = list(XGB_ROUNDS)
+    results = {}
+    for params in xgb_candidates():
+        oof = {r: np.zeros((len(y), n_classes)) for r in checkpoints}
+        for tr, te in folds:
+            booster = fit_xgb(X[tr], y[tr], n_classes, params, seed, max(checkpoints))
+            dm = xgb.DMatrix(X[te], missing=np.nan)
+            for r in checkpoints:
+                oof[r][te] = booster.predict(dm, iteration_range=(0, r)).reshape(len(te), n_classes)
+        for r in checkpoints:
+            results[(tuple(params.items()), r)] = score(y, oof[r])
+    (best_params, best_rounds) = max(results, key=results.get)
+    scores = {f"{dict(p)} x{r}": round(s[0], 4) for (p, r), s in results.items()}
+    return dict(best_params), best_rounds, scores
