@@ -46,6 +46,7 @@ from fusion.backends.base import Backend, Batch, ModelSpec
 from fusion.config import Config
 from fusion.data.dataset import Dataset
 from fusion.data.images import load_image
+from fusion.evaluation.calibration import Calibration, calibration_report
 from fusion.explain import DEFAULT_STEPS, Explanation
 from fusion.persistence import verify_folder, write_json, write_manifest
 from fusion.preprocessing import TabularPreprocessor
@@ -53,6 +54,7 @@ from fusion.schema import is_missing, parse_schema, records_frame
 from fusion.version import __version__
 
 MAX_STEPS = 10_000
+CALIBRATION = "calibration.json"
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -76,15 +78,21 @@ class Prediction:
         Every class's probability; they sum to 1.
     modalities : tuple of str
         The inputs the answer rests on ("image", "tabular").
+    above_threshold : tuple of str
+        The disease classes whose probability reaches their operating point (the
+        threshold that kept validation sensitivity at its target, see
+        :mod:`fusion.evaluation.calibration`): classes not to rule out.
     """
 
     label: str
     probabilities: dict[str, float]
     modalities: tuple[str, ...] = field(default_factory=tuple)
+    above_threshold: tuple[str, ...] = field(default_factory=tuple)
 
     def __str__(self) -> str:
         probs = ", ".join(f"{c} {p:.3f}" for c, p in self.probabilities.items())
-        return f"{self.label} ({probs}; from {' + '.join(self.modalities)})"
+        flagged = f"; above operating point: {', '.join(self.above_threshold)}" if self.above_threshold else ""
+        return f"{self.label} ({probs}; from {' + '.join(self.modalities)}{flagged})"
 
 
 def _is_single_image(image: Any) -> bool:
@@ -208,7 +216,21 @@ class FusionClassifier:
         backend = backend_class(backend_name(cfg))(self._spec())
         self.backend_ = backend.fit(train, val, verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume)
         self.history_ = self.backend_.history_
+        self.calibration_ = self._calibrate(val)
         return self
+
+    def _calibrate(self, val: Dataset | None) -> Calibration:
+        """Temperature (or vector) scaling and operating points, fitted on ``val``
+        (nothing to fit without it: probabilities are then used as they are)."""
+        cal_cfg = self.config_.calibration
+        if not cal_cfg.enabled or val is None or len(val) < 2 * len(self.classes_):
+            return Calibration()
+        raw = self.backend_.predict_proba(Batch.from_dataset(val, self.modalities_))
+        calibration = Calibration.fit(val.labels, raw, seed=self.config_.train.seed)
+        disease = [c for c in self.classes_ if c not in cal_cfg.healthy]
+        calibration.set_operating_points(val.labels, raw, self.classes_, disease, cal_cfg.target_sensitivity)
+        calibration.report = {"val": calibration_report(val.labels, raw, calibration.apply(raw))}
+        return calibration
 
     def _spec(self) -> ModelSpec:
         return ModelSpec(self.config_, self.classes_, self.modalities_, self.preprocessor_, self.image_size_)
@@ -317,7 +339,7 @@ class FusionClassifier:
             batch, _ = self._one(X, images)
         else:
             batch = self._many(X, images)
-        return self.backend_.predict_proba(batch)
+        return self.calibration_.apply(self.backend_.predict_proba(batch))
 
     def predict(self, X=None, images=None):
         """Classify one patient, or many.
@@ -354,17 +376,22 @@ class FusionClassifier:
             proba = self.predict_proba(X, images)
             return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
         batch, used = self._one(X, images)
-        proba = self.backend_.predict_proba(batch)[0]
+        proba = self.calibration_.apply(self.backend_.predict_proba(batch))[0]
         probabilities = {c: float(p) for c, p in zip(self.classes_, proba, strict=True)}
-        return Prediction(label=self.classes_[int(np.argmax(proba))], probabilities=probabilities, modalities=used)
+        thresholds = self.calibration_.thresholds
+        above = tuple(c for c in self.classes_ if c in thresholds and probabilities[c] >= thresholds[c])
+        label = self.classes_[int(np.argmax(proba))]
+        return Prediction(label=label, probabilities=probabilities, modalities=used, above_threshold=above)
 
-    def predict_dataset(self, ds: Dataset) -> np.ndarray:
-        """Probabilities for every row of a loaded dataset, shape (n, n_classes)."""
+    def predict_dataset(self, ds: Dataset, *, calibrated: bool = True) -> np.ndarray:
+        """Probabilities for every row of a loaded dataset, shape (n, n_classes);
+        ``calibrated=False``: the model's own, before calibration."""
         self._fitted_backend()
         usable = [m for m in self.modalities_ if m in ds.modalities]
         if not usable:
             raise ValueError(f"this model uses {list(self.modalities_)}; the dataset holds {sorted(ds.modalities)}")
-        return self.backend_.predict_proba(Batch.from_dataset(ds, self.modalities_))
+        raw = self.backend_.predict_proba(Batch.from_dataset(ds, self.modalities_))
+        return self.calibration_.apply(raw) if calibrated else raw
 
     def explain(
         self, record=None, image=None, *, target: str | None = None, n_steps: int = DEFAULT_STEPS
@@ -394,8 +421,14 @@ class FusionClassifier:
         batch, _ = self._one(record, image)
         if target is not None and target not in self.classes_:
             raise ValueError(f"target must be one of {list(self.classes_)}; got {target!r}")
-        k = None if target is None else self.classes_.index(target)
-        return self.backend_.explain(batch, k, n_steps=n_steps)
+        proba = self.calibration_.apply(self.backend_.predict_proba(batch))[0]
+        k = int(np.argmax(proba)) if target is None else self.classes_.index(target)
+        explanation = self.backend_.explain(batch, k, n_steps=n_steps)
+        # The probabilities the user is given are the calibrated ones; attributions and
+        # shares stay in the model's own terms (calibration rescales, never reorders).
+        explanation.probabilities = dict(zip(self.classes_, map(float, proba), strict=True))
+        explanation.probability = float(proba[k])
+        return explanation
 
     # ------------------------------------------------------------- persistence
     def save(self, folder: str | Path) -> Path:
@@ -417,6 +450,8 @@ class FusionClassifier:
         if self.schema_ is not None:
             (folder / "schema.toml").write_text(self.schema_.text, encoding="utf-8")
             files.append("schema.toml")
+        write_json(folder / CALIBRATION, self.calibration_.to_dict())
+        files.append(CALIBRATION)
         files += backend.save(folder)
         write_manifest(folder, files, __version__)
         return folder
@@ -459,6 +494,10 @@ class FusionClassifier:
             if prep.get("image")
             else (config.image.image_size if "image" in clf.modalities_ else None)
         )
+        calibration = {}
+        if CALIBRATION in listed:
+            calibration = json.loads((folder / CALIBRATION).read_text(encoding="utf-8"))
+        clf.calibration_ = Calibration.from_dict(calibration)
         backend = backend_class(meta.get("backend") or backend_name(config))
         clf.backend_ = backend.load(clf._spec(), folder, listed=listed, device=device)
         clf.history_ = clf.backend_.history_

@@ -82,6 +82,20 @@ class TabularConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """Calibration and operating points, fitted on the validation split after training.
+
+    ``healthy``: class names that are not a disease (no operating point is set for
+    them); every other class gets a threshold reaching ``target_sensitivity`` on the
+    validation split.
+    """
+
+    enabled: bool = True
+    target_sensitivity: float = 0.95
+    healthy: tuple[str, ...] = ("normal", "no_finding")
+
+
+@dataclass
 class HeadConfig:
     """The late-fusion head; ``aux_weight`` weighs each branch's auxiliary loss."""
 
@@ -129,6 +143,7 @@ class Config:
     image: ImageConfig = field(default_factory=ImageConfig)
     tabular: TabularConfig = field(default_factory=TabularConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -185,6 +200,10 @@ class Config:
                 raise ValueError(f"train.{name} must be an integer >= 1; got {value!r}")
         if not self.train.lr > 0:
             raise ValueError(f"train.lr must be > 0; got {self.train.lr}")
+        if not 0 < self.calibration.target_sensitivity < 1:
+            raise ValueError(
+                f"calibration.target_sensitivity must be in (0, 1); got {self.calibration.target_sensitivity}"
+            )
         if not 0 <= self.head.modality_dropout < 1:
             raise ValueError(f"head.modality_dropout must be in [0, 1); got {self.head.modality_dropout}")
         return self
@@ -209,6 +228,7 @@ class Config:
         out = asdict(self)
         out["modalities"] = list(self.modalities)
         out["tabular"]["hidden"] = list(self.tabular.hidden)
+        out["calibration"]["healthy"] = list(self.calibration.healthy)
         return out
 
     @classmethod
@@ -221,6 +241,7 @@ class Config:
             "tabular": TabularConfig,
             "head": HeadConfig,
             "train": TrainConfig,
+            "calibration": CalibrationConfig,
         }
         top = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - top)
@@ -235,6 +256,8 @@ class Config:
                     raise ValueError(f"config section {key!r} has unknown key(s) {bad}; known: {sorted(known)}")
                 if key == "tabular" and "hidden" in value:
                     value = {**value, "hidden": tuple(value["hidden"])}
+                if key == "calibration" and "healthy" in value:
+                    value = {**value, "healthy": tuple(value["healthy"])}
                 kwargs[key] = sections[key](**value)
             elif key == "modalities":
                 kwargs[key] = tuple(value)

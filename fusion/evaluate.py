@@ -20,6 +20,7 @@ from fusion.classifier import FusionClassifier
 from fusion.cli import fail, output_file
 from fusion.data.loaders import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics, metric_intervals
+from fusion.evaluation.subgroups import format_subgroups, subgroup_report
 from fusion.persistence import write_json
 
 
@@ -30,12 +31,15 @@ def evaluate(
     *,
     cache_dir: str | Path | bool | None = None,
     seed: int = 0,
+    by: list[str] | None = None,
 ) -> dict:
     """Metrics of the model in ``model`` on the dataset ``data`` (None: a fresh synthetic
     cohort, seeded differently from training), each headline figure with a 95 %
     bootstrap interval over patients (``seed`` makes it reproducible). Rows that cannot
     be scored (bad values, unreadable images, labels outside the model's classes) are
-    listed under ``skipped`` with row, file and reason, as training lists them."""
+    listed under ``skipped`` with row, file and reason, as training lists them.
+    ``by``: record features to report subgroups of (see
+    :mod:`fusion.evaluation.subgroups`)."""
     clf = FusionClassifier.load(model)
     ds = load_dataset(
         data,
@@ -58,6 +62,12 @@ def evaluate(
     proba = clf.predict_dataset(ds)
     metrics = classification_metrics(ds.labels, proba, clf.classes_)
     metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed)
+    if by:
+        if ds.records is None or ds.schema is None:
+            raise ValueError("subgroups need the dataset's records; this dataset has none")
+        metrics["subgroups"] = subgroup_report(
+            ds.records, ds.labels, proba, clf.classes_, ds.groups, by, ds.schema, seed=seed
+        )
     return {
         "model": str(model),
         "data": str(data) if data is not None else "synthetic (embedded, unseen seed)",
@@ -79,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schema", help="schema file or name (default: the model's own)")
     p.add_argument("--out", help="write the metrics as JSON to this new file")
     p.add_argument(
+        "--by",
+        help="report subgroups of these record features, comma-separated (categorical features by value, "
+        "numeric ones by the bands their schema declares), e.g. sex,view,age",
+    )
+    p.add_argument(
         "--cache-dir",
         help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)",
     )
@@ -93,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             output_error = f"error: {err}"
     try:
         cache = False if args.cache_dir == "none" else args.cache_dir
-        result = evaluate(args.model, args.data, args.schema, cache_dir=cache)
+        by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
+        result = evaluate(args.model, args.data, args.schema, cache_dir=cache, by=by)
     except (ValueError, FileNotFoundError) as err:
         return fail(err)
     print(
@@ -101,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             result, title=f"{result['data']} ({result['split']}, {result['n']} rows, {len(result['skipped'])} skipped)"
         )
     )
+    if result.get("subgroups"):
+        print(format_subgroups(result["subgroups"]))
     print_skipped(result["skipped"])
     if out:
         try:

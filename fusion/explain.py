@@ -139,6 +139,7 @@ class Explanation:
         ax_share.set_xlim(0, 1)
         ax_share.set_yticks([])
         ax_share.set_title("Share of the decision by modality")
+        ax_share.set_xlabel("Shapley value of each modality on the log-odds of the prediction, normalised")
         fig.suptitle(f"Prediction: {self.target} (p = {self.probability:.2f})", fontsize=14, fontweight="bold")
         fig.tight_layout()
         # PNG whatever the name says, written whole or not at all, at exactly ``path``.

@@ -67,3 +67,27 @@ def plot_history(history: list[dict], path: str | Path) -> None:
     right.set_ylabel("validation macro-F1")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def plot_reliability(y, raw, calibrated, path: str | Path, title: str = "Reliability", n_bins: int = 10) -> None:
+    """Reliability diagram of the top-class confidence, before and after calibration:
+    how often a prediction made with confidence c was right, against c."""
+    fig = Figure(figsize=(5.2, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="perfect calibration")
+    edges = np.linspace(0, 1, n_bins + 1)
+    for proba, label, colour in ((raw, "before", "C3"), (calibrated, "after", "C0")):
+        proba = np.asarray(proba)
+        confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == np.asarray(y)
+        bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
+        xs = [confidence[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
+        ys = [correct[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
+        ax.plot(xs, ys, marker="o", color=colour, label=f"{label} calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence of the predicted class")
+    ax.set_ylabel("fraction correct")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

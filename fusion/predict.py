@@ -108,6 +108,7 @@ def print_prediction(prediction, explanation, figure: Path | None, *, as_json: b
             "label": prediction.label,
             "probabilities": prediction.probabilities,
             "modalities": list(prediction.modalities),
+            "above_threshold": list(prediction.above_threshold),
         }
         if explanation is not None:
             out["explanation"] = {**explanation.to_dict(), "figure": str(figure) if figure else None}
@@ -116,6 +117,8 @@ def print_prediction(prediction, explanation, figure: Path | None, *, as_json: b
     print(f"{prediction.label}  (from {' + '.join(prediction.modalities)})")
     for name, p_ in sorted(prediction.probabilities.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<14}{p_:.3f}")
+    if prediction.above_threshold:
+        print(f"above the operating point (not to rule out): {', '.join(prediction.above_threshold)}")
     if explanation is not None:
         shares = ", ".join(f"{m} {s:.0%}" for m, s in explanation.modality_share.items())
         print(f"explanation for {explanation.target}: modality share {shares}")

@@ -19,6 +19,7 @@ Example
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import re
@@ -114,6 +115,9 @@ class Feature:
         What a numeric value outside ``range`` means: an invalid row or record
         (``error``), or a value known to be recorded in another unit or scale that is
         therefore treated as not measured (``missing``; counted in the report).
+    bands : tuple of float
+        Cut points of a numeric feature's bands for subgroup reports, ascending (e.g.
+        ``[40, 65]``: under 40, 40 to 65, 65 and over).
     description : str
     """
 
@@ -124,6 +128,7 @@ class Feature:
     categories: tuple[str, ...] = ()
     missing: str = "indicator"
     out_of_range: str = "error"
+    bands: tuple[float, ...] = ()
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -141,9 +146,11 @@ class Feature:
                 lo, hi = self.range
                 if not lo < hi:
                     raise ValueError(f"{where}: range must be [low, high] with low < high; got {list(self.range)}")
+            if list(self.bands) != sorted(set(self.bands)):
+                raise ValueError(f"{where}: bands must be strictly ascending cut points; got {list(self.bands)}")
         else:
-            if self.range is not None:
-                raise ValueError(f"{where}: a {self.type} feature takes categories, not a range")
+            if self.range is not None or self.bands:
+                raise ValueError(f"{where}: a {self.type} feature takes categories, not a range or bands")
             if self.type == "binary" and len(self.categories) != 2:
                 raise ValueError(
                     f"{where}: a binary feature needs exactly two categories "
@@ -163,6 +170,29 @@ class Feature:
                 return f"a finite number{unit}"
             return f"a number in [{self.range[0]:g}, {self.range[1]:g}]{unit}"
         return "one of " + ", ".join(repr(c) for c in self.categories)
+
+    def band(self, value: Any) -> str:
+        """The subgroup a parsed value falls in: its band (numeric features with
+        ``bands``), its category, or "missing"."""
+        if is_missing(value):
+            return "missing"
+        if self.type != "numeric":
+            return str(value)
+        edges = list(self.bands)
+        if not edges:
+            raise ValueError(f"feature {self.name!r} is numeric and declares no bands (e.g. bands = [40, 65])")
+        for i, edge in enumerate(edges):
+            if value < edge:
+                return f"< {edges[0]:g}" if i == 0 else f"{edges[i - 1]:g}-{edge:g}"
+        return f">= {edges[-1]:g}"
+
+    def band_names(self) -> list[str]:
+        """Every subgroup :meth:`band` can return, in their natural order."""
+        if self.type != "numeric":
+            return [*self.categories, "missing"]
+        edges = list(self.bands)
+        inner = [f"{a:g}-{b:g}" for a, b in itertools.pairwise(edges)]
+        return [f"< {edges[0]:g}", *inner, f">= {edges[-1]:g}", "missing"] if edges else ["missing"]
 
     def parse(self, value: Any) -> tuple[Any, str | None]:
         """Parse one raw value.
@@ -557,7 +587,7 @@ def _feature_from_toml(name: str, spec: Any, where: str) -> Feature:
     where = f"{where}: [features.{name}]"
     if not isinstance(spec, Mapping):
         raise ValueError(f"{where} must be a table (type, unit, range, ...); got {_short(spec)}")
-    _check_keys(spec, {"type", "unit", "range", "categories", "missing", "out_of_range", "description"}, where)
+    _check_keys(spec, {"type", "unit", "range", "categories", "missing", "out_of_range", "bands", "description"}, where)
     if "type" not in spec:
         raise ValueError(f"{where} needs a 'type', one of {FEATURE_TYPES}")
     rng = _get(spec, "range", list, where)
@@ -565,6 +595,9 @@ def _feature_from_toml(name: str, spec: Any, where: str) -> Feature:
         if len(rng) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng):
             raise ValueError(f"{where}: 'range' must be [low, high] numbers; got {_short(rng)}")
         rng = (float(rng[0]), float(rng[1]))
+    bands = _get(spec, "bands", list, where, [])
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bands):
+        raise ValueError(f"{where}: 'bands' must be a list of numbers; got {_short(bands)}")
     try:
         return Feature(
             name=name,
@@ -574,6 +607,7 @@ def _feature_from_toml(name: str, spec: Any, where: str) -> Feature:
             categories=tuple(_raw_str(c) for c in _str_list(spec, "categories", where)),
             missing=_get(spec, "missing", str, where, "indicator"),
             out_of_range=_get(spec, "out_of_range", str, where, "error"),
+            bands=tuple(float(v) for v in bands),
             description=_get(spec, "description", str, where, ""),
         )
     except ValueError as err:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion import __version__
 from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
 from fusion.cli import fail, log_to_terminal
@@ -31,9 +32,12 @@ from fusion.config import DEVICES, FUSIONS, MODELS, PRECISIONS, Config
 from fusion.data.dataset import Dataset
 from fusion.data.loaders import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics, metric_intervals
+from fusion.evaluation.calibration import calibration_report, operating_point_report
+from fusion.evaluation.card import model_card
+from fusion.evaluation.subgroups import subgroup_report
 from fusion.nets.registry import BACKBONES, PRETRAINED
 from fusion.persistence import write_json
-from fusion.plots import plot_confusion, plot_history, plot_roc
+from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
 from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
 
 
@@ -176,12 +180,17 @@ def check_enough_data(ds: Dataset) -> None:
     )
 
 
-def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.ndarray]:
-    """Metrics of ``ds``, each headline figure with its 95 % patient-bootstrap interval."""
-    proba = clf.predict_dataset(ds)
+def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics of ``ds`` (calibrated probabilities), each headline figure with its 95 %
+    patient-bootstrap interval; calibration before/after and the operating points'
+    sensitivity and specificity. Returns (metrics, calibrated, raw probabilities)."""
+    raw = clf.predict_dataset(ds, calibrated=False)
+    proba = clf.calibration_.apply(raw)
     metrics = classification_metrics(ds.labels, proba, clf.classes_)
     metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed)
-    return metrics, proba
+    metrics["calibration"] = calibration_report(ds.labels, raw, proba)
+    metrics["operating_points"] = operating_point_report(ds.labels, proba, clf.classes_, clf.calibration_.thresholds)
+    return metrics, proba, raw
 
 
 def run(
@@ -252,6 +261,7 @@ def run(
         "best_epoch": clf.history_.get("best_epoch"),
         "device": clf.history_.get("device", "cpu"),
         "precision": clf.history_.get("precision"),
+        "calibration": {k: v for k, v in clf.calibration_.to_dict().items() if k != "report"},
     }
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
@@ -259,7 +269,8 @@ def run(
         if part is None or len(part) == 0:
             metrics[name] = None
             continue
-        metrics[name], proba = score(clf, part, cfg.train.seed)
+        metrics[name], proba, raw = score(clf, part, cfg.train.seed)
+        plot_reliability(part.labels, raw, proba, plots / f"reliability_{name}.png", title=f"Reliability ({name})")
         plot_confusion(
             metrics[name]["confusion_matrix"],
             ds.classes,
@@ -267,6 +278,12 @@ def run(
             title=f"Confusion matrix ({name})",
         )
         plot_roc(part.labels, proba, ds.classes, plots / f"roc_{name}.png", title=f"ROC one vs rest ({name})")
+        if name == "test" and ds.schema is not None and part.records is not None:
+            by = subgroup_features(ds.schema)
+            if by:
+                metrics[name]["subgroups"] = subgroup_report(
+                    part.records, part.labels, proba, clf.classes_, part.groups, by, ds.schema, seed=cfg.train.seed
+                )
     if clf.history_.get("history"):
         plot_history(clf.history_["history"], plots / "training_curves.png")
     clf.save(folder)
@@ -275,7 +292,9 @@ def run(
     metrics["skipped"] = ds.skipped
     metrics["notes"] = ds.notes
     metrics["config"] = cfg.to_dict()
+    metrics["fusion_version"] = __version__
     write_json(folder / "metrics.json", metrics)
+    write_model_card(folder, metrics, ds.schema, cfg)
     mark_complete(folder)
     if verbose:
         for name in ("val", "test"):
@@ -285,6 +304,29 @@ def run(
     summary = f"{scored} macro-F1 {metrics[scored]['macro_f1']:.3f}" if scored else "no validation or test split"
     print(f"done in {metrics['seconds']:.1f}s: {summary}; run saved to {folder}", flush=True)
     return clf, metrics
+
+
+def subgroup_features(schema) -> list[str]:
+    """The record features a run reports subgroups of: every categorical or binary
+    feature, and every numeric one whose schema declares bands."""
+    return [f.name for f in schema.features if f.type != "numeric" or f.bands]
+
+
+def write_model_card(folder: Path, metrics: dict, schema, cfg: Config) -> None:
+    """``MODEL_CARD.md`` in the run folder, from the run's own metadata."""
+    import torch
+
+    from fusion.nets.registry import backbone_spec
+
+    pretraining = None
+    if "image" in cfg.modalities and cfg.image.pretrained in backbone_spec(cfg.image.backbone).shipped:
+        from fusion.nets.backbones import shipped_weights_info
+
+        pretraining = shipped_weights_info(backbone_spec(cfg.image.backbone).shipped[cfg.image.pretrained].file)
+    card = model_card(
+        metrics, schema, pretraining=pretraining, versions={"fusion": __version__, "torch": torch.__version__}
+    )
+    (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

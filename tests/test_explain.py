@@ -154,7 +154,7 @@ def test_predict_cli_text_json_and_figure(tiny_runs, patient, tmp_path, capsys):
         == 0
     )
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"label", "probabilities", "modalities", "explanation"}
+    assert set(out) == {"label", "probabilities", "modalities", "above_threshold", "explanation"}
     assert figure.is_file() and out["explanation"]["figure"] == str(figure)
 
 

@@ -1,0 +1,179 @@
+"""The model card every run folder gets (``MODEL_CARD.md``), written from the run's own
+metadata, after Mitchell et al., "Model Cards for Model Reporting" (FAT* 2019): what
+the model is for and not for, what it was trained on, how it was preprocessed, how well
+it does with intervals, how well calibrated it is, where its operating points lie, how
+it does in subgroups, and what limits it.
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import date
+
+SMALL_TEST = 100  # fewer test films than this: every figure is a rough estimate
+RARE = 10  # fewer films of a class than this: its figures are not to be trusted
+
+
+def _ci(value, interval, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return f"{text} [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]" if interval else text
+
+
+def _metrics_table(m: dict, classes) -> list[str]:
+    ci = m.get("intervals") or {}
+    lines = [
+        "| metric | value [95% CI] |",
+        "|---|---|",
+        f"| accuracy | {_ci(m['accuracy'], ci.get('accuracy'))} |",
+        f"| macro-F1 | {_ci(m['macro_f1'], ci.get('macro_f1'))} |",
+        f"| macro AUROC | {_ci(m['auroc_macro'], ci.get('auroc_macro'))} |",
+        f"| ECE | {_ci(m['ece'], ci.get('ece'))} |",
+        "",
+        "| class | n | sensitivity | specificity | AUROC |",
+        "|---|---|---|---|---|",
+    ]
+    for c in classes:
+        pc, iv = m["per_class"][c], (ci.get("per_class") or {}).get(c, {})
+        lines.append(
+            f"| {c} | {pc['support']} | {_ci(pc['sensitivity'], iv.get('sensitivity'), 2)} "
+            f"| {_ci(pc['specificity'], iv.get('specificity'), 2)} | {_ci(pc['auroc'], iv.get('auroc'), 2)} |"
+        )
+    return lines
+
+
+def _subgroup_lines(report: dict) -> list[str]:
+    lines = ["| feature | subgroup | n | macro AUROC [95% CI] | flag |", "|---|---|---|---|---|"]
+    for name, groups in report.items():
+        if name == "overall":
+            continue
+        for value, e in groups.items():
+            auroc = _ci(e.get("macro_auroc"), e.get("interval")) if "macro_auroc" in e else "too few to score"
+            lines.append(f"| {name} | {value} | {e['n']} | {auroc} | {'below overall' if e.get('flagged') else ''} |")
+    return lines
+
+
+def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versions: dict | None = None) -> str:
+    """The card's Markdown, from a run's ``metrics.json`` content and its schema.
+
+    Parameters
+    ----------
+    metrics : dict
+        As ``python -m fusion.train`` writes it (``val``/``test`` with intervals,
+        calibration, operating points, ``subgroups``).
+    schema : Schema or None
+    pretraining : dict, optional
+        The provenance record of shipped starting weights, when they were used.
+    versions : dict, optional
+        Library versions to list.
+    """
+    classes = metrics["classes"]
+    test = metrics.get("test")
+    out = [
+        f"# Model card: {metrics['task']}",
+        "",
+        f"Written by fusion {metrics.get('fusion_version', '')} on {date.today().isoformat()} from this run's own "
+        "metadata (Mitchell et al. 2019, *Model Cards for Model Reporting*).",
+        "",
+        "## Model details",
+        f"- Modalities: {', '.join(metrics['modalities'])}; fusion strategy `{metrics.get('fusion')}`, "
+        f"backend `{metrics.get('backend')}`"
+        + (f", image backbone `{metrics['backbone']}`" if metrics.get("backbone") else ""),
+        f"- Classes (output order): {', '.join(classes)}",
+        f"- Calibration: {metrics.get('calibration', {}).get('method', 'none')} (fitted on the validation split)",
+    ]
+    if metrics.get("auto"):
+        scores = {k: v["inner_cv_macro_auroc"] for k, v in metrics["auto"]["candidates"].items()}
+        out.append(f"- Strategy chosen by inner cross-validation of the training part: {scores}")
+    out += [
+        "",
+        "## Intended use",
+        "- Research on classifying patients from a chest X-ray and a clinical record together, and on what each "
+        "modality contributes.",
+        "- **Not a medical device and not for diagnosis**: no clinical decision may rest on it.",
+        "",
+        "## Out of scope",
+        "- Patients, hospitals, scanners or time periods unlike the training data (see Limitations); "
+        "other imaging modalities; children or adults where the training data held only the other.",
+        "",
+        "## Training data",
+        f"- Source: {metrics.get('data')}",
+        f"- Films: {metrics['n_train']} train, {metrics['n_val']} validation, {metrics['n_test']} test; splits are by "
+        "patient (no patient in two splits).",
+        f"- Rows skipped for bad values or unreadable images: {len(metrics.get('skipped', []))} "
+        "(listed in metrics.json).",
+    ]
+    if pretraining:
+        out += [
+            f"- Image backbone pretrained on: {pretraining.get('data')}",
+            f"  - Domain shift: {pretraining.get('domain_shift')}",
+        ]
+    if schema is not None:
+        out += ["", "## Preprocessing and exclusions (from the schema)"]
+        for f in schema.features:
+            detail = f.unit or ", ".join(f.categories)
+            out.append(f"- `{f.name}`: {f.type} ({detail}); missing values: {f.missing}")
+        for column, reason in schema.excluded.items():
+            out.append(f"- excluded `{column}`: {reason}")
+    for split in ("val", "test"):
+        m = metrics.get(split)
+        if not m:
+            continue
+        out += ["", f"## Metrics: {split} ({metrics['n_' + split]} films)", ""]
+        out += _metrics_table(m, classes)
+        out.append("")
+        out.append("95% intervals: bootstrap resampling patients (all films of a patient move together), seeded.")
+        cal = m.get("calibration")
+        if cal:
+            b, a = cal["before"], cal["after"]
+            out += [
+                "",
+                f"Calibration on {split}: ECE {b['ece']:.3f} -> {a['ece']:.3f}, Brier {b['brier']:.3f} -> "
+                f"{a['brier']:.3f}, NLL {b['nll']:.3f} -> {a['nll']:.3f} (before -> after)"
+                + (" (fitted on this split: in-sample)" if split == "val" else ""),
+            ]
+        ops = m.get("operating_points")
+        if ops:
+            out += ["", "| operating point | threshold | sensitivity | specificity |", "|---|---|---|---|"]
+            for c, op in ops.items():
+                sens = "n/a" if op["sensitivity"] is None else f"{op['sensitivity']:.2f}"
+                spec = "n/a" if op["specificity"] is None else f"{op['specificity']:.2f}"
+                out.append(f"| {c} | {op['threshold']:.3f} | {sens} | {spec} |")
+    if test and test.get("subgroups"):
+        out += ["", "## Subgroups (test split)", "", *_subgroup_lines(test["subgroups"])]
+    out += ["", "## Known limitations"] + [f"- {x}" for x in limitations(metrics, schema, pretraining)]
+    versions = {"python": platform.python_version(), **(versions or {})}
+    out += ["", "## Versions", "- " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    return "\n".join(out)
+
+
+def limitations(metrics: dict, schema, pretraining: dict | None) -> list[str]:
+    """What the run's own numbers and schema say a reader must keep in mind."""
+    notes = []
+    test = metrics.get("test")
+    if not test:
+        notes.append("No test split: every figure here is on data that took part in training or calibration.")
+    elif metrics["n_test"] < SMALL_TEST:
+        notes.append(f"The test split holds {metrics['n_test']} films: figures are rough, see their intervals.")
+    if test:
+        rare = [f"{c} ({pc['support']})" for c, pc in test["per_class"].items() if pc["support"] < RARE]
+        if rare:
+            notes.append(f"Classes with fewer than {RARE} test films: {', '.join(rare)}; their figures are unreliable.")
+    if schema is not None:
+        imputed = [f.name for f in schema.features if f.missing == "impute"]
+        if imputed:
+            notes.append(
+                f"Missing values of {', '.join(imputed)} are imputed without an indicator (the schema judged that "
+                "whether a value was recorded tells the source, not the patient); imputed medians can still mark "
+                "the source."
+            )
+    if pretraining:
+        notes.append("The image backbone was pretrained on pediatric films of one hospital (see Training data).")
+    if "synthetic" in str(metrics.get("data", "")):
+        notes.append("Trained and tested on the synthetic demonstration cohort: says nothing about real patients.")
+    notes.append(
+        "Shortcuts (view, laterality markers, source hospital) are the known failure of chest X-ray models "
+        "(DeGrave et al. 2021): check the subgroup table before trusting a figure."
+    )
+    return notes
