@@ -12,7 +12,22 @@ from PIL import Image
 from fusion.data import synthetic
 
 # The real data lie beside the project (../shared/data); FUSION_SHARED_DATA points elsewhere.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Idle OpenMP threads yield the core at once instead of spinning: with two workers
+    # on two cores (and the CLI processes some tests start) spinning halves throughput.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 SHARED_DATA = Path(os.environ.get("FUSION_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_per_worker():
+    """Under pytest-xdist (``-n 2``) each worker gets one of the cores: two workers
+    with two torch threads each would fight over two cores and run slower than one."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

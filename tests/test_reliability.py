@@ -26,11 +26,11 @@ SLOW_RUN = [
     "--modalities",
     "image,tabular",
     "--synthetic-n",
-    "400",
+    "240",
     "--image-size",
     "32",
     "--epochs",
-    "25",
+    "16",
     "--patience",
     "100",
 ]
@@ -68,7 +68,7 @@ def test_kill_9_mid_run_then_resume(tmp_path):
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     done = json.loads((out / "progress.json").read_text())["epoch"]
-    assert 3 <= done < 25 and not (out / "metrics.json").exists()
+    assert 3 <= done < 16 and not (out / "metrics.json").exists()
     assert not list(out.glob("*.tmp"))  # nothing half written survives a kill
     # A new run into the same folder is refused; --resume continues.
     assert train_main([*SLOW_RUN, "--out", str(out), "--quiet"]) == 2
@@ -77,7 +77,7 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     # progress.json is written just after the checkpoint: a kill between the two leaves
     # it one epoch behind, and the resume rightly starts from the checkpoint.
     assert metrics["resumed_from_epoch"] in (done, done + 1)
-    assert metrics["epochs_run"] == 25 and [h["epoch"] for h in metrics["history"]] == list(range(1, 26))
+    assert metrics["epochs_run"] == 16 and [h["epoch"] for h in metrics["history"]] == list(range(1, 17))
     assert metrics["test"]["macro_f1"] > 0.5
     FusionClassifier.load(out)
     assert json.loads((out / "progress.json").read_text())["complete"] is True
@@ -127,10 +127,10 @@ def test_resume_with_another_configuration_is_refused(tmp_path, capsys, monkeypa
     capsys.readouterr()
     out2 = tmp_path / "run2"
     _interrupt_after(1, [*SLOW_RUN, "--out", str(out2), "--quiet"], monkeypatch)
-    changed = [a if a != "25" else "30" for a in SLOW_RUN]
+    changed = [a if a != "16" else "30" for a in SLOW_RUN]
     assert train_main([*changed, "--out", str(out2), "--quiet", "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "different configuration or data" in err and "config.train.epochs: checkpoint 25, now 30" in err
+    assert "different configuration or data" in err and "config.train.epochs: checkpoint 16, now 30" in err
     other_data = [*SLOW_RUN, "--seed", "1"]
     assert train_main([*other_data, "--out", str(out2), "--quiet", "--resume"]) == 2
     assert "different configuration or data" in capsys.readouterr().err

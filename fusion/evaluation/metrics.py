@@ -19,7 +19,10 @@ import math
 import numpy as np
 
 
-def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
+ECE_BINS = 15
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS) -> float:
     """ECE of the top-class confidence, equal-width bins (Guo et al., 2017)."""
     confidence = proba.max(axis=1)
     correct = proba.argmax(axis=1) == y_true
