@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 
-
 ECE_BINS = 15
 
 
