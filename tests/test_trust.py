@@ -39,6 +39,22 @@ def test_temperature_scaling_lowers_nll_of_an_overconfident_model_and_keeps_its_
     assert nll(y[300:], cal.apply(proba[300:])) < nll(y[300:], proba[300:])
 
 
+def test_vector_scaling_needs_every_class_and_never_inverts_one():
+    # covid-chestxray's validation split holds two or three normals: per-class parameters
+    # fitted on them once turned a scale negative and ranked normals upside down.
+    y, proba = _overconfident(300, seed=2)
+    rare = np.flatnonzero(y == 2)[5:]
+    keep = np.setdiff1d(np.arange(300), rare)  # five rows of class 2 left
+    assert Calibration.fit(y[keep], proba[keep]).method == "temperature"
+    # A model whose classes need different corrections, with evidence for each: scales stay positive.
+    skewed = proba**np.array([0.3, 1.0, 3.0])
+    skewed /= skewed.sum(axis=1, keepdims=True)
+    cal = Calibration.fit(y, skewed)
+    if cal.method == "vector":
+        assert min(cal.scale) > 0
+    assert macro_auroc(y, cal.apply(skewed)) > 0.7
+
+
 def test_operating_points_reach_the_target_sensitivity_on_validation():
     y, proba = _overconfident(400, seed=1)
     cal = Calibration.fit(y, proba)
