@@ -56,7 +56,7 @@ function buildField(feature) {
 
 function describeModel(health) {
   $("model").textContent =
-    `Model ${health.model}: classes ${health.classes.join(", ")}; uses ${health.modalities.join(" and ")}.`;
+    `Model ${health.model}: classes ${health.classes.join(", ")}; uses ${health.modalities.map((m) => (m === "tabular" ? "record" : m)).join(" and ")}.`;
   $("version").textContent = `fusion ${health.version}`;
 }
 
