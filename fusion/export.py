@@ -39,9 +39,14 @@ OPSET = 17
 FLOOR = 1e-12  # as fusion.evaluation.calibration: log-probabilities are taken of p >= 1e-12
 
 
-def _calibrated_network(clf):
-    """The classifier's network and calibration as one torch module, inputs in the
-    exported order."""
+def calibrated_network(clf):
+    """What is exported, as a torch module: the classifier's network (its inference
+    copy, float32) followed by softmax and calibration.
+
+    Called with the inputs in the exported order (``image``, ``tabular``, then
+    ``presence`` for a fused model; see the module docstring), it returns the
+    calibrated probabilities, shape (batch, n_classes).
+    """
     import torch
 
     from fusion.nets.joint import inference_copy
@@ -133,7 +138,7 @@ def export_onnx(model, path: str | Path, *, opset: int = OPSET) -> Path:
         import onnx
     except ImportError as err:
         raise ImportError(f"ONNX export needs the onnx package ({err}): pip install 'fusion[serve]'") from None
-    wrapper = _calibrated_network(clf)
+    wrapper = calibrated_network(clf)
     examples, names = [], []
     for m in clf.modalities_:
         if m == "image":
