@@ -61,6 +61,12 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
@@ -188,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.2)
         startup_s = time.monotonic() - started
         rss = {}
+        server_cpu, client_cpu = _cpu_s(server.pid), time.process_time()
         begin = time.perf_counter()
         results = asyncio.run(
             _run(
@@ -199,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         wall = time.perf_counter() - begin
+        server_cpu, client_cpu = _cpu_s(server.pid) - server_cpu, time.process_time() - client_cpu
         rss["end"] = _rss_mb(server.pid)
     finally:
         server.terminate()
@@ -242,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         "requests_per_s": round(len(results) / wall, 1),
         "wall_s": round(wall, 1),
         "server_startup_s": round(startup_s, 1),
+        # Where the CPU went: the server's work per request, and the clients' (encoding
+        # the forms, reading the answers), which share the machine with it here.
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(results)), 2),
+        "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, len(results)), 2),
         "rss_mb": {"after_100": round(rss.get("warm", float("nan")), 1), "end": round(rss["end"], 1)},
         "rss_growth": round(growth, 4),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
