@@ -261,3 +261,31 @@ def test_command_line_refuses_bad_flags_and_folders(tmp_path, capsys):
     assert main(["--model", str(tmp_path), "--threads", "0"]) == 2
     err = capsys.readouterr().err
     assert "--port" in err and "--threads" in err
+
+
+def test_random_records_and_bytes_never_reach_a_500(client):
+    """Whatever JSON a client sends as the record, and whatever bytes as the film, the
+    answer is 200 or a 4xx with a message."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    names = st.sampled_from(["age", "sex", "spo2", "crp", "view", "height", "", "__proto__"])
+    values = st.recursive(
+        st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
+        lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+        max_leaves=6,
+    )
+    records = st.dictionaries(names, values, max_size=4).map(json.dumps) | st.text(max_size=40)
+    films = st.none() | st.binary(max_size=200) | st.binary(max_size=40).map(lambda b: b"\x89PNG\r\n\x1a\n" + b)
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(record=records, film=films)
+    def check(record, film):
+        response = client.post("/predict", **form(record=record, image=film))
+        assert response.status_code in (200, 400, 413, 415, 422), response.text
+        if response.status_code != 200:
+            assert response.json()["detail"]
+
+    check()
+    huge = '{"age": ' + "9" * 5000 + "}"
+    assert client.post("/predict", **form(record=huge)).status_code == 422

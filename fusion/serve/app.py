@@ -208,7 +208,7 @@ class _Service:
             return None
         try:
             record = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as err:
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, and ints over Python's digit limit
             raise RequestError(
                 422,
                 f"record is not valid JSON ({err}); give a JSON object such as '{{\"age\": 61}}'",
