@@ -7,6 +7,8 @@ import sys
 import pytest
 
 HEAVY = ("xgboost", "matplotlib", "captum", "sklearn", "scipy", "pandas", "torchvision")
+# The serve extra's libraries: only fusion.serve and fusion.export import them, when used.
+SERVING = ("fastapi", "starlette", "uvicorn", "python_multipart", "onnx", "onnxruntime", "httpx", "selenium")
 
 
 def _imported_after(code: str) -> set[str]:
@@ -21,7 +23,7 @@ def _imported_after(code: str) -> set[str]:
 
 def test_import_fusion_imports_nothing_heavy():
     loaded = _imported_after("import fusion; fusion.__version__")
-    assert not loaded & {*HEAVY, "torch"}, loaded & {*HEAVY, "torch"}
+    assert not loaded & {*HEAVY, *SERVING, "torch"}, loaded & {*HEAVY, *SERVING, "torch"}
 
 
 def test_one_prediction_imports_torch_but_not_the_rest(tiny_runs, tmp_path):
@@ -40,7 +42,7 @@ def test_one_prediction_imports_torch_but_not_the_rest(tiny_runs, tmp_path):
     ).replace("nan", "None")
     loaded = _imported_after(code)
     assert "torch" in loaded
-    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert not loaded & {*HEAVY, *SERVING}, loaded & {*HEAVY, *SERVING}
 
 
 @pytest.mark.parametrize("name", ["FusionClassifier", "Config", "load_dataset", "synthetic", "tune_allocator"])

@@ -253,6 +253,11 @@ def read_gray(source: ImageSource) -> np.ndarray | Image.Image:
         if str(err).startswith("image "):
             raise
         raise ValueError(f"image {what}: not a readable image ({err})") from None
+    except Image.UnidentifiedImageError:
+        # PIL's own message shows the in-memory buffer's address for bytes: say what is accepted.
+        raise ValueError(
+            f"image {what}: not a readable image (not a PNG, JPEG, TIFF, BMP, GIF or DICOM file)"
+        ) from None
     except Exception as err:
         raise ValueError(f"image {what}: not a readable image ({type(err).__name__}: {err})") from None
 
