@@ -47,7 +47,7 @@ def test_vector_scaling_needs_every_class_and_never_inverts_one():
     keep = np.setdiff1d(np.arange(300), rare)  # five rows of class 2 left
     assert Calibration.fit(y[keep], proba[keep]).method == "temperature"
     # A model whose classes need different corrections, with evidence for each: scales stay positive.
-    skewed = proba**np.array([0.3, 1.0, 3.0])
+    skewed = proba ** np.array([0.3, 1.0, 3.0])
     skewed /= skewed.sum(axis=1, keepdims=True)
     cal = Calibration.fit(y, skewed)
     if cal.method == "vector":
