@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 VAL_LOSS_TOLERANCE = 0.02
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: each job in a process joins its own process group on
+    its own port (a group re-formed on the port just left can meet the old store)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 ARGS = ["--synthetic-n", "120", "--image-size", "32", "--epochs", "4", "--device", "cpu", "--quiet"]
@@ -65,16 +73,14 @@ def _fit_tabular(out: Path) -> FusionClassifier:
     return FusionClassifier(cfg).fit(parts["train"], parts["val"])
 
 
-def _worker(rank: int, world: int, port: int, root: str, jobs: list, die_at_epoch: int | None) -> None:
+def _worker(rank: int, world: int, ports: list[int], root: str, jobs: list, die_at_epoch: int | None) -> None:
     """One process of a torchrun job: the environment torchrun sets, then each job: a
     list of flags for the CLI's own ``main``, run in a working folder of its own (so a
     file written by a rank other than 0 would show), or "tabular" for
     :func:`_fit_tabular`. Every rank's trained weights are kept beside it for
     comparison. With ``die_at_epoch``, rank 1 kills itself with SIGKILL at the end of
     the next epoch, inside a collective step."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
-    )
+    os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import fusion.train
     from fusion.training import distributed, loop
@@ -104,7 +110,8 @@ def _worker(rank: int, world: int, port: int, root: str, jobs: list, die_at_epoc
             return gather_rng(device)
 
         loop._rank_rng = die_after
-    for job in jobs:
+    for job, port in zip(jobs, ports, strict=True):
+        os.environ["MASTER_PORT"] = str(port)
         if job == "tabular":
             distributed.init_from_env("cpu")
             clf = _fit_tabular(Path(root))
@@ -120,12 +127,16 @@ def _worker(rank: int, world: int, port: int, root: str, jobs: list, die_at_epoc
 def _job(root: Path, jobs: list, die_at_epoch: int | None = None) -> bool:
     """Run a 2-process job; whether every process ended well."""
     ctx = torch.multiprocessing.spawn(
-        _worker, args=(2, _free_port(), str(root), jobs, die_at_epoch), nprocs=2, join=False
+        _worker, args=(2, _free_ports(len(jobs)), str(root), jobs, die_at_epoch), nprocs=2, join=False
     )
+    deadline = time.monotonic() + 120
     try:
-        while not ctx.join(timeout=120):
-            pass
-    except Exception:  # ProcessExitedException, ProcessRaisedException: the job failed
+        while not ctx.join(timeout=1):
+            if time.monotonic() > deadline:
+                for process in ctx.processes:
+                    process.kill()
+                raise AssertionError("a 2-process job did not end within 120 s")
+    except (torch.multiprocessing.ProcessExitedException, torch.multiprocessing.ProcessRaisedException):  # failed
         return False
     return True
 
@@ -236,3 +247,47 @@ def test_two_processes_match_one_process(ddp, tmp_path):
         for a, b in zip(one, two, strict=True):
             assert abs(a["val_loss"] - b["val_loss"]) < tol, (name, a["val_loss"], b["val_loss"])
             assert a["train_images"] == b["train_images"]
+
+
+@pytest.mark.parametrize("flags", [["--model", "xgboost"], ["--fusion", "stacked"], ["--fusion", "auto"]])
+def test_single_process_strategies_are_refused_under_several_processes(monkeypatch, flags):
+    from fusion.training import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)  # as under torchrun --nproc_per_node=2
+    cfg = _config([*TABULAR, *flags])
+    with pytest.raises(ValueError, match=r"trains in one process only.*2 processes.*without torchrun"):
+        FusionClassifier(cfg).fit(_split(cfg)["train"])
+
+
+def test_sync_batchnorm_turns_back_into_batchnorm_with_the_same_weights():
+    """On CUDA training runs with SyncBatchNorm; the trained model must come back as
+    the plain model (same modules, same tensors) to save, copy and predict as usual."""
+    from fusion.training.distributed import unwrap_sync_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    model[1].running_mean.add_(0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    weight = model[1].weight
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert isinstance(model[1], torch.nn.SyncBatchNorm)
+    unwrap_sync_batchnorm(model)
+    assert type(model[1]) is torch.nn.BatchNorm2d and model[1].weight is weight
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    model.eval()(torch.rand(2, 1, 8, 8))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_a_bad_world_size_is_named(monkeypatch, value):
+    from fusion.training.distributed import init_from_env
+
+    monkeypatch.setenv("WORLD_SIZE", value)
+    with pytest.raises(ValueError, match=f"WORLD_SIZE must be a positive integer.*{value!r}"):
+        init_from_env("cpu")
+
+
+def test_one_process_never_joins_a_process_group(monkeypatch):
+    from fusion.training.distributed import init_from_env, world_size
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_from_env("cpu") is False and not torch.distributed.is_initialized() and world_size() == 1
