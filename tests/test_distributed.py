@@ -231,9 +231,10 @@ def test_two_processes_match_one_process(ddp, tmp_path):
     order differs, so the validation losses agree to 1e-5. The fused network differs
     by design, within VAL_LOSS_TOLERANCE: on CPU (gloo) BatchNorm normalises each
     process's half batch with its own statistics, and dropout masks are drawn per
-    process; both are noise of the size the one-process run already has between seeds,
-    not a different optimisation. (The fused 2-process run was also killed and
-    resumed, which changes nothing: each process resumes its own random stream.)"""
+    process. Measured: at most 1e-8 apart (tabular) and 0.007 apart on a loss of about
+    1.1 (fused, 4 epochs); the tolerance is about 3 times that. (The fused 2-process
+    run was also killed and resumed, which changes nothing: each process resumes its
+    own random stream.)"""
     cfg = _config(ARGS)
     parts = _split(cfg)
     fused = FusionClassifier(cfg).fit(parts["train"], parts["val"]).history_["history"]
