@@ -183,19 +183,6 @@ class BoosterBackend:
         self.history_ = {"params": params, "rounds": rounds, "best_inner_cv_macro_auroc": max(scores.values())}
         return self
 
-    def _fit_tuned(self, train: Dataset) -> BoosterBackend:
-        from fusion.backends.members import fit_xgb, tune_xgb
-
-        t, k = self.spec.config.train, len(self.spec.classes)
-        X = self._X(train.records)
-        params, rounds, scores = tune_xgb(X, train.labels, train.groups, k, t.seed)
-        model = XGBoostBaseline(n_estimators=rounds, seed=t.seed)
-        model.booster_ = fit_xgb(X, train.labels, k, params, t.seed, rounds)
-        model.n_classes_, model.n_features_in_, model.best_iteration_ = k, X.shape[1], rounds - 1
-        self.booster_ = model
-        self.history_ = {"params": params, "rounds": rounds, "best_inner_cv_macro_auroc": max(scores.values())}
-        return self
-
     def predict_proba(self, batch: Batch) -> np.ndarray:
         if batch.records is None:
             raise ValueError("the XGBoost baseline needs a record with at least one known value")

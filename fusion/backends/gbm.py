@@ -173,10 +173,7 @@ class GBMBackend:
     # ------------------------------------------------------------- persistence
     @property
     def image_state(self) -> dict | None:
-        if self.embedder_ is None:
-            return None
-        branch = self.embedder_.branch_
-        return {"size": self.spec.image_size, "mean": float(branch.mean), "std": float(branch.std), "channels": 1}
+        return None if self.embedder_ is None else self.embedder_.image_state
 
     def save(self, folder: Path) -> list[str]:
         from fusion.persistence import write_json

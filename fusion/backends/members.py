@@ -90,6 +90,13 @@ class FrozenEmbedder:
                 out.append(self.branch_(x).float().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.output_dim), np.float32)
 
+    @property
+    def image_state(self) -> dict:
+        """The image preprocessing a consumer of the model folder must apply
+        (``preprocessing.json``): size and the branch's normalisation."""
+        branch = self.branch_
+        return {"size": self.image_size, "mean": float(branch.mean), "std": float(branch.std), "channels": 1}
+
     def save(self, folder: Path) -> list[str]:
         from fusion.persistence import save_state_dict
 

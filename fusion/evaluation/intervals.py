@@ -173,17 +173,18 @@ def _headline(y: np.ndarray, proba: np.ndarray, k: int, weights: np.ndarray) -> 
     return out
 
 
-def _replicate_weights(patients: list[np.ndarray], n: int, picks: np.ndarray) -> np.ndarray:
-    """Row weights of replicates drawn as patient indices (shape (replicates, patients)):
-    each row counts as often as its patient was drawn."""
+def _row_owner(patients: list[np.ndarray], n: int) -> np.ndarray:
+    """The patient index of each row."""
     owner = np.empty(n, dtype=np.int64)
     for p, rows in enumerate(patients):
         owner[rows] = p
-    counts = (
-        np.stack([np.bincount(row, minlength=len(patients)) for row in picks])
-        if len(picks)
-        else np.zeros((0, len(patients)))
-    )
+    return owner
+
+
+def _replicate_weights(owner: np.ndarray, n_patients: int, picks: np.ndarray) -> np.ndarray:
+    """Row weights of replicates drawn as patient indices (shape (replicates, patients)):
+    each row counts as often as its patient was drawn."""
+    counts = np.stack([np.bincount(row, minlength=n_patients) for row in picks])
     return counts[:, owner].astype(np.float64)
 
 
@@ -213,8 +214,9 @@ def metric_intervals(
     picks = np.stack([rng.integers(0, len(patients), len(patients)) for _ in range(n_boot)])
     samples: dict[str, list[np.ndarray]] = {}
     block = max(1, 2_000_000 // max(1, len(y_true)))  # bounded memory on large splits
+    owner = _row_owner(patients, len(y_true))
     for b in range(0, n_boot, block):
-        weights = _replicate_weights(patients, len(y_true), picks[b : b + block])
+        weights = _replicate_weights(owner, len(patients), picks[b : b + block])
         for key, values in _headline(y_true, proba, k, weights).items():
             samples.setdefault(key, []).append(values)
     tail = (1.0 - level) / 2 * 100
