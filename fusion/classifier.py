@@ -57,6 +57,21 @@ MAX_STEPS = 10_000
 CALIBRATION = "calibration.json"
 
 
+def _check_distributed(cfg: Config) -> None:
+    """Under torch.distributed only the joint network trains: XGBoost, the stacking
+    combiners and the other scikit-learn steps are single-process, and N copies of
+    them would only repeat the same work and race on the same files."""
+    from fusion.training import distributed
+
+    name = backend_name(cfg)
+    if name != "network" and distributed.world_size() > 1:
+        raise ValueError(
+            f"model {cfg.model!r} with fusion {cfg.fusion!r} (backend {name!r}) trains in one process only, "
+            f"but this job has {distributed.world_size()} processes (WORLD_SIZE); distributed training "
+            "serves the network: model 'fusion' with fusion 'joint'. Run other strategies without torchrun."
+        )
+
+
 class NotFittedError(ValueError, AttributeError):
     """The estimator was used before ``fit`` or ``load``.
 
@@ -213,6 +228,7 @@ class FusionClassifier:
             TabularPreprocessor(train.schema).fit(train.records) if "tabular" in cfg.modalities else None
         )
         self.n_features_in_ = len(self.schema_.features) if self.preprocessor_ is not None else 0
+        _check_distributed(cfg)
         backend = backend_class(backend_name(cfg))(self._spec())
         self.backend_ = backend.fit(train, val, verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume)
         self.history_ = self.backend_.history_
@@ -225,7 +241,7 @@ class FusionClassifier:
         cal_cfg = self.config_.calibration
         if not cal_cfg.enabled or val is None or len(val) < 2 * len(self.classes_):
             return Calibration()
-        raw = self.backend_.predict_proba(Batch.from_dataset(val, self.modalities_))
+        raw = self._raw_proba(Batch.from_dataset(val, self.modalities_), gather=True)
         calibration = Calibration.fit(val.labels, raw, seed=self.config_.train.seed)
         disease = [c for c in self.classes_ if c not in cal_cfg.healthy]
         calibration.set_operating_points(val.labels, raw, self.classes_, disease, cal_cfg.target_sensitivity)
@@ -383,15 +399,28 @@ class FusionClassifier:
         label = self.classes_[int(np.argmax(proba))]
         return Prediction(label=label, probabilities=probabilities, modalities=used, above_threshold=above)
 
-    def predict_dataset(self, ds: Dataset, *, calibrated: bool = True) -> np.ndarray:
+    def predict_dataset(self, ds: Dataset, *, calibrated: bool = True, gather: bool = False) -> np.ndarray:
         """Probabilities for every row of a loaded dataset, shape (n, n_classes);
-        ``calibrated=False``: the model's own, before calibration."""
+        ``calibrated=False``: the model's own, before calibration.
+
+        ``gather``: under torch.distributed (a network trained with ``torchrun``), each
+        process predicts a share of the rows and every process receives them all;
+        every process must then make the call. No effect in one process."""
         self._fitted_backend()
         usable = [m for m in self.modalities_ if m in ds.modalities]
         if not usable:
             raise ValueError(f"this model uses {list(self.modalities_)}; the dataset holds {sorted(ds.modalities)}")
-        raw = self.backend_.predict_proba(Batch.from_dataset(ds, self.modalities_))
+        raw = self._raw_proba(Batch.from_dataset(ds, self.modalities_), gather=gather)
         return self.calibration_.apply(raw) if calibrated else raw
+
+    def _raw_proba(self, batch: Batch, *, gather: bool) -> np.ndarray:
+        """The backend's probabilities; gathered from every process when asked and a
+        process group is up (only the network backend trains under one)."""
+        from fusion.training import distributed
+
+        if gather and distributed.is_distributed():
+            return self.backend_.predict_proba(batch, gather=True)
+        return self.backend_.predict_proba(batch)
 
     def explain(
         self, record=None, image=None, *, target: str | None = None, n_steps: int = DEFAULT_STEPS

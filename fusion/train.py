@@ -9,6 +9,10 @@ Examples
 python -m fusion.train --modalities image,tabular
 python -m fusion.train --modalities tabular --model xgboost
 python -m fusion.train --data ../shared/data/pneumoniamnist/pneumoniamnist_trainval.npz --modalities image
+torchrun --standalone --nproc_per_node=2 -m fusion.train --modalities image,tabular
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same run trains with DistributedDataParallel
+(see :mod:`fusion.training.distributed`); only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from fusion.evaluation.subgroups import subgroup_report
 from fusion.nets.registry import BACKBONES, PRETRAINED
 from fusion.persistence import write_json
 from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
+from fusion.training import distributed
 from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
 
 
@@ -183,8 +188,11 @@ def check_enough_data(ds: Dataset) -> None:
 def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics of ``ds`` (calibrated probabilities), each headline figure with its 95 %
     patient-bootstrap interval; calibration before/after and the operating points'
-    sensitivity and specificity. Returns (metrics, calibrated, raw probabilities)."""
-    raw = clf.predict_dataset(ds, calibrated=False)
+    sensitivity and specificity. Returns (metrics, calibrated, raw probabilities).
+
+    Under torch.distributed every process predicts a share of ``ds`` and all get the
+    whole (so every process must call it): the figures are those of the whole split."""
+    raw = clf.predict_dataset(ds, calibrated=False, gather=True)
     proba = clf.calibration_.apply(raw)
     metrics = classification_metrics(ds.labels, proba, clf.classes_)
     metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed)
@@ -206,21 +214,29 @@ def run(
     The training state is checkpointed in the run folder after every epoch; with
     ``resume`` an interrupted run continues from its last completed epoch.
 
+    Under torch.distributed (``torchrun``) every process calls it: all train and
+    predict, only rank 0 writes files and prints.
+
     Returns the fitted classifier and the metrics written to ``metrics.json``.
     """
     start = time.perf_counter()
-    folder = _prepare_out(str(out) if out else None, resume)
-    ds = load_dataset(
-        cfg.data.path,
-        cfg.data.schema,
-        image_size=cfg.image.image_size,
-        seed=cfg.train.seed,
-        synthetic_n=cfg.data.synthetic_n,
-        modalities=cfg.modalities,
-        cache_dir=cache_dir,
+    main = distributed.is_main()
+    verbose = verbose and main
+    folder = distributed.on_main(lambda: _prepare_out(str(out) if out else None, resume))
+    # Rank 0 first: it builds the image cache the other processes then read.
+    ds = distributed.main_first(
+        lambda: load_dataset(
+            cfg.data.path,
+            cfg.data.schema,
+            image_size=cfg.image.image_size,
+            seed=cfg.train.seed,
+            synthetic_n=cfg.data.synthetic_n,
+            modalities=cfg.modalities,
+            cache_dir=cache_dir,
+        )
     )
     check_enough_data(ds)
-    if ds.skipped:
+    if ds.skipped and main:
         warnings.warn(
             f"{len(ds.skipped)} row(s) of {ds.name} skipped; see 'skipped' in {folder / 'metrics.json'}; "
             f"first: {ds.skipped[0]}",
@@ -261,15 +277,20 @@ def run(
         "best_epoch": clf.history_.get("best_epoch"),
         "device": clf.history_.get("device", "cpu"),
         "precision": clf.history_.get("precision"),
+        "world_size": distributed.world_size(),
+        "distributed_backend": distributed.backend_name(),
         "calibration": {k: v for k, v in clf.calibration_.to_dict().items() if k != "report"},
     }
     plots = folder / "plots"
-    plots.mkdir(exist_ok=True)
+    if main:
+        plots.mkdir(exist_ok=True)
     for name, part in (("val", val), ("test", test)):
         if part is None or len(part) == 0:
             metrics[name] = None
             continue
         metrics[name], proba, raw = score(clf, part, cfg.train.seed)
+        if not main:
+            continue
         plot_reliability(part.labels, raw, proba, plots / f"reliability_{name}.png", title=f"Reliability ({name})")
         plot_confusion(
             metrics[name]["confusion_matrix"],
@@ -284,15 +305,18 @@ def run(
                 metrics[name]["subgroups"] = subgroup_report(
                     part.records, part.labels, proba, clf.classes_, part.groups, by, ds.schema, seed=cfg.train.seed
                 )
-    if clf.history_.get("history"):
-        plot_history(clf.history_["history"], plots / "training_curves.png")
-    clf.save(folder)
+    if main:
+        if clf.history_.get("history"):
+            plot_history(clf.history_["history"], plots / "training_curves.png")
+        clf.save(folder)
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     metrics["history"] = clf.history_.get("history", [])
     metrics["skipped"] = ds.skipped
     metrics["notes"] = ds.notes
     metrics["config"] = cfg.to_dict()
     metrics["fusion_version"] = __version__
+    if not main:
+        return clf, metrics
     write_json(folder / "metrics.json", metrics)
     write_model_card(folder, metrics, ds.schema, cfg)
     mark_complete(folder)
@@ -333,13 +357,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tune_allocator()
-    log_to_terminal(not args.quiet)
+    try:
+        joined = distributed.init_from_env(args.device)
+    except ValueError as err:
+        return fail(err)
+    main = distributed.is_main()
+    log_to_terminal(not args.quiet and main)
     try:
         cfg = config_from_args(args)
         cache = False if args.cache_dir == "none" else args.cache_dir
         run(cfg, args.out, verbose=not args.quiet, resume=args.resume, cache_dir=cache)
     except (ValueError, FileNotFoundError) as err:
-        return fail(err)
+        # Every process meets the same error; one says it.
+        return fail(err) if main else 2
+    finally:
+        if joined:
+            distributed.shutdown()
     return 0
 
 

@@ -22,6 +22,7 @@ from fusion.nets.backbones import ImageBranch, create_backbone, freeze_blocks
 from fusion.nets.joint import FusionModel, inference_copy
 from fusion.nets.tabular import TabularMLP
 from fusion.persistence import WEIGHTS, load_state_dict, save_state_dict
+from fusion.training import distributed
 from fusion.training.hardware import prepare_model, resolve_device, resolve_precision
 from fusion.training.loop import Arrays, fit_network, predict_network
 
@@ -96,7 +97,7 @@ class NetworkBackend:
         self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir=None, resume: bool = False
     ) -> NetworkBackend:
         cfg: Config = self.spec.config
-        device = resolve_device(cfg.train.device)
+        device = distributed.local_device(resolve_device(cfg.train.device))
         precision = resolve_precision(cfg.train.precision, device)
         has_val = val is not None and len(val) > 0
         # Seeded inside a fork: the caller's random state (CPU, and the GPU's when
@@ -158,8 +159,15 @@ class NetworkBackend:
             self._runtime = _Runtime.of(self.network_, self.spec.config.train.precision)
         return self._runtime
 
-    def predict_proba(self, batch: Batch, *, batch_size: int = 256) -> np.ndarray:
+    def predict_proba(self, batch: Batch, *, batch_size: int = 256, gather: bool = False) -> np.ndarray:
+        """``gather``: under torch.distributed, every process predicts a share of the
+        rows and receives them all (every process must call it; see
+        :func:`~fusion.training.loop.predict_network`)."""
         rt = self.runtime()
+        if gather and distributed.is_distributed():
+            return predict_network(
+                rt.network, self.arrays(batch), rt.device, rt.precision, batch_size=batch_size, frozen=True, gather=True
+            )
         if len(batch) == 1 and batch.presence is None:
             # One patient: straight through the network, no batching loop.
             with torch.no_grad():  # the inference copy holds its own precision: no autocast

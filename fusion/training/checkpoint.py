@@ -57,8 +57,12 @@ def save_checkpoint(
     history: list,
     stale: int,
     fingerprint: dict,
+    rank_rng: list[dict] | None = None,
 ) -> None:
-    """Write the state after ``epoch`` atomically, then ``progress.json``."""
+    """Write the state after ``epoch`` atomically, then ``progress.json``.
+
+    ``rank_rng``: under torch.distributed, each process's random states (``torch``,
+    ``cuda``) in rank order, so each process resumes its own stream."""
     folder = Path(folder)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if best.get("state") is not None:
@@ -70,6 +74,8 @@ def save_checkpoint(
     device = next(model.parameters()).device
     if device.type == "cuda":  # dropout and modality dropout draw from the GPU's generator
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    for r, states in enumerate(rank_rng or []):
+        tensors.update({f"rng.rank{r}.{k}": v.cpu() for k, v in states.items() if v is not None})
     meta = {
         "epoch": epoch,
         "history": history,
@@ -79,6 +85,7 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "optimizer": opt_meta,
         "fingerprint": fingerprint,
+        "world_size": len(rank_rng) if rank_rng else 1,
     }
     atomic_write(
         folder / CHECKPOINT,
@@ -94,16 +101,17 @@ def read_progress(folder: str | Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def load_checkpoint(folder: str | Path, fingerprint: dict) -> dict:
-    """Read a checkpoint and check that it belongs to this run.
+def load_checkpoint(folder: str | Path, fingerprint: dict, world_size: int = 1) -> dict:
+    """Read a checkpoint and check that it belongs to this run (of ``world_size``
+    processes).
 
     Raises
     ------
     FileNotFoundError
         No checkpoint in ``folder``.
     ValueError
-        The checkpoint is unreadable, or was made with another configuration or other
-        data (the message lists what differs).
+        The checkpoint is unreadable, was made with another configuration or other
+        data (the message lists what differs), or by another number of processes.
     """
     path = Path(folder) / CHECKPOINT
     if not path.is_file():
@@ -116,6 +124,15 @@ def load_checkpoint(folder: str | Path, fingerprint: dict) -> dict:
             meta = json.loads(fh.metadata()["fusion"])
     except Exception as err:
         raise ValueError(f"{path}: unreadable checkpoint ({err})") from None
+    saved_world, world = meta.get("world_size", 1), world_size
+    if saved_world != world:
+        raise ValueError(
+            f"cannot resume {str(folder)!r}: the checkpoint was made by {saved_world} process(es) "
+            f"(WORLD_SIZE {saved_world}) and this job has {world}. Each process resumes its own random "
+            "stream, and on CPU its own BatchNorm statistics of its part of every batch, so another number "
+            "of processes would not continue the same run; resume with the same number of processes, "
+            "or start a new run in another folder."
+        )
     differ = describe_differences(meta["fingerprint"], fingerprint)
     if differ:
         raise ValueError(
@@ -132,6 +149,11 @@ def load_checkpoint(folder: str | Path, fingerprint: dict) -> dict:
         "generator": tensors["rng.generator"],
         "torch": tensors["rng.torch"],
         "cuda": tensors.get("rng.cuda"),
+        "ranks": [
+            {"torch": tensors[f"rng.rank{r}.torch"], "cuda": tensors.get(f"rng.rank{r}.cuda")}
+            for r in range(meta.get("world_size", 1))
+            if f"rng.rank{r}.torch" in tensors
+        ],
     }
     return meta
 

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from fusion.config import HeadConfig, TrainConfig
 from fusion.evaluation import macro_f1
+from fusion.training import distributed
 from fusion.training.checkpoint import load_checkpoint, save_checkpoint
 from fusion.training.hardware import autocast, layout
 
@@ -51,17 +52,25 @@ class Arrays:
 
 
 # ------------------------------------------------------------- augmentation
-def augment_images(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment_images(
+    x: torch.Tensor, generator: torch.Generator, part: tuple[int, int, int] | None = None
+) -> torch.Tensor:
     """Random small affine transform and exposure change of a batch in [0, 1].
 
     Rotation up to 7 degrees, scale 0.9-1.1, shift up to 6 %, contrast 0.85-1.15,
     brightness +-0.06: the variation between two films of the same chest. No flips: a
     mirrored chest puts the heart on the wrong side.
+
+    ``part``: ``x`` is rows ``start:stop`` of a global batch of ``n`` rows, given as
+    ``(start, stop, n)`` (distributed training). The random draws are made for all ``n``
+    rows, so each row gets the transform it would get in one process and ``generator``
+    advances identically on every process.
     """
     b = x.shape[0]
+    start, stop, n = part if part is not None else (0, b, b)
 
     def uniform(lo, hi):
-        return torch.rand(b, generator=generator) * (hi - lo) + lo
+        return (torch.rand(n, generator=generator) * (hi - lo) + lo)[start:stop]
 
     angle = uniform(-7, 7) * math.pi / 180
     scale = uniform(0.9, 1.1)
@@ -95,23 +104,29 @@ def predict_network(
     batch_size: int = 256,
     *,
     frozen: bool = False,
+    gather: bool = False,
 ) -> np.ndarray:
     """Class probabilities, shape (n, n_classes), float64.
 
     ``frozen``: ``model`` is an :func:`~fusion.model.inference_copy`, which holds its
     own precision and runs without autocast.
+
+    ``gather``: under a torch.distributed process group, each process predicts its
+    share of the rows (:func:`~fusion.training.distributed.shard`) and every process
+    receives all of them; every process must then make the call. No effect in one
+    process.
     """
     model.eval()
+    rows = distributed.shard(len(arrays)) if gather and distributed.is_distributed() else torch.arange(len(arrays))
     out = []
-    for start in range(0, len(arrays), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(arrays)))
+    for start in range(0, len(rows), batch_size):
+        index = rows[start : start + batch_size]
         presence = None if arrays.presence is None else arrays.presence[index].to(device)
         with autocast(device, "fp32" if frozen else precision):
             logits = model(layout(arrays.batch(index, device)), presence=presence)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    if not out:
-        return np.zeros((0, model.n_classes))
-    return np.concatenate(out).astype(np.float64)
+    proba = np.concatenate(out).astype(np.float64) if out else np.zeros((0, model.n_classes))
+    return distributed.gather_rows(proba, len(arrays)) if gather else proba
 
 
 def fit_network(
@@ -137,6 +152,11 @@ def fit_network(
     (see :mod:`fusion.checkpoint`); with ``resume``, training continues from the last
     saved epoch, after checking ``fingerprint`` (configuration and data) matches.
 
+    Under a torch.distributed process group (see :mod:`fusion.training.distributed`)
+    every process calls it with the same data: each trains on its part of every global
+    batch of ``cfg.batch_size`` rows through DistributedDataParallel, validation is
+    gathered from all, and only rank 0 writes checkpoints.
+
     Returns
     -------
     dict
@@ -152,18 +172,23 @@ def fit_network(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=epochs * steps, pct_start=0.2)
     generator = torch.Generator().manual_seed(cfg.seed)
     has_val = val is not None and len(val) > 0
+    world = distributed.world_size()
+    forward = distributed.training_forward(model, device)
     best = {"f1": -1.0, "loss": math.inf, "epoch": 0, "state": None}
     history, start, stale, first = [], time.perf_counter(), 0, 1
     resumed_from = None
     if resume:
-        state = load_checkpoint(checkpoint_dir, fingerprint or {})
+        # Rank 0 reads the checkpoint and sends it: the other processes (other nodes,
+        # perhaps) need not see the run folder.
+        state = distributed.on_main(lambda: load_checkpoint(checkpoint_dir, fingerprint or {}, world))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer_state"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["rng"]["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        own = state["rng"]["ranks"][distributed.rank()] if state["rng"].get("ranks") else state["rng"]
+        torch.set_rng_state(own["torch"])
+        if device.type == "cuda" and own["cuda"] is not None:
+            torch.cuda.set_rng_state(own["cuda"], device)
         best = {**state["best"], "state": state["best"]["state"]}
         history, stale = state["history"], state["stale"]
         resumed_from = first = state["epoch"]
@@ -177,26 +202,36 @@ def fit_network(
         model.train()
         order = torch.randperm(len(train), generator=generator)
         total, seen = 0.0, 0
-        # Drop a last batch of one: batch norm cannot train on it.
+        # Drop a last batch of one (per process): batch norm cannot train on it.
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        batches = [b for b in batches if len(b) > 1] or batches
+        batches = [b for b in batches if len(b) >= 2 * world] or batches
         for index in progress(batches, desc=f"epoch {epoch}/{epochs}"):
-            inputs = train.batch(index, device)
+            start_row, stop_row = distributed.local_span(len(index))
+            part = index[start_row:stop_row]
+            inputs = train.batch(part, device)
             if augment and inputs["image"] is not None:
-                inputs["image"] = augment_images(inputs["image"], generator)
-            labels = train.labels[index].to(device)
+                span = (start_row, stop_row, len(index)) if world > 1 else None
+                inputs["image"] = augment_images(inputs["image"], generator, span)
+            labels = train.labels[part].to(device)
+            # One process: the weighted mean over the batch. Several: each process's
+            # weighted sum over the whole global batch's weight, times the world size
+            # DDP divides the summed gradients by, so the gradient is the one-process one.
+            norm = float(weights[train.labels[index].to(device)].sum()) / world if world > 1 else None
             with autocast(device, precision):
-                logits, aux = model.forward_with_aux(layout(inputs))
-                loss = F.cross_entropy(logits.float(), labels, weight=weights)
+                logits, aux = forward(layout(inputs))
+                loss = _cross_entropy(logits, labels, weights, norm)
                 for aux_logits in aux.values():
-                    loss = loss + head.aux_weight * F.cross_entropy(aux_logits.float(), labels, weight=weights)
+                    loss = loss + head.aux_weight * _cross_entropy(aux_logits, labels, weights, norm)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler.last_epoch < scheduler.total_steps - 1:
                 scheduler.step()
-            total += float(loss.detach()) * len(index)
+            total += float(loss.detach()) * len(index) / world
             seen += len(index)
+        if world > 1:
+            distributed.sync_buffers(model)
+            total = distributed.all_sum(total, device)
         record = {
             "epoch": epoch,
             "train_loss": total / max(seen, 1),
@@ -204,7 +239,7 @@ def fit_network(
             "train_images": seen,
         }
         if has_val:
-            proba = predict_network(model, val, device, precision)
+            proba = predict_network(model, val, device, precision, gather=True)
             y = val.labels.numpy()
             record["val_loss"] = float(
                 F.nll_loss(
@@ -227,7 +262,8 @@ def fit_network(
             stale = 0
         else:
             stale += 1
-        if checkpoint_dir is not None:
+        rank_rng = _rank_rng(device) if world > 1 and checkpoint_dir is not None else None
+        if checkpoint_dir is not None and distributed.is_main():
             save_checkpoint(
                 checkpoint_dir,
                 epoch=epoch,
@@ -239,6 +275,7 @@ def fit_network(
                 history=history,
                 stale=stale,
                 fingerprint=fingerprint or {},
+                rank_rng=rank_rng,
             )
         val_text = f"  val loss {record['val_loss']:.4f}  val macro-F1 {record['val_macro_f1']:.3f}" if has_val else ""
         logger.info(
@@ -258,6 +295,7 @@ def fit_network(
             break
     if best["state"] is not None:
         model.load_state_dict(best["state"])
+    distributed.unwrap_sync_batchnorm(model)
     model.eval()
     return {
         "history": history,
@@ -267,6 +305,20 @@ def fit_network(
         "seconds": time.perf_counter() - start,
         "resumed_from_epoch": resumed_from,
     }
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, norm: float | None):
+    """Class-weighted cross-entropy: the weighted mean (``norm`` None), or the weighted
+    sum divided by ``norm``."""
+    if norm is None:
+        return F.cross_entropy(logits.float(), labels, weight=weights)
+    return F.cross_entropy(logits.float(), labels, weight=weights, reduction="sum") / norm
+
+
+def _rank_rng(device: torch.device) -> list[dict]:
+    """Every process's torch random state (dropout draws from it), for the checkpoint."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return distributed.all_gather_objects({"torch": torch.get_rng_state(), "cuda": cuda})
 
 
 def _progress(verbose: bool):
