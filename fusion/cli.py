@@ -40,6 +40,47 @@ _FIELD = re.compile(
 )
 
 
+def add_cache_arguments(p) -> None:
+    """The flags of the decoded-image cache, the same on every command that loads a folder."""
+    p.add_argument(
+        "--cache-dir",
+        help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)",
+    )
+    p.add_argument(
+        "--cache-workers",
+        type=_positive_int,
+        help="processes that decode images while the cache is built (default: one per core from 1,024 films)",
+    )
+    p.add_argument(
+        "--memory-map",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="read cached images batch by batch from disk instead of holding them in memory "
+        "(auto: when they take more than 256 MB)",
+    )
+
+
+def cache_options(args) -> dict:
+    """Keyword arguments of :func:`fusion.data.loaders.load_dataset` from those flags."""
+    return {
+        "cache_dir": False if args.cache_dir == "none" else args.cache_dir,
+        "cache_workers": args.cache_workers,
+        "memory_map": {"auto": None, "always": True, "never": False}[args.memory_map],
+    }
+
+
+def _positive_int(value: str) -> int:
+    import argparse
+
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1; got {value!r}")
+    return number
+
+
 def in_flags(message: str) -> str:
     """A library error as a command-line user reads it: the flags that set the
     configuration fields it names are added at its end, ``... (flag: --epochs)``."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
-from fusion.cli import fail, output_file
+from fusion.cli import add_cache_arguments, cache_options, fail, output_file
 from fusion.data.loaders import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics, metric_intervals
 from fusion.evaluation.subgroups import format_subgroups, subgroup_report
@@ -30,6 +30,8 @@ def evaluate(
     schema: str | Path | None = None,
     *,
     cache_dir: str | Path | bool | None = None,
+    cache_workers: int | None = None,
+    memory_map: bool | None = None,
     seed: int = 0,
     by: list[str] | None = None,
 ) -> dict:
@@ -49,6 +51,8 @@ def evaluate(
         synthetic_n=clf.config_.data.synthetic_n,
         modalities=clf.modalities_,
         cache_dir=cache_dir,
+        cache_workers=cache_workers,
+        memory_map=memory_map,
     )
     if tuple(ds.classes) != tuple(clf.classes_):
         raise ValueError(f"the dataset's classes {list(ds.classes)} differ from the model's {list(clf.classes_)}")
@@ -93,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         help="report subgroups of these record features, comma-separated (categorical features by value, "
         "numeric ones by the bands their schema declares), e.g. sex,view,age",
     )
-    p.add_argument(
-        "--cache-dir",
-        help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)",
-    )
+    add_cache_arguments(p)
     args = p.parse_args(argv)
     tune_allocator()
     out, output_error = None, None
@@ -107,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             output_error = f"error: {err}"
     try:
-        cache = False if args.cache_dir == "none" else args.cache_dir
         by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
-        result = evaluate(args.model, args.data, args.schema, cache_dir=cache, by=by)
+        result = evaluate(args.model, args.data, args.schema, by=by, **cache_options(args))
     except (ValueError, FileNotFoundError) as err:
         return fail(err)
     print(

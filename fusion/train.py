@@ -31,7 +31,7 @@ import numpy as np
 from fusion import __version__
 from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
-from fusion.cli import fail, log_to_terminal
+from fusion.cli import add_cache_arguments, cache_options, fail, log_to_terminal
 from fusion.config import DEVICES, FUSIONS, MODELS, PRECISIONS, Config
 from fusion.data.dataset import Dataset
 from fusion.data.loaders import load_dataset
@@ -106,10 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=PRECISIONS, default=d.train.precision, help="auto: bf16 where the hardware has it"
     )
     p.add_argument("--out", help="run folder (default: runs/<timestamp>); must be new or empty")
-    p.add_argument(
-        "--cache-dir",
-        help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)",
-    )
+    add_cache_arguments(p)
     p.add_argument(
         "--resume", action="store_true", help="continue the interrupted run in --out from its last completed epoch"
     )
@@ -208,6 +205,8 @@ def run(
     verbose: bool = True,
     resume: bool = False,
     cache_dir: str | Path | bool | None = None,
+    cache_workers: int | None = None,
+    memory_map: bool | None = None,
 ) -> tuple[FusionClassifier, dict]:
     """Load data, split by patient, train, score validation and test, save everything.
 
@@ -216,6 +215,9 @@ def run(
 
     Under torch.distributed (``torchrun``) every process calls it: all train and
     predict, only rank 0 writes files and prints.
+
+    ``cache_dir``, ``cache_workers``, ``memory_map``: how a folder's decoded images
+    are cached and read (see :func:`fusion.data.loaders.load_dataset`).
 
     Returns the fitted classifier and the metrics written to ``metrics.json``.
     """
@@ -233,6 +235,8 @@ def run(
             synthetic_n=cfg.data.synthetic_n,
             modalities=cfg.modalities,
             cache_dir=cache_dir,
+            cache_workers=cache_workers,
+            memory_map=memory_map,
         )
     )
     check_enough_data(ds)
@@ -365,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     log_to_terminal(not args.quiet and main)
     try:
         cfg = config_from_args(args)
-        cache = False if args.cache_dir == "none" else args.cache_dir
-        run(cfg, args.out, verbose=not args.quiet, resume=args.resume, cache_dir=cache)
+        run(cfg, args.out, verbose=not args.quiet, resume=args.resume, **cache_options(args))
     except (ValueError, FileNotFoundError) as err:
         # Every process meets the same error; one says it.
         return fail(err) if main else 2

@@ -16,6 +16,7 @@ import torch
 
 from fusion.backends.base import Batch, ModelSpec
 from fusion.config import Config
+from fusion.data.cache import MappedImages
 from fusion.data.dataset import Dataset, fingerprint, intensity_stats
 from fusion.explain import DEFAULT_STEPS, Explanation, explain_network, sum_by_source
 from fusion.nets.backbones import ImageBranch, create_backbone, freeze_blocks
@@ -139,7 +140,10 @@ class NetworkBackend:
         if batch.images is not None:
             if batch.images.shape[-1] != self.spec.image_size:
                 raise ValueError(f"images are {batch.images.shape[-1]} px; this model takes {self.spec.image_size} px")
-            images = torch.from_numpy(np.ascontiguousarray(batch.images)).unsqueeze(1)
+            if isinstance(batch.images, MappedImages):
+                images = batch.images  # stays on disk: the training loop reads each batch
+            else:
+                images = torch.from_numpy(np.ascontiguousarray(batch.images)).unsqueeze(1)
         if batch.records is not None:
             tabular = torch.from_numpy(self.spec.preprocessor.transform(batch.records))
         if batch.presence is not None:
@@ -180,7 +184,10 @@ class NetworkBackend:
     def tensors(self, batch: Batch, device: torch.device) -> dict[str, torch.Tensor | None]:
         """A batch's inputs as the network takes them, on ``device``."""
         arrays = self.arrays(batch)
-        image = None if arrays.images is None else arrays.images.to(device).float().div_(255.0)
+        image = arrays.images
+        if image is not None and not isinstance(image, torch.Tensor):  # MappedImages
+            image = torch.from_numpy(image[:]).unsqueeze(1)
+        image = None if image is None else image.to(device).float().div_(255.0)
         tabular = None if arrays.tabular is None else arrays.tabular.to(device)
         return {"image": image, "tabular": tabular}
 

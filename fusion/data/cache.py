@@ -1,30 +1,50 @@
 """A cache of decoded images, so each X-ray is decoded and resized once, not every run.
 
 Decoding a large PNG or JPEG costs milliseconds; reading the same picture, already at
-model size, from a memory-mapped uint8 array costs microseconds. A dataset's decoded
-images are stored as one ``.npy`` array per (file list, image size), keyed by every
-file's path, modification time and size, so a changed or replaced file changes the
-key and is decoded afresh. Entries live in a user cache folder (the loaders' ``cache_dir``,
+model size, from a uint8 array on disk costs microseconds. A dataset's decoded images
+are stored as one ``.npy`` array per (file list, image size), keyed by every file's
+path, modification time and size, so a changed or replaced file changes the key and
+is decoded afresh. Entries live in a user cache folder (the loaders' ``cache_dir``,
 ``$FUSION_CACHE_DIR``, or ``$XDG_CACHE_HOME/fusion``, default ``~/.cache/fusion``),
-never beside the data, which may be read-only. Writes are atomic
-(:func:`fusion.persistence.atomic_write`).
+never beside the data, which may be read-only.
+
+The array is written in place on disk, row by row, by worker processes, so a cache
+can be far larger than memory: 60,000 films at 224 px are 3 GB. Progress is kept in a
+``.done`` file beside it (one byte per film), so an interrupted build resumes where it
+stopped; the ``.json`` written last marks the entry complete. Large entries are read
+through :class:`MappedImages`, which keeps only the rows being read in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import mmap
+import multiprocessing
 import os
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fusion.persistence import atomic_write, to_json
 
+logger = logging.getLogger(__name__)
+
 CACHE_VERSION = 2  # 2: JPEGs decoded in full (no DCT-scaled draft), EXIF orientation applied
-# Arrays above this size are memory-mapped instead of read into memory.
+# Entries above this size are memory-mapped instead of read into memory (memory_map=None).
 MMAP_BYTES = 256 * 1024 * 1024
+# Films per unit of work: large enough that a worker's round trip is negligible, small
+# enough that an interrupted build loses little and the progress line moves.
+CHUNK = 128
+# Below this many films to decode, worker processes cost more than they save.
+PARALLEL_FROM = 1024
 
 
 def default_cache_dir() -> Path:
@@ -32,6 +52,14 @@ def default_cache_dir() -> Path:
         return Path(os.environ["FUSION_CACHE_DIR"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "fusion"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _key(files: list[Path], size: int) -> str:
@@ -45,15 +73,302 @@ def _key(files: list[Path], size: int) -> str:
     return digest.hexdigest()[:32]
 
 
-def _save_array(path: Path, array: np.ndarray) -> None:
-    # Through a file object: np.save would append ".npy" to the temporary name.
-    with open(path, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
+def _release(array: np.ndarray) -> None:
+    """Tell the kernel this process no longer needs the mapped pages of ``array``.
+
+    The pages stay in the page cache (a later read is a minor fault, not a disk read)
+    but leave this process's resident set, so reading a file much larger than memory
+    row by row never makes the process itself large.
+    """
+    mm = getattr(array, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+class MappedImages:
+    """Rows of an on-disk uint8 image array ``(n, S, S)``, read on demand.
+
+    It stands in for the in-memory array wherever a dataset's images go: ``len``,
+    ``shape``, and indexing by an integer, a slice or an index array (each returns an
+    ordinary in-memory array of just those rows). Reads are sorted by position in the
+    file, and the pages read are released from this process afterwards (see
+    :func:`_release`), so resident memory stays at one batch however large the file.
+    :meth:`take` makes a subset (a split) without reading anything: it shares the
+    mapping and holds only row numbers. ``numpy.asarray`` reads every row into memory.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.npy`` file of uint8, shape (n, S, S).
+    rows : array of int, optional
+        The rows of the file this view holds, in order (default: all).
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, path: str | Path, rows: np.ndarray | None = None, *, _array: np.ndarray | None = None):
+        self.path = Path(path)
+        array = _array if _array is not None else np.load(self.path, mmap_mode="r", allow_pickle=False)
+        if array.ndim != 3 or array.dtype != np.uint8 or array.shape[1] != array.shape[2]:
+            raise ValueError(
+                f"{self.path}: expected a uint8 array of square images (n, S, S); "
+                f"found {array.dtype} of shape {array.shape}"
+            )
+        self._array = array
+        self.rows = np.arange(len(array), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.rows), *self._array.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"MappedImages({str(self.path)!r}, {len(self)} of {len(self._array)} rows, {self.shape[1]} px)"
+
+    def __reduce__(self):
+        # A copy for another process reopens the file: the mapping itself cannot travel.
+        return (MappedImages, (self.path, self.rows))
+
+    def take(self, index) -> MappedImages:
+        """The rows ``index`` of this view, as a view (nothing is read)."""
+        return MappedImages(self.path, self.rows[np.asarray(index)], _array=self._array)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):
+            raise TypeError("MappedImages is indexed by rows only (an int, a slice or an index array)")
+        if isinstance(key, int | np.integer):
+            return self._read(self.rows[[key]])[0]
+        return self._read(self.rows[key])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self), CHUNK):
+            yield from self[start : start + CHUNK]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self._array.shape[1:]), dtype=np.uint8)
+        if len(rows):
+            order = np.argsort(rows, kind="stable")
+            out[order] = self._array[rows[order]]
+            _release(self._array)
+        return out
+
+
+# ------------------------------------------------------------------ the entry
+@dataclass(frozen=True)
+class _Entry:
+    """The files of one cache entry."""
+
+    folder: Path
+    key: str
+
+    @property
+    def array(self) -> Path:
+        return self.folder / f"images-{self.key}.npy"
+
+    @property
+    def meta(self) -> Path:  # written last: the entry is complete
+        return self.folder / f"images-{self.key}.json"
+
+    @property
+    def done(self) -> Path:  # one byte per film during a build: 1 once its row is written
+        return self.folder / f"images-{self.key}.done"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / f"images-{self.key}.lock"
+
+
+def _open_complete(entry: _Entry, n: int, size: int, memory_map: bool | None):
+    """(images, errors) of a complete entry, or None when there is none (or it is damaged)."""
+    if not (entry.array.is_file() and entry.meta.is_file()):
+        return None
+    try:
+        meta = json.loads(entry.meta.read_text(encoding="utf-8"))
+        mapped = MappedImages(entry.array)
+        if mapped.shape != (n, size, size) or meta.get("n") != n:
+            return None
+        errors = {int(k): v for k, v in meta["errors"].items()}
+        big = mapped.nbytes > MMAP_BYTES if memory_map is None else memory_map
+        return (mapped if big else np.load(entry.array, allow_pickle=False)), errors
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged entry is rebuilt
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``, so two processes never build one entry at
+    once (the second waits, then finds it complete). No-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process that is building the image cache %s", path.with_suffix(".npy"))
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _decode_rows(path: str, rows: list[int], files: list[str], decode) -> tuple:
+    """Decode ``files`` into ``rows`` of the ``.npy`` array at ``path`` (run in a worker).
+
+    Returns (rows written, {row: reason} of files that failed)."""
+    out = np.lib.format.open_memmap(path, mode="r+")
+    written, errors = [], {}
+    for row, file in zip(rows, files, strict=True):
+        try:
+            out[row] = decode(Path(file))
+            written.append(row)
+        except ValueError as err:
+            errors[row] = str(err)
+    out.flush()  # on disk before the parent marks the rows done
+    _release(out)
+    return written, errors
+
+
+class _Progress:
+    """Progress of a long build: a tqdm bar on a terminal, a log line every ``every``
+    seconds otherwise (a job's log), and a last line with the rate either way;
+    silent unless the ``fusion`` logger shows INFO (the CLIs without ``--quiet``)."""
+
+    def __init__(self, total: int, start: int, what: str, every: float = 10.0):
+        self.total, self.count, self.first, self.what, self.every = total, start, start, what, every
+        self.t0 = self.shown = time.perf_counter()
+        self.on = logger.isEnabledFor(logging.INFO)
+        self.bar = None
+        if self.on and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc=what, unit="film", leave=False)
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        rate = (self.count - self.first) / elapsed if elapsed > 0 else 0.0
+        left = f", {(self.total - self.count) / rate:.0f} s left" if rate > 0 and self.count < self.total else ""
+        return f"{self.what}: {self.count:,}/{self.total:,} in {elapsed:.1f} s ({rate:,.0f} films/s{left})"
+
+    def add(self, k: int) -> None:
+        self.count += k
+        if self.bar is not None:
+            self.bar.update(k)
+        elif self.on and time.perf_counter() - self.shown >= self.every:
+            logger.info(self.line())
+            self.shown = time.perf_counter()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.on:
+            logger.info(self.line())
+
+
+def _pool_context():
+    """Worker processes are forked where the OS can (as torch's DataLoader does: no
+    re-import of the caller's modules; the workers only decode images with PIL and
+    numpy, never torch), started fresh elsewhere."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | None) -> dict[int, str]:
+    """Write every not-yet-done row of the entry's array; the errors of this pass."""
+    n = len(files)
+    shape = (n, size, size)
+    resumable = False
+    if entry.array.is_file() and entry.done.is_file() and entry.done.stat().st_size == n:
+        try:
+            resumable = np.load(entry.array, mmap_mode="r", allow_pickle=False).shape == shape
+        except (OSError, ValueError):
+            resumable = False
+    if not resumable:
+        # A sparse file: rows not yet written read as zeros and take no disk.
+        created = np.lib.format.open_memmap(entry.array, mode="w+", dtype=np.uint8, shape=shape)
+        del created
+        with open(entry.done, "wb") as fh:
+            fh.truncate(n)
+    done = np.memmap(entry.done, dtype=np.uint8, mode="r+", shape=(n,))
+    todo = np.flatnonzero(done == 0).tolist()
+    if resumable and len(todo) < n:
+        logger.info("resuming the image cache %s: %d of %d films already decoded", entry.array, n - len(todo), n)
+    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    jobs = ((str(entry.array), rows, [str(files[r]) for r in rows], decode) for rows in chunks)
+    if workers is None:
+        workers = 1 if len(todo) < PARALLEL_FROM else min(available_cores(), 8)
+    if workers < 1:
+        raise ValueError(f"cache workers must be at least 1; got {workers}")
+    progress = _Progress(n, n - len(todo), f"image cache ({size} px)")
+    errors: dict[int, str] = {}
+    last_flush = time.perf_counter()
+
+    def mark(result) -> None:
+        nonlocal last_flush
+        written, failed = result
+        done[written] = 1
+        errors.update(failed)
+        progress.add(len(written) + len(failed))
+        if time.perf_counter() - last_flush > 2.0:
+            done.flush()
+            last_flush = time.perf_counter()
+
+    try:
+        if workers == 1 or len(chunks) <= 1:
+            for job in jobs:
+                mark(_decode_rows(*job))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+                # A bounded number of chunks in flight: the queue never holds every path.
+                pending = set()
+                for job in jobs:
+                    pending.add(pool.submit(_decode_rows, *job))
+                    if len(pending) >= 4 * workers:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            mark(future.result())
+                for future in pending:
+                    mark(future.result())
+    finally:
+        done.flush()
+        progress.close()
+    return errors
+
+
+def _decode_in_memory(files: list[Path], size: int, decode) -> tuple[np.ndarray, dict[int, str]]:
+    images = np.zeros((len(files), size, size), dtype=np.uint8)
+    errors: dict[int, str] = {}
+    for i, path in enumerate(files):
+        try:
+            images[i] = decode(path)
+        except ValueError as err:
+            errors[i] = str(err)
+    return images, errors
 
 
 def cached_images(
-    files: list[Path], size: int, decode: Callable[[Path], np.ndarray], cache_dir: str | Path | None
-) -> tuple[np.ndarray, dict[int, str]]:
+    files: list[Path],
+    size: int,
+    decode: Callable[[Path], np.ndarray],
+    cache_dir: str | Path | None,
+    *,
+    workers: int | None = None,
+    memory_map: bool | None = None,
+) -> tuple[np.ndarray | MappedImages, dict[int, str]]:
     """Decoded images of ``files`` at ``size``, from the cache when it is current.
 
     Parameters
@@ -62,45 +377,45 @@ def cached_images(
     size : int
     decode : callable
         ``decode(path) -> uint8 (size, size)``; raises ``ValueError`` for a bad file.
+        It must pickle (a module-level function or a ``functools.partial`` of one)
+        when worker processes decode.
     cache_dir : str, Path or None
-        Cache folder; ``None`` disables caching.
+        Cache folder; ``None`` disables caching (every file is decoded, in memory).
+    workers : int, optional
+        Processes that decode while the cache is built; default one below 1,024
+        films to decode, else one per available core (at most 8).
+    memory_map : bool, optional
+        Read the entry through :class:`MappedImages` (True) or into memory (False);
+        default: mapped when it is larger than 256 MB.
 
     Returns
     -------
-    images : numpy.ndarray of uint8, shape (n, size, size)
+    images : numpy.ndarray of uint8, shape (n, size, size), or MappedImages
         Rows of files that failed to decode are zeros.
     errors : dict of int -> str
         Index of each file that failed, with the reason (failures are cached too, and
         redone when the file changes).
     """
-    if cache_dir is not None:
-        folder = Path(cache_dir)
-        key = _key(files, size)
-        array_path, meta_path = folder / f"images-{key}.npy", folder / f"images-{key}.json"
-        if array_path.is_file() and meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                mmap = "r" if array_path.stat().st_size > MMAP_BYTES else None
-                images = np.load(array_path, mmap_mode=mmap, allow_pickle=False)
-                if images.shape == (len(files), size, size) and meta.get("n") == len(files):
-                    return images, {int(k): v for k, v in meta["errors"].items()}
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged entry is rebuilt below
-    images = np.zeros((len(files), size, size), dtype=np.uint8)
-    errors: dict[int, str] = {}
-    for i, path in enumerate(files):
-        try:
-            images[i] = decode(path)
-        except ValueError as err:
-            errors[i] = str(err)
-    if cache_dir is not None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(array_path, lambda p: _save_array(p, images))
-            atomic_write(
-                meta_path,
-                lambda p: p.write_text(to_json({"n": len(files), "size": size, "errors": errors}), encoding="utf-8"),
-            )
-        except OSError:
-            pass  # an unwritable cache only costs speed
-    return images, errors
+    if cache_dir is None:
+        return _decode_in_memory(files, size, decode)
+    entry = _Entry(Path(cache_dir), _key(files, size))
+    found = _open_complete(entry, len(files), size, memory_map)
+    if found is not None:
+        return found
+    try:
+        entry.folder.mkdir(parents=True, exist_ok=True)
+        entry.lock.touch()
+    except OSError:
+        return _decode_in_memory(files, size, decode)  # an unwritable cache only costs speed
+    with _exclusive(entry.lock):
+        found = _open_complete(entry, len(files), size, memory_map)  # built while this one waited
+        if found is not None:
+            return found
+        errors = _build(entry, files, size, decode, workers)
+        meta = {"n": len(files), "size": size, "errors": errors}
+        atomic_write(entry.meta, lambda p: p.write_text(to_json(meta), encoding="utf-8"))
+        entry.done.unlink(missing_ok=True)
+    found = _open_complete(entry, len(files), size, memory_map)
+    if found is None:
+        raise OSError(f"the image cache {entry.array} could not be read back after it was written")
+    return found

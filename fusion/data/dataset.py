@@ -24,7 +24,9 @@ class Dataset:
     classes : tuple of str
         Class names; ``labels`` index into them.
     labels : numpy.ndarray of int64, shape (n,)
-    images : numpy.ndarray of uint8, shape (n, S, S), or None
+    images : numpy.ndarray of uint8, shape (n, S, S), MappedImages, or None
+        A :class:`~fusion.data.cache.MappedImages` (same shape, read from disk batch
+        by batch) for a folder whose decoded images are too large to hold in memory.
     records : pandas.DataFrame or None
         Parsed schema features (numeric as float with NaN, categorical as str/None).
     groups : numpy.ndarray or None
@@ -75,7 +77,7 @@ class Dataset:
         return replace(
             self,
             labels=self.labels[index],
-            images=None if self.images is None else self.images[index],
+            images=None if self.images is None else _take(self.images, index),
             records=None if self.records is None else self.records.iloc[index],
             groups=None if self.groups is None else self.groups[index],
             files=None if self.files is None else self.files[index],
@@ -95,6 +97,13 @@ class Dataset:
         return {name: self.subset(idx) for name, idx in index.items()}
 
 
+def _take(images, index: np.ndarray):
+    from fusion.data.cache import MappedImages
+
+    # A memory-mapped dataset's subsets stay on disk: only row numbers are copied.
+    return images.take(index) if isinstance(images, MappedImages) else images[index]
+
+
 def fingerprint(*parts: Dataset | None) -> str:
     """SHA-256 over labels, images and records of the given datasets: a resumed run
     must see exactly the data it started with."""
@@ -104,8 +113,9 @@ def fingerprint(*parts: Dataset | None) -> str:
             digest.update(b"none")
             continue
         digest.update(np.ascontiguousarray(ds.labels).tobytes())
-        if ds.images is not None:
-            digest.update(np.ascontiguousarray(ds.images).tobytes())
+        if ds.images is not None:  # in blocks: the images may be larger than memory
+            for start in range(0, len(ds.images), 1024):
+                digest.update(np.ascontiguousarray(ds.images[start : start + 1024]).tobytes())
         if ds.records is not None:
             digest.update(ds.records.to_csv().encode())
     return digest.hexdigest()

@@ -9,6 +9,7 @@ skipped and reported in ``Dataset.skipped`` (row, file, reason), never coerced.
 from __future__ import annotations
 
 import csv
+import functools
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fusion.data import synthetic
-from fusion.data.cache import cached_images, default_cache_dir
+from fusion.data.cache import MappedImages, cached_images, default_cache_dir
 from fusion.data.dataset import Dataset
 from fusion.data.images import load_image
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE
@@ -71,7 +72,8 @@ def _from_validated(name: str, schema: Schema, table: pd.DataFrame, load_images)
         for i in sorted(errors):
             skipped.append({"row": rows[i], "file": files[keep[i]], "reason": errors[i]})
         good = [i for i in range(len(keep)) if i not in errors]
-        images = images[good] if errors else images
+        if errors:
+            images = images.take(good) if isinstance(images, MappedImages) else images[good]
         keep = [keep[i] for i in good]
     keep = np.asarray(keep, dtype=np.int64)
     position = {row: i for i, row in enumerate(table.index)}
@@ -80,7 +82,7 @@ def _from_validated(name: str, schema: Schema, table: pd.DataFrame, load_images)
         name=name,
         classes=schema.classes,
         labels=checked.labels[keep],
-        images=None if images is None else np.ascontiguousarray(images),
+        images=images if images is None or isinstance(images, MappedImages) else np.ascontiguousarray(images),
         records=checked.features.iloc[keep] if schema.features else None,
         groups=None if checked.groups is None else checked.groups[keep],
         files=None if checked.images is None else checked.images[keep],
@@ -104,12 +106,17 @@ def load_folder(
     image_size: int = DEFAULT_IMAGE_SIZE,
     modalities=("image", "tabular"),
     cache_dir: str | Path | bool | None = None,
+    cache_workers: int | None = None,
+    memory_map: bool | None = None,
 ) -> Dataset:
     """A folder with ``metadata.csv`` and the schema's image folder.
 
     ``path`` may also be the CSV file itself. Without ``schema`` the folder's own
     ``schema.toml`` is used. Decoded images are cached (see :mod:`fusion.data.cache`)
-    in ``cache_dir`` (default: the user cache folder; ``False``: no cache).
+    in ``cache_dir`` (default: the user cache folder; ``False``: no cache), built by
+    ``cache_workers`` processes; with ``memory_map`` (default: above 256 MB) the
+    dataset's images are a :class:`~fusion.data.cache.MappedImages` read from the
+    cache batch by batch, so memory does not grow with the number of films.
     """
     path = Path(path)
     csv = path if path.is_file() else path / "metadata.csv"
@@ -140,8 +147,9 @@ def load_folder(
         cache = None if cache_dir is False else (cache_dir or default_cache_dir())
 
         def loader(rows, files):
+            decode = functools.partial(load_image, size=image_size)  # pickles, for worker processes
             return cached_images(
-                [folder / f for f in files], image_size, lambda path: load_image(path, image_size), cache
+                [folder / f for f in files], image_size, decode, cache, workers=cache_workers, memory_map=memory_map
             )
 
     return _from_validated(root.name, schema, table, loader)
@@ -219,6 +227,8 @@ def load_dataset(
     synthetic_n: int = synthetic.DEFAULT_N,
     modalities=("image", "tabular"),
     cache_dir: str | Path | bool | None = None,
+    cache_workers: int | None = None,
+    memory_map: bool | None = None,
 ) -> Dataset:
     """Load any supported dataset.
 
@@ -236,6 +246,12 @@ def load_dataset(
     cache_dir : str, Path or bool, optional
         Where decoded images of folder datasets are cached; default the user cache
         folder, ``False`` for none.
+    cache_workers : int, optional
+        Processes decoding images while a folder's cache is built (default: one per
+        core for 1,024 films or more).
+    memory_map : bool, optional
+        Read a folder's cached images batch by batch from disk (True) or hold them in
+        memory (False); default: from disk when they take more than 256 MB.
     """
     if path is None:
         return load_synthetic(synthetic_n, seed=seed, image_size=image_size)
@@ -244,4 +260,12 @@ def load_dataset(
         raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
     if path.suffix == ".npz":
         return load_npz(path, schema=schema, image_size=image_size)
-    return load_folder(path, schema, image_size=image_size, modalities=tuple(modalities), cache_dir=cache_dir)
+    return load_folder(
+        path,
+        schema,
+        image_size=image_size,
+        modalities=tuple(modalities),
+        cache_dir=cache_dir,
+        cache_workers=cache_workers,
+        memory_map=memory_map,
+    )

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fusion.config import HeadConfig, TrainConfig
+from fusion.data.cache import MappedImages
 from fusion.evaluation import macro_f1
 from fusion.training import distributed
 from fusion.training.checkpoint import load_checkpoint, save_checkpoint
@@ -32,11 +33,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Arrays:
-    """Model-ready inputs of one split. ``images``: uint8 (n, 1, S, S); ``tabular``:
-    float32 (n, d); either may be None when the model does not use it."""
+    """Model-ready inputs of one split. ``images``: uint8 (n, 1, S, S), or a
+    :class:`~fusion.data.cache.MappedImages` (n, S, S) whose batches are read from
+    disk as they are needed; ``tabular``: float32 (n, d); either may be None when the
+    model does not use it."""
 
     labels: torch.Tensor
-    images: torch.Tensor | None = None
+    images: torch.Tensor | MappedImages | None = None
     tabular: torch.Tensor | None = None
     presence: torch.Tensor | None = None  # (n, n_modalities) 0/1; None: all present
 
@@ -45,8 +48,12 @@ class Arrays:
 
     def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor | None]:
         images = None
-        if self.images is not None:
-            images = self.images[index].to(device, non_blocking=True).float().div_(255.0)
+        if isinstance(self.images, torch.Tensor):
+            images = self.images[index]
+        elif self.images is not None:
+            images = torch.from_numpy(self.images[index.numpy()]).unsqueeze(1)
+        if images is not None:
+            images = images.to(device, non_blocking=True).float().div_(255.0)
         tabular = None if self.tabular is None else self.tabular[index].to(device, non_blocking=True)
         return {"image": images, "tabular": tabular}
 
