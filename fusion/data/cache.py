@@ -123,8 +123,12 @@ class MappedImages:
         return (len(self.rows), *self._array.shape[1:])
 
     @property
-    def nbytes(self) -> int:
+    def size(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:  # one byte per pixel
+        return self.size
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -332,7 +336,8 @@ def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | N
             for job in jobs:
                 mark(_decode_rows(*job))
         else:
-            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+            pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
+            try:
                 # A bounded number of chunks in flight: the queue never holds every path.
                 pending = set()
                 for job in jobs:
@@ -343,6 +348,8 @@ def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | N
                             mark(future.result())
                 for future in pending:
                     mark(future.result())
+            finally:  # on Ctrl-C: the chunks not started are dropped, not waited for
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         done.flush()
         progress.close()

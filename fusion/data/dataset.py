@@ -121,10 +121,13 @@ def fingerprint(*parts: Dataset | None) -> str:
     return digest.hexdigest()
 
 
-def intensity_stats(images: np.ndarray, chunk: int = 256) -> tuple[float, float]:
-    """Mean and standard deviation of uint8 images scaled to [0, 1], in chunks, so a
-    large training set is never copied whole into floats."""
+def intensity_stats(images: np.ndarray, pixels: int = 1 << 21) -> tuple[float, float]:
+    """Mean and standard deviation of uint8 images scaled to [0, 1], in blocks of
+    about ``pixels`` pixels, so a large training set (or one on disk) is never copied
+    whole into floats: the float64 copies of one block take ~16 MB."""
     total = squares = 0.0
+    side = int(np.prod(images.shape[1:])) or 1
+    chunk = max(1, pixels // side)
     for start in range(0, len(images), chunk):
         block = images[start : start + chunk].astype(np.float64) / 255.0
         total += float(block.sum())

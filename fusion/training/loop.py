@@ -102,6 +102,10 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return weights
 
 
+# Pixels in one prediction batch: 256 films at 64 px (the default size).
+PREDICT_PIXELS = 256 * 64 * 64
+
+
 @torch.no_grad()
 def predict_network(
     model: nn.Module,
@@ -122,8 +126,15 @@ def predict_network(
     share of the rows (:func:`~fusion.training.distributed.shard`) and every process
     receives all of them; every process must then make the call. No effect in one
     process.
+
+    ``batch_size`` is an upper bound: batches of large images hold at most
+    :data:`PREDICT_PIXELS` pixels (20 films at 224 px), so the activations of one
+    batch stay near 0.3 GB whatever the image size.
     """
     model.eval()
+    if arrays.images is not None:
+        side = int(arrays.images.shape[-1])
+        batch_size = max(1, min(batch_size, PREDICT_PIXELS // (side * side)))
     rows = distributed.shard(len(arrays)) if gather and distributed.is_distributed() else torch.arange(len(arrays))
     out = []
     for start in range(0, len(rows), batch_size):
