@@ -1,5 +1,6 @@
 """Datasets: the embedded synthetic cohort, folders of X-rays with a clinical table, and
-MedMNIST-style ``.npz`` files, all loaded into one in-memory :class:`Dataset`.
+MedMNIST-style ``.npz`` files, all loaded into one :class:`Dataset` (in memory, or with
+its images read from the cache on disk batch by batch: :class:`MappedImages`).
 
 The names below are imported when first used, so that reading one image (what a single
 prediction needs) does not import pandas' and scikit-learn's loaders and splitters.
@@ -26,6 +27,7 @@ _EXPORTS = {
     "grouped_kfold": "fusion.data.splits",
     "grouped_split": "fusion.data.splits",
     "load_image": "fusion.data.images",
+    "MappedImages": "fusion.data.cache",
 }
 __all__ = [*_EXPORTS, "synthetic"]
 

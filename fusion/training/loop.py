@@ -46,6 +46,11 @@ class Arrays:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def prefetch(self, index: torch.Tensor) -> None:
+        """Start reading the images of a coming batch from disk (images on disk only)."""
+        if isinstance(self.images, MappedImages):
+            self.images.prefetch(index.numpy())
+
     def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor | None]:
         images = None
         if isinstance(self.images, torch.Tensor):
@@ -139,6 +144,7 @@ def predict_network(
     out = []
     for start in range(0, len(rows), batch_size):
         index = rows[start : start + batch_size]
+        arrays.prefetch(rows[start + batch_size : start + 2 * batch_size])
         presence = None if arrays.presence is None else arrays.presence[index].to(device)
         with autocast(device, "fp32" if frozen else precision):
             logits = model(layout(arrays.batch(index, device)), presence=presence)
@@ -223,9 +229,13 @@ def fit_network(
         # Drop a last batch of one (per process): batch norm cannot train on it.
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         batches = [b for b in batches if len(b) >= 2 * world] or batches
-        for index in progress(batches, desc=f"epoch {epoch}/{epochs}"):
+        for k, index in enumerate(progress(batches, desc=f"epoch {epoch}/{epochs}")):
             start_row, stop_row = distributed.local_span(len(index))
             part = index[start_row:stop_row]
+            if k + 1 < len(batches):  # this process's part of the next batch, read while this one trains
+                coming = batches[k + 1]
+                ahead_start, ahead_stop = distributed.local_span(len(coming))
+                train.prefetch(coming[ahead_start:ahead_stop])
             inputs = train.batch(part, device)
             if augment and inputs["image"] is not None:
                 span = (start_row, stop_row, len(index)) if world > 1 else None
