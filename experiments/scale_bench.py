@@ -86,7 +86,7 @@ def train_run(data: Path, cache: Path, mode: str, size: int, epochs: int) -> dic
         "memory_map": mode,
         "command": " ".join(command[1:]),
         "wall_s": round(wall, 1),
-        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3),  # ru_maxrss is in KB on Linux
+        "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3),  # ru_maxrss is in KiB on Linux
         "train_images": images,
         "train_seconds": round(seconds, 1),
         "train_images_per_s": round(images / seconds, 1),
