@@ -54,8 +54,13 @@ def test_an_interrupted_build_resumes_where_it_stopped(folder_dataset, tmp_path,
 
 
 def test_progress_is_logged_with_the_rate(folder_dataset, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="fusion"):
-        load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=tmp_path / "c")
+    logger = logging.getLogger("fusion")  # the CLIs stop it propagating: listen on it directly
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="fusion"):
+            load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=tmp_path / "c")
+    finally:
+        logger.removeHandler(caplog.handler)
     assert any(
         "image cache (24 px): 90/90 in" in r.getMessage() and "films/s" in r.getMessage() for r in caplog.records
     )
