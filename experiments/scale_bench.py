@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from fusion.cli import log_to_terminal
+    from fusion.data.cache import available_cores
 
     log_to_terminal(True)
     data, cache = Path(args.data), Path(args.cache_dir)
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "cores": available_cores(),
         },
         "image_size": args.image_size,
         "build": [],

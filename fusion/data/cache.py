@@ -55,7 +55,9 @@ def default_cache_dir() -> Path:
 
 
 def available_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
+    """The cores this process may run on (its affinity, as a container's CPU set
+    restricts it), not the machine's count: the cache's workers and the service's
+    threads are sized by it."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -182,6 +184,12 @@ class MappedImages:
             out[order] = self._array[rows[order]]
             _release(self._array)
         return out
+
+
+def take_rows(images: np.ndarray | MappedImages, index) -> np.ndarray | MappedImages:
+    """The rows ``index`` of a dataset's images: a copy of an in-memory array, a view
+    of a :class:`MappedImages` (a subset of a dataset on disk stays on disk)."""
+    return images.take(index) if isinstance(images, MappedImages) else images[index]
 
 
 # ------------------------------------------------------------------ the entry
@@ -331,8 +339,6 @@ def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | N
     jobs = ((str(entry.array), rows, [str(files[r]) for r in rows], decode) for rows in chunks)
     if workers is None:
         workers = 1 if len(todo) < PARALLEL_FROM else min(available_cores(), 8)
-    if workers < 1:
-        raise ValueError(f"cache workers must be at least 1; got {workers}")
     progress = _Progress(n, n - len(todo), f"image cache ({size} px)")
     errors: dict[int, str] = {}
     last_flush = time.perf_counter()
@@ -419,6 +425,8 @@ def cached_images(
         Index of each file that failed, with the reason (failures are cached too, and
         redone when the file changes).
     """
+    if workers is not None and workers < 1:
+        raise ValueError(f"cache workers must be at least 1; got {workers}")
     if cache_dir is None:
         return _decode_in_memory(files, size, decode)
     entry = _Entry(Path(cache_dir), _key(files, size))

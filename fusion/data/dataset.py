@@ -73,11 +73,13 @@ class Dataset:
 
     def subset(self, index: np.ndarray) -> Dataset:
         """The rows ``index`` as a new dataset (skipped rows and notes are kept)."""
+        from fusion.data.cache import take_rows
+
         index = np.asarray(index, dtype=np.int64)
         return replace(
             self,
             labels=self.labels[index],
-            images=None if self.images is None else _take(self.images, index),
+            images=None if self.images is None else take_rows(self.images, index),
             records=None if self.records is None else self.records.iloc[index],
             groups=None if self.groups is None else self.groups[index],
             files=None if self.files is None else self.files[index],
@@ -95,13 +97,6 @@ class Dataset:
             self.labels, self.groups, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
         )
         return {name: self.subset(idx) for name, idx in index.items()}
-
-
-def _take(images, index: np.ndarray):
-    from fusion.data.cache import MappedImages
-
-    # A memory-mapped dataset's subsets stay on disk: only row numbers are copied.
-    return images.take(index) if isinstance(images, MappedImages) else images[index]
 
 
 def fingerprint(*parts: Dataset | None) -> str:
@@ -126,8 +121,8 @@ def intensity_stats(images: np.ndarray, pixels: int = 1 << 21) -> tuple[float, f
     about ``pixels`` pixels, so a large training set (or one on disk) is never copied
     whole into floats: the float64 copies of one block take ~16 MB."""
     total = squares = 0.0
-    side = int(np.prod(images.shape[1:])) or 1
-    chunk = max(1, pixels // side)
+    per_image = int(np.prod(images.shape[1:])) or 1
+    chunk = max(1, pixels // per_image)
     for start in range(0, len(images), chunk):
         block = images[start : start + chunk].astype(np.float64) / 255.0
         total += float(block.sum())

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fusion.data import synthetic
-from fusion.data.cache import MappedImages, cached_images, default_cache_dir
+from fusion.data.cache import MappedImages, cached_images, default_cache_dir, take_rows
 from fusion.data.dataset import Dataset
 from fusion.data.images import load_image
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE
@@ -73,7 +73,7 @@ def _from_validated(name: str, schema: Schema, table: pd.DataFrame, load_images)
             skipped.append({"row": rows[i], "file": files[keep[i]], "reason": errors[i]})
         good = [i for i in range(len(keep)) if i not in errors]
         if errors:
-            images = images.take(good) if isinstance(images, MappedImages) else images[good]
+            images = take_rows(images, good)
         keep = [keep[i] for i in good]
     keep = np.asarray(keep, dtype=np.int64)
     position = {row: i for i, row in enumerate(table.index)}

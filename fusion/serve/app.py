@@ -36,7 +36,6 @@ import base64
 import json
 import logging
 import math
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from fusion.classifier import FusionClassifier
+from fusion.data.cache import available_cores
 from fusion.data.images import MAX_PIXELS, MIN_SIDE
 from fusion.explain import DEFAULT_STEPS
 from fusion.serve.forms import RequestError, parse_form, read_body
@@ -318,7 +318,7 @@ def create_app(
     """
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be positive; got {max_body_bytes}")
-    threads = inference_threads if inference_threads is not None else _usable_cores()
+    threads = inference_threads if inference_threads is not None else available_cores()
     if threads < 1:
         raise ValueError(f"inference_threads must be at least 1; got {inference_threads}")
     folder = Path(model_dir)
@@ -365,14 +365,6 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(_Guard)
     return app
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on (its affinity, as a container's CPU set
-    restricts it), not the machine's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _form_spec() -> dict:

@@ -229,13 +229,13 @@ def fit_network(
         # Drop a last batch of one (per process): batch norm cannot train on it.
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         batches = [b for b in batches if len(b) >= 2 * world] or batches
+        spans = [distributed.local_span(len(b)) for b in batches]  # this process's rows of each batch
         for k, index in enumerate(progress(batches, desc=f"epoch {epoch}/{epochs}")):
-            start_row, stop_row = distributed.local_span(len(index))
+            start_row, stop_row = spans[k]
             part = index[start_row:stop_row]
             if k + 1 < len(batches):  # this process's part of the next batch, read while this one trains
-                coming = batches[k + 1]
-                ahead_start, ahead_stop = distributed.local_span(len(coming))
-                train.prefetch(coming[ahead_start:ahead_stop])
+                ahead_start, ahead_stop = spans[k + 1]
+                train.prefetch(batches[k + 1][ahead_start:ahead_stop])
             inputs = train.batch(part, device)
             if augment and inputs["image"] is not None:
                 span = (start_row, stop_row, len(index)) if world > 1 else None
