@@ -8,6 +8,7 @@ its output prints its answer first and then the error, so the answer is never lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -96,15 +97,24 @@ def fail(err: BaseException) -> int:
     return 2
 
 
-def log_to_terminal(verbose: bool) -> None:
+@contextlib.contextmanager
+def log_to_terminal(verbose: bool):
     """Show the library's progress lines (the ``fusion`` logger) on stdout, plainly;
-    warnings and above always."""
+    warnings and above always. The logger is restored when the command returns, so a
+    command run in-process (``main([...])`` from a script or a test) leaves no global
+    state behind: records propagate to the caller's handlers again afterwards."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("fusion")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:], level, logger.propagate = saved[0], saved[1], saved[2]
+        logger.setLevel(level)
 
 
 def _same(a: Path, b: Path) -> bool:

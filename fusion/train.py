@@ -366,10 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         return fail(err)
     main = distributed.is_main()
-    log_to_terminal(not args.quiet and main)
     try:
-        cfg = config_from_args(args)
-        run(cfg, args.out, verbose=not args.quiet, resume=args.resume, **cache_options(args))
+        with log_to_terminal(not args.quiet and main):
+            cfg = config_from_args(args)
+            run(cfg, args.out, verbose=not args.quiet, resume=args.resume, **cache_options(args))
     except (ValueError, FileNotFoundError) as err:
         # Every process meets the same error; one says it.
         return fail(err) if main else 2
