@@ -399,6 +399,17 @@ def test_a_deep_image_is_windowed_without_float64_copies(kind):
     np.testing.assert_array_equal(got, np.clip(np.round(reference * 255.0), 0, 255).astype(np.uint8))
 
 
+@pytest.mark.parametrize("window", [{}, {"WindowCenter": 9000, "WindowWidth": 8000}])
+def test_a_deep_dicom_is_windowed_without_float64_copies(window):
+    side = 1500
+    ramp = (np.add.outer(np.arange(side), np.arange(side)) * 9 + 1000).astype(np.uint16)
+    data = _file(_dataset(side, side, bits=16, **window), ExplicitVRLittleEndian, ramp.tobytes())
+    peak, got = _peak_bytes(load_image, data, 64)
+    assert isinstance(got, np.ndarray)
+    # The pixel data read and decoded (4.5 MB each) and a few bands; the float64 path made 34 MB or more.
+    assert peak < 2 * side * side * 4, f"{peak / MB:.1f} MB"
+
+
 def test_deep_images_give_the_same_pixels_from_a_path_a_pil_image_an_array_and_bytes(tmp_path):
     rng = np.random.default_rng(2)
     deep = rng.integers(200, 3800, (90, 70)).astype(np.uint16)

@@ -243,8 +243,7 @@ def _given_pil(image: Image.Image, what: str) -> Image.Image:
     fmt = image.format
     if fmt is not None and _PILLOW_ALIASES.get(fmt, fmt) not in _PILLOW_FORMATS:
         raise ValueError(
-            f"image {what}: a {_cut(fmt)[1:-1]} image; the accepted formats are {FORMATS_TEXT} "
-            "(or an image made in memory)"
+            f"image {what}: a {fmt} image; the accepted formats are {FORMATS_TEXT} (or an image made in memory)"
         )
     _check_size(image.size, what)
     return _pil_to_gray(_oriented(image), what)
