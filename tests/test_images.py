@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 import fusion.data.images as images
 from fusion.data.images import FORMATS_TEXT, load_image, read_gray
@@ -33,6 +33,7 @@ from pydicom.filewriter import write_dataset, write_file_meta_info  # noqa: E402
 from pydicom.uid import (  # noqa: E402
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
     RLELossless,
     SecondaryCaptureImageStorage,
@@ -285,11 +286,14 @@ def test_an_rle_segment_that_decodes_past_its_header_is_refused_before_decoding(
     assert no_decoding == []
 
 
-def test_a_jpeg_frame_larger_than_its_dicom_header_is_refused_before_decoding(no_decoding):
+@pytest.mark.parametrize("fmt", ["JPEG", "JPEG2000"])
+def test_a_jpeg_frame_larger_than_its_dicom_header_is_refused_before_decoding(no_decoding, fmt):
+    if fmt == "JPEG2000" and not features.check("jpg_2000"):
+        pytest.skip(f"Pillow cannot write {fmt} here")
     buffer = io.BytesIO()
-    Image.new("L", (3000, 3000)).save(buffer, format="JPEG")
-    data = _file(_dataset(64, 64), JPEGBaseline8Bit, [buffer.getvalue()])
-    with pytest.raises(ValueError, match=r"JPEG frame of 3000x3000 px does not match the 64x64 px"):
+    Image.new("L", (3000, 3000)).save(buffer, format=fmt)
+    data = _file(_dataset(64, 64), JPEGBaseline8Bit if fmt == "JPEG" else JPEG2000Lossless, [buffer.getvalue()])
+    with pytest.raises(ValueError, match=rf"its {fmt} frame of 3000x3000 px does not match the 64x64 px"):
         load_image(data, 32)
     assert no_decoding == []
 
@@ -326,7 +330,7 @@ OTHER_FORMATS = {
     "ICO": lambda: _saved("ICO"),
     "QOI": lambda: _saved("QOI", "RGB"),
 }
-if "WEBP" in Image.SAVE:
+if features.check("webp"):
     OTHER_FORMATS["WEBP"] = lambda: _saved("WEBP")
 
 
