@@ -323,7 +323,8 @@ def test_random_records_and_bytes_never_reach_a_500(client):
 def test_a_boundary_the_parser_cannot_take_is_a_400_naming_it(client, content_type, words):
     boundary = content_type.partition("boundary=")[2].strip('"') or "x"
     body = f'--{boundary}\r\nContent-Disposition: form-data; name="record"\r\n\r\n{{}}\r\n--{boundary}--\r\n'
-    response = client.post("/predict", content=body.encode("latin-1"), headers={"content-type": content_type})
+    headers = {"content-type": content_type.encode("latin-1")}
+    response = client.post("/predict", content=body.encode("latin-1"), headers=headers)
     assert response.status_code == 400, response.text
     detail = response.json()["detail"]
     assert "boundary" in detail and words in detail
@@ -619,7 +620,8 @@ def test_a_request_without_host_is_refused(model):
         ("--body-timeout", "0", "3600"),
         ("--header-timeout", "nan", "3600"),
         ("--header-timeout", "-1", "3600"),
-        ("--max-concurrent", "0", "at least 1"),
+        ("--max-concurrent", "0", "from 1 to 500"),
+        ("--max-concurrent", "9" * 5000, "from 1 to 500"),
         ("--trusted-hosts", "evil.example:80", "without a port"),
     ],
 )
@@ -630,3 +632,4 @@ def test_command_line_refuses_out_of_range_limits_naming_the_flag(tmp_path, caps
     err = capsys.readouterr().err
     assert flag in err and accepted in err and "Traceback" not in err
     assert "max_body_bytes" not in err and "trusted_hosts" not in err and "body_timeout" not in err
+    assert "(flag:" not in err  # no other flag named beside it
