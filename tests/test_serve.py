@@ -331,6 +331,12 @@ def test_a_boundary_the_parser_cannot_take_is_a_400_naming_it(client, content_ty
     assert "1 to 70" in detail or "no boundary" in detail  # what is accepted
 
 
+def test_the_boundary_parameter_is_found_in_any_case(client):
+    body = b'--Ab9\r\nContent-Disposition: form-data; name="record"\r\n\r\n{"age": 50}\r\n--Ab9--\r\n'
+    response = client.post("/predict", content=body, headers={"content-type": "Multipart/Form-Data; BOUNDARY=Ab9"})
+    assert response.status_code == 200, response.text
+
+
 def _part(headers: list[str], data: str = "{}", boundary: str = "zz") -> bytes:
     head = "".join(f"{h}\r\n" for h in headers)
     return f"--{boundary}\r\n{head}\r\n{data}\r\n--{boundary}--\r\n".encode("latin-1")
@@ -594,6 +600,28 @@ def test_a_client_that_leaves_mid_upload_is_one_info_line(model, caplog):
     lines = [r for r in caplog.records if r.name.startswith(("fusion", "uvicorn")) and r.levelno >= logging.INFO]
     assert [r.levelname for r in lines] == ["INFO"], [r.getMessage() for r in lines]
     assert "disconnected while sending the body" in lines[0].getMessage() and not lines[0].exc_info
+
+
+def test_an_answer_given_before_the_body_is_read_closes_the_connection(model):
+    """413 from Content-Length, 400 for a foreign Host, a GET that announces a body:
+    answered at once, and the connection closed, so the rest of the body is never read."""
+    app = create_app(model, max_body_bytes=1000)
+    with live(app) as (_server, port):
+        for head in [
+            _head(port, 5000),
+            _head(port, 500).replace(f"127.0.0.1:{port}".encode(), b"evil.example"),
+            b"GET /health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n",
+        ]:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(head + b"x" * 100)
+            data, closed = _until_closed(sock, 3)
+            sock.close()
+            assert closed and b"connection: close" in data.lower(), data[:300]
+            assert data.split(b"\r\n")[0] in (
+                b"HTTP/1.1 413 Request Entity Too Large",
+                b"HTTP/1.1 400 Bad Request",
+                b"HTTP/1.1 200 OK",
+            )
 
 
 def test_a_request_without_host_is_refused(model):

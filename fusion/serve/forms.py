@@ -171,7 +171,8 @@ def parse_form(body: bytes, content_type: str | None, *, fields: dict[str, str])
             f"send a multipart/form-data form (got {(content_type or 'no Content-Type')[:60]!r}) with the "
             f"optional fields {accepted}",
         )
-    boundary = _boundary(options.get(b"boundary"))
+    # Parameter names are case-insensitive (RFC 9110 section 5.6.6).
+    boundary = _boundary(next((value for key, value in options.items() if key.lower() == b"boundary"), None))
     parts: list[Part] = []
     ended: list[bool] = []
     current: dict = {}
