@@ -19,8 +19,8 @@ the size limit gets 413 before it is read, one that has not arrived by its deadl
 408, a form of another type 415, a malformed one 400; a Host this service does not
 answer 400, and a request over the concurrency limit 503 with ``Retry-After`` (see
 :mod:`fusion.serve.gate`). A client that leaves mid-upload is one INFO line in the
-log, not an error. Anything unexpected is logged with its trace and answered with a 500 whose body
-holds only an id to find it in the log: no path, no trace.
+log, not an error. Anything unexpected is logged with its trace and answered with a
+500 whose body holds only an id to find it in the log: no path, no trace.
 
 Uploads are held in memory only (see :mod:`fusion.serve.forms`) and dropped with the
 request; nothing is stored.
@@ -94,7 +94,8 @@ SECURITY_HEADERS = [
 class _Guard:
     """Outermost ASGI layer: adds the security headers to every response and turns
     any exception that escaped the routes into a 500 that names no path and shows no
-    trace (the trace goes to the log, under the id the client is given)."""
+    trace (the trace goes to the log, under the id the client is given). A client gone
+    mid-upload (:class:`ClientGone`, logged where noticed) gets nothing."""
 
     def __init__(self, app):
         self.app = app

@@ -158,8 +158,8 @@ def parse_form(body: bytes, content_type: str | None, *, fields: dict[str, str])
     Raises
     ------
     RequestError
-        415 for another content type, 400 for a malformed body, an unknown field or a
-        field given twice.
+        415 for another content type; 400 for a boundary RFC 2046 does not allow (or
+        none), a malformed body, an unknown field or a field given twice.
     """
     from python_multipart.multipart import MultipartParser, parse_options_header
 
