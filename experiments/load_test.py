@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     command += ["--port", str(port), "--log-level", "warning", "--max-upload-mb", str(MAX_UPLOAD_MB)]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    # Every client's request admitted: the test measures latency, not the 503s of a full service.
+    command += ["--max-concurrent", str(max(8, args.clients))]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         started = time.monotonic()

@@ -34,6 +34,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from fusion.serve import create_app
+from fusion.serve.server import server_config
 
 WAIT_S = 30
 
@@ -62,7 +63,8 @@ def server(model):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(model), log_level="warning"))
+    # Configured as python -m fusion.serve does (its header deadline, keep-alive, limits).
+    server = uvicorn.Server(server_config(create_app(model), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + WAIT_S

@@ -15,9 +15,12 @@ so a process (or a test) can hold several. Routes:
 
 Bad input never reaches a 500: the library's ``ValueError`` message is answered as it
 is, with status 422 and the field (or record feature) and file it names; a body over
-the size limit gets 413 before it is read, a form of another type 415, a malformed one
-400. Anything unexpected is logged with its trace and answered with a 500 whose body
-holds only an id to find it in the log: no path, no trace.
+the size limit gets 413 before it is read, one that has not arrived by its deadline
+408, a form of another type 415, a malformed one 400; a Host this service does not
+answer 400, and a request over the concurrency limit 503 with ``Retry-After`` (see
+:mod:`fusion.serve.gate`). A client that leaves mid-upload is one INFO line in the
+log, not an error. Anything unexpected is logged with its trace and answered with a
+500 whose body holds only an id to find it in the log: no path, no trace.
 
 Uploads are held in memory only (see :mod:`fusion.serve.forms`) and dropped with the
 request; nothing is stored.
@@ -48,15 +51,24 @@ from fusion.classifier import FusionClassifier
 from fusion.data.cache import available_cores
 from fusion.data.images import MAX_PIXELS, MIN_SIDE
 from fusion.explain import DEFAULT_STEPS
-from fusion.serve.forms import RequestError, parse_form, read_body
+from fusion.serve.forms import ClientGone, RequestError, parse_form, read_body
+from fusion.serve.gate import Gate
+from fusion.serve.gate import trusted_hosts as trusted_hosts_set
 from fusion.serve.heatmap import heatmap_png
+from fusion.serve.limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    MAX_BODY_LIMIT,
+    MAX_CONCURRENT,
+    MIN_CONCURRENT,
+    check_count,
+    check_seconds,
+)
 from fusion.version import __version__
 
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-# A 16-bit DICOM of 4,300 x 4,300 px is about 37 MB; PNG and JPEG films are far less.
-DEFAULT_MAX_BODY = 64 * 2**20
 # A JSON record is a few hundred bytes; a megabyte of "record" is not one.
 MAX_RECORD_BYTES = 64 * 1024
 TOP_DRIVERS = 8
@@ -82,7 +94,8 @@ SECURITY_HEADERS = [
 class _Guard:
     """Outermost ASGI layer: adds the security headers to every response and turns
     any exception that escaped the routes into a 500 that names no path and shows no
-    trace (the trace goes to the log, under the id the client is given)."""
+    trace (the trace goes to the log, under the id the client is given). A client gone
+    mid-upload (:class:`ClientGone`, logged where noticed) gets nothing."""
 
     def __init__(self, app):
         self.app = app
@@ -102,6 +115,8 @@ class _Guard:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except ClientGone:
+            return  # logged where it was noticed; there is no one to answer
         except Exception:
             error_id = uuid.uuid4().hex[:12]
             logger.exception("unexpected error %s on %s %s", error_id, scope.get("method"), scope.get("path"))
@@ -124,12 +139,15 @@ def _finite(value: Any) -> Any:
 class _Service:
     """What the routes share: the model, its limits and the pool its work runs in."""
 
-    def __init__(self, clf: FusionClassifier, name: str, *, max_body: int, threads: int, explain_steps: int):
+    def __init__(self, clf: FusionClassifier, name: str, *, limits: dict, threads: int, explain_steps: int):
         self.clf = clf
         self.name = name
-        self.max_body = max_body
+        self.limits = limits
+        self.max_body = limits["max_body_bytes"]
         self.threads = threads
         self.explain_steps = explain_steps
+        # Requests with a body being read or computed now (kept by fusion.serve.gate).
+        self.in_flight = 0
         self.schema = clf.schema_ if "tabular" in clf.modalities_ else None
         self._features = {f.name for f in self.schema.features} if self.schema is not None else set()
         self._limiter = None
@@ -179,13 +197,14 @@ class _Service:
                 "min_side": MIN_SIDE,
                 "model_size": self.clf.image_size_,
             },
+            "limits": {**self.limits, "max_record_bytes": MAX_RECORD_BYTES},
         }
 
     # ----------------------------------------------------------------- input
     async def inputs(self, request: Request) -> tuple[dict | None, bytes | None, str | None]:
         """The record (a dict, or None) and the image (bytes, or None) of a request,
         with the image's file name; nothing decoded yet."""
-        body = await read_body(request, self.max_body)
+        body = await read_body(request, self.max_body, self.limits["body_timeout_s"])
         form = parse_form(body, request.headers.get("content-type"), fields=FORM_FIELDS)
         record = None
         if "record" in form:
@@ -292,6 +311,9 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     inference_threads: int | None = None,
     explain_steps: int = DEFAULT_STEPS,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_concurrent: int | None = None,
+    trusted_hosts: list[str] | None = None,
 ) -> FastAPI:
     """The service for the model in ``model_dir``, loaded once, here.
 
@@ -300,12 +322,24 @@ def create_app(
     model_dir : str or Path
         A run folder written by ``fusion.train`` (verified against its manifest).
     max_body_bytes : int
-        Largest request body accepted (image and record together); larger ones get 413
-        before they are read. Default 64 MB.
+        Largest request body accepted (image and record together), 1 byte to 1 GB;
+        larger ones get 413 before they are read. Default 64 MB.
     inference_threads : int, optional
         Requests computed at once; default one per core this process may use.
     explain_steps : int
         Integrated Gradients steps of ``/explain``.
+    body_timeout : float
+        Seconds a request body may take to arrive whole, in (0, 3600]; a slower one
+        gets 408 and what was read is dropped. Default 30.
+    max_concurrent : int, optional
+        Requests with a body (``/predict``, ``/explain``) read or computed at once;
+        one more gets 503 with ``Retry-After`` before its body is read; 1 to 500.
+        Default twice the inference threads, at least 8.
+    trusted_hosts : list of str, optional
+        Host names or addresses this service answers besides ``localhost``,
+        ``127.0.0.1`` and ``::1`` (any port); ``["*"]`` answers any ``Host``. A request
+        for another host gets 400 (a page elsewhere reaching a local service through
+        DNS rebinding sends its own name).
 
     Returns
     -------
@@ -314,18 +348,26 @@ def create_app(
     Raises
     ------
     FileNotFoundError, ValueError
-        As :meth:`FusionClassifier.load`; a limit that is not positive.
+        As :meth:`FusionClassifier.load`; a limit out of its range; a trusted host
+        that is not a host name.
+    TypeError
+        A limit of the wrong type; ``trusted_hosts`` given as one string.
     """
-    if max_body_bytes < 1:
-        raise ValueError(f"max_body_bytes must be positive; got {max_body_bytes}")
     threads = inference_threads if inference_threads is not None else available_cores()
-    if threads < 1:
-        raise ValueError(f"inference_threads must be at least 1; got {inference_threads}")
+    check_count("inference_threads", threads)
+    limits = {
+        "max_body_bytes": check_count("max_body_bytes", max_body_bytes, high=MAX_BODY_LIMIT),
+        "body_timeout_s": check_seconds("body_timeout", body_timeout),
+        "max_concurrent": check_count(
+            "max_concurrent",
+            max_concurrent if max_concurrent is not None else min(MAX_CONCURRENT, max(MIN_CONCURRENT, 2 * threads)),
+            high=MAX_CONCURRENT,
+        ),
+    }
+    trusted = trusted_hosts_set(trusted_hosts)
     folder = Path(model_dir)
     clf = FusionClassifier.load(folder)
-    service = _Service(
-        clf, folder.resolve().name, max_body=max_body_bytes, threads=threads, explain_steps=explain_steps
-    )
+    service = _Service(clf, folder.resolve().name, limits=limits, threads=threads, explain_steps=explain_steps)
     # No /docs or /redoc: their pages load scripts from a CDN, and nothing here
     # downloads; the OpenAPI description stays at /openapi.json.
     app = FastAPI(title="fusion", version=__version__, docs_url=None, redoc_url=None)
@@ -363,7 +405,8 @@ def create_app(
         return JSONResponse(await service.run(service.explain, record, image, filename))
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(_Guard)
+    app.add_middleware(Gate, service=service, trusted=trusted, max_concurrent=limits["max_concurrent"])
+    app.add_middleware(_Guard)  # added last: the outermost layer, around the gate's answers too
     return app
 
 

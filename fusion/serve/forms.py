@@ -6,18 +6,26 @@ multipart body itself with ``python-multipart`` (the parser Starlette uses) into
 ``bytes`` held in memory. The body's size is checked first against ``Content-Length``
 (a request announcing too much is refused before a byte of it is read) and then while
 it is read (a chunked request cannot slip past the announcement), so nothing over the
-limit is read, let alone decoded.
+limit is read, let alone decoded. The whole body must also arrive within a deadline,
+so a client that stalls (or sends a byte a second) holds its memory for no longer.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 
-from starlette.requests import Request
+import anyio
+from starlette.requests import ClientDisconnect, Request
+
+logger = logging.getLogger(__name__)
 
 # At most this many parts: the form has two fields, and a body of thousands of tiny
 # parts would only cost the parser time.
 MAX_PARTS = 16
+# RFC 2046 section 5.1.1: 1 to 70 of these characters, the last not a space.
+BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
 
 class RequestError(Exception):
@@ -40,6 +48,11 @@ class RequestError(Exception):
         return {"detail": self.message, "field": self.field, "file": self.file}
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its body arrived: there is no one to
+    answer (logged once, at INFO, where it is raised)."""
+
+
 @dataclass
 class Part:
     """One form field: its bytes and, for a file, the name the client gave it."""
@@ -50,9 +63,15 @@ class Part:
     content_type: str | None = None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``limit``
-    bytes (from its ``Content-Length`` before reading, or while reading)."""
+    bytes (from its ``Content-Length`` before reading, or while reading), and with 408
+    when the whole of it has not arrived ``timeout`` seconds after the first read.
+
+    What was read is dropped with the refusal. A client that disconnects meanwhile
+    raises :class:`ClientGone`; that and the 408 are logged in one INFO line each (a
+    slow or vanished client is not an error of the service).
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -62,12 +81,53 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise RequestError(413, _too_large(size, limit))
     chunks, received = [], 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise RequestError(413, _too_large(received, limit, at_least=True))
-        chunks.append(chunk)
+    client = _client(request)
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise RequestError(413, _too_large(received, limit, at_least=True))
+                chunks.append(chunk)
+    except TimeoutError:
+        chunks.clear()
+        logger.info("%s sent %d bytes of its body in %g s and no more; answered 408", client, received, timeout)
+        raise RequestError(
+            408,
+            f"the request body did not arrive within {timeout:g} s ({received} bytes of "
+            f"{declared or 'an unknown number'} came); this service's --body-timeout sets the deadline",
+        ) from None
+    except ClientDisconnect:
+        chunks.clear()
+        logger.info("%s disconnected while sending the body (%d bytes of %s came)", client, received, declared or "?")
+        raise ClientGone from None
     return b"".join(chunks)
+
+
+def _client(request: Request) -> str:
+    address = request.client
+    return f"client {address.host}:{address.port}" if address is not None else "a client"
+
+
+def _boundary(value: bytes | None) -> bytes:
+    """The form's boundary, refused with 400 unless RFC 2046 allows it (1 to 70
+    letters, digits or ``'()+_,-./:=?`` and inner spaces): python-multipart itself
+    refuses a boundary over 256 bytes from its constructor."""
+    if not value:
+        raise RequestError(
+            400,
+            "the Content-Type multipart/form-data has no boundary; give one such as "
+            "'multipart/form-data; boundary=----fusion7f3a' (1 to 70 characters), as HTTP clients do",
+        )
+    text = value.decode("latin-1")
+    if BOUNDARY.fullmatch(text) is None:
+        shown = f"{text[:60]!r}{'...' if len(text) > 60 else ''}"
+        raise RequestError(
+            400,
+            f"the multipart boundary {shown} ({len(text)} characters) is not one RFC 2046 allows: "
+            "1 to 70 characters of letters, digits, ' ( ) + _ , - . / : = ? and spaces (not last)",
+        )
+    return value
 
 
 def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
@@ -98,19 +158,21 @@ def parse_form(body: bytes, content_type: str | None, *, fields: dict[str, str])
     Raises
     ------
     RequestError
-        415 for another content type, 400 for a malformed body, an unknown field or a
-        field given twice.
+        415 for another content type; 400 for a boundary RFC 2046 does not allow (or
+        none), a malformed body, an unknown field or a field given twice.
     """
     from python_multipart.multipart import MultipartParser, parse_options_header
 
     accepted = ", ".join(f"{name!r} ({what})" for name, what in fields.items())
     kind, options = parse_options_header(content_type or "")
-    if kind != b"multipart/form-data" or not options.get(b"boundary"):
+    if kind != b"multipart/form-data":
         raise RequestError(
             415,
             f"send a multipart/form-data form (got {(content_type or 'no Content-Type')[:60]!r}) with the "
             f"optional fields {accepted}",
         )
+    # Parameter names are case-insensitive (RFC 9110 section 5.6.6).
+    boundary = _boundary(next((value for key, value in options.items() if key.lower() == b"boundary"), None))
     parts: list[Part] = []
     ended: list[bool] = []
     current: dict = {}
@@ -158,14 +220,19 @@ def parse_form(body: bytes, content_type: str | None, *, fields: dict[str, str])
         "on_header_end": on_header_end,
         "on_end": lambda: ended.append(True),
     }
-    parser = MultipartParser(options[b"boundary"], callbacks)
     try:
+        parser = MultipartParser(boundary, callbacks)
         parser.write(body)
         parser.finalize()
     except RequestError:
         raise
     except Exception as err:  # python-multipart raises several kinds for malformed bodies
-        raise RequestError(400, f"malformed multipart/form-data body ({type(err).__name__}: {err})") from None
+        raise RequestError(
+            400,
+            f"malformed multipart/form-data body ({type(err).__name__}: {str(err)[:60]}); a form is parts "
+            "separated by the boundary its Content-Type names, each with a few short headers "
+            "(Content-Disposition, Content-Type), ending with the closing boundary",
+        ) from None
     if not ended:
         raise RequestError(400, "the multipart/form-data body ends before its closing boundary (a truncated upload?)")
     out: dict[str, Part] = {}
