@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fusion.predict", description="Classify one patient from an X-ray and/or a clinical record."
     )
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
-    p.add_argument("--image", help="X-ray file (PNG, JPEG or DICOM)")
+    p.add_argument("--image", help="X-ray file (PNG, JPEG, TIFF, BMP, GIF or DICOM)")
     p.add_argument("--record", help="clinical record: a JSON object string or a JSON file")
     p.add_argument(
         "--explain", metavar="OUT.png", help="also explain the prediction and write the figure to this new .png file"

@@ -49,7 +49,7 @@ from fastapi.staticfiles import StaticFiles
 
 from fusion.classifier import FusionClassifier
 from fusion.data.cache import available_cores
-from fusion.data.images import MAX_PIXELS, MIN_SIDE
+from fusion.data.images import FORMATS_TEXT, MAX_PIXELS, MIN_SIDE
 from fusion.explain import DEFAULT_STEPS
 from fusion.serve.forms import ClientGone, RequestError, parse_form, read_body
 from fusion.serve.gate import Gate
@@ -73,10 +73,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_RECORD_BYTES = 64 * 1024
 TOP_DRIVERS = 8
 FORM_FIELDS = {
-    "image": "an X-ray file: PNG, JPEG or DICOM",
+    "image": f"an X-ray file: {FORMATS_TEXT}",
     "record": 'a JSON object keyed by feature name, e.g. {"age": 61}',
 }
-IMAGE_FORMATS = "PNG, JPEG, TIFF, BMP, GIF or DICOM; 8 or 16 bit; gray, RGB or RGBA"
+IMAGE_FORMATS = f"{FORMATS_TEXT}; 8 or 16 bit; gray, RGB or RGBA"
 # The page and its script come only from this service and hold no third-party code;
 # the heatmap arrives as a data: URL and the chosen film is previewed from a blob: URL.
 SECURITY_HEADERS = [
