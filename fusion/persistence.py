@@ -159,6 +159,30 @@ def verify_folder(folder: str | Path) -> dict:
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read weights with safetensors (which holds tensors only, never code)."""
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except Exception as err:
         raise ValueError(f"{path}: not a valid safetensors file ({err})") from None
+    return check_finite(state, path)
+
+
+def check_finite(state: dict[str, torch.Tensor], origin: str | Path) -> dict[str, torch.Tensor]:
+    """Refuse weights that hold NaN or infinity (a training that diverged, a damaged
+    or hand-made file): a network built from them answers labels from NaN
+    probabilities. Returns ``state``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``origin`` (the file) and the first tensor at fault.
+    """
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+        if bad:
+            raise ValueError(
+                f"{origin}: tensor {name[:60]!r} holds {bad} non-finite value(s) (NaN or infinity) of "
+                f"{tensor.numel()}; weights that are not finite cannot answer (did the training diverge?): "
+                "retrain the model"
+            )
+    return state

@@ -189,3 +189,20 @@ def test_eda_out_refuses_the_data_folder(folder_dataset, capsys):
     assert "holds no earlier report.md" in capsys.readouterr().err
     assert sorted(p.name for p in folder_dataset.iterdir()) == before
     assert Path(folder_dataset / "metadata.csv").is_file()
+
+
+def test_predict_says_when_an_input_is_not_used_and_still_checks_it(tiny_runs, patient_files, tmp_path, capsys):
+    image_path, record_path = patient_files
+    assert predict_main(_predict(tiny_runs["tabular"], image_path, record_path, "--json")) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["ignored"] == ["image"] and json.loads(out)["modalities"] == ["tabular"]
+    assert "note: --image was checked but not used: this model has no image modality" in err
+    assert predict_main(_predict(tiny_runs["tabular"], image_path, record_path)) == 0
+    assert "not used" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not a film at all")
+    assert predict_main(_predict(tiny_runs["tabular"], garbage, record_path)) == 2
+    assert "garbage.png" in capsys.readouterr().err
+    assert predict_main(_predict(tiny_runs["fused"], image_path, record_path, "--json")) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["ignored"] == [] and "not used" not in err
