@@ -160,7 +160,7 @@ def _finite_probabilities(proba: np.ndarray) -> np.ndarray:
         Naming the first row at fault.
     """
     proba = np.asarray(proba)
-    bad = np.flatnonzero(~np.isfinite(proba).all(axis=1)) if proba.ndim == 2 else np.arange(len(proba))
+    bad = np.flatnonzero(~np.isfinite(proba.reshape(len(proba), -1)).all(axis=1))
     if len(bad):
         more = f" and {len(bad) - 1} more of {len(proba)}" if len(bad) > 1 else ""
         raise ValueError(

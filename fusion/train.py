@@ -257,9 +257,8 @@ def run(
     folder = distributed.on_main(lambda: _prepare_out(str(out) if out else None, resume))
     trained = False
     try:
-        ds, parts, clf = _train(
-            cfg, folder, verbose=verbose, resume=resume, **_cache(cache_dir, cache_workers, memory_map)
-        )
+        cache = {"cache_dir": cache_dir, "cache_workers": cache_workers, "memory_map": memory_map}
+        ds, parts, clf = _train(cfg, folder, verbose=verbose, resume=resume, **cache)
         trained = True
         return _finish(cfg, folder, ds, parts, clf, start=start, verbose=verbose)
     except KeyboardInterrupt:
@@ -270,12 +269,21 @@ def run(
         if not (main and is_disk_full(err)):
             raise
         remove_temporary(folder)
-        message = _stopped(f"no space left on device writing {folder}", folder, out is not None, trained)
-        raise DiskFull(message, folder) from None
+        written = _written(err, folder)
+        message = _stopped(f"no space left on device writing {written}", folder, out is not None, trained)
+        raise DiskFull(message, written) from None
 
 
-def _cache(cache_dir, cache_workers, memory_map) -> dict:
-    return {"cache_dir": cache_dir, "cache_workers": cache_workers, "memory_map": memory_map}
+def _written(err: BaseException | None, folder: Path) -> Path:
+    """What a full disk stopped writing: the run folder, or a file outside it that the
+    error names (an image cache elsewhere, say)."""
+    while err is not None:
+        name = getattr(err, "filename", None) if isinstance(err, OSError) else None
+        if name:
+            path = Path(name).resolve()
+            return folder if folder.resolve() in (path, *path.parents) else path
+        err = err.__cause__ or err.__context__
+    return folder
 
 
 def _stopped(cause: str, folder: Path, out_given: bool, trained: bool) -> str:
@@ -290,7 +298,7 @@ def _stopped(cause: str, folder: Path, out_given: bool, trained: bool) -> str:
         return f"{cause}; the run in {folder} is complete (its model and metrics.json are saved)"
     if progress is None:
         if folder.is_dir() and any(folder.iterdir()):
-            return f"{cause}; nothing in it can be resumed: {free}rerun with a new --out folder"
+            return f"{cause}; nothing in {folder} can be resumed: {free}rerun with a new --out folder"
         return f"{cause} before any epoch was saved; {free}rerun the same command to start again"
     resume = "rerun the same command with --resume" + ("" if out_given else f" --out {folder}")
     if trained:
