@@ -13,6 +13,12 @@ torchrun --standalone --nproc_per_node=2 -m fusion.train --modalities image,tabu
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the same run trains with DistributedDataParallel
 (see :mod:`fusion.training.distributed`); only rank 0 writes the run folder.
+
+A run stopped on the way says in one line what its folder holds and the command that
+continues it: Ctrl-C exits with 130, a full disk with 2 (``--resume`` continues from the
+last saved epoch, or writes the model of a run whose training was done). Temporary
+files that a killed write left behind are removed on ``--resume`` and when the run
+completes.
 """
 
 from __future__ import annotations
