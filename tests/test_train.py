@@ -137,6 +137,7 @@ def test_non_empty_out_is_refused(fused_run, capsys):
         (["--modalities", "image,xray"], "modalities must be"),
         (["--model", "xgboost"], "tabular only"),
         (["--data", "/nonexistent"], "does not exist"),
+        (["--lr", "inf"], "train.lr must be a finite number > 0; got inf (flag: --lr)"),
     ],
 )
 def test_cli_errors_are_clear(args, message, tmp_path, capsys):
