@@ -45,7 +45,7 @@ from fusion.backends import backend_class, backend_name
 from fusion.backends.base import Backend, Batch, ModelSpec
 from fusion.config import Config
 from fusion.data.dataset import Dataset
-from fusion.data.images import load_image
+from fusion.data.images import MIN_SIDE, load_image
 from fusion.evaluation.calibration import Calibration, calibration_report
 from fusion.explain import DEFAULT_STEPS, Explanation
 from fusion.persistence import verify_folder, write_json, write_manifest
@@ -55,6 +55,8 @@ from fusion.version import __version__
 
 MAX_STEPS = 10_000
 CALIBRATION = "calibration.json"
+# What a user gives for each modality, as warnings name it.
+_GIVEN = {"image": "image(s)", "tabular": "record(s)"}
 
 
 def _check_distributed(cfg: Config) -> None:
@@ -97,17 +99,23 @@ class Prediction:
         The disease classes whose probability reaches their operating point (the
         threshold that kept validation sensitivity at its target, see
         :mod:`fusion.evaluation.calibration`): classes not to rule out.
+    ignored : tuple of str
+        Inputs that were given but that the model has no modality for ("image" given
+        to a record-only model, "tabular" to an image-only one): validated like any
+        other input, then not used.
     """
 
     label: str
     probabilities: dict[str, float]
     modalities: tuple[str, ...] = field(default_factory=tuple)
     above_threshold: tuple[str, ...] = field(default_factory=tuple)
+    ignored: tuple[str, ...] = field(default_factory=tuple)
 
     def __str__(self) -> str:
         probs = ", ".join(f"{c} {p:.3f}" for c, p in self.probabilities.items())
         flagged = f"; above operating point: {', '.join(self.above_threshold)}" if self.above_threshold else ""
-        return f"{self.label} ({probs}; from {' + '.join(self.modalities)}{flagged})"
+        ignored = f"; {' and '.join(self.ignored)} ignored (not a modality of this model)" if self.ignored else ""
+        return f"{self.label} ({probs}; from {' + '.join(self.modalities)}{flagged}{ignored})"
 
 
 def _is_single_image(image: Any) -> bool:
@@ -134,6 +142,33 @@ def _is_frame(value: Any) -> bool:
 
     pandas = sys.modules.get("pandas")
     return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+def _check_image(image: Any) -> None:
+    """Decode an image that the model will not use, so that what is refused where
+    images are used (garbage bytes, a missing file, a bomb) is refused here too rather
+    than passed over unseen; the pixels are dropped."""
+    load_image(image, MIN_SIDE)
+
+
+def _finite_probabilities(proba: np.ndarray) -> np.ndarray:
+    """``proba`` when every value is finite; else no label is given from it.
+
+    Raises
+    ------
+    ValueError
+        Naming the first row at fault.
+    """
+    proba = np.asarray(proba)
+    bad = np.flatnonzero(~np.isfinite(proba.reshape(len(proba), -1)).all(axis=1))
+    if len(bad):
+        more = f" and {len(bad) - 1} more of {len(proba)}" if len(bad) > 1 else ""
+        raise ValueError(
+            f"the model's probabilities are not finite (NaN or infinity) for row {int(bad[0])}{more}: its weights "
+            "or calibration are broken (a training that diverged?) or an input drove it out of range; "
+            "no label is given from them"
+        )
+    return proba
 
 
 class FusionClassifier:
@@ -241,7 +276,7 @@ class FusionClassifier:
         cal_cfg = self.config_.calibration
         if not cal_cfg.enabled or val is None or len(val) < 2 * len(self.classes_):
             return Calibration()
-        raw = self._raw_proba(Batch.from_dataset(val, self.modalities_), gather=True)
+        raw = _finite_probabilities(self._raw_proba(Batch.from_dataset(val, self.modalities_), gather=True))
         calibration = Calibration.fit(val.labels, raw, seed=self.config_.train.seed)
         disease = [c for c in self.classes_ if c not in cal_cfg.healthy]
         calibration.set_operating_points(val.labels, raw, self.classes_, disease, cal_cfg.target_sensitivity)
@@ -276,65 +311,109 @@ class FusionClassifier:
     def _has_value(values: Mapping[str, Any]) -> bool:
         return any(not is_missing(v) for v in values.values())
 
-    def _one(self, record, image) -> tuple[Batch, tuple[str, ...]]:
-        """One patient's inputs, validated: a batch of one, and the modalities used.
+    def _record_values(self, record) -> dict[str, Any]:
+        """One record validated against the schema, whether or not the model reads
+        records (one it does not read is refused when bad, or reported unused, never
+        dropped unseen); a model without a schema can only check it is a record."""
+        if self.schema_ is not None:
+            return self.schema_.validate_record(record)
+        if hasattr(record, "to_dict") and not isinstance(record, Mapping):  # a pandas Series
+            record = record.to_dict()
+        if not isinstance(record, Mapping):
+            raise TypeError(
+                f"record must be a dict or pandas Series keyed by feature name; got {type(record).__name__}"
+            )
+        return dict(record)
+
+    def _unused(self, record_given: bool, image_given: bool) -> tuple[str, ...]:
+        """The modalities given that this model has none of."""
+        given = {"image": image_given, "tabular": record_given}
+        return tuple(m for m in ("image", "tabular") if given[m] and m not in self.modalities_)
+
+    def _warn_unused(self, ignored: tuple[str, ...]) -> None:
+        """Answers without a :class:`Prediction` to carry ``ignored`` say it this way."""
+        for m in ignored:
+            warnings.warn(
+                f"{_GIVEN[m]} not used: this model has no {m} modality (it uses {list(self.modalities_)})",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _one(self, record, image) -> tuple[Batch, tuple[str, ...], tuple[str, ...]]:
+        """One patient's inputs, validated: a batch of one, the modalities used and
+        those given but not the model's (:attr:`Prediction.ignored`).
 
         The record is prepared before the image is decoded: whatever runs after a
         decode finds the caches full of pixels, so only the network should.
         """
         self._fitted_backend()
-        use_record = record is not None and "tabular" in self.modalities_
-        use_image = image is not None and "image" in self.modalities_
-        values = self.schema_.validate_record(record) if use_record else None
+        values = self._record_values(record) if record is not None else None
         # A record without one known value says nothing: it is a missing modality, not a
         # record of imputed averages (which would claim a patient with average values).
-        use_record = use_record and self._has_value(values)
+        has_record = values is not None and self._has_value(values)
+        use_record = has_record and "tabular" in self.modalities_
+        use_image = image is not None and "image" in self.modalities_
         self._check_inputs(use_record, use_image)
         records = {n: [values[n]] for n in self.schema_.feature_names} if use_record else None
         pixels = load_image(image, self.image_size_)[None] if use_image else None
+        if image is not None and not use_image:
+            _check_image(image)
         used = tuple(m for m, on in (("image", use_image), ("tabular", use_record)) if on)
-        return Batch(images=pixels, records=records), used
+        return Batch(images=pixels, records=records), used, self._unused(has_record, image is not None)
 
-    def _many(self, table, images) -> Batch:
-        """Many patients' inputs, validated; rows whose record holds no known value
-        answer from their image (the presence mask switches the record off for them)."""
+    def _table_values(self, table) -> list[dict[str, Any]]:
+        """Every row of a table (a DataFrame or a list of records), validated."""
+        if _is_frame(table):
+            rows = table.to_dict("records")
+        elif isinstance(table, Iterable) and not isinstance(table, (str, bytes, Mapping)):
+            rows = list(table)
+        else:
+            raise TypeError(f"table must be a DataFrame or a list of dicts; got {type(table).__name__}")
+        values = []
+        for i, row in enumerate(rows):
+            try:
+                values.append(self._record_values(row if row is not None else {}))
+            except ValueError as err:
+                raise ValueError(f"record {i}: {err}") from None
+        return values
+
+    def _many(self, table, images) -> tuple[Batch, tuple[str, ...]]:
+        """Many patients' inputs, validated, and the modalities given but not the
+        model's; rows whose record holds no known value answer from their image (the
+        presence mask switches the record off for them)."""
         self._fitted_backend()
         records = has_record = None
-        if table is not None and "tabular" in self.modalities_:
-            if _is_frame(table):
-                rows = table.to_dict("records")
-            elif isinstance(table, Iterable) and not isinstance(table, (str, bytes, Mapping)):
-                rows = list(table)
-            else:
-                raise TypeError(f"table must be a DataFrame or a list of dicts; got {type(table).__name__}")
-            values = []
-            for i, row in enumerate(rows):
-                try:
-                    values.append(self.schema_.validate_record(row if row is not None else {}))
-                except ValueError as err:
-                    raise ValueError(f"record {i}: {err}") from None
+        values = self._table_values(table) if table is not None else None
+        if values is not None:
             has_record = np.array([self._has_value(v) for v in values], dtype=bool)
-            if has_record.any():
+            if has_record.any() and "tabular" in self.modalities_:
                 records = records_frame(self.schema_, {n: [v[n] for v in values] for n in self.schema_.feature_names})
-            else:
-                has_record = None
         pixels = None
-        if images is not None and "image" in self.modalities_:
+        if images is not None:
             images = images if isinstance(images, np.ndarray) else list(images)
-            pixels = np.stack([load_image(img, self.image_size_) for img in images]) if len(images) else None
+            if "image" not in self.modalities_:
+                for img in images:
+                    _check_image(img)
+            elif len(images):
+                pixels = np.stack([load_image(img, self.image_size_) for img in images])
         self._check_inputs(records is not None, pixels is not None)
-        if records is not None and pixels is not None and len(records) != len(pixels):
-            raise ValueError(f"table has {len(records)} rows but {len(pixels)} images were given")
+        if values is not None and images is not None and len(values) != len(images):
+            raise ValueError(f"table has {len(values)} rows but {len(images)} images were given")
         presence = None
-        if has_record is not None and not has_record.all():
-            if pixels is None or "image" not in self.modalities_:
+        if records is not None and not has_record.all():
+            if pixels is None:
                 raise ValueError(
                     f"record {int(np.flatnonzero(~has_record)[0])} has no known value "
                     "and there is no image to answer from"
                 )
             presence = np.ones((len(pixels), len(self.modalities_)), dtype=np.float32)
             presence[~has_record, self.modalities_.index("tabular")] = 0.0
-        return Batch(images=pixels, records=records, presence=presence)
+        ignored = self._unused(has_record is not None and has_record.any(), images is not None and len(images) > 0)
+        return Batch(images=pixels, records=records, presence=presence), ignored
+
+    def _probabilities(self, batch: Batch) -> np.ndarray:
+        """Calibrated probabilities of a validated batch, refused when not finite."""
+        return _finite_probabilities(self.calibration_.apply(self.backend_.predict_proba(batch)))
 
     def predict_proba(self, X=None, images=None) -> np.ndarray:
         """Probabilities for many patients at once, batched.
@@ -350,12 +429,25 @@ class FusionClassifier:
         Returns
         -------
         numpy.ndarray, shape (n, n_classes)
+
+        Raises
+        ------
+        ValueError
+            As :meth:`predict`.
+
+        Warns
+        -----
+        UserWarning
+            Records given to an image-only model, or images to a record-only one: they
+            are validated, then not used (:attr:`Prediction.ignored` says it for one
+            patient).
         """
         if _is_one_patient(X, images):
-            batch, _ = self._one(X, images)
+            batch, _, ignored = self._one(X, images)
         else:
-            batch = self._many(X, images)
-        return self.calibration_.apply(self.backend_.predict_proba(batch))
+            batch, ignored = self._many(X, images)
+        self._warn_unused(ignored)
+        return self._probabilities(batch)
 
     def predict(self, X=None, images=None):
         """Classify one patient, or many.
@@ -370,7 +462,10 @@ class FusionClassifier:
             many, row-aligned with ``X``.
 
         Either may be None: a fused model answers from the other one (it was trained
-        with modality dropout) and ``Prediction.modalities`` says what it used.
+        with modality dropout) and ``Prediction.modalities`` says what it used. An
+        input of a modality the model lacks (an image given to a record-only model) is
+        validated, then not used: ``Prediction.ignored`` names it (many patients: a
+        ``UserWarning``).
 
         Returns
         -------
@@ -385,19 +480,20 @@ class FusionClassifier:
             A record that is not a mapping, an image of an unsupported type.
         ValueError
             A record value fails the schema (naming the field, the value and what is
-            accepted), an unknown field, an unreadable image (naming it), or no input
-            the model can use.
+            accepted), an unknown field, an unreadable image (naming it), no input
+            the model can use, or probabilities that are not finite (a model whose
+            weights diverged: no label is given from NaN).
         """
         if not _is_one_patient(X, images):
             proba = self.predict_proba(X, images)
             return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
-        batch, used = self._one(X, images)
-        proba = self.calibration_.apply(self.backend_.predict_proba(batch))[0]
+        batch, used, ignored = self._one(X, images)
+        proba = self._probabilities(batch)[0]
         probabilities = {c: float(p) for c, p in zip(self.classes_, proba, strict=True)}
         thresholds = self.calibration_.thresholds
         above = tuple(c for c in self.classes_ if c in thresholds and probabilities[c] >= thresholds[c])
         label = self.classes_[int(np.argmax(proba))]
-        return Prediction(label=label, probabilities=probabilities, modalities=used, above_threshold=above)
+        return Prediction(label, probabilities, modalities=used, above_threshold=above, ignored=ignored)
 
     def predict_dataset(self, ds: Dataset, *, calibrated: bool = True, gather: bool = False) -> np.ndarray:
         """Probabilities for every row of a loaded dataset, shape (n, n_classes);
@@ -411,7 +507,7 @@ class FusionClassifier:
         if not usable:
             raise ValueError(f"this model uses {list(self.modalities_)}; the dataset holds {sorted(ds.modalities)}")
         raw = self._raw_proba(Batch.from_dataset(ds, self.modalities_), gather=gather)
-        return self.calibration_.apply(raw) if calibrated else raw
+        return _finite_probabilities(self.calibration_.apply(raw) if calibrated else raw)
 
     def _raw_proba(self, batch: Batch, *, gather: bool) -> np.ndarray:
         """The backend's probabilities; gathered from every process when asked and a
@@ -440,23 +536,29 @@ class FusionClassifier:
         -------
         Explanation
             ``image_attribution`` (H x W), ``tabular_attribution`` (feature -> value),
-            ``modality_share`` (sums to 1), ``target``, ``probability``; ``save(path)``
-            writes a PNG.
+            ``modality_share`` (sums to 1), ``target``, ``probability``, ``ignored`` (as
+            :attr:`Prediction.ignored`); ``save(path)`` writes a PNG.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`predict`.
         """
         if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)):
             raise TypeError(f"n_steps must be an integer; got {type(n_steps).__name__}")
         if not 1 <= n_steps <= MAX_STEPS:
             raise ValueError(f"n_steps must be between 1 and {MAX_STEPS}; got {n_steps}")
-        batch, _ = self._one(record, image)
+        batch, _, ignored = self._one(record, image)
         if target is not None and target not in self.classes_:
             raise ValueError(f"target must be one of {list(self.classes_)}; got {target!r}")
-        proba = self.calibration_.apply(self.backend_.predict_proba(batch))[0]
+        proba = self._probabilities(batch)[0]
         k = int(np.argmax(proba)) if target is None else self.classes_.index(target)
         explanation = self.backend_.explain(batch, k, n_steps=n_steps)
         # The probabilities the user is given are the calibrated ones; attributions and
         # shares stay in the model's own terms (calibration rescales, never reorders).
         explanation.probabilities = dict(zip(self.classes_, map(float, proba), strict=True))
         explanation.probability = float(proba[k])
+        explanation.ignored = ignored
         return explanation
 
     # ------------------------------------------------------------- persistence

@@ -198,8 +198,8 @@ class Config:
             value = getattr(self.train, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"train.{name} must be an integer >= 1; got {value!r}")
-        if not self.train.lr > 0:
-            raise ValueError(f"train.lr must be > 0; got {self.train.lr}")
+        if not (self.train.lr > 0 and math.isfinite(self.train.lr)):
+            raise ValueError(f"train.lr must be a finite number > 0; got {self.train.lr}")
         if not 0 < self.calibration.target_sensitivity < 1:
             raise ValueError(
                 f"calibration.target_sensitivity must be in (0, 1); got {self.calibration.target_sensitivity}"

@@ -61,6 +61,9 @@ class Explanation:
     record : dict or None
         The validated record values.
     method : str
+    ignored : tuple of str
+        Inputs given that the model has no modality for (see
+        :attr:`fusion.classifier.Prediction.ignored`).
     """
 
     target: str
@@ -73,6 +76,7 @@ class Explanation:
     record: dict | None = None
     method: str = "integrated_gradients"
     units: dict[str, str] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()
 
     def top_features(self, k: int = 8) -> list[tuple[str, float]]:
         """The ``k`` record features with the largest absolute attribution."""

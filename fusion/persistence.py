@@ -17,9 +17,11 @@ anything in it is interpreted.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -159,6 +161,72 @@ def verify_folder(folder: str | Path) -> dict:
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read weights with safetensors (which holds tensors only, never code)."""
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except Exception as err:
         raise ValueError(f"{path}: not a valid safetensors file ({err})") from None
+    return check_finite(state, path)
+
+
+def check_finite(state: dict[str, torch.Tensor], origin: str | Path) -> dict[str, torch.Tensor]:
+    """Refuse weights that hold NaN or infinity (a training that diverged, a damaged
+    or hand-made file): a network built from them answers labels from NaN
+    probabilities. Returns ``state``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``origin`` (the file) and the first tensor at fault.
+    """
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+        if bad:
+            raise ValueError(
+                f"{origin}: tensor {name[:60]!r} holds {bad} non-finite value(s) (NaN or infinity) of "
+                f"{tensor.numel()}; weights that are not finite cannot answer (did the training diverge?): "
+                "retrain the model"
+            )
+    return state
+
+
+# The temporary files of interrupted writes: atomic_write's (".<name>.<8 random>.tmp",
+# tempfile.mkstemp's alphabet) and safetensors' own (".tmp<6 random>", which it makes in
+# the target's folder while it writes).
+_TEMPORARY = re.compile(r"\.(?:.+\.[a-z0-9_]{8}\.tmp|tmp[A-Za-z0-9]{6})")
+
+
+def remove_temporary(folder: str | Path) -> list[Path]:
+    """Remove what interrupted writes left in ``folder`` and its immediate subfolders
+    (a write that fails removes its own temporary file; a kill -9 or a power cut
+    cannot). Meant for folders the library writes alone, such as a run folder; files
+    of any other name are left alone. Returns the files removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    places = [folder, *(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]
+    removed = []
+    for place in places:
+        for path in sorted(place.glob(".*")):
+            if _TEMPORARY.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+_DISK_FULL_TEXT = ("No space left on device", "(os error 28)", "Disk quota exceeded", "(os error 122)")
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """Whether ``err``, or an error that caused it, says the disk (or the user's quota)
+    is full: an ``OSError`` with ``ENOSPC``/``EDQUOT``, or the text safetensors and
+    XGBoost give it (their errors are not ``OSError``)."""
+    for _ in range(8):  # a cause chain, bounded
+        if err is None:
+            return False
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(err) for text in _DISK_FULL_TEXT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False

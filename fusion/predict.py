@@ -101,14 +101,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_FLAGS = {"image": "--image", "tabular": "--record"}
+
+
 def print_prediction(prediction, explanation, figure: Path | None, *, as_json: bool) -> None:
-    """The answer, and the explanation's summary and figure path when there is one."""
+    """The answer, and the explanation's summary and figure path when there is one; a
+    note on stderr for an input the model does not use (JSON: ``ignored``)."""
+    for modality in prediction.ignored:
+        print(
+            f"note: {_FLAGS[modality]} was checked but not used: this model has no {modality} modality",
+            file=sys.stderr,
+        )
     if as_json:
         out = {
             "label": prediction.label,
             "probabilities": prediction.probabilities,
             "modalities": list(prediction.modalities),
             "above_threshold": list(prediction.above_threshold),
+            "ignored": list(prediction.ignored),
         }
         if explanation is not None:
             out["explanation"] = {**explanation.to_dict(), "figure": str(figure) if figure else None}

@@ -13,11 +13,19 @@ torchrun --standalone --nproc_per_node=2 -m fusion.train --modalities image,tabu
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the same run trains with DistributedDataParallel
 (see :mod:`fusion.training.distributed`); only rank 0 writes the run folder.
+
+A run stopped on the way says in one line what its folder holds and the command that
+continues it: Ctrl-C exits with 130, a full disk with 2 (``--resume`` continues from the
+last saved epoch, or writes the model of a run whose training was done). Temporary
+files that a killed write left behind are removed on ``--resume`` and when the run
+completes.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
 import re
 import sys
 import time
@@ -40,10 +48,12 @@ from fusion.evaluation.calibration import calibration_report, operating_point_re
 from fusion.evaluation.card import model_card
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.nets.registry import BACKBONES, PRETRAINED
-from fusion.persistence import write_json
+from fusion.persistence import is_disk_full, remove_temporary, write_json
 from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
 from fusion.training import distributed
 from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
+
+logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +155,7 @@ def _prepare_out(out: str | None, resume: bool = False) -> Path:
             raise ValueError(
                 f"--resume: the run in {str(path)!r} is already complete; its model and metrics.json are there"
             )
+        _remove_temporary(path)
         return path
     path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -198,6 +209,21 @@ def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.n
     return metrics, proba, raw
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run`; the message says what is kept and how to continue."""
+
+
+class DiskFull(OSError):
+    """The disk (or quota) filled while :func:`run` wrote its folder; the message names
+    the folder and how to continue."""
+
+    def __init__(self, message: str, folder: Path):
+        super().__init__(errno.ENOSPC, message, str(folder))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 def run(
     cfg: Config,
     out: str | Path | None = None,
@@ -211,7 +237,8 @@ def run(
     """Load data, split by patient, train, score validation and test, save everything.
 
     The training state is checkpointed in the run folder after every epoch; with
-    ``resume`` an interrupted run continues from its last completed epoch.
+    ``resume`` an interrupted run continues from its last completed epoch (temporary
+    files that a killed write left behind are removed first).
 
     Under torch.distributed (``torchrun``) every process calls it: all train and
     predict, only rank 0 writes files and prints.
@@ -220,11 +247,77 @@ def run(
     are cached and read (see :func:`fusion.data.loaders.load_dataset`).
 
     Returns the fitted classifier and the metrics written to ``metrics.json``.
+
+    Raises
+    ------
+    RunInterrupted
+        Ctrl-C (a ``KeyboardInterrupt``): temporary files are removed and the message
+        says how to continue (``--resume``, or start again).
+    DiskFull
+        The disk filled while the run folder was written: one sentence naming the
+        folder and how to continue.
     """
     start = time.perf_counter()
     main = distributed.is_main()
     verbose = verbose and main
     folder = distributed.on_main(lambda: _prepare_out(str(out) if out else None, resume))
+    trained = False
+    try:
+        cache = {"cache_dir": cache_dir, "cache_workers": cache_workers, "memory_map": memory_map}
+        ds, parts, clf = _train(cfg, folder, verbose=verbose, resume=resume, **cache)
+        trained = True
+        return _finish(cfg, folder, ds, parts, clf, start=start, verbose=verbose)
+    except KeyboardInterrupt:
+        if main:
+            remove_temporary(folder)
+        raise RunInterrupted(_stopped("interrupted", folder, out is not None, trained)) from None
+    except Exception as err:
+        if not (main and is_disk_full(err)):
+            raise
+        remove_temporary(folder)
+        written = _written(err, folder)
+        message = _stopped(f"no space left on device writing {written}", folder, out is not None, trained)
+        raise DiskFull(message, written) from None
+
+
+def _written(err: BaseException | None, folder: Path) -> Path:
+    """What a full disk stopped writing: the run folder, or a file outside it that the
+    error names (an image cache elsewhere, say)."""
+    while err is not None:
+        name = getattr(err, "filename", None) if isinstance(err, OSError) else None
+        if name:
+            path = Path(name).resolve()
+            return folder if folder.resolve() in (path, *path.parents) else path
+        err = err.__cause__ or err.__context__
+    return folder
+
+
+def _stopped(cause: str, folder: Path, out_given: bool, trained: bool) -> str:
+    """The one sentence for a run stopped by ``cause`` ("interrupted", or a full disk):
+    what the run folder holds and the command that continues it."""
+    try:
+        progress = read_progress(folder)
+    except (OSError, ValueError):
+        progress = None
+    free = "" if cause == "interrupted" else "free space and "
+    if progress is not None and progress.get("complete"):
+        return f"{cause}; the run in {folder} is complete (its model and metrics.json are saved)"
+    if progress is None:
+        if folder.is_dir() and any(folder.iterdir()):
+            return f"{cause}; nothing in {folder} can be resumed: {free}rerun with a new --out folder"
+        return f"{cause} before any epoch was saved; {free}rerun the same command to start again"
+    resume = "rerun the same command with --resume" + ("" if out_given else f" --out {folder}")
+    if trained:
+        done = "its training is done: the model and metrics.json are written then"
+        return f"{cause}; {free}{resume} to finish the run ({done})"
+    return f"{cause}; {free}{resume} to continue from epoch {progress['epoch'] + 1}"
+
+
+def _train(
+    cfg: Config, folder: Path, *, verbose: bool, resume: bool, **cache
+) -> tuple[Dataset, dict, FusionClassifier]:
+    """Load and split the data, and fit (checkpointing into ``folder``)."""
+    main = distributed.is_main()
     # Rank 0 first: it builds the image cache the other processes then read.
     ds = distributed.main_first(
         lambda: load_dataset(
@@ -234,9 +327,7 @@ def run(
             seed=cfg.train.seed,
             synthetic_n=cfg.data.synthetic_n,
             modalities=cfg.modalities,
-            cache_dir=cache_dir,
-            cache_workers=cache_workers,
-            memory_map=memory_map,
+            **cache,
         )
     )
     check_enough_data(ds)
@@ -244,10 +335,10 @@ def run(
         warnings.warn(
             f"{len(ds.skipped)} row(s) of {ds.name} skipped; see 'skipped' in {folder / 'metrics.json'}; "
             f"first: {ds.skipped[0]}",
-            stacklevel=2,
+            stacklevel=3,
         )
     parts = ds.split(seed=cfg.train.seed, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction)
-    train, val, test = parts.get("train"), parts.get("val"), parts.get("test")
+    train = parts.get("train")
     if train is None or len(train) == 0:
         raise ValueError(f"{ds.name}: no training rows (splits: { {k: len(v) for k, v in parts.items()} })")
     if verbose:
@@ -261,8 +352,13 @@ def run(
             + (f", backbone {cfg.image.backbone} at {cfg.image.image_size} px" if "image" in cfg.modalities else ""),
             flush=True,
         )
-    clf = FusionClassifier(cfg).fit(train, val, verbose=verbose, checkpoint_dir=folder, resume=resume)
-    metrics = {
+    clf = FusionClassifier(cfg).fit(train, parts.get("val"), verbose=verbose, checkpoint_dir=folder, resume=resume)
+    return ds, parts, clf
+
+
+def _describe(cfg: Config, ds: Dataset, parts: dict, clf: FusionClassifier) -> dict:
+    """The head of ``metrics.json``: what was trained, on what, and how."""
+    return {
         "task": f"{ds.name}: {' / '.join(ds.classes)}",
         "classes": list(ds.classes),
         "modalities": list(cfg.modalities),
@@ -272,9 +368,7 @@ def run(
         "auto": clf.history_.get("auto"),
         "backbone": cfg.image.backbone if "image" in cfg.modalities else None,
         "data": cfg.data.path or "synthetic (embedded)",
-        "n_train": len(train),
-        "n_val": len(val) if val is not None else 0,
-        "n_test": len(test) if test is not None else 0,
+        **{f"n_{name}": len(parts[name]) if parts.get(name) is not None else 0 for name in ("train", "val", "test")},
         "epochs": clf.history_.get("epochs"),
         "epochs_run": clf.history_.get("epochs_run", 0),
         "resumed_from_epoch": clf.history_.get("resumed_from_epoch"),
@@ -285,10 +379,20 @@ def run(
         "distributed_backend": distributed.backend_name(),
         "calibration": {k: v for k, v in clf.calibration_.to_dict().items() if k != "report"},
     }
+
+
+def _finish(
+    cfg: Config, folder: Path, ds: Dataset, parts: dict, clf: FusionClassifier, *, start: float, verbose: bool
+) -> tuple[FusionClassifier, dict]:
+    """Score validation and test, write the plots, the model, metrics.json and the
+    card, and mark the run complete."""
+    main = distributed.is_main()
+    metrics = _describe(cfg, ds, parts, clf)
     plots = folder / "plots"
     if main:
         plots.mkdir(exist_ok=True)
-    for name, part in (("val", val), ("test", test)):
+    for name in ("val", "test"):
+        part = parts.get(name)
         if part is None or len(part) == 0:
             metrics[name] = None
             continue
@@ -324,6 +428,7 @@ def run(
     write_json(folder / "metrics.json", metrics)
     write_model_card(folder, metrics, ds.schema, cfg)
     mark_complete(folder)
+    _remove_temporary(folder)
     if verbose:
         for name in ("val", "test"):
             if metrics[name]:
@@ -332,6 +437,14 @@ def run(
     summary = f"{scored} macro-F1 {metrics[scored]['macro_f1']:.3f}" if scored else "no validation or test split"
     print(f"done in {metrics['seconds']:.1f}s: {summary}; run saved to {folder}", flush=True)
     return clf, metrics
+
+
+def _remove_temporary(folder: Path) -> None:
+    """Temporary files that a killed write left in the run folder (a write that fails
+    removes its own): removed on resume and when the run completes."""
+    removed = remove_temporary(folder)
+    if removed:
+        logger.info("removed %d temporary file(s) that an interrupted write left: %s", len(removed), removed[0].name)
 
 
 def subgroup_features(schema) -> list[str]:
@@ -361,18 +474,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tune_allocator()
+    joined, main = False, True
     try:
         joined = distributed.init_from_env(args.device)
-    except ValueError as err:
-        return fail(err)
-    main = distributed.is_main()
-    try:
+        main = distributed.is_main()
         with log_to_terminal(not args.quiet and main):
             cfg = config_from_args(args)
             run(cfg, args.out, verbose=not args.quiet, resume=args.resume, **cache_options(args))
+    except DiskFull as err:
+        print(f"error: {err}", file=sys.stderr)  # it names its flags itself
+        return 2
     except (ValueError, FileNotFoundError) as err:
         # Every process meets the same error; one says it.
         return fail(err) if main else 2
+    except KeyboardInterrupt as err:
+        # Ctrl-C: one line, no trace; 130 is the shell's code for a command ended by SIGINT.
+        if main:
+            print(str(err) if isinstance(err, RunInterrupted) else "interrupted", file=sys.stderr, flush=True)
+        return 130
     finally:
         if joined:
             distributed.shutdown()

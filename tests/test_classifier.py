@@ -268,3 +268,127 @@ def test_a_record_of_the_wrong_type_is_a_type_error(fused, patient, record):
 def test_an_image_of_the_wrong_type_is_a_type_error(fused, patient, image):
     with pytest.raises(TypeError, match="image must be a path, PIL image, numpy array or bytes"):
         fused.predict(patient[0], image)
+
+
+# ------------------------------------------------------------------ issue 21
+def _with_weights(source, folder, change):
+    """A copy of the model folder ``source`` whose weights ``change(state)`` edits, with
+    the manifest's hashes recomputed (so only the weights' values are at fault)."""
+    import json
+    import shutil
+
+    from fusion.persistence import load_state_dict, save_state_dict, write_manifest
+
+    shutil.copytree(source, folder)
+    state = load_state_dict(folder / "model.safetensors")
+    change(state)
+    save_state_dict(state, folder / "model.safetensors")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    write_manifest(folder, list(manifest["sha256"]), manifest["fusion_version"])
+    return folder
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_model_with_non_finite_weights_is_refused_on_load_naming_file_and_tensor(tiny_runs, tmp_path, value):
+    def poison(state):
+        name = sorted(k for k, v in state.items() if v.is_floating_point())[-1]
+        state[name].view(-1)[0] = value
+        poison.name = name
+
+    folder = _with_weights(tiny_runs["fused"], tmp_path / "model", poison)
+    with pytest.raises(ValueError, match=r"model\.safetensors") as err:
+        FusionClassifier.load(folder)
+    assert poison.name in str(err.value) and "not finite" in str(err.value)
+
+
+def test_a_non_finite_tensor_is_refused_by_the_one_state_dict_reader(tmp_path):
+    """Every backend's tensors (the network's weights, the stacked and gbm models'
+    frozen embedder) are read by persistence.load_state_dict."""
+    import torch
+
+    from fusion.persistence import load_state_dict, save_state_dict
+
+    save_state_dict(
+        {"a": torch.ones(3), "steps": torch.arange(3), "b": torch.tensor([1.0, float("nan")])}, tmp_path / "w"
+    )
+    with pytest.raises(ValueError, match=r"w: tensor 'b' holds 1 non-finite value"):
+        load_state_dict(tmp_path / "w")
+
+
+@pytest.mark.parametrize("run", ["fused", "xgboost"])
+def test_non_finite_probabilities_are_refused_rather_than_answered(tiny_runs, patient, run, monkeypatch):
+    clf = FusionClassifier.load(tiny_runs[run])
+    record, image = patient
+    image = image if "image" in clf.modalities_ else None
+
+    def nan_proba(batch, **kwargs):
+        return np.full((len(batch), len(clf.classes_)), np.nan)
+
+    monkeypatch.setattr(clf.backend_, "predict_proba", nan_proba)
+    for call in (
+        lambda: clf.predict(record, image),
+        lambda: clf.predict_proba(record, image),
+        lambda: clf.predict_proba([record, record], None if image is None else [image, image]),
+        lambda: clf.predict([record, record], None if image is None else [image, image]),
+        lambda: clf.explain(record, image),
+    ):
+        with pytest.raises(ValueError, match="not finite"):
+            call()
+
+
+def test_weights_that_become_nan_after_loading_are_refused_at_predict_time(tiny_runs, patient):
+    import torch
+
+    clf = FusionClassifier.load(tiny_runs["fused"])
+    record, image = patient
+    with torch.no_grad():
+        clf.network_.head[-1].bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"probabilities are not finite.*row 0"):
+        clf.predict(record, image)
+
+
+def test_an_image_given_to_a_record_only_model_is_validated_and_reported_unused(tiny_runs, patient):
+    record, image = patient
+    tab_only = FusionClassifier.load(tiny_runs["tabular"])
+    p = tab_only.predict(record, image)
+    assert p.modalities == ("tabular",) and p.ignored == ("image",)
+    assert "image ignored" in str(p)
+    assert p.probabilities == tab_only.predict(record).probabilities
+    assert tab_only.predict(record).ignored == ()
+    with pytest.raises(ValueError, match="not a readable image"):
+        tab_only.predict(record, b"definitely not a film")
+    with pytest.raises(TypeError, match="image must be"):
+        tab_only.predict(record, 42)
+    assert tab_only.explain(record, image).ignored == ("image",)
+    with pytest.raises(ValueError, match="not a readable image"):
+        tab_only.explain(record, b"garbage")
+    with pytest.warns(UserWarning, match=r"image\(s\) not used: this model has no image modality"):
+        tab_only.predict_proba(record, image)
+    with pytest.warns(UserWarning, match=r"image\(s\) not used"):
+        tab_only.predict_proba([record, record], [image, image])
+    with pytest.raises(ValueError, match="not a readable image"):
+        tab_only.predict_proba([record, record], [image, b"garbage"])
+
+
+def test_a_record_given_to_an_image_only_model_is_validated_and_reported_unused(tiny_runs, patient):
+    import warnings
+
+    record, image = patient
+    image_only = FusionClassifier.load(tiny_runs["image"])
+    p = image_only.predict(record, image)
+    assert p.modalities == ("image",) and p.ignored == ("tabular",)
+    assert p.probabilities == image_only.predict(None, image).probabilities
+    with pytest.raises(ValueError, match="'age'"):
+        image_only.predict({**record, "age": "old"}, image)
+    with pytest.raises(ValueError, match="unknown field"):
+        image_only.predict({"shoe_size": 44}, image)
+    with pytest.raises(TypeError, match="record must be a dict"):
+        image_only.predict("age=50", image)
+    # A record without a known value is no record: nothing was ignored.
+    assert image_only.predict({"age": None}, image).ignored == ()
+    with pytest.warns(UserWarning, match=r"record\(s\) not used: this model has no tabular modality"):
+        image_only.predict_proba([record], [image])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image_only.predict_proba(None, [image])
+        FusionClassifier.load(tiny_runs["fused"]).predict_proba([record], [image])

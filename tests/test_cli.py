@@ -189,3 +189,38 @@ def test_eda_out_refuses_the_data_folder(folder_dataset, capsys):
     assert "holds no earlier report.md" in capsys.readouterr().err
     assert sorted(p.name for p in folder_dataset.iterdir()) == before
     assert Path(folder_dataset / "metadata.csv").is_file()
+
+
+def test_predict_says_when_an_input_is_not_used_and_still_checks_it(tiny_runs, patient_files, tmp_path, capsys):
+    image_path, record_path = patient_files
+    assert predict_main(_predict(tiny_runs["tabular"], image_path, record_path, "--json")) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["ignored"] == ["image"] and json.loads(out)["modalities"] == ["tabular"]
+    assert "note: --image was checked but not used: this model has no image modality" in err
+    assert predict_main(_predict(tiny_runs["tabular"], image_path, record_path)) == 0
+    assert "not used" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not a film at all")
+    assert predict_main(_predict(tiny_runs["tabular"], garbage, record_path)) == 2
+    assert "garbage.png" in capsys.readouterr().err
+    assert predict_main(_predict(tiny_runs["fused"], image_path, record_path, "--json")) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["ignored"] == [] and "not used" not in err
+
+
+def test_predict_with_a_model_of_nan_weights_is_an_error_not_a_label(tiny_runs, patient_files, tmp_path, capsys):
+    import shutil
+
+    from fusion.persistence import load_state_dict, save_state_dict, write_manifest
+
+    folder = tmp_path / "nan_model"
+    shutil.copytree(tiny_runs["fused"], folder)
+    state = load_state_dict(folder / "model.safetensors")
+    state["head.1.weight"].fill_(float("nan"))
+    save_state_dict(state, folder / "model.safetensors")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    write_manifest(folder, list(manifest["sha256"]), manifest["fusion_version"])
+    image_path, record_path = patient_files
+    assert predict_main(_predict(folder, image_path, record_path, "--json")) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "model.safetensors: tensor 'head.1.weight'" in err and "not finite" in err

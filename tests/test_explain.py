@@ -48,7 +48,7 @@ def test_explanation_covers_both_modalities(fused, patient, tmp_path):
 def test_integrated_gradients_completeness(fused, patient):
     """Attributions over both inputs add up to p(input) - p(baseline) for the target."""
     record, image = patient
-    batch, _ = fused._one(record, image)
+    batch, *_ = fused._one(record, image)
     inputs = fused.backend_.tensors(batch, torch.device("cpu"))
     mean = float(fused.network_.branches["image"].mean)
     out = explain_network(fused.network_, inputs, None, image_mean=mean, n_steps=300)
@@ -154,7 +154,7 @@ def test_predict_cli_text_json_and_figure(tiny_runs, patient, tmp_path, capsys):
         == 0
     )
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"label", "probabilities", "modalities", "above_threshold", "explanation"}
+    assert set(out) == {"label", "probabilities", "modalities", "above_threshold", "ignored", "explanation"}
     assert figure.is_file() and out["explanation"]["figure"] == str(figure)
 
 

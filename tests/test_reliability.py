@@ -97,8 +97,7 @@ def _interrupt_after(epoch: int, args: list[str], monkeypatch) -> None:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train_main(args)
+    assert train_main(args) == 130  # Ctrl-C: one line, and the exit code of SIGINT
     monkeypatch.undo()
 
 
@@ -375,10 +374,14 @@ def test_interrupt_at_the_end_of_a_run_leaves_a_resumable_or_complete_run(tmp_pa
         monkeypatch.setattr(checkpoint, "write_json", interrupt_progress)
     else:
         monkeypatch.setattr(Path, "unlink", interrupt_unlink)
-    with pytest.raises(KeyboardInterrupt):
-        train_main([*TABULAR_RUN, "--out", str(out)])
+    assert train_main([*TABULAR_RUN, "--out", str(out)]) == 130
     monkeypatch.undo()
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("interrupted")
+    if where == "before_progress":
+        assert "rerun the same command with --resume to finish the run" in err
+    else:
+        assert f"the run in {out} is complete" in err
     if where == "before_progress":
         assert train_main([*TABULAR_RUN, "--out", str(out), "--resume"]) == 0
     else:
@@ -451,3 +454,123 @@ def test_too_little_data_names_the_common_cause_not_one_file(folder_dataset, cap
         == 2
     )
     assert "most often: 90 x image: no such file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ issue 21
+def _planted_temporaries(folder: Path) -> list[Path]:
+    """What interrupted writes leave: atomic_write's temporary file and safetensors' own."""
+    planted = [folder / ".model.safetensors.k3j4h5g6.tmp", folder / ".tmpAb12Cd"]
+    for path in planted:
+        path.write_bytes(b"half a file")
+    return planted
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*") if "tmp" in p.name)
+
+
+def test_ctrl_c_during_the_final_save_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+
+    def save_interrupted(self, folder):
+        _planted_temporaries(Path(folder))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FusionClassifier, "save", save_interrupted)
+    assert train_main([*TABULAR_RUN, "--out", str(out)]) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert err == (
+        "interrupted; rerun the same command with --resume to finish the run "
+        "(its training is done: the model and metrics.json are written then)\n"
+    )
+    assert _temporaries(out) == []
+    assert train_main([*TABULAR_RUN, "--out", str(out), "--resume"]) == 0
+    FusionClassifier.load(out)
+
+
+@pytest.mark.parametrize(
+    "stop, message",
+    [
+        ("loading", "interrupted before any epoch was saved; rerun the same command to start again"),
+        ("epoch 1", "interrupted; rerun the same command with --resume to continue from epoch 2"),
+    ],
+)
+def test_ctrl_c_during_a_run_is_one_line_that_says_how_to_continue(tmp_path, monkeypatch, capsys, stop, message):
+    import fusion.train as train
+
+    out = tmp_path / "run"
+    args = [*TABULAR_RUN, "--epochs", "3", "--out", str(out)]
+    if stop == "loading":
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(train, "load_dataset", interrupted)
+        assert train_main(args) == 130
+        monkeypatch.undo()
+    else:
+        _interrupt_after(1, args, monkeypatch)
+    assert capsys.readouterr().err == message + "\n"
+    assert train_main([*args, "--resume"] if stop != "loading" else args) == 0
+
+
+def test_temporary_files_left_by_a_kill_are_removed_by_resume_and_nothing_else(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    args = [*TABULAR_RUN, "--epochs", "3", "--out", str(out)]
+    _interrupt_after(1, args, monkeypatch)
+    _planted_temporaries(out)
+    (out / "plots").mkdir()
+    (out / "plots" / ".roc_val.png.abcd_123.tmp").write_bytes(b"half a figure")
+    (out / "notes.tmp").write_text("not ours")
+    assert train_main([*args, "--resume"]) == 0
+    assert _temporaries(out) == [] and (out / "notes.tmp").is_file()
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "model", "metrics"])
+def test_a_full_disk_is_one_sentence_naming_the_folder_and_resume_finishes_the_run(
+    tmp_path, monkeypatch, capsys, where
+):
+    import errno
+
+    from safetensors import SafetensorError
+
+    import fusion.train as train
+    import fusion.training.checkpoint as checkpoint
+
+    out = tmp_path / "run"
+    args = [*TABULAR_RUN, "--out", str(out)]
+    if where == "checkpoint":
+        save_file = checkpoint.save_file
+
+        def full(tensors, path, metadata=None):
+            if json.loads(metadata["fusion"])["epoch"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            save_file(tensors, path, metadata=metadata)
+
+        monkeypatch.setattr(checkpoint, "save_file", full)
+    elif where == "model":
+
+        def full(self, folder):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+        monkeypatch.setattr(FusionClassifier, "save", full)
+    else:
+        write_json = train.write_json
+
+        def full(path, data):
+            if Path(path).name == "metrics.json":
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            write_json(path, data)
+
+        monkeypatch.setattr(train, "write_json", full)
+    assert train_main(args) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    then = "continue from epoch 2" if where == "checkpoint" else "finish the run"
+    assert err.startswith(
+        f"error: no space left on device writing {out}; free space and rerun the same command with --resume to {then}"
+    )
+    assert len(err.splitlines()) == 1 and _temporaries(out) == []
+    assert train_main([*args, "--resume"]) == 0
+    FusionClassifier.load(out)

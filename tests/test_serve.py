@@ -259,11 +259,18 @@ def test_models_of_one_modality(tiny_runs, patient):
     with serve(create_app(tiny_runs["image"])) as c:
         schema = c.get("/schema").json()
         assert schema["features"] == [] and schema["image"]["used"]
-        assert c.post("/predict", **form(record, image)).json()["modalities"] == ["image"]
+        answer = c.post("/predict", **form(record, image)).json()
+        assert answer["modalities"] == ["image"] and answer["ignored"] == ["tabular"]
+        assert c.post("/predict", **form(image=image)).json()["ignored"] == []
     with serve(create_app(tiny_runs["tabular"])) as c:
         assert not c.get("/schema").json()["image"]["used"]
         response = c.post("/predict", **form(image=image))
         assert response.status_code == 422 and "needs a record" in response.json()["detail"]
+        # An image the model does not use is still checked, and the answer says it was not used.
+        answer = c.post("/explain", **form(record, image)).json()
+        assert answer["modalities"] == ["tabular"] and answer["ignored"] == ["image"]
+        response = c.post("/predict", **form(record, b"not a film"))
+        assert response.status_code == 422 and response.json()["field"] == "image"
 
 
 def test_command_line_refuses_bad_flags_and_folders(tmp_path, capsys):

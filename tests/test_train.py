@@ -1,6 +1,7 @@
 """End to end: tiny training runs through the CLI, evaluation, save and load."""
 
 import json
+import re
 import runpy
 import sys
 
@@ -136,6 +137,7 @@ def test_non_empty_out_is_refused(fused_run, capsys):
         (["--modalities", "image,xray"], "modalities must be"),
         (["--model", "xgboost"], "tabular only"),
         (["--data", "/nonexistent"], "does not exist"),
+        (["--lr", "inf"], "train.lr must be a finite number > 0; got inf (flag: --lr)"),
     ],
 )
 def test_cli_errors_are_clear(args, message, tmp_path, capsys):
@@ -155,3 +157,42 @@ def test_module_entry_point_runs(tmp_path, monkeypatch, capsys):
         runpy.run_module("fusion.train", run_name="__main__", alter_sys=True)
     assert exit_.value.code == 0
     assert "test macro-F1" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ issue 21
+def test_a_diverging_training_stops_with_a_sentence_and_no_run_claims_success(tmp_path, capsys):
+    from fusion.training.checkpoint import read_progress
+
+    out = tmp_path / "run"
+    args = ["--modalities", "image,tabular", "--synthetic-n", "60", "--image-size", "32", "--epochs", "2"]
+    assert train_main([*args, "--lr", "1e30", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"the (validation )?loss became (NaN|infinite) at epoch 1\b", err), err
+    assert "lower the learning rate" in err and "(flag: --lr)" in err
+    assert "Traceback" not in err and "JSON" not in err and len(err.strip().splitlines()) == 1
+    assert not (out / "metrics.json").exists() and not (out / "manifest.json").exists()
+    progress = read_progress(out)
+    assert progress is None or not progress["complete"]
+
+
+def test_training_stops_at_the_first_batch_whose_loss_is_not_finite(monkeypatch):
+    """The check runs on every batch's loss, not only on the epoch's mean."""
+    from fusion import Config
+    from fusion.training import loop
+
+    ds = load_dataset(None, synthetic_n=90, modalities=("tabular",), seed=0)
+    parts = ds.split(seed=0)
+    cfg = Config(modalities="tabular")
+    cfg.train.epochs, cfg.train.batch_size = 3, 16
+    calls = []
+    cross_entropy = loop._cross_entropy
+
+    def nan_on_the_third_batch(*args):
+        calls.append(1)
+        loss = cross_entropy(*args)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(loop, "_cross_entropy", nan_on_the_third_batch)
+    with pytest.raises(ValueError, match=r"the loss became NaN at epoch 1 \(batch 3 of \d+\); lower the learning"):
+        FusionClassifier(cfg).fit(parts["train"], parts["val"])
+    assert len(calls) == 3

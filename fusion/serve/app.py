@@ -276,6 +276,7 @@ class _Service:
             "probabilities": prediction.probabilities,
             "modalities": list(prediction.modalities),
             "above_threshold": list(prediction.above_threshold),
+            "ignored": list(prediction.ignored),
         }
 
     def explain(self, record: dict | None, image: bytes | None, filename: str | None) -> dict:

@@ -11,13 +11,14 @@ a checkpoint cannot carry code either.
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusion.persistence import atomic_write, to_json, write_json
+from fusion.persistence import atomic_write, is_disk_full, to_json, write_json
 
 CHECKPOINT = "checkpoint.safetensors"
 PROGRESS = "progress.json"
@@ -62,7 +63,13 @@ def save_checkpoint(
     """Write the state after ``epoch`` atomically, then ``progress.json``.
 
     ``rank_rng``: under torch.distributed, each process's random states (``torch``,
-    ``cuda``) in rank order, so each process resumes its own stream."""
+    ``cuda``) in rank order, so each process resumes its own stream.
+
+    Raises
+    ------
+    OSError
+        ``ENOSPC`` when the disk is full (whatever the writer reported it as); the
+        previous epoch's checkpoint is then left whole."""
     folder = Path(folder)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if best.get("state") is not None:
@@ -87,13 +94,21 @@ def save_checkpoint(
         "fingerprint": fingerprint,
         "world_size": len(rank_rng) if rank_rng else 1,
     }
-    atomic_write(
-        folder / CHECKPOINT,
-        lambda tmp: save_file(tensors, str(tmp), metadata={"fusion": to_json(meta, indent=None, allow_nan=True)}),
-    )
-    write_json(
-        folder / PROGRESS, {"epoch": epoch, "complete": False, "best_epoch": best.get("epoch"), "history": history[-1:]}
-    )
+    try:
+        atomic_write(
+            folder / CHECKPOINT,
+            lambda tmp: save_file(tensors, str(tmp), metadata={"fusion": to_json(meta, indent=None, allow_nan=True)}),
+        )
+        write_json(
+            folder / PROGRESS,
+            {"epoch": epoch, "complete": False, "best_epoch": best.get("epoch"), "history": history[-1:]},
+        )
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        raise OSError(
+            errno.ENOSPC, f"no space left on device writing the checkpoint of epoch {epoch} in {folder}", str(folder)
+        ) from err
 
 
 def read_progress(folder: str | Path) -> dict | None:

@@ -4,7 +4,9 @@ Data are held in memory as ready tensors (uint8 images at model size, preprocess
 tabular arrays), so an epoch costs what the model costs: batches are sliced, turned
 to float and augmented on the tensor side. Loss: class-weighted cross-entropy on the
 fused logits plus, with several modalities, each branch's auxiliary loss. AdamW with a
-one-cycle schedule; early stopping on validation macro-F1 keeps the best epoch.
+one-cycle schedule; early stopping on validation macro-F1 keeps the best epoch. A
+training that diverges (a loss, a weight or the validation loss not finite) stops at
+once with a sentence, before a checkpoint of NaN weights is written.
 """
 
 from __future__ import annotations
@@ -255,11 +257,17 @@ def fit_network(
             optimizer.step()
             if scheduler.last_epoch < scheduler.total_steps - 1:
                 scheduler.step()
-            total += float(loss.detach()) * len(index) / world
+            value = float(loss.detach())
+            # Every process stops at the same batch: one alone would leave the others
+            # waiting in the next gradient exchange.
+            checked = distributed.all_sum(value, device) if world > 1 else value
+            _check_finite(checked, "the loss", epoch, cfg.lr, (k, len(batches)))
+            total += value * len(index) / world
             seen += len(index)
         if world > 1:
             distributed.sync_buffers(model)
             total = distributed.all_sum(total, device)
+        _check_finite(_worst_weight(model), "a weight", epoch, cfg.lr)
         record = {
             "epoch": epoch,
             "train_loss": total / max(seen, 1),
@@ -276,6 +284,7 @@ def fit_network(
                     weight=weights.cpu().double(),
                 )
             )
+            _check_finite(record["val_loss"], "the validation loss", epoch, cfg.lr)
             record["val_macro_f1"] = macro_f1(y, proba.argmax(1))
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
@@ -333,6 +342,36 @@ def fit_network(
         "seconds": time.perf_counter() - start,
         "resumed_from_epoch": resumed_from,
     }
+
+
+def _check_finite(value: float, what: str, epoch: int, lr: float, batch: tuple[int, int] | None = None) -> None:
+    """Stop a training that diverged, naming where (``batch``: index and count of the
+    epoch's batches) and the setting to change.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is NaN or infinite.
+    """
+    if math.isfinite(value):
+        return
+    kind = "NaN" if math.isnan(value) else "infinite"
+    where = f" (batch {batch[0] + 1} of {batch[1]})" if batch is not None else ""
+    raise ValueError(
+        f"training diverged: {what} became {kind} at epoch {epoch}{where}; lower the learning rate "
+        f"(train.lr, now {lr:g})"
+    )
+
+
+@torch.no_grad()
+def _worst_weight(model: nn.Module) -> float:
+    """NaN or infinity when any weight or buffer (batch norm's statistics) is not
+    finite, else 0; one device synchronisation for the whole model."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if not tensors:
+        return 0.0
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+    return 0.0 if bool(finite) else math.nan
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, norm: float | None):
