@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -359,6 +360,8 @@ def _fits(value, hint) -> bool:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:  # a path may be given as a Path
+        return isinstance(value, (str, os.PathLike))
     return value is None if hint is type(None) else isinstance(value, hint)
 
 

@@ -493,7 +493,10 @@ def verify_folder(folder: str | Path) -> ModelFiles:
         raise FileNotFoundError(f"model folder {str(folder)!r} does not exist")
     # Every file is opened relative to this one open folder: a folder swapped for
     # another (a symlink, say) half-way through cannot mix two folders' files.
-    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise ValueError(f"model folder {str(folder)!r} cannot be read ({err.strerror})") from None
     try:
         origin = str(folder / MANIFEST)
         try:

@@ -178,3 +178,47 @@ def test_verified_bytes_are_the_hashed_bytes(tmp_path, swap_after_hashing):
     files = verify_folder(folder)
     assert swapped and (folder / "config.json").read_bytes() == b'{"classes": ["evil"]}'
     assert files.json("config.json") == {"classes": ["a", "b"]}
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two renames"])
+def test_write_folder_replaces_a_model_folder_whole(tmp_path, monkeypatch, exchange):
+    from fusion import persistence
+    from fusion.persistence import verify_folder, write_folder
+
+    if not exchange:  # a system without renameat2(RENAME_EXCHANGE)
+        monkeypatch.setattr(persistence, "_exchange", lambda a, b: False)
+    folder = tmp_path / "m"
+    write_folder(folder, {"config.json": b"{}", "old.bin": b"old"}, "0.1.0")
+    (folder / "notes.txt").write_text("about the old model")
+    with pytest.raises(ValueError, match="is not empty"):
+        write_folder(folder, {"config.json": b'{"new": 1}'}, "0.1.0")
+    write_folder(folder, {"config.json": b'{"new": 1}'}, "0.1.0", overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "manifest.json"]
+    assert verify_folder(folder).json("config.json") == {"new": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_write_files_keeps_the_callers_files_and_writes_the_manifest_last(tmp_path, monkeypatch):
+    """A training run's folder: its progress stays; an interrupted write leaves no
+    manifest, so no half-written model can be loaded."""
+    from fusion import persistence
+    from fusion.persistence import verify_folder, write_files
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "progress.json").write_text('{"epoch": 3}')
+    write_files(run, {"config.json": b"{}", "model.bin": b"1"}, "0.1.0")
+    assert verify_folder(run).listed == {"config.json", "model.bin"}
+    write, calls = persistence.atomic_write, []
+
+    def interrupted(path, writer):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        write(path, writer)
+
+    monkeypatch.setattr(persistence, "atomic_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_files(run, {"config.json": b'{"a": 1}', "model.bin": b"2"}, "0.1.0")
+    assert not (run / "manifest.json").exists() and (run / "progress.json").read_text() == '{"epoch": 3}'
+    assert not list(run.glob(".*.tmp"))
