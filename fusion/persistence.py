@@ -283,7 +283,11 @@ def _swap_in(stage: Path, target: Path) -> None:
         # Two renames: for an instant the name is missing, never half filled.
         old = _unique(target, "old", lambda p: None)
         os.rename(target, old)
-        os.rename(stage, target)
+        try:
+            os.rename(stage, target)
+        except BaseException:
+            os.rename(old, target)  # the old model back at its name
+            raise
         stage = old
     shutil.rmtree(stage, ignore_errors=True)  # now the old model
 

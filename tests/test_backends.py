@@ -176,7 +176,7 @@ def _scale_leaves(model: dict) -> None:
 
 
 SWAPS = [
-    ("stacked", "stacked.json", _json(lambda s: s.update(prior=[1.0, 0.0, 0.0]))),
+    ("stacked", "stacked.json", _json(lambda s: s["image_model"]["intercept"].__setitem__(0, 5.0))),
     ("stacked", "stacked_record.json", _json(_scale_leaves)),
     ("stacked", "embedder.safetensors", _zeroed),
     ("gbm", "gbm.json", _json(_scale_leaves)),
