@@ -40,15 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from fusion import fields
+from fusion import checks
 from fusion.backends import backend_class, backend_name
 from fusion.backends.base import Backend, Batch, ModelSpec
+from fusion.checks import Where
 from fusion.config import MAX_IMAGE_SIZE, Config, parse_modalities
 from fusion.data.dataset import Dataset
 from fusion.data.images import load_image
 from fusion.evaluation.calibration import Calibration, calibration_report
 from fusion.explain import DEFAULT_STEPS, Explanation
-from fusion.fields import Where
 from fusion.persistence import MANIFEST, ModelFiles, json_bytes, verify_folder, write_folder
 from fusion.preprocessing import TabularPreprocessor
 from fusion.schema import is_missing, parse_schema, records_frame
@@ -563,21 +563,21 @@ def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str,
     from fusion.backends.auto import CANDIDATES
 
     where = Where(files.origin(CONFIG))
-    meta = fields.keys(
+    meta = checks.keys(
         files.json(CONFIG), where, required=("fusion_version", "backend", "classes", "modalities", "config")
     )
-    fields.text(meta["fusion_version"], where / "fusion_version")
-    classes = fields.texts(meta["classes"], where / "classes", unique=True, min_length=2)
+    checks.text(meta["fusion_version"], where / "fusion_version")
+    classes = checks.texts(meta["classes"], where / "classes", unique=True, min_length=2)
     config = Config.from_dict(meta["config"], where=where / "config")
     try:
-        modalities = parse_modalities(list(fields.texts(meta["modalities"], where / "modalities")))
+        modalities = parse_modalities(list(checks.texts(meta["modalities"], where / "modalities")))
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
     if modalities != config.modalities:
         raise ValueError(
             f"{where / 'modalities'} {list(modalities)} differ from config.modalities {list(config.modalities)}"
         )
-    name = fields.text(meta["backend"], where / "backend", choices=sorted(BACKENDS))
+    name = checks.text(meta["backend"], where / "backend", choices=sorted(BACKENDS))
     expected = CANDIDATES if config.fusion == "auto" else (backend_name(config),)
     if name not in expected:
         raise ValueError(
@@ -624,7 +624,7 @@ def _read_preprocessing(files: ModelFiles, config: Config, schema) -> TabularPre
     """``preprocessing.json``, checked: the record's preprocessing (None without the
     tabular modality) and the image state (size, normalisation) of an image model."""
     where = Where(files.origin(PREPROCESSING))
-    state = fields.keys(files.json(PREPROCESSING), where, required=("tabular", "image"))
+    state = checks.keys(files.json(PREPROCESSING), where, required=("tabular", "image"))
     for modality in ("tabular", "image"):
         if modality not in config.modalities and state[modality] is not None:
             raise ValueError(f"{where / modality} must be null: the model has no {modality} modality")
@@ -638,12 +638,12 @@ def _read_preprocessing(files: ModelFiles, config: Config, schema) -> TabularPre
 def _check_image_state(state, where: Where, size: int) -> None:
     """The image preprocessing consumers outside Python follow: the model's size, a
     finite mean, a positive std, one channel."""
-    state = fields.keys(state, where, required=("size", "mean", "std", "channels"), optional=("resize",))
-    saved = fields.integer(state["size"], where / "size", low=16, high=MAX_IMAGE_SIZE)
+    state = checks.keys(state, where, required=("size", "mean", "std", "channels"), optional=("resize",))
+    saved = checks.integer(state["size"], where / "size", low=16, high=MAX_IMAGE_SIZE)
     if saved != size:
         raise ValueError(f"{where / 'size'} {saved} differs from config.json's config.image.image_size {size}")
-    fields.number(state["mean"], where / "mean")
-    fields.number(state["std"], where / "std", low=0, low_open=True)
-    fields.integer(state["channels"], where / "channels", low=1, high=1)
+    checks.number(state["mean"], where / "mean")
+    checks.number(state["std"], where / "std", low=0, low_open=True)
+    checks.integer(state["channels"], where / "channels", low=1, high=1)
     if "resize" in state:
-        fields.text(state["resize"], where / "resize")
+        checks.text(state["resize"], where / "resize")

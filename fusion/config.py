@@ -19,9 +19,9 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
-from fusion import fields as check
+from fusion import checks
+from fusion.checks import Where
 from fusion.data.synthetic import DEFAULT_N as SYNTHETIC_N
-from fusion.fields import Where
 from fusion.nets.registry import DEFAULT_BACKBONE, PRETRAINED, backbone_spec
 from fusion.schema import _short
 
@@ -249,34 +249,34 @@ class Config:
     def _check_ranges(self) -> None:
         """Each number within what training and loading can honour."""
         d, img, tab, head, t = self.data, self.image, self.tabular, self.head, self.train
-        check.integer(d.synthetic_n, Where("", "data.synthetic_n"), low=1)
+        checks.integer(d.synthetic_n, Where("", "data.synthetic_n"), low=1)
         for name in ("val_fraction", "test_fraction"):
-            check.number(getattr(d, name), Where("", f"data.{name}"), low=0, high=1, high_open=True)
+            checks.number(getattr(d, name), Where("", f"data.{name}"), low=0, high=1, high_open=True)
         if d.val_fraction + d.test_fraction >= 1:
             raise ValueError(
                 f"data.val_fraction + data.test_fraction must be < 1; got {d.val_fraction + d.test_fraction}"
             )
-        check.integer(img.image_size, Where("", "image.image_size"), low=16, high=MAX_IMAGE_SIZE)
-        check.integer(img.freeze, Where("", "image.freeze"), low=0)
+        checks.integer(img.image_size, Where("", "image.image_size"), low=16, high=MAX_IMAGE_SIZE)
+        checks.integer(img.freeze, Where("", "image.freeze"), low=0)
         if not 1 <= len(tab.hidden) <= MAX_LAYERS:
             raise ValueError(f"tabular.hidden must list 1 to {MAX_LAYERS} layer widths; got {_short(list(tab.hidden))}")
         for i, width in enumerate(tab.hidden):
-            check.integer(width, Where("", f"tabular.hidden[{i}]"), low=1, high=MAX_WIDTH)
-        check.integer(head.hidden, Where("", "head.hidden"), low=1, high=MAX_WIDTH)
+            checks.integer(width, Where("", f"tabular.hidden[{i}]"), low=1, high=MAX_WIDTH)
+        checks.integer(head.hidden, Where("", "head.hidden"), low=1, high=MAX_WIDTH)
         for name, value in (("tabular.dropout", tab.dropout), ("head.dropout", head.dropout)):
-            check.number(value, Where("", name), low=0, high=1, high_open=True)
-        check.number(head.modality_dropout, Where("", "head.modality_dropout"), low=0, high=1, high_open=True)
-        check.number(head.aux_weight, Where("", "head.aux_weight"), low=0)
+            checks.number(value, Where("", name), low=0, high=1, high_open=True)
+        checks.number(head.modality_dropout, Where("", "head.modality_dropout"), low=0, high=1, high_open=True)
+        checks.number(head.aux_weight, Where("", "head.aux_weight"), low=0)
         for name in ("steps", "min_epochs", "batch_size", "patience", "xgb_trees"):
-            check.integer(getattr(t, name), Where("", f"train.{name}"), low=1)
+            checks.integer(getattr(t, name), Where("", f"train.{name}"), low=1)
         if t.epochs is not None:
-            check.integer(t.epochs, Where("", "train.epochs"), low=1)
-        check.number(t.lr, Where("", "train.lr"), low=0, low_open=True)
-        check.number(t.xgb_lr, Where("", "train.xgb_lr"), low=0, low_open=True)
-        check.number(t.weight_decay, Where("", "train.weight_decay"), low=0)
-        check.integer(t.seed, Where("", "train.seed"), low=0, high=MAX_SEED)
-        check.integer(t.xgb_depth, Where("", "train.xgb_depth"), low=1, high=64)
-        check.number(
+            checks.integer(t.epochs, Where("", "train.epochs"), low=1)
+        checks.number(t.lr, Where("", "train.lr"), low=0, low_open=True)
+        checks.number(t.xgb_lr, Where("", "train.xgb_lr"), low=0, low_open=True)
+        checks.number(t.weight_decay, Where("", "train.weight_decay"), low=0)
+        checks.integer(t.seed, Where("", "train.seed"), low=0, high=MAX_SEED)
+        checks.integer(t.xgb_depth, Where("", "train.xgb_depth"), low=1, high=64)
+        checks.number(
             self.calibration.target_sensitivity,
             Where("", "calibration.target_sensitivity"),
             low=0,
@@ -323,12 +323,12 @@ class Config:
             ...``).
         """
         where = where or Where("", "config")
-        data = check.keys(data, where, required=(), optional=[f.name for f in fields(cls)])
+        data = checks.keys(data, where, required=(), optional=[f.name for f in fields(cls)])
         kwargs = {}
         for key, value in data.items():
             if key in SECTIONS:
                 known = [f.name for f in fields(SECTIONS[key])]
-                kwargs[key] = SECTIONS[key](**check.keys(value, where / key, required=(), optional=known))
+                kwargs[key] = SECTIONS[key](**checks.keys(value, where / key, required=(), optional=known))
             else:
                 kwargs[key] = value
         try:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from fusion import fields
+from fusion import checks
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -450,15 +450,15 @@ def _read_at(folder_fd: int, name: str, origin: str, limit: int | None = None) -
 
 def _check_manifest(manifest: dict, origin: str) -> dict[str, str]:
     """The ``sha256`` table of a parsed manifest, every field checked."""
-    where = fields.Where(origin)
-    fields.keys(manifest, where, required=("format_version", "fusion_version", "sha256"))
-    version = fields.integer(manifest["format_version"], where / "format_version", low=1)
+    where = checks.Where(origin)
+    checks.keys(manifest, where, required=("format_version", "fusion_version", "sha256"))
+    version = checks.integer(manifest["format_version"], where / "format_version", low=1)
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{origin}: model format {version} was written by fusion {manifest['fusion_version']}; "
             f"this fusion reads format {FORMAT_VERSION}: upgrade fusion"
         )
-    fields.text(manifest["fusion_version"], where / "fusion_version")
+    checks.text(manifest["fusion_version"], where / "fusion_version")
     hashes = manifest["sha256"]
     if not isinstance(hashes, dict):
         raise ValueError(f"{where / 'sha256'} must be an object mapping each file's name to its SHA-256")

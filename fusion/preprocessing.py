@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fusion import fields
-from fusion.fields import Where
+from fusion import checks
+from fusion.checks import Where
 from fusion.schema import Schema, _short, is_missing
 
 if TYPE_CHECKING:
@@ -264,14 +264,14 @@ class TabularPreprocessor:
             Naming the key at fault (``tabular.stats.age.std must be ...``).
         """
         where = where or Where("", "preprocessing")
-        state = fields.keys(state, where, required=("schema", "columns", "sources", "stats"))
-        name = fields.text(state["schema"], where / "schema")
+        state = checks.keys(state, where, required=("schema", "columns", "sources", "stats"))
+        name = checks.text(state["schema"], where / "schema")
         if name != schema.name:
             raise ValueError(f"{where / 'schema'} is {_short(name)}, but the model's schema is {schema.name!r}")
         pre = cls(schema)
         pre.columns_, pre.sources_ = pre._layout()
         for key, expected in (("columns", pre.columns_), ("sources", pre.sources_)):
-            if list(fields.texts(state[key], where / key)) != expected:
+            if list(checks.texts(state[key], where / key)) != expected:
                 raise ValueError(
                     f"{where / key}: saved preprocessing {key} {_short(state[key])} do not match schema "
                     f"{schema.name!r} (which gives {_short(expected)}); was the schema changed?"
@@ -282,7 +282,7 @@ class TabularPreprocessor:
 
 def _check_stats(stats: Any, where: Where, schema: Schema) -> dict[str, dict[str, Any]]:
     """The fitted statistics, one entry per numeric or binary feature, each checked."""
-    stats = fields.mapping(stats, where)
+    stats = checks.mapping(stats, where)
     needed = [f for f in schema.features if f.type in ("numeric", "binary")]
     missing = [f.name for f in needed if f.name not in stats]
     if missing:
@@ -294,13 +294,13 @@ def _check_stats(stats: Any, where: Where, schema: Schema) -> dict[str, dict[str
     for f in needed:
         at = where / f.name
         if f.type == "numeric":
-            entry = fields.keys(stats[f.name], at, required=("median", "mean", "std"))
+            entry = checks.keys(stats[f.name], at, required=("median", "mean", "std"))
             out[f.name] = {
-                "median": fields.number(entry["median"], at / "median"),
-                "mean": fields.number(entry["mean"], at / "mean"),
-                "std": fields.number(entry["std"], at / "std", low=0, low_open=True),
+                "median": checks.number(entry["median"], at / "median"),
+                "mean": checks.number(entry["mean"], at / "mean"),
+                "std": checks.number(entry["std"], at / "std", low=0, low_open=True),
             }
         else:
-            entry = fields.keys(stats[f.name], at, required=("mode",))
-            out[f.name] = {"mode": fields.text(entry["mode"], at / "mode", choices=f.categories)}
+            entry = checks.keys(stats[f.name], at, required=("mode",))
+            out[f.name] = {"mode": checks.text(entry["mode"], at / "mode", choices=f.categories)}
     return out

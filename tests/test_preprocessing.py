@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fusion.fields import Where
+from fusion.checks import Where
 from fusion.preprocessing import TabularPreprocessor
 from fusion.schema import parse_schema, records_frame
 

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fusion import fields
+from fusion import checks
 from fusion.backends.base import Batch, ModelSpec
 from fusion.backends.members import FrozenEmbedder, fit_xgb, load_booster, tune_xgb, xgb_proba
+from fusion.checks import Where
 from fusion.data.dataset import Dataset
 from fusion.explain import (
     DEFAULT_STEPS,
@@ -31,7 +32,6 @@ from fusion.explain import (
     modality_shares,
     sum_by_source,
 )
-from fusion.fields import Where
 
 if TYPE_CHECKING:
     from fusion.persistence import ModelFiles
@@ -212,12 +212,12 @@ class GBMBackend:
             n_features=backend._n_image_columns + n_record,
         )
         where = Where(files.origin(STATE))
-        state = fields.keys(files.json(STATE), where, required=("params", "rounds", "embedding_mean"))
-        mean = fields.numbers_list(state["embedding_mean"], where / "embedding_mean", length=backend._n_image_columns)
+        state = checks.keys(files.json(STATE), where, required=("params", "rounds", "embedding_mean"))
+        mean = checks.numbers_list(state["embedding_mean"], where / "embedding_mean", length=backend._n_image_columns)
         backend.embedding_mean_ = np.asarray(mean, dtype=np.float32)
         if state["params"] is not None:
-            fields.mapping(state["params"], where / "params")
+            checks.mapping(state["params"], where / "params")
         if state["rounds"] is not None:
-            fields.integer(state["rounds"], where / "rounds", low=1)
+            checks.integer(state["rounds"], where / "rounds", low=1)
         backend.history_ = {"params": state["params"], "rounds": state["rounds"]}
         return backend

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fusion import fields
+from fusion import checks
 from fusion.backends.base import class_weights
+from fusion.checks import Where
 from fusion.evaluation import macro_auroc
-from fusion.fields import Where
 
 if TYPE_CHECKING:
     from fusion.persistence import ModelFiles
@@ -151,12 +151,12 @@ class LinearModel:
         """Rebuild, checking every number: ``n_classes`` x ``n_features`` coefficients,
         finite numbers, positive scales."""
         where = where or Where("linear model")
-        d = fields.keys(d, where, required=("mean", "scale", "coef", "intercept"))
+        d = checks.keys(d, where, required=("mean", "scale", "coef", "intercept"))
         return cls(
-            mean=np.asarray(fields.numbers_list(d["mean"], where / "mean", length=n_features)),
-            scale=np.asarray(fields.numbers_list(d["scale"], where / "scale", length=n_features, low=0, low_open=True)),
-            coef=np.asarray(fields.matrix(d["coef"], where / "coef", n_classes, n_features), dtype=np.float64),
-            intercept=np.asarray(fields.numbers_list(d["intercept"], where / "intercept", length=n_classes)),
+            mean=np.asarray(checks.numbers_list(d["mean"], where / "mean", length=n_features)),
+            scale=np.asarray(checks.numbers_list(d["scale"], where / "scale", length=n_features, low=0, low_open=True)),
+            coef=np.asarray(checks.matrix(d["coef"], where / "coef", n_classes, n_features), dtype=np.float64),
+            intercept=np.asarray(checks.numbers_list(d["intercept"], where / "intercept", length=n_classes)),
         )
 
 

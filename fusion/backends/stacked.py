@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fusion import fields
+from fusion import checks
 from fusion.backends.base import Batch, ModelSpec
 from fusion.backends.members import (
     LINEAR_C,
@@ -37,6 +37,7 @@ from fusion.backends.members import (
     tune_xgb,
     xgb_proba,
 )
+from fusion.checks import Where
 from fusion.data.dataset import Dataset
 from fusion.explain import (
     DEFAULT_STEPS,
@@ -46,7 +47,6 @@ from fusion.explain import (
     modality_shares,
     sum_by_source,
 )
-from fusion.fields import Where
 
 if TYPE_CHECKING:
     from fusion.persistence import ModelFiles
@@ -93,9 +93,9 @@ class Combiner:
     def from_dict(cls, d: dict, where: Where, *, members: tuple[str, ...], n_classes: int) -> Combiner:
         """Rebuild the combiner of ``members``, every field checked: a logistic one
         reads each member's ``n_classes`` log-probabilities."""
-        d = fields.keys(d, where, required=("kind", "members", "linear"))
-        kind = fields.text(d["kind"], where / "kind", choices=("average", "logistic"))
-        if fields.texts(d["members"], where / "members") != members:
+        d = checks.keys(d, where, required=("kind", "members", "linear"))
+        kind = checks.text(d["kind"], where / "kind", choices=("average", "logistic"))
+        if checks.texts(d["members"], where / "members") != members:
             raise ValueError(f"{where / 'members'} must be {list(members)}; got {d['members']!r:.60}")
         if kind == "average":
             if d["linear"] is not None:
@@ -352,7 +352,7 @@ class StackedBackend:
 
         k = len(spec.classes)
         where = Where(files.origin(STATE))
-        state = fields.keys(files.json(STATE), where, required=("image_model", "combiners", "prior", "history"))
+        state = checks.keys(files.json(STATE), where, required=("image_model", "combiners", "prior", "history"))
         backend = cls(spec)
         backend.embedder_ = backend.image_model_ = backend.record_booster_ = None
         if "image" in spec.modalities:
@@ -370,18 +370,18 @@ class StackedBackend:
                 n_features=len(spec.preprocessor.raw_columns()),
             )
         backend.combiners_ = cls._combiners(state["combiners"], where / "combiners", spec.modalities, k)
-        prior = fields.numbers_list(state["prior"], where / "prior", length=k, low=0)
+        prior = checks.numbers_list(state["prior"], where / "prior", length=k, low=0)
         if abs(sum(prior) - 1) > 1e-6:
             raise ValueError(f"{where / 'prior'} must sum to 1; got {sum(prior):.6g}")
         backend.prior_ = np.asarray(prior)
-        backend.history_ = fields.mapping(state["history"], where / "history")
+        backend.history_ = checks.mapping(state["history"], where / "history")
         return backend
 
     @staticmethod
     def _combiners(value, where: Where, modalities: tuple[str, ...], n_classes: int) -> dict[str, Combiner]:
         """One combiner for all the modalities and, with two, one for each alone."""
         subsets = [modalities] + ([(m,) for m in modalities] if len(modalities) > 1 else [])
-        value = fields.keys(value, where, required=["+".join(s) for s in subsets])
+        value = checks.keys(value, where, required=["+".join(s) for s in subsets])
         return {
             "+".join(s): Combiner.from_dict(value["+".join(s)], where / "+".join(s), members=s, n_classes=n_classes)
             for s in subsets

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fusion import fields
+from fusion import checks
+from fusion.checks import Where
 from fusion.evaluation.metrics import expected_calibration_error
-from fusion.fields import Where
 from fusion.schema import _short
 
 FLOOR = 1e-12
@@ -189,18 +189,18 @@ class Calibration:
         """
         where = where or Where("calibration")
         known = ("temperature", "scale", "shift", "thresholds", "target_sensitivity", "report")
-        d = fields.keys(d, where, required=("method",), optional=known)
-        method = fields.text(d["method"], where / "method", choices=METHODS)
+        d = checks.keys(d, where, required=("method",), optional=known)
+        method = checks.text(d["method"], where / "method", choices=METHODS)
         k = None if classes is None else len(classes)
-        temperature = fields.number(d.get("temperature", 1.0), where / "temperature", low=0, low_open=True)
-        scale = fields.numbers_list(d.get("scale", []), where / "scale", low=0, low_open=True)
-        shift = fields.numbers_list(d.get("shift", []), where / "shift")
+        temperature = checks.number(d.get("temperature", 1.0), where / "temperature", low=0, low_open=True)
+        scale = checks.numbers_list(d.get("scale", []), where / "scale", low=0, low_open=True)
+        shift = checks.numbers_list(d.get("shift", []), where / "shift")
         for key, values in (("scale", scale), ("shift", shift)):
             if (method == "vector" or values) and k is not None and len(values) != k:
                 raise ValueError(f"{where / key} must hold {k} numbers (one per class); got {len(values)}")
             if method == "vector" and not values:
                 raise ValueError(f"{where / key} must hold one number per class for vector scaling")
-        thresholds = fields.mapping(d.get("thresholds", {}), where / "thresholds")
+        thresholds = checks.mapping(d.get("thresholds", {}), where / "thresholds")
         unknown = [c for c in thresholds if classes is not None and c not in classes]
         if unknown:
             raise ValueError(
@@ -211,8 +211,8 @@ class Calibration:
             temperature=temperature,
             scale=scale,
             shift=shift,
-            thresholds={c: fields.number(v, where / "thresholds" / c, low=0, high=1) for c, v in thresholds.items()},
-            target_sensitivity=fields.number(
+            thresholds={c: checks.number(v, where / "thresholds" / c, low=0, high=1) for c, v in thresholds.items()},
+            target_sensitivity=checks.number(
                 d.get("target_sensitivity", 0.95),
                 where / "target_sensitivity",
                 low=0,
@@ -220,7 +220,7 @@ class Calibration:
                 low_open=True,
                 high_open=True,
             ),
-            report=fields.mapping(d.get("report", {}), where / "report"),
+            report=checks.mapping(d.get("report", {}), where / "report"),
         )
 
 
