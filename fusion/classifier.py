@@ -32,7 +32,6 @@ True
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,14 +40,16 @@ from typing import Any
 
 import numpy as np
 
+from fusion import checks
 from fusion.backends import backend_class, backend_name
 from fusion.backends.base import Backend, Batch, ModelSpec
-from fusion.config import Config
+from fusion.checks import Where
+from fusion.config import MAX_IMAGE_SIZE, Config, parse_modalities
 from fusion.data.dataset import Dataset
 from fusion.data.images import MIN_SIDE, load_image
 from fusion.evaluation.calibration import Calibration, calibration_report
 from fusion.explain import DEFAULT_STEPS, Explanation
-from fusion.persistence import verify_folder, write_json, write_manifest
+from fusion.persistence import MANIFEST, ModelFiles, json_bytes, verify_folder, write_folder
 from fusion.preprocessing import TabularPreprocessor
 from fusion.schema import is_missing, parse_schema, records_frame
 from fusion.version import __version__
@@ -562,12 +563,10 @@ class FusionClassifier:
         return explanation
 
     # ------------------------------------------------------------- persistence
-    def save(self, folder: str | Path) -> Path:
-        """Write the model folder (see :mod:`fusion.persistence`); returns its path."""
+    def model_files(self) -> dict[str, bytes]:
+        """The model folder's files, name -> content (no pickle): what :meth:`save`
+        writes, less the manifest (which hashes these bytes)."""
         backend = self._fitted_backend()
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        files = ["config.json", "preprocessing.json"]
         meta = {
             "fusion_version": __version__,
             "backend": backend.name,
@@ -575,61 +574,178 @@ class FusionClassifier:
             "modalities": list(self.modalities_),
             "config": self.config_.to_dict(),
         }
-        write_json(folder / "config.json", meta)
         tabular = self.preprocessor_.to_dict() if self.preprocessor_ else None
-        write_json(folder / "preprocessing.json", {"tabular": tabular, "image": backend.image_state})
+        files = {
+            CONFIG: json_bytes(meta),
+            PREPROCESSING: json_bytes({"tabular": tabular, "image": backend.image_state}),
+            CALIBRATION: json_bytes(self.calibration_.to_dict()),
+        }
         if self.schema_ is not None:
-            (folder / "schema.toml").write_text(self.schema_.text, encoding="utf-8")
-            files.append("schema.toml")
-        write_json(folder / CALIBRATION, self.calibration_.to_dict())
-        files.append(CALIBRATION)
-        files += backend.save(folder)
-        write_manifest(folder, files, __version__)
-        return folder
+            files[SCHEMA] = self.schema_.text.encode("utf-8")
+        return {**files, **backend.save()}
 
-    @classmethod
-    def load(cls, folder: str | Path, *, device: str = "cpu") -> FusionClassifier:
-        """Rebuild a model from its folder alone; the files are verified against the
-        manifest first and nothing is unpickled.
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the model folder (see :mod:`fusion.persistence`); returns its path.
+
+        The folder is written whole: into a new hidden folder beside it, then swapped
+        in, so an interrupted save leaves the old folder or the new one, never a mix.
+
+        Parameters
+        ----------
+        folder : str or Path
+            A new or empty folder (made, with its parents, if need be).
+        overwrite : bool
+            Replace the model folder at ``folder`` as a whole: every file in it goes
+            (the old model's metrics and card too). A folder that is not a model
+            folder (no ``manifest.json``) is never replaced.
 
         Raises
         ------
-        FileNotFoundError, ValueError
-            Not a model folder, or a file is missing, changed or malformed.
+        ValueError
+            ``folder`` is not empty and ``overwrite`` is False, or it is not a model
+            folder; ``folder`` is a file, a FIFO, a symlink loop.
         """
-        folder = Path(folder)
-        manifest = verify_folder(folder)
-        listed = set(manifest["sha256"])
-        if manifest.get("fusion_version") != __version__:
-            warnings.warn(
-                f"{folder} was saved by fusion {manifest.get('fusion_version')}; this is fusion {__version__} "
-                f"(same model format {manifest.get('format_version')}): predictions may differ slightly",
-                stacklevel=2,
-            )
-        try:
-            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
-            config = Config.from_dict(meta["config"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{folder}: unreadable model configuration ({err})") from None
+        return write_folder(folder, self.model_files(), __version__, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: str = "cpu") -> FusionClassifier:
+        """Rebuild a model from its folder alone; nothing is unpickled.
+
+        Each file the manifest lists is read once and checked against its SHA-256, and
+        what is parsed is those very bytes. Every file the model needs must be listed
+        (and no file of another model may lie in the folder); every value is checked
+        (types, ranges, unique classes, known modalities, a positive temperature)
+        before anything is built from it.
+
+        Raises
+        ------
+        FileNotFoundError
+            No folder, or no manifest.
+        ValueError
+            Not a folder (a file, a FIFO, a symlink loop); a file missing, unlisted,
+            changed or malformed; a value out of range: naming the file and the key.
+        """
+        files = verify_folder(folder)
+        _warn_if_other_version(files)
+        config, classes, modalities, name = _read_config(files)
+        backend = backend_class(name)
+        _check_listing(files, backend.files(modalities), modalities, name)
         clf = cls(config)
-        clf.config_ = config
-        clf.classes_ = tuple(meta["classes"])
-        clf.modalities_ = tuple(meta["modalities"])
-        schema_text = (folder / "schema.toml").read_text(encoding="utf-8") if "schema.toml" in listed else None
-        clf.schema_ = parse_schema(schema_text, origin=str(folder / "schema.toml")) if schema_text is not None else None
-        clf.preprocessor_ = TabularPreprocessor.from_dict(prep["tabular"], clf.schema_) if prep.get("tabular") else None
+        clf.config_, clf.classes_, clf.modalities_ = config, classes, modalities
+        clf.schema_ = parse_schema(files.text(SCHEMA), origin=files.origin(SCHEMA)) if SCHEMA in files else None
+        clf.preprocessor_ = _read_preprocessing(files, config, clf.schema_)
         clf.n_features_in_ = len(clf.schema_.features) if clf.preprocessor_ is not None else 0
-        clf.image_size_ = (
-            prep["image"]["size"]
-            if prep.get("image")
-            else (config.image.image_size if "image" in clf.modalities_ else None)
-        )
-        calibration = {}
-        if CALIBRATION in listed:
-            calibration = json.loads((folder / CALIBRATION).read_text(encoding="utf-8"))
-        clf.calibration_ = Calibration.from_dict(calibration)
-        backend = backend_class(meta.get("backend") or backend_name(config))
-        clf.backend_ = backend.load(clf._spec(), folder, listed=listed, device=device)
+        clf.image_size_ = config.image.image_size if "image" in modalities else None
+        where = Where(files.origin(CALIBRATION))
+        clf.calibration_ = Calibration.from_dict(files.json(CALIBRATION), classes, where=where)
+        clf.backend_ = backend.load(clf._spec(), files, device=device)
         clf.history_ = clf.backend_.history_
         return clf
+
+
+# ------------------------------------------------------------------ model folders
+CONFIG = "config.json"
+PREPROCESSING = "preprocessing.json"
+SCHEMA = "schema.toml"
+
+
+def _warn_if_other_version(files: ModelFiles) -> None:
+    saved = files.manifest["fusion_version"]
+    if saved != __version__:
+        warnings.warn(
+            f"{files.folder} was saved by fusion {saved}; this is fusion {__version__} "
+            f"(same model format {files.manifest['format_version']}): predictions may differ slightly",
+            stacklevel=3,
+        )
+
+
+def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str, ...], str]:
+    """``config.json``, checked: the configuration, classes, modalities and backend."""
+    from fusion.backends import BACKENDS
+    from fusion.backends.auto import CANDIDATES
+
+    where = Where(files.origin(CONFIG))
+    meta = checks.keys(
+        files.json(CONFIG), where, required=("fusion_version", "backend", "classes", "modalities", "config")
+    )
+    checks.text(meta["fusion_version"], where / "fusion_version")
+    classes = checks.texts(meta["classes"], where / "classes", unique=True, min_length=2)
+    config = Config.from_dict(meta["config"], where=where / "config")
+    try:
+        modalities = parse_modalities(list(checks.texts(meta["modalities"], where / "modalities")))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    if modalities != config.modalities:
+        raise ValueError(
+            f"{where / 'modalities'} {list(modalities)} differ from config.modalities {list(config.modalities)}"
+        )
+    name = checks.text(meta["backend"], where / "backend", choices=sorted(BACKENDS))
+    expected = CANDIDATES if config.fusion == "auto" else (backend_name(config),)
+    if name not in expected:
+        raise ValueError(
+            f"{where / 'backend'} is {name!r}, but config.model {config.model!r} with config.fusion "
+            f"{config.fusion!r} is trained by {' or '.join(map(repr, expected))}"
+        )
+    return config, classes, modalities, name
+
+
+def _model_file_names() -> frozenset[str]:
+    """Every name a file of a model folder can have, whatever the model."""
+    from fusion.backends import BACKENDS
+
+    names = {CONFIG, PREPROCESSING, CALIBRATION, SCHEMA}
+    for name in BACKENDS:
+        backend = backend_class(name)
+        if hasattr(backend, "files"):  # auto saves the backend it chose, never itself
+            for modalities in (("image",), ("tabular",), ("image", "tabular")):
+                names.update(backend.files(modalities))
+    return frozenset(names)
+
+
+def _check_listing(files: ModelFiles, backend_files: tuple[str, ...], modalities: tuple[str, ...], name: str) -> None:
+    """Every file the model needs is listed; no file of a model lies in the folder
+    unlisted (an unlisted calibration.json would be silently skipped, a stale file of
+    another model would describe a model the folder does not hold)."""
+    needed = {CONFIG, PREPROCESSING, CALIBRATION, *backend_files, *([SCHEMA] if "tabular" in modalities else [])}
+    every = _model_file_names()
+    stray = sorted((files.present & every) - files.listed)
+    if stray:
+        raise ValueError(
+            f"{files.folder}: holds {stray[0]}, which {MANIFEST} does not list (a file of another model, or one "
+            "added after saving): refusing to load the folder"
+        )
+    missing = sorted(needed - files.listed)
+    if missing:
+        raise ValueError(f"{files.folder}: {MANIFEST} does not list {missing[0]}, which this {name} model needs")
+    unused = sorted((files.listed & every) - needed - {SCHEMA})
+    if unused:
+        raise ValueError(f"{files.folder}: {MANIFEST} lists {unused[0]}, which a {name} model does not use")
+
+
+def _read_preprocessing(files: ModelFiles, config: Config, schema) -> TabularPreprocessor | None:
+    """``preprocessing.json``, checked: the record's preprocessing (None without the
+    tabular modality) and the image state (size, normalisation) of an image model."""
+    where = Where(files.origin(PREPROCESSING))
+    state = checks.keys(files.json(PREPROCESSING), where, required=("tabular", "image"))
+    for modality in ("tabular", "image"):
+        if modality not in config.modalities and state[modality] is not None:
+            raise ValueError(f"{where / modality} must be null: the model has no {modality} modality")
+    if "image" in config.modalities:
+        _check_image_state(state["image"], where / "image", config.image.image_size)
+    if "tabular" not in config.modalities:
+        return None
+    return TabularPreprocessor.from_dict(state["tabular"], schema, where=where / "tabular")
+
+
+def _check_image_state(state, where: Where, size: int) -> None:
+    """The image preprocessing consumers outside Python follow: the model's size, a
+    finite mean, a positive std, one channel."""
+    state = checks.keys(state, where, required=("size", "mean", "std", "channels"), optional=("resize",))
+    saved = checks.integer(state["size"], where / "size", low=16, high=MAX_IMAGE_SIZE)
+    if saved != size:
+        raise ValueError(f"{where / 'size'} {saved} differs from config.json's config.image.image_size {size}")
+    checks.number(state["mean"], where / "mean")
+    checks.number(state["std"], where / "std", low=0, low_open=True)
+    checks.integer(state["channels"], where / "channels", low=1, high=1)
+    if "resize" in state:
+        checks.text(state["resize"], where / "resize")

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fusion.schema import Schema, is_missing
+from fusion import checks
+from fusion.checks import Where
+from fusion.schema import Schema, _short, is_missing
 
 if TYPE_CHECKING:
     import pandas
@@ -248,14 +250,57 @@ class TabularPreprocessor:
         return {"schema": self.schema.name, "columns": self.columns_, "sources": self.sources_, "stats": self.stats_}
 
     @classmethod
-    def from_dict(cls, state: dict, schema: Schema) -> TabularPreprocessor:
-        """Rebuild a fitted preprocessor; the layout must match ``schema``."""
+    def from_dict(cls, state: dict, schema: Schema, *, where: Where | None = None) -> TabularPreprocessor:
+        """Rebuild a fitted preprocessor; the layout must match ``schema`` and every
+        statistic is checked (finite numbers, a positive ``std``, a ``mode`` among the
+        feature's categories).
+
+        ``where``: the place the state was read from, for messages (a model folder's
+        loader gives ``.../preprocessing.json: tabular``).
+
+        Raises
+        ------
+        ValueError
+            Naming the key at fault (``tabular.stats.age.std must be ...``).
+        """
+        where = where or Where("", "preprocessing")
+        state = checks.keys(state, where, required=("schema", "columns", "sources", "stats"))
+        name = checks.text(state["schema"], where / "schema")
+        if name != schema.name:
+            raise ValueError(f"{where / 'schema'} is {_short(name)}, but the model's schema is {schema.name!r}")
         pre = cls(schema)
-        pre.stats_ = {k: dict(v) for k, v in state["stats"].items()}
         pre.columns_, pre.sources_ = pre._layout()
-        if pre.columns_ != list(state["columns"]):
-            raise ValueError(
-                f"saved preprocessing columns {state['columns']} do not match schema "
-                f"{schema.name!r} (which gives {pre.columns_}); was the schema changed?"
-            )
+        for key, expected in (("columns", pre.columns_), ("sources", pre.sources_)):
+            if list(checks.texts(state[key], where / key)) != expected:
+                raise ValueError(
+                    f"{where / key}: saved preprocessing {key} {_short(state[key])} do not match schema "
+                    f"{schema.name!r} (which gives {_short(expected)}); was the schema changed?"
+                )
+        pre.stats_ = _check_stats(state["stats"], where / "stats", schema)
         return pre
+
+
+def _check_stats(stats: Any, where: Where, schema: Schema) -> dict[str, dict[str, Any]]:
+    """The fitted statistics, one entry per numeric or binary feature, each checked."""
+    stats = checks.mapping(stats, where)
+    needed = [f for f in schema.features if f.type in ("numeric", "binary")]
+    missing = [f.name for f in needed if f.name not in stats]
+    if missing:
+        raise ValueError(f"{where} lacks the statistics of {_short(missing)}")
+    unknown = sorted(set(stats) - {f.name for f in needed})
+    if unknown:
+        raise ValueError(f"{where} has statistics of {_short(unknown)}, which are no numeric or binary feature")
+    out: dict[str, dict[str, Any]] = {}
+    for f in needed:
+        at = where / f.name
+        if f.type == "numeric":
+            entry = checks.keys(stats[f.name], at, required=("median", "mean", "std"))
+            out[f.name] = {
+                "median": checks.number(entry["median"], at / "median"),
+                "mean": checks.number(entry["mean"], at / "mean"),
+                "std": checks.number(entry["std"], at / "std", low=0, low_open=True),
+            }
+        else:
+            entry = checks.keys(stats[f.name], at, required=("mode",))
+            out[f.name] = {"mode": checks.text(entry["mode"], at / "mode", choices=f.categories)}
+    return out

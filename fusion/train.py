@@ -48,7 +48,7 @@ from fusion.evaluation.calibration import calibration_report, operating_point_re
 from fusion.evaluation.card import model_card
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.nets.registry import BACKBONES, PRETRAINED
-from fusion.persistence import is_disk_full, remove_temporary, write_json
+from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
 from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
 from fusion.training import distributed
 from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
@@ -416,7 +416,10 @@ def _finish(
     if main:
         if clf.history_.get("history"):
             plot_history(clf.history_["history"], plots / "training_curves.png")
-        clf.save(folder)
+        # The run folder already holds this run's checkpoint, progress and plots, so
+        # the model's files go in beside them (manifest last) rather than through
+        # save(), which writes a folder whole and refuses one that is not empty.
+        write_files(folder, clf.model_files(), __version__)
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     metrics["history"] = clf.history_.get("history", [])
     metrics["skipped"] = ds.skipped

@@ -101,3 +101,59 @@ def _private_image_cache(tmp_path_factory):
         os.environ.pop("FUSION_CACHE_DIR", None)
     else:
         os.environ["FUSION_CACHE_DIR"] = previous
+
+
+@pytest.fixture()
+def swap_after_hashing(monkeypatch):
+    """``swap(path, replacement)``: once the SHA-256 of ``path``'s present content has
+    been taken (by anyone, through ``hashlib.sha256``), the file on disk is replaced by
+    ``replacement``, as an attacker racing the loader would. Returns a list that holds
+    True once the swap happened."""
+    import hashlib
+
+    real = hashlib.sha256
+    done: list[bool] = []
+
+    def swap(path: Path, replacement: bytes) -> list[bool]:
+        original = path.read_bytes()
+
+        class Spy:
+            def __init__(self, data=b"", **kwargs):
+                self._digest = real(data, **kwargs)
+                self._seen = [bytes(data)]
+
+            def update(self, data):
+                self._digest.update(data)
+                self._seen.append(bytes(data))
+
+            def digest(self):
+                return self._digest.digest()
+
+            def hexdigest(self):
+                out = self._digest.hexdigest()
+                if not done and b"".join(self._seen) == original:
+                    path.write_bytes(replacement)
+                    done.append(True)
+                return out
+
+        monkeypatch.setattr(hashlib, "sha256", Spy)
+        return done
+
+    return swap
+
+
+@pytest.fixture()
+def rehash():
+    """``rehash(folder, drop=(), add=())`` rewrites a model folder's manifest with the
+    library's own helper, as a careful hand-editor would: the hashes match the edited
+    files (``drop``: names left out of it, ``add``: names put in)."""
+    import json
+
+    from fusion.persistence import write_manifest
+    from fusion.version import __version__
+
+    def rewrite(folder: Path, drop: tuple[str, ...] = (), add: tuple[str, ...] = ()) -> None:
+        listed = json.loads((folder / "manifest.json").read_text())["sha256"]
+        write_manifest(folder, sorted((set(listed) - set(drop)) | set(add)), __version__)
+
+    return rewrite

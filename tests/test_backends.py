@@ -3,7 +3,9 @@ modality, explanations whose shares sum to 1, and auto choosing by inner CV only
 
 import hashlib
 import json
+import re
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +120,119 @@ def test_auto_chooses_by_inner_cv_of_the_training_part_only(parts):
     for name, candidate in auto["candidates"].items():
         assert again["candidates"][name]["inner_cv_macro_auroc"] == candidate["inner_cv_macro_auroc"]
     assert again["chosen"] == auto["chosen"]
+
+
+# ------------------------------------------------------------------ issue 21
+BACKEND_FILES = {
+    "stacked": ["stacked.json", "stacked_record.json", "embedder.safetensors"],
+    "gbm": ["gbm.json", "gbm_state.json", "embedder.safetensors"],
+}
+
+
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory):
+    root = tmp_path_factory.mktemp("saved_backends")
+    return {s: fitted[s].save(root / s) for s in STRATEGIES}
+
+
+def _copy(folder, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / "model"))
+
+
+@pytest.mark.parametrize("strategy, name", [(s, f) for s, files in BACKEND_FILES.items() for f in files])
+def test_every_backend_file_must_be_listed(saved, tmp_path, rehash, strategy, name):
+    folder = _copy(saved[strategy], tmp_path)
+    rehash(folder, drop=(name,))
+    with pytest.raises(ValueError, match=re.escape(name)):
+        FusionClassifier.load(folder)
+    (folder / name).unlink()
+    with pytest.raises(ValueError, match=rf"manifest\.json does not list {re.escape(name)}"):
+        FusionClassifier.load(folder)
+
+
+def _zeroed(data: bytes) -> bytes:
+    from safetensors.torch import load, save
+
+    return save({k: v.zero_() for k, v in load(data).items()})
+
+
+def _json(edit):
+    def change(data: bytes) -> bytes:
+        content = json.loads(data)
+        edit(content)
+        return json.dumps(content).encode()
+
+    return change
+
+
+def _scale_leaves(model: dict) -> None:
+    """Every leaf value of every tree times ten: the same trees, other probabilities."""
+    for tree in model["learner"]["gradient_booster"]["model"]["trees"]:
+        for i, left in enumerate(tree["left_children"]):
+            if left == -1:
+                tree["split_conditions"][i] *= 10
+
+
+SWAPS = [
+    ("stacked", "stacked.json", _json(lambda s: s["image_model"]["intercept"].__setitem__(0, 5.0))),
+    ("stacked", "stacked_record.json", _json(_scale_leaves)),
+    ("stacked", "embedder.safetensors", _zeroed),
+    ("gbm", "gbm.json", _json(_scale_leaves)),
+    ("gbm", "embedder.safetensors", _zeroed),
+]
+
+
+@pytest.mark.parametrize("strategy, name, change", SWAPS, ids=[f"{s}-{n}" for s, n, _ in SWAPS])
+def test_a_backend_file_swapped_after_hashing_is_never_parsed(
+    saved, parts, tmp_path, swap_after_hashing, strategy, name, change
+):
+    folder = _copy(saved[strategy], tmp_path)
+    expected = FusionClassifier.load(folder).predict_dataset(parts["test"])
+    swapped = swap_after_hashing(folder / name, change((folder / name).read_bytes()))
+    got = FusionClassifier.load(folder).predict_dataset(parts["test"])
+    assert swapped
+    np.testing.assert_array_equal(got, expected)
+
+
+EDITS = [
+    ("stacked", "stacked.json", lambda s: s.update(prior=[0.5, 0.6, -0.1]), r"stacked\.json: prior"),
+    ("stacked", "stacked.json", lambda s: s.update(prior=[0.5, 0.5]), r"stacked\.json: prior"),
+    ("stacked", "stacked.json", lambda s: s["combiners"]["image"].update(kind="magic"), r"combiners\.image\.kind"),
+    ("stacked", "stacked.json", lambda s: s["combiners"].pop("image"), r"stacked\.json: combiners"),
+    ("stacked", "stacked.json", lambda s: s["image_model"].update(coef=[[1.0]]), r"stacked\.json: image_model\.coef"),
+    (
+        "stacked",
+        "stacked.json",
+        lambda s: s["image_model"].update(scale=[0.0] * len(s["image_model"]["scale"])),
+        r"stacked\.json: image_model\.scale",
+    ),
+    ("gbm", "gbm_state.json", lambda s: s.update(embedding_mean=[0.0]), r"gbm_state\.json: embedding_mean"),
+    ("gbm", "gbm_state.json", lambda s: s.update(extra=1), r"gbm_state\.json has unknown key"),
+]
+
+
+@pytest.mark.parametrize("strategy, name, edit, match", EDITS, ids=[m for *_, m in EDITS])
+def test_a_hand_edited_backend_state_is_refused(saved, tmp_path, rehash, strategy, name, edit, match):
+    folder = _copy(saved[strategy], tmp_path)
+    content = json.loads((folder / name).read_text())
+    edit(content)
+    (folder / name).write_text(json.dumps(content))
+    rehash(folder)
+    with pytest.raises(ValueError, match=match):
+        FusionClassifier.load(folder)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_booster_member_of_other_columns_is_refused(saved, tmp_path, rehash, strategy):
+    """A booster file from another model (hashes updated) does not fit this one: the
+    other strategy's booster reads other columns (record only, or embedding + record)."""
+    import shutil
+
+    mine, other = ("gbm.json", "stacked_record.json") if strategy == "gbm" else ("stacked_record.json", "gbm.json")
+    folder = _copy(saved[strategy], tmp_path)
+    shutil.copy(saved["stacked" if strategy == "gbm" else "gbm"] / other, folder / mine)
+    rehash(folder)
+    with pytest.raises(ValueError, match=rf"{re.escape(mine)}: the booster reads \d+ features; this model gives it"):
+        FusionClassifier.load(folder)

@@ -277,12 +277,14 @@ def _with_weights(source, folder, change):
     import json
     import shutil
 
-    from fusion.persistence import load_state_dict, save_state_dict, write_manifest
+    from safetensors.torch import load_file, save_file
+
+    from fusion.persistence import write_manifest
 
     shutil.copytree(source, folder)
-    state = load_state_dict(folder / "model.safetensors")
+    state = load_file(folder / "model.safetensors")
     change(state)
-    save_state_dict(state, folder / "model.safetensors")
+    save_file(state, folder / "model.safetensors")
     manifest = json.loads((folder / "manifest.json").read_text())
     write_manifest(folder, list(manifest["sha256"]), manifest["fusion_version"])
     return folder
@@ -301,18 +303,19 @@ def test_a_model_with_non_finite_weights_is_refused_on_load_naming_file_and_tens
     assert poison.name in str(err.value) and "not finite" in str(err.value)
 
 
-def test_a_non_finite_tensor_is_refused_by_the_one_state_dict_reader(tmp_path):
+def test_a_non_finite_tensor_is_refused_by_the_one_tensor_reader(tmp_path):
     """Every backend's tensors (the network's weights, the stacked and gbm models'
-    frozen embedder) are read by persistence.load_state_dict."""
+    frozen embedder, --init-from) are read by persistence.ModelFiles.tensors."""
     import torch
 
-    from fusion.persistence import load_state_dict, save_state_dict
+    from fusion.persistence import state_dict_bytes, verify_folder, write_manifest
+    from fusion.version import __version__
 
-    save_state_dict(
-        {"a": torch.ones(3), "steps": torch.arange(3), "b": torch.tensor([1.0, float("nan")])}, tmp_path / "w"
-    )
-    with pytest.raises(ValueError, match=r"w: tensor 'b' holds 1 non-finite value"):
-        load_state_dict(tmp_path / "w")
+    state = {"a": torch.ones(3), "steps": torch.arange(3), "b": torch.tensor([1.0, float("nan")])}
+    (tmp_path / "w.safetensors").write_bytes(state_dict_bytes(state))
+    write_manifest(tmp_path, ["w.safetensors"], __version__)
+    with pytest.raises(ValueError, match=r"w\.safetensors: tensor 'b' holds 1 non-finite value"):
+        verify_folder(tmp_path).tensors("w.safetensors")
 
 
 @pytest.mark.parametrize("run", ["fused", "xgboost"])
@@ -392,3 +395,90 @@ def test_a_record_given_to_an_image_only_model_is_validated_and_reported_unused(
         warnings.simplefilter("error")
         image_only.predict_proba(None, [image])
         FusionClassifier.load(tiny_runs["fused"]).predict_proba([record], [image])
+
+
+def _listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_save_refuses_a_folder_that_is_not_empty(fused, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"notes.*is not empty.*overwrite=True"):
+        fused.save(notes)
+    assert _listing(notes) == ["todo.txt"]
+    # Not even overwrite=True deletes a folder that is not a model folder.
+    with pytest.raises(ValueError, match=r"not a fusion model folder"):
+        fused.save(notes, overwrite=True)
+    assert _listing(notes) == ["todo.txt"] and (notes / "todo.txt").read_text() == "mine"
+    assert _listing(tmp_path) == ["notes"]  # no temporary folder left behind
+
+
+def test_save_over_another_model_needs_overwrite_and_replaces_the_whole_folder(fused, tiny_runs, tmp_path):
+    folder = fused.save(tmp_path / "m1")
+    (folder / "metrics.json").write_text("{}")  # what described the old model
+    booster = FusionClassifier.load(tiny_runs["xgboost"])
+    with pytest.raises(ValueError, match=r"m1.*is not empty"):
+        booster.save(folder)
+    assert FusionClassifier.load(folder).backend_.name == "network"  # untouched
+    assert booster.save(folder, overwrite=True) == folder
+    assert "model.safetensors" not in _listing(folder) and "metrics.json" not in _listing(folder)
+    again = FusionClassifier.load(folder)
+    assert again.backend_.name == "booster" and again.modalities_ == ("tabular",)
+    assert _listing(tmp_path) == ["m1"]
+    # An empty folder, or none, needs no overwrite.
+    (tmp_path / "empty").mkdir()
+    booster.save(tmp_path / "empty")
+    booster.save(tmp_path / "a" / "b")
+    assert FusionClassifier.load(tmp_path / "a" / "b").classes_ == booster.classes_
+
+
+def test_an_interrupted_save_leaves_the_old_model_whole(fused, tiny_runs, tmp_path, monkeypatch):
+    from fusion import persistence
+
+    folder = fused.save(tmp_path / "m1")
+    before = {name: (folder / name).read_bytes() for name in _listing(folder)}
+    write, calls = persistence._write_new_file, []
+
+    def crash_on_third(path, data):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        write(path, data)
+
+    monkeypatch.setattr(persistence, "_write_new_file", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        FusionClassifier.load(tiny_runs["xgboost"]).save(folder, overwrite=True)
+    assert {name: (folder / name).read_bytes() for name in _listing(folder)} == before
+    assert _listing(tmp_path) == ["m1"]
+
+
+def test_saved_folders_and_files_get_the_mode_the_umask_gives(fused, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        folder = fused.save(tmp_path / "shared")
+        fused.save(folder, overwrite=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+    for path in folder.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path.name
+
+
+def test_save_through_a_symlink_replaces_the_folder_it_points_to(fused, tmp_path):
+    import os
+
+    real = fused.save(tmp_path / "real")
+    os.symlink("real", tmp_path / "link")
+    fused.save(tmp_path / "link", overwrite=True)
+    assert (tmp_path / "link").is_symlink() and FusionClassifier.load(real).classes_ == fused.classes_
+    os.symlink("loop", tmp_path / "loop")
+    with pytest.raises(ValueError, match="symlink loop"):
+        fused.save(tmp_path / "loop")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        fused.save(tmp_path / "file", overwrite=True)

@@ -211,13 +211,15 @@ def test_predict_says_when_an_input_is_not_used_and_still_checks_it(tiny_runs, p
 def test_predict_with_a_model_of_nan_weights_is_an_error_not_a_label(tiny_runs, patient_files, tmp_path, capsys):
     import shutil
 
-    from fusion.persistence import load_state_dict, save_state_dict, write_manifest
+    from safetensors.torch import load_file, save_file
+
+    from fusion.persistence import write_manifest
 
     folder = tmp_path / "nan_model"
     shutil.copytree(tiny_runs["fused"], folder)
-    state = load_state_dict(folder / "model.safetensors")
+    state = load_file(folder / "model.safetensors")
     state["head.1.weight"].fill_(float("nan"))
-    save_state_dict(state, folder / "model.safetensors")
+    save_file(state, folder / "model.safetensors")
     manifest = json.loads((folder / "manifest.json").read_text())
     write_manifest(folder, list(manifest["sha256"]), manifest["fusion_version"])
     image_path, record_path = patient_files

@@ -222,3 +222,37 @@ def test_inference_copy_predicts_the_same_and_leaves_the_model_alone(name):
     assert norms(model) > 0 and all(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
         inference_copy(model, "fp16")
+
+
+@pytest.mark.parametrize(
+    "section, key, value, error, match",
+    [
+        ("train", "lr", "0.1", TypeError, r"train\.lr must be a number; got '0\.1'"),
+        ("train", "lr", float("inf"), ValueError, r"train\.lr must be a finite number > 0"),
+        ("train", "epochs", 2.5, TypeError, r"train\.epochs must be a whole number or null"),
+        ("train", "seed", -1, ValueError, r"train\.seed must be a whole number between 0"),
+        ("train", "xgb_tune", "yes", TypeError, r"train\.xgb_tune must be true or false"),
+        ("image", "image_size", 100_000, ValueError, r"image\.image_size must be a whole number between 16 and 1024"),
+        ("image", "image_size", 8, ValueError, r"image\.image_size must be a whole number between 16 and 1024"),
+        ("image", "freeze", -1, ValueError, r"image\.freeze must be a whole number >= 0"),
+        ("tabular", "hidden", (10**9,), ValueError, r"tabular\.hidden\[0\] must be a whole number between 1 and 4096"),
+        ("tabular", "hidden", (), ValueError, r"tabular\.hidden must list 1 to 8 layer widths"),
+        ("tabular", "hidden", "64", TypeError, r"tabular\.hidden must be a list of whole numbers"),
+        ("tabular", "dropout", 1.0, ValueError, r"tabular\.dropout must be a finite number in \[0, 1\)"),
+        ("head", "hidden", 0, ValueError, r"head\.hidden must be a whole number between 1 and 4096"),
+        ("head", "aux_weight", -1.0, ValueError, r"head\.aux_weight must be a finite number >= 0"),
+        ("data", "val_fraction", 0.9, ValueError, r"data\.val_fraction \+ data\.test_fraction must be < 1"),
+        ("calibration", "healthy", ["normal", 3], TypeError, r"calibration\.healthy must be a list of strings"),
+    ],
+)
+def test_config_checks_the_type_and_range_of_every_field(section, key, value, error, match):
+    """In Python a wrong type is a TypeError; read from a file (from_dict) every
+    problem is a ValueError naming the key where it was read."""
+    cfg = Config()
+    setattr(getattr(cfg, section), key, value)
+    with pytest.raises(error, match=match):
+        cfg.validate()
+    data = Config().to_dict()
+    data[section][key] = list(value) if isinstance(value, tuple) else value
+    with pytest.raises(ValueError, match=rf"^config\.{match}"):
+        Config.from_dict(data)

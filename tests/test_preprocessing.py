@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from fusion.checks import Where
 from fusion.preprocessing import TabularPreprocessor
 from fusion.schema import parse_schema, records_frame
 
@@ -128,3 +129,34 @@ def test_one_record_path_gives_exactly_the_table_path(schema_name):
     np.testing.assert_array_equal(got, expected)
     with pytest.raises(ValueError, match=f"lacks feature.*{schema.feature_names[0]}"):
         pre.transform_record({})
+
+
+def _state():
+    pre = TabularPreprocessor(SCHEMA).fit(
+        frame([{"age": 20.0, "sex": "F", "smoker": "N"}, {"age": 60.0, "sex": "M", "smoker": "Y"}])
+    )
+    return pre.to_dict()
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda s: s["stats"]["smoker"].update(mode="X"), r"stats\.smoker\.mode must be one of \['N', 'Y'\]"),
+        (lambda s: s["stats"]["age"].update(std=0.0), r"stats\.age\.std must be a finite number > 0"),
+        (lambda s: s["stats"]["age"].update(median="40"), r"stats\.age\.median must be a finite number"),
+        (lambda s: s["stats"]["age"].update(mean=True), r"stats\.age\.mean must be a finite number"),
+        (lambda s: s["stats"]["age"].pop("mean"), r"stats\.age\.mean is missing"),
+        (lambda s: s["stats"].pop("smoker"), r"stats lacks the statistics of \['smoker'\]"),
+        (lambda s: s["stats"].update(sex={"mode": "F"}), r"stats has statistics of \['sex'\]"),
+        (lambda s: s.update(sources=s["sources"][::-1]), r"sources.*was the schema changed"),
+        (lambda s: s.update(schema="other"), r"schema is 'other'"),
+        (lambda s: s.update(extra=1), r"has unknown key"),
+    ],
+)
+def test_saved_state_is_checked_naming_the_key(change, match):
+    """A hand-edited state (a zero std divides by zero, a mode outside the categories
+    answers for a category that does not exist) is refused on load."""
+    state = _state()
+    change(state)
+    with pytest.raises(ValueError, match=rf"preprocessing\.json: tabular[. ]?{match}"):
+        TabularPreprocessor.from_dict(state, SCHEMA, where=Where("preprocessing.json", "tabular"))

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -574,3 +575,244 @@ def test_a_full_disk_is_one_sentence_naming_the_folder_and_resume_finishes_the_r
     assert len(err.splitlines()) == 1 and _temporaries(out) == []
     assert train_main([*args, "--resume"]) == 0
     FusionClassifier.load(out)
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(run, folder)
+    return folder
+
+
+def _zeroed_weights(data: bytes) -> bytes:
+    from safetensors.torch import load, save
+
+    return save({k: v.zero_() for k, v in load(data).items()})
+
+
+def _booster_cut_to_one_round(data: bytes) -> bytes:
+    model = json.loads(data)
+    model["learner"]["attributes"]["best_iteration"] = "0"
+    return json.dumps(model).encode()
+
+
+def _json_edit(edit):
+    def change(data: bytes) -> bytes:
+        content = json.loads(data)
+        edit(content)
+        return json.dumps(content).encode()
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "run, name, change",
+    [
+        ("fused", "config.json", _json_edit(lambda c: c.update(classes=["x", "y", "z"]))),
+        ("fused", "calibration.json", _json_edit(lambda c: c.update(temperature=c["temperature"] * 5))),
+        ("fused", "preprocessing.json", _json_edit(lambda c: c["tabular"]["stats"]["age"].update(mean=500.0))),
+        ("fused", "model.safetensors", _zeroed_weights),
+        ("xgboost", "xgboost.json", _booster_cut_to_one_round),
+    ],
+)
+def test_a_file_swapped_after_it_was_hashed_is_never_parsed(tiny_runs, tmp_path, swap_after_hashing, run, name, change):
+    """The bytes a loader parses are the bytes whose hash was checked: a file replaced
+    between the check and the parse (a race an attacker can win) is never read."""
+    folder = _copy(tiny_runs[run], tmp_path)
+    reference = FusionClassifier.load(folder)
+    record, image = synthetic.example(seed=2, image_size=32)
+    expected = reference.predict_proba([record], [image] if "image" in reference.modalities_ else None)
+    swapped = swap_after_hashing(folder / name, change((folder / name).read_bytes()))
+    loaded = FusionClassifier.load(folder)
+    assert swapped, "the file was never hashed"
+    assert loaded.classes_ == reference.classes_
+    got = loaded.predict_proba([record], [image] if "image" in loaded.modalities_ else None)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    "run, name",
+    [
+        ("fused", "config.json"),
+        ("fused", "preprocessing.json"),
+        ("fused", "calibration.json"),
+        ("fused", "schema.toml"),
+        ("fused", "model.safetensors"),
+        ("image", "calibration.json"),
+        ("tabular", "schema.toml"),
+        ("xgboost", "xgboost.json"),
+        ("xgboost", "calibration.json"),
+    ],
+)
+def test_a_manifest_that_omits_a_file_the_model_needs_is_refused(tiny_runs, tmp_path, rehash, run, name):
+    """Whether the file is there (unlisted: never verified, so never read, and never
+    silently skipped either: an unlisted calibration.json would change every
+    probability) or gone, the load is refused naming it."""
+    folder = _copy(tiny_runs[run], tmp_path)
+    rehash(folder, drop=(name,))
+    with pytest.raises(
+        ValueError,
+        match=rf"{re.escape(name)}.*manifest\.json does not list|manifest\.json does not list {re.escape(name)}",
+    ):
+        FusionClassifier.load(folder)
+    (folder / name).unlink()
+    with pytest.raises(ValueError, match=rf"manifest\.json does not list {re.escape(name)}"):
+        FusionClassifier.load(folder)
+
+
+def test_a_model_file_of_another_model_is_refused_listed_or_not(tiny_runs, tmp_path, rehash):
+    """A stale xgboost.json in a network's folder: it says the folder is something it
+    is not, whether the manifest vouches for it or not."""
+    import shutil
+
+    folder = _copy(tiny_runs["fused"], tmp_path)
+    shutil.copy(tiny_runs["xgboost"] / "xgboost.json", folder)
+    with pytest.raises(ValueError, match=r"holds xgboost\.json, which manifest\.json does not list"):
+        FusionClassifier.load(folder)
+    rehash(folder, add=("xgboost.json",))
+    with pytest.raises(ValueError, match=r"manifest\.json lists xgboost\.json, which a network model does not use"):
+        FusionClassifier.load(folder)
+
+
+def _set(*path_and_value):
+    *path, key, value = path_and_value
+
+    def edit(content):
+        for part in path:
+            content = content[part]
+        if value is _DELETE:
+            del content[key]
+        else:
+            content[key] = value
+
+    return edit
+
+
+_DELETE = object()
+
+HAND_EDITS = [
+    ("preprocessing.json", _set("image", "size", 0), r"preprocessing\.json: image\.size"),
+    ("preprocessing.json", _set("image", "size", 100_000), r"preprocessing\.json: image\.size"),
+    (
+        "preprocessing.json",
+        _set("image", "size", 48),
+        r"preprocessing\.json: image\.size 48 .*config\.image\.image_size 32",
+    ),
+    ("preprocessing.json", _set("image", "std", -1), r"preprocessing\.json: image\.std"),
+    ("preprocessing.json", _set("image", "colour", 1), r"preprocessing\.json: image has unknown key"),
+    ("preprocessing.json", _set("tabular", "stats", "age", "std", 0), r"preprocessing\.json: tabular\.stats\.age\.std"),
+    (
+        "preprocessing.json",
+        _set("tabular", "stats", "age", "mean", "old"),
+        r"preprocessing\.json: tabular\.stats\.age\.mean",
+    ),
+    (
+        "preprocessing.json",
+        _set("tabular", "stats", "sex", {"mode": "F"}),
+        r"preprocessing\.json: tabular\.stats.*'sex'",
+    ),
+    ("preprocessing.json", _set("tabular", "stats", "age", _DELETE), r"preprocessing\.json: tabular\.stats.*age"),
+    ("preprocessing.json", _set("tabular", _DELETE), r"preprocessing\.json: tabular"),
+    ("config.json", _set("config", "image", "image_size", 100_000), r"config\.json: config\.image\.image_size"),
+    ("config.json", _set("config", "tabular", "hidden", [1_000_000_000]), r"config\.json: config\.tabular\.hidden"),
+    ("config.json", _set("config", "tabular", "hidden", "64"), r"config\.json: config\.tabular\.hidden"),
+    ("config.json", _set("config", "head", "hidden", 0), r"config\.json: config\.head\.hidden"),
+    ("config.json", _set("config", "train", "lr", "fast"), r"config\.json: config\.train\.lr"),
+    ("config.json", _set("config", "train", "epochs", 2.5), r"config\.json: config\.train\.epochs"),
+    ("config.json", _set("config", "head", "dropout", 1.5), r"config\.json: config\.head\.dropout"),
+    ("config.json", _set("config", "image", "augment", "yes"), r"config\.json: config\.image\.augment"),
+    ("config.json", _set("config", "modalities", ["image", "tabular", "audio"]), r"config\.json: config\.modalities"),
+    ("config.json", _set("classes", ["normal", "normal", "covid"]), r"config\.json: classes .*'normal' twice"),
+    ("config.json", _set("classes", [1, 2, 3]), r"config\.json: classes"),
+    ("config.json", _set("classes", _DELETE), r"config\.json: classes"),
+    ("config.json", _set("modalities", ["image", "tabular", "audio"]), r"config\.json: modalities"),
+    ("config.json", _set("modalities", ["image"]), r"config\.json: modalities"),
+    ("config.json", _set("backend", "quantum"), r"config\.json: backend"),
+    ("config.json", _set("backend", "booster"), r"config\.json: backend"),
+    ("config.json", _set("extra", 1), r"config\.json has unknown key"),
+    ("calibration.json", _set("temperature", -1.0), r"calibration\.json: temperature"),
+    ("calibration.json", _set("temperature", 0), r"calibration\.json: temperature"),
+    ("calibration.json", _set("temperature", "hot"), r"calibration\.json: temperature"),
+    ("calibration.json", _set("method", "magic"), r"calibration\.json: method"),
+    ("calibration.json", _set("thresholds", "covid", -0.5), r"calibration\.json: thresholds\.covid"),
+    ("calibration.json", _set("thresholds", "covid", 1.5), r"calibration\.json: thresholds\.covid"),
+    ("calibration.json", _set("thresholds", "martian", 0.5), r"calibration\.json: thresholds.*'martian'"),
+    ("calibration.json", _set("target_sensitivity", 2), r"calibration\.json: target_sensitivity"),
+    ("calibration.json", _set("scale", [-1.0, 1.0, 1.0]), r"calibration\.json: scale"),
+    ("calibration.json", _set("colour", 1), r"calibration\.json has unknown key"),
+]
+
+
+@pytest.mark.parametrize("name, edit, match", HAND_EDITS, ids=[m for _, _, m in HAND_EDITS])
+def test_a_hand_edited_model_folder_is_refused_naming_file_and_key(tiny_runs, tmp_path, rehash, name, edit, match):
+    """Hashes updated, so only the values themselves can tell: each is checked on load
+    (types, ranges, unique classes, known modalities, positive temperature) before
+    anything is built from it, and a ValueError names the file and the key."""
+    folder = _copy(tiny_runs["fused"], tmp_path)
+    content = json.loads((folder / name).read_text())
+    edit(content)
+    (folder / name).write_text(json.dumps(content))
+    rehash(folder)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=match):
+        FusionClassifier.load(folder)
+    assert time.perf_counter() - start < 5  # refused before allocating anything
+
+
+def test_vector_calibration_needs_one_positive_scale_per_class(tiny_runs, tmp_path, rehash):
+    folder = _copy(tiny_runs["fused"], tmp_path)
+    calibration = json.loads((folder / "calibration.json").read_text())
+    good = {**calibration, "method": "vector", "scale": [1.0, 2.0, 0.5], "shift": [0.0, 0.1, -0.1]}
+    for bad, match in (
+        ({"scale": [1.0, -2.0, 0.5]}, r"scale\[1\]"),
+        ({"scale": [1.0, 2.0]}, r"scale must hold 3"),
+        ({"shift": [0.0, "x", 0.0]}, r"shift\[1\]"),
+    ):
+        (folder / "calibration.json").write_text(json.dumps({**good, **bad}))
+        rehash(folder)
+        with pytest.raises(ValueError, match=rf"calibration\.json: {match}"):
+            FusionClassifier.load(folder)
+    (folder / "calibration.json").write_text(json.dumps(good))
+    rehash(folder)
+    assert FusionClassifier.load(folder).calibration_.method == "vector"
+
+
+@pytest.mark.parametrize(
+    "name, change, match",
+    [
+        ("config.json", lambda t: t.replace('"classes"', '"classes": [], "classes"', 1), "duplicate key 'classes'"),
+        ("calibration.json", lambda t: t.replace('"temperature": ', '"temperature": NaN, "x": ', 1), "NaN"),
+        ("config.json", lambda t: "\ufeff" + t, "not valid JSON"),
+        ("config.json", lambda t: "[" * 100_000 + "]" * 100_000, "nested too deeply|must be a JSON object"),
+    ],
+)
+def test_model_json_is_parsed_strictly(tiny_runs, tmp_path, rehash, name, change, match):
+    folder = _copy(tiny_runs["fused"], tmp_path)
+    (folder / name).write_text(change((folder / name).read_text()))
+    rehash(folder)
+    with pytest.raises(ValueError, match=rf"{re.escape(name)}.*({match})"):
+        FusionClassifier.load(folder)
+
+
+def test_a_manifest_without_schema_names_it_for_a_record_model(tiny_runs, tmp_path, rehash):
+    """Once an AttributeError: a tabular model whose manifest leaves schema.toml out."""
+    folder = _copy(tiny_runs["tabular"], tmp_path)
+    rehash(folder, drop=("schema.toml",))
+    (folder / "schema.toml").unlink()
+    with pytest.raises(ValueError, match=r"manifest\.json does not list schema\.toml"):
+        FusionClassifier.load(folder)
+
+
+def test_booster_state_is_checked_against_the_classes_and_columns(tiny_runs, tmp_path, rehash):
+    folder = _copy(tiny_runs["xgboost"], tmp_path)
+    model = json.loads((folder / "xgboost.json").read_text())
+    model["learner"]["attributes"]["n_classes"] = "5"
+    (folder / "xgboost.json").write_text(json.dumps(model))
+    rehash(folder)
+    with pytest.raises(ValueError, match=r"xgboost\.json: .*n_classes.*5.*3 classes"):
+        FusionClassifier.load(folder)
+    (folder / "xgboost.json").write_bytes(b"\x00garbage")
+    rehash(folder)
+    with pytest.raises(ValueError, match=r"xgboost\.json: not a valid XGBoost model"):
+        FusionClassifier.load(folder)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from fusion.config import Config
     from fusion.data.dataset import Dataset
     from fusion.explain import Explanation
+    from fusion.persistence import ModelFiles
     from fusion.preprocessing import TabularPreprocessor
 
 
@@ -140,9 +141,13 @@ class Backend(Protocol):
     def explain(self, batch: Batch, target: int | None, *, n_steps: int) -> Explanation:
         """Explain the one patient of ``batch`` (``target`` None: the predicted class)."""
 
-    def save(self, folder: Path) -> list[str]:
-        """Write the backend's files into ``folder``; returns their names (for the
-        manifest)."""
+    @classmethod
+    def files(cls, modalities: tuple[str, ...]) -> tuple[str, ...]:
+        """The names of the files ``save`` gives for a model of ``modalities`` (each
+        must be listed in a model folder's manifest)."""
+
+    def save(self) -> dict[str, bytes]:
+        """The backend's files for the model folder, name -> content (no pickle)."""
 
     @property
     def image_state(self) -> dict | None:
@@ -150,6 +155,9 @@ class Backend(Protocol):
         ``preprocessing.json`` for consumers outside Python; None without images."""
 
     @classmethod
-    def load(cls, spec: ModelSpec, folder: Path, *, listed: set[str], device: str = "cpu") -> Backend:
-        """Rebuild from a folder whose files the manifest has already verified; read
-        only files in ``listed`` (what the manifest vouches for)."""
+    def load(cls, spec: ModelSpec, files: ModelFiles, *, device: str = "cpu") -> Backend:
+        """Rebuild from a model folder's verified files (``files.read(name)``,
+        ``files.json(name)``, ``files.tensors(name)``: the bytes whose hashes were
+        checked; never the folder again). Every value is checked against ``spec``
+        (classes, columns, shapes) before anything is built from it; a mismatch is a
+        ``ValueError`` naming the file and the key."""

@@ -16,13 +16,16 @@ Example
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fusion.backends.base import Batch, ModelSpec, class_weights
 from fusion.data.dataset import Dataset
 from fusion.explain import Explanation, sum_by_source
+
+if TYPE_CHECKING:
+    from fusion.persistence import ModelFiles
 
 BOOSTER = "xgboost.json"
 
@@ -109,25 +112,38 @@ class XGBoostBaseline:
         out = self.booster_.predict(dm, pred_contribs=True, iteration_range=(0, self.best_iteration_ + 1))
         return np.asarray(out).reshape(len(X), self.n_classes_, X.shape[1] + 1)
 
-    def save(self, path: str | Path) -> None:
-        """XGBoost's own JSON model format."""
+    def to_bytes(self) -> bytes:
+        """XGBoost's own JSON model format, with the attributes :meth:`from_bytes` reads."""
         self.booster_.set_attr(
             best_iteration=str(self.best_iteration_),
             n_classes=str(self.n_classes_),
             n_features=str(self.n_features_in_),
         )
-        self.booster_.save_model(str(path))
+        return bytes(self.booster_.save_raw(raw_format="json"))
 
     @classmethod
-    def load(cls, path: str | Path) -> XGBoostBaseline:
-        import xgboost as xgb
+    def from_bytes(cls, data: bytes, origin: str, *, n_classes: int, n_features: int) -> XGBoostBaseline:
+        """Rebuild from :meth:`to_bytes`; refused (naming ``origin`` and the attribute)
+        unless it predicts ``n_classes`` classes from ``n_features`` columns."""
+        from fusion.backends.members import load_booster
 
         model = cls()
-        model.booster_ = xgb.Booster()
-        model.booster_.load_model(str(path))
-        model.best_iteration_ = int(model.booster_.attr("best_iteration"))
-        model.n_classes_ = int(model.booster_.attr("n_classes"))
-        model.n_features_in_ = int(model.booster_.attr("n_features"))
+        model.booster_ = load_booster(data, origin, n_classes=n_classes, n_features=n_features)
+        last = model.booster_.num_boosted_rounds() - 1
+        checks = {
+            "n_classes": (n_classes, n_classes, f"config.json lists {n_classes} classes"),
+            "n_features": (n_features, n_features, f"the record gives {n_features} columns"),
+            "best_iteration": (0, last, f"the booster has rounds 0 to {last}"),
+        }
+        values = {}
+        for key, (low, high, because) in checks.items():
+            value = model.booster_.attr(key)
+            number = int(value) if value is not None and value.isdecimal() and len(value) < 19 else None
+            if number is None or not low <= number <= high:
+                raise ValueError(f"{origin}: attribute {key} is {value!r:.60}, but {because}")
+            values[key] = number
+        model.n_classes_, model.n_features_in_ = values["n_classes"], values["n_features"]
+        model.best_iteration_ = values["best_iteration"]
         return model
 
 
@@ -212,15 +228,21 @@ class BoosterBackend:
     def image_state(self) -> None:
         return None
 
-    def save(self, folder: Path) -> list[str]:
-        self.booster_.save(folder / BOOSTER)
-        return [BOOSTER]
+    @classmethod
+    def files(cls, modalities: tuple[str, ...]) -> tuple[str, ...]:
+        return (BOOSTER,)
+
+    def save(self) -> dict[str, bytes]:
+        return {BOOSTER: self.booster_.to_bytes()}
 
     @classmethod
-    def load(cls, spec: ModelSpec, folder: Path, *, listed: set[str], device: str = "cpu") -> BoosterBackend:
-        if BOOSTER not in listed:
-            raise ValueError(f"{folder}: no {BOOSTER} listed in the manifest")
+    def load(cls, spec: ModelSpec, files: ModelFiles, *, device: str = "cpu") -> BoosterBackend:
         backend = cls(spec)
-        backend.booster_ = XGBoostBaseline.load(folder / BOOSTER)
+        backend.booster_ = XGBoostBaseline.from_bytes(
+            files.read(BOOSTER),
+            files.origin(BOOSTER),
+            n_classes=len(spec.classes),
+            n_features=len(spec.preprocessor.raw_columns()),
+        )
         backend.history_ = {}
         return backend

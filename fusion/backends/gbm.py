@@ -15,12 +15,14 @@ modality dropout, so that it has learned where missing values go.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fusion import checks
 from fusion.backends.base import Batch, ModelSpec
-from fusion.backends.members import FrozenEmbedder, fit_xgb, tune_xgb, xgb_proba
+from fusion.backends.members import FrozenEmbedder, fit_xgb, load_booster, tune_xgb, xgb_proba
+from fusion.checks import Where
 from fusion.data.dataset import Dataset
 from fusion.explain import (
     DEFAULT_STEPS,
@@ -30,6 +32,9 @@ from fusion.explain import (
     modality_shares,
     sum_by_source,
 )
+
+if TYPE_CHECKING:
+    from fusion.persistence import ModelFiles
 
 BOOSTER = "gbm.json"
 STATE = "gbm_state.json"
@@ -175,35 +180,44 @@ class GBMBackend:
     def image_state(self) -> dict | None:
         return None if self.embedder_ is None else self.embedder_.image_state
 
-    def save(self, folder: Path) -> list[str]:
-        from fusion.persistence import write_json
+    @classmethod
+    def files(cls, modalities: tuple[str, ...]) -> tuple[str, ...]:
+        return (BOOSTER, STATE, *((FrozenEmbedder.file,) if "image" in modalities else ()))
 
-        files = [BOOSTER, STATE]
-        self.booster_.save_model(str(folder / BOOSTER))
-        write_json(folder / STATE, self._state())
+    def save(self) -> dict[str, bytes]:
+        from fusion.persistence import json_bytes
+
+        files = {
+            BOOSTER: bytes(self.booster_.save_raw(raw_format="json")),
+            STATE: json_bytes(self._state()),
+        }
         if self.embedder_ is not None:
-            files += self.embedder_.save(folder)
+            files.update(self.embedder_.save())
         return files
 
     @classmethod
-    def load(cls, spec: ModelSpec, folder: Path, *, listed: set[str], device: str = "cpu") -> GBMBackend:
-        import json
-
-        import xgboost as xgb
-
-        needed = [BOOSTER, STATE] + ([FrozenEmbedder.file] if "image" in spec.modalities else [])
-        missing = [f for f in needed if f not in listed]
-        if missing:
-            raise ValueError(f"{folder}: {missing} not listed in the manifest")
+    def load(cls, spec: ModelSpec, files: ModelFiles, *, device: str = "cpu") -> GBMBackend:
         backend = cls(spec)
-        backend.booster_ = xgb.Booster()
-        backend.booster_.load_model(str(folder / BOOSTER))
         backend.embedder_ = None
         if "image" in spec.modalities:
-            backend.embedder_ = FrozenEmbedder.load(folder, spec.config.image.backbone, spec.image_size)
+            backend.embedder_ = FrozenEmbedder.load(files, spec.config.image.backbone, spec.image_size)
+        n_record = 0
         if "tabular" in spec.modalities:
             backend.record_names_ = spec.preprocessor.raw_columns()
-        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
-        backend.embedding_mean_ = np.asarray(state["embedding_mean"], dtype=np.float32)
+            n_record = len(backend.record_names_)
+        backend.booster_ = load_booster(
+            files.read(BOOSTER),
+            files.origin(BOOSTER),
+            n_classes=len(spec.classes),
+            n_features=backend._n_image_columns + n_record,
+        )
+        where = Where(files.origin(STATE))
+        state = checks.keys(files.json(STATE), where, required=("params", "rounds", "embedding_mean"))
+        mean = checks.numbers_list(state["embedding_mean"], where / "embedding_mean", length=backend._n_image_columns)
+        backend.embedding_mean_ = np.asarray(mean, dtype=np.float32)
+        if state["params"] is not None:
+            checks.mapping(state["params"], where / "params")
+        if state["rounds"] is not None:
+            checks.integer(state["rounds"], where / "rounds", low=1)
         backend.history_ = {"params": state["params"], "rounds": state["rounds"]}
         return backend

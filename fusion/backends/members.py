@@ -11,12 +11,17 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fusion import checks
 from fusion.backends.base import class_weights
+from fusion.checks import Where
 from fusion.evaluation import macro_auroc
+
+if TYPE_CHECKING:
+    from fusion.persistence import ModelFiles
 
 # Inner cross-validation: folds of the training part, grouped by patient.
 INNER_FOLDS = 4
@@ -97,21 +102,23 @@ class FrozenEmbedder:
         branch = self.branch_
         return {"size": self.image_size, "mean": float(branch.mean), "std": float(branch.std), "channels": 1}
 
-    def save(self, folder: Path) -> list[str]:
-        from fusion.persistence import save_state_dict
+    def save(self) -> dict[str, bytes]:
+        from fusion.persistence import state_dict_bytes
 
-        save_state_dict(self.branch_.state_dict(), folder / self.file)
-        return [self.file]
+        return {self.file: state_dict_bytes(self.branch_.state_dict())}
 
     @classmethod
-    def load(cls, folder: Path, backbone: str, image_size: int) -> FrozenEmbedder:
+    def load(cls, files: ModelFiles, backbone: str, image_size: int) -> FrozenEmbedder:
+        """From a model folder's verified files; the weights must fit the backbone."""
+        from fusion.backends.network import check_fits
         from fusion.nets.backbones import ImageBranch, create_backbone
-        from fusion.persistence import load_state_dict
 
+        state = files.tensors(cls.file)
+        check_fits(lambda: ImageBranch(create_backbone(backbone)), state, files.origin(cls.file))
         embedder = cls(backbone, None, image_size)
         net = create_backbone(backbone)
         embedder.branch_ = ImageBranch(net).eval().requires_grad_(False)
-        embedder.branch_.load_state_dict(load_state_dict(folder / cls.file))
+        embedder.branch_.load_state_dict(state)
         embedder.output_dim = net.output_dim
         return embedder
 
@@ -140,8 +147,17 @@ class LinearModel:
         return {k: getattr(self, k).tolist() for k in ("mean", "scale", "coef", "intercept")}
 
     @classmethod
-    def from_dict(cls, d: dict) -> LinearModel:
-        return cls(**{k: np.asarray(v, dtype=np.float64) for k, v in d.items()})
+    def from_dict(cls, d: dict, where: Where | None = None, *, n_classes: int, n_features: int) -> LinearModel:
+        """Rebuild, checking every number: ``n_classes`` x ``n_features`` coefficients,
+        finite numbers, positive scales."""
+        where = where or Where("linear model")
+        d = checks.keys(d, where, required=("mean", "scale", "coef", "intercept"))
+        return cls(
+            mean=np.asarray(checks.numbers_list(d["mean"], where / "mean", length=n_features)),
+            scale=np.asarray(checks.numbers_list(d["scale"], where / "scale", length=n_features, low=0, low_open=True)),
+            coef=np.asarray(checks.matrix(d["coef"], where / "coef", n_classes, n_features), dtype=np.float64),
+            intercept=np.asarray(checks.numbers_list(d["intercept"], where / "intercept", length=n_classes)),
+        )
 
 
 def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, C: float) -> LinearModel:
@@ -222,6 +238,29 @@ def fit_xgb(X: np.ndarray, y: np.ndarray, n_classes: int, params: dict, seed: in
 def xgb_proba(booster, X: np.ndarray, n_classes: int) -> np.ndarray:
     out = booster.inplace_predict(X, missing=np.nan)
     return np.asarray(out, dtype=np.float64).reshape(len(X), n_classes)
+
+
+def load_booster(data: bytes, origin: str, *, n_classes: int, n_features: int):
+    """An XGBoost model from its JSON bytes, refused unless it predicts ``n_classes``
+    classes from ``n_features`` columns (a booster of another model would otherwise
+    load and answer nonsense, or fail at the first prediction)."""
+    import json
+
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    try:
+        booster.load_model(bytearray(data))
+        params = json.loads(booster.save_config())["learner"]["learner_model_param"]
+        classes, columns = int(params["num_class"]), booster.num_features()
+    except (xgb.core.XGBoostError, ValueError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0][:200]
+        raise ValueError(f"{origin}: not a valid XGBoost model ({reason})") from None
+    if classes != n_classes:
+        raise ValueError(f"{origin}: the booster predicts {classes} classes; config.json lists {n_classes} classes")
+    if columns != n_features:
+        raise ValueError(f"{origin}: the booster reads {columns} features; this model gives it {n_features} columns")
+    return booster
 
 
 def tune_xgb(X, y, groups, n_classes: int, seed: int) -> tuple[dict, int, dict]:

@@ -9,7 +9,6 @@ needed and made again whenever the network is replaced, moved or edited in place
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from fusion.explain import DEFAULT_STEPS, Explanation, explain_network, sum_by_s
 from fusion.nets.backbones import ImageBranch, create_backbone, freeze_blocks
 from fusion.nets.joint import FusionModel, inference_copy
 from fusion.nets.tabular import TabularMLP
-from fusion.persistence import WEIGHTS, load_state_dict, save_state_dict
+from fusion.persistence import WEIGHTS, ModelFiles, state_dict_bytes
 from fusion.training import distributed
 from fusion.training.hardware import prepare_model, resolve_device, resolve_precision
 from fusion.training.loop import Arrays, fit_network, predict_network
@@ -234,21 +233,41 @@ class NetworkBackend:
             "resize": "bilinear, squash to square",
         }
 
-    def save(self, folder: Path) -> list[str]:
-        save_state_dict(self.network_.state_dict(), folder / WEIGHTS)
-        return [WEIGHTS]
+    @classmethod
+    def files(cls, modalities: tuple[str, ...]) -> tuple[str, ...]:
+        return (WEIGHTS,)
+
+    def save(self) -> dict[str, bytes]:
+        return {WEIGHTS: state_dict_bytes(self.network_.state_dict())}
 
     @classmethod
-    def load(cls, spec: ModelSpec, folder: Path, *, listed: set[str], device: str = "cpu") -> NetworkBackend:
-        if WEIGHTS not in listed:
-            raise ValueError(f"{folder}: no {WEIGHTS} listed in the manifest")
-        backend = cls(spec)
+    def load(cls, spec: ModelSpec, files: ModelFiles, *, device: str = "cpu") -> NetworkBackend:
+        state = files.tensors(WEIGHTS)
+        check_fits(lambda: build_network(spec), state, files.origin(WEIGHTS))
         network = build_network(spec)
-        try:
-            network.load_state_dict(load_state_dict(folder / WEIGHTS))
-        except RuntimeError as err:
-            raise ValueError(f"{folder}: weights do not fit the configured model ({err})") from None
+        network.load_state_dict(state)
+        backend = cls(spec)
         dev = resolve_device(device)
         backend.network_ = prepare_model(network, dev, resolve_precision(spec.config.train.precision, dev)).eval()
         backend.history_ = {}
         return backend
+
+
+def check_fits(build, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Refuse weights that do not fit the network ``build()`` makes, comparing names and
+    shapes on a network built on the meta device (which allocates nothing): a
+    configuration edited to ask for a billion-wide layer is refused before the real
+    network is allocated, which then holds exactly what the weights file holds."""
+    with torch.device("meta"):
+        skeleton = build()
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    problems = [f"{k} missing" for k in expected if k not in found]
+    problems += [f"{k} unexpected" for k in found if k not in expected]
+    problems += [f"{k} is {found[k]}, the configuration needs {v}" for k, v in expected.items() if found.get(k, v) != v]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ValueError(
+            f"{origin} does not fit the model config.json describes ({'; '.join(problems[:3])}{more}): "
+            "the weights or the configuration were changed"
+        )

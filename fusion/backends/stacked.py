@@ -19,11 +19,11 @@ alone answers.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fusion import checks
 from fusion.backends.base import Batch, ModelSpec
 from fusion.backends.members import (
     LINEAR_C,
@@ -37,6 +37,7 @@ from fusion.backends.members import (
     tune_xgb,
     xgb_proba,
 )
+from fusion.checks import Where
 from fusion.data.dataset import Dataset
 from fusion.explain import (
     DEFAULT_STEPS,
@@ -46,6 +47,9 @@ from fusion.explain import (
     modality_shares,
     sum_by_source,
 )
+
+if TYPE_CHECKING:
+    from fusion.persistence import ModelFiles
 
 STATE = "stacked.json"
 RECORD_BOOSTER = "stacked_record.json"
@@ -86,9 +90,20 @@ class Combiner:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> Combiner:
-        linear = LinearModel.from_dict(d["linear"]) if d["linear"] else None
-        return cls(d["kind"], linear, tuple(d["members"]))
+    def from_dict(cls, d: dict, where: Where, *, members: tuple[str, ...], n_classes: int) -> Combiner:
+        """Rebuild the combiner of ``members``, every field checked: a logistic one
+        reads each member's ``n_classes`` log-probabilities."""
+        d = checks.keys(d, where, required=("kind", "members", "linear"))
+        kind = checks.text(d["kind"], where / "kind", choices=("average", "logistic"))
+        if checks.texts(d["members"], where / "members") != members:
+            raise ValueError(f"{where / 'members'} must be {list(members)}; got {d['members']!r:.60}")
+        if kind == "average":
+            if d["linear"] is not None:
+                raise ValueError(f"{where / 'linear'} must be null for an average combiner")
+            return cls(kind, None, members)
+        n_features = n_classes * len(members)
+        linear = LinearModel.from_dict(d["linear"], where / "linear", n_classes=n_classes, n_features=n_features)
+        return cls(kind, linear, members)
 
 
 def fit_combiner(logps: list[np.ndarray], members: tuple[str, ...], y, groups, n_classes: int, seed: int):
@@ -307,8 +322,16 @@ class StackedBackend:
     def image_state(self) -> dict | None:
         return None if self.embedder_ is None else self.embedder_.image_state
 
-    def save(self, folder: Path) -> list[str]:
-        from fusion.persistence import write_json
+    @classmethod
+    def files(cls, modalities: tuple[str, ...]) -> tuple[str, ...]:
+        return (
+            STATE,
+            *((RECORD_BOOSTER,) if "tabular" in modalities else ()),
+            *((FrozenEmbedder.file,) if "image" in modalities else ()),
+        )
+
+    def save(self) -> dict[str, bytes]:
+        from fusion.persistence import json_bytes
 
         state = {
             "image_model": self.image_model_.to_dict() if self.image_model_ is not None else None,
@@ -316,35 +339,50 @@ class StackedBackend:
             "prior": self.prior_.tolist(),
             "history": self.history_,
         }
-        write_json(folder / STATE, state)
-        files = [STATE]
+        files = {STATE: json_bytes(state)}
         if self.record_booster_ is not None:
-            self.record_booster_.save_model(str(folder / RECORD_BOOSTER))
-            files.append(RECORD_BOOSTER)
+            files[RECORD_BOOSTER] = bytes(self.record_booster_.save_raw(raw_format="json"))
         if self.embedder_ is not None:
-            files += self.embedder_.save(folder)
+            files.update(self.embedder_.save())
         return files
 
     @classmethod
-    def load(cls, spec: ModelSpec, folder: Path, *, listed: set[str], device: str = "cpu") -> StackedBackend:
-        import xgboost as xgb
+    def load(cls, spec: ModelSpec, files: ModelFiles, *, device: str = "cpu") -> StackedBackend:
+        from fusion.backends.members import load_booster
 
-        needed = [STATE]
-        needed += [FrozenEmbedder.file] if "image" in spec.modalities else []
-        needed += [RECORD_BOOSTER] if "tabular" in spec.modalities else []
-        missing = [f for f in needed if f not in listed]
-        if missing:
-            raise ValueError(f"{folder}: {missing} not listed in the manifest")
-        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+        k = len(spec.classes)
+        where = Where(files.origin(STATE))
+        state = checks.keys(files.json(STATE), where, required=("image_model", "combiners", "prior", "history"))
         backend = cls(spec)
         backend.embedder_ = backend.image_model_ = backend.record_booster_ = None
         if "image" in spec.modalities:
-            backend.embedder_ = FrozenEmbedder.load(folder, spec.config.image.backbone, spec.image_size)
-            backend.image_model_ = LinearModel.from_dict(state["image_model"])
+            backend.embedder_ = FrozenEmbedder.load(files, spec.config.image.backbone, spec.image_size)
+            backend.image_model_ = LinearModel.from_dict(
+                state["image_model"], where / "image_model", n_classes=k, n_features=backend.embedder_.output_dim
+            )
+        elif state["image_model"] is not None:
+            raise ValueError(f"{where / 'image_model'} must be null: the model has no image modality")
         if "tabular" in spec.modalities:
-            backend.record_booster_ = xgb.Booster()
-            backend.record_booster_.load_model(str(folder / RECORD_BOOSTER))
-        backend.combiners_ = {key: Combiner.from_dict(c) for key, c in state["combiners"].items()}
-        backend.prior_ = np.asarray(state["prior"])
-        backend.history_ = state["history"]
+            backend.record_booster_ = load_booster(
+                files.read(RECORD_BOOSTER),
+                files.origin(RECORD_BOOSTER),
+                n_classes=k,
+                n_features=len(spec.preprocessor.raw_columns()),
+            )
+        backend.combiners_ = cls._combiners(state["combiners"], where / "combiners", spec.modalities, k)
+        prior = checks.numbers_list(state["prior"], where / "prior", length=k, low=0)
+        if abs(sum(prior) - 1) > 1e-6:
+            raise ValueError(f"{where / 'prior'} must sum to 1; got {sum(prior):.6g}")
+        backend.prior_ = np.asarray(prior)
+        backend.history_ = checks.mapping(state["history"], where / "history")
         return backend
+
+    @staticmethod
+    def _combiners(value, where: Where, modalities: tuple[str, ...], n_classes: int) -> dict[str, Combiner]:
+        """One combiner for all the modalities and, with two, one for each alone."""
+        subsets = [modalities] + ([(m,) for m in modalities] if len(modalities) > 1 else [])
+        value = checks.keys(value, where, required=["+".join(s) for s in subsets])
+        return {
+            "+".join(s): Combiner.from_dict(value["+".join(s)], where / "+".join(s), members=s, n_classes=n_classes)
+            for s in subsets
+        }

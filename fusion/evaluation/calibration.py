@@ -31,9 +31,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fusion import checks
+from fusion.checks import Where
 from fusion.evaluation.metrics import expected_calibration_error
+from fusion.schema import _short
 
 FLOOR = 1e-12
+METHODS = ("none", "temperature", "vector")
 VECTOR_MIN_PER_CLASS = 10  # validation rows of every class before vector scaling is tried
 
 
@@ -168,8 +172,56 @@ class Calibration:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> Calibration:
-        return cls(**d)
+    def from_dict(cls, d: dict, classes=None, *, where: Where | None = None) -> Calibration:
+        """Rebuild from :meth:`to_dict`, every value checked: a known method, a finite
+        positive temperature, one finite positive scale and one finite shift per class
+        for vector scaling, thresholds in [0, 1] of known classes (``classes``, when
+        given), a target sensitivity in (0, 1).
+
+        ``where``: the place the dict was read from, for messages (a model folder's
+        loader gives ``.../calibration.json``).
+
+        Raises
+        ------
+        ValueError
+            Naming the key at fault (``thresholds.covid must be ...``): a negative
+            temperature or scale would invert every prediction.
+        """
+        where = where or Where("calibration")
+        known = ("temperature", "scale", "shift", "thresholds", "target_sensitivity", "report")
+        d = checks.keys(d, where, required=("method",), optional=known)
+        method = checks.text(d["method"], where / "method", choices=METHODS)
+        k = None if classes is None else len(classes)
+        temperature = checks.number(d.get("temperature", 1.0), where / "temperature", low=0, low_open=True)
+        scale = checks.numbers_list(d.get("scale", []), where / "scale", low=0, low_open=True)
+        shift = checks.numbers_list(d.get("shift", []), where / "shift")
+        for key, values in (("scale", scale), ("shift", shift)):
+            if (method == "vector" or values) and k is not None and len(values) != k:
+                raise ValueError(f"{where / key} must hold {k} numbers (one per class); got {len(values)}")
+            if method == "vector" and not values:
+                raise ValueError(f"{where / key} must hold one number per class for vector scaling")
+        thresholds = checks.mapping(d.get("thresholds", {}), where / "thresholds")
+        unknown = [c for c in thresholds if classes is not None and c not in classes]
+        if unknown:
+            raise ValueError(
+                f"{where / 'thresholds'} names {_short(unknown[0])}, which is not a class of {list(classes)}"
+            )
+        return cls(
+            method=method,
+            temperature=temperature,
+            scale=scale,
+            shift=shift,
+            thresholds={c: checks.number(v, where / "thresholds" / c, low=0, high=1) for c, v in thresholds.items()},
+            target_sensitivity=checks.number(
+                d.get("target_sensitivity", 0.95),
+                where / "target_sensitivity",
+                low=0,
+                high=1,
+                low_open=True,
+                high_open=True,
+            ),
+            report=checks.mapping(d.get("report", {}), where / "report"),
+        )
 
 
 def calibration_report(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) -> dict:

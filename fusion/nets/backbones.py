@@ -200,18 +200,18 @@ def _load_shipped(backbone: nn.Module, file: str) -> tuple[float, float]:
 def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[float, float]:
     """Load the image branch of an earlier run (its files verified first); returns the
     intensity normalisation it was trained with, which a transferred branch keeps."""
-    from fusion.persistence import WEIGHTS, load_state_dict, verify_folder
+    from fusion.persistence import WEIGHTS, verify_folder
 
-    verify_folder(folder)
+    files = verify_folder(folder)  # the bytes parsed below are the bytes verified
     try:
-        source = json.loads((folder / "config.json").read_text(encoding="utf-8"))["config"]["image"]["backbone"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{folder}: unreadable model configuration ({err})") from None
+        source = files.json("config.json")["config"]["image"]["backbone"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{folder}: config.json holds no config.image.backbone") from None
     if source != name:
         raise ValueError(
             f"{folder}: that run's image backbone is {source!r}, this one is {name!r}; they must be the same"
         )
-    state = load_state_dict(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else {}
+    state = files.tensors(WEIGHTS) if WEIGHTS in files else {}
     tensors = {k[len(_RUN_BACKBONE) :]: v for k, v in state.items() if k.startswith(_RUN_BACKBONE)}
     if not tensors:
         raise ValueError(f"{folder}: that run has no image branch to start from")
