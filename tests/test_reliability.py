@@ -473,11 +473,13 @@ def _temporaries(folder: Path) -> list[str]:
 def test_ctrl_c_during_the_final_save_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
 
-    def save_interrupted(self, folder):
+    import fusion.train as train
+
+    def save_interrupted(folder, files, version):
         _planted_temporaries(Path(folder))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(FusionClassifier, "save", save_interrupted)
+    monkeypatch.setattr(train, "write_files", save_interrupted)
     assert train_main([*TABULAR_RUN, "--out", str(out)]) == 130
     monkeypatch.undo()
     err = capsys.readouterr().err
@@ -534,8 +536,6 @@ def test_a_full_disk_is_one_sentence_naming_the_folder_and_resume_finishes_the_r
 ):
     import errno
 
-    from safetensors import SafetensorError
-
     import fusion.train as train
     import fusion.training.checkpoint as checkpoint
 
@@ -552,10 +552,10 @@ def test_a_full_disk_is_one_sentence_naming_the_folder_and_resume_finishes_the_r
         monkeypatch.setattr(checkpoint, "save_file", full)
     elif where == "model":
 
-        def full(self, folder):
-            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        def full(folder, files, version):
+            raise OSError(errno.ENOSPC, "No space left on device", str(Path(folder) / "model.safetensors"))
 
-        monkeypatch.setattr(FusionClassifier, "save", full)
+        monkeypatch.setattr(train, "write_files", full)
     else:
         write_json = train.write_json
 
