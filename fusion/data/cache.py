@@ -531,6 +531,14 @@ def cached_images(
     errors : dict of int -> str
         Index of each file that failed, with the reason (failures are cached too, and
         redone when the file changes).
+
+    Raises
+    ------
+    ValueError
+        ``workers`` below 1; ``memory_map`` True with the cache off (``cache_dir``
+        None) or a cache folder that cannot be written (read-only, a full disk): held
+        in memory, the films may not fit. Without ``memory_map`` True such a folder
+        costs only speed: the films are decoded into memory, with a warning.
     """
     if workers is not None and workers < 1:
         raise ValueError(f"cache workers must be at least 1; got {workers}")

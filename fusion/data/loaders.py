@@ -278,6 +278,17 @@ def load_folder(
     ``cache_workers`` processes; with ``memory_map`` (default: above 256 MB) the
     dataset's images are a :class:`~fusion.data.cache.MappedImages` read from the
     cache batch by batch, so memory does not grow with the number of films.
+
+    A row whose image leads outside the dataset folder (the CSV's folder), once ``..``
+    and symlinks are resolved, is skipped with that reason and never opened, unless
+    the schema's ``[image]`` table sets ``allow_outside = true``.
+
+    Raises
+    ------
+    ValueError
+        The CSV cannot be read (see :func:`read_table`), the schema's image folder
+        leads outside the dataset folder without ``allow_outside``, or ``memory_map``
+        is True and the cache folder cannot be written.
     """
     path = Path(path)
     csv = path if path.is_file() else path / "metadata.csv"
