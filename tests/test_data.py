@@ -339,9 +339,10 @@ def test_image_paths_that_resolve_outside_the_dataset_folder_are_skipped_and_nev
     targets = _outside_targets(folder_dataset, tmp_path)
     _point_rows_at(folder_dataset, targets)
     opened = _spy_on_opened(monkeypatch)
-    ds = load_dataset(
-        folder_dataset, "synthetic", image_size=24, cache_dir=tmp_path / "cache" if cache == "on" else False
-    )
+    with pytest.warns(UserWarning, match=r"7 row\(s\) name an image outside the dataset folder.*allow_outside = true"):
+        ds = load_dataset(
+            folder_dataset, "synthetic", image_size=24, cache_dir=tmp_path / "cache" if cache == "on" else False
+        )
     assert len(ds) == 90 - len(targets) and len(opened) == 90 - len(targets)
     assert all(p.is_relative_to(folder_dataset.resolve()) for p in opened)
     reasons = {s["file"]: s["reason"] for s in ds.skipped}

@@ -232,10 +232,12 @@ def _image_folder(root: Path, schema: Schema) -> Path:
     )
 
 
-def _locator(root: Path, folder: Path, allow_outside: bool) -> Locate:
+def _locator(root: Path, folder: Path, allow_outside: bool) -> tuple[Locate, list[str]]:
     """``locate(file)``: the file a table's image name leads to once ``..`` and symlinks
-    are resolved, or why it is not read (outside ``root``, or not resolvable)."""
+    are resolved, or why it is not read (outside ``root``, or not resolvable); and the
+    list of names it refused for leading outside, filled as it is called."""
     inside = root.resolve()
+    outside: list[str] = []
 
     def locate(file: str) -> tuple[Path | None, str | None]:
         try:
@@ -244,13 +246,14 @@ def _locator(root: Path, folder: Path, allow_outside: bool) -> Locate:
             return None, f"image {_short(file)}: its path cannot be resolved ({err})"
         if allow_outside or path.is_relative_to(inside):
             return path, None
+        outside.append(file)
         return None, (
             f"image {_short(file)}: outside the dataset folder {_short(str(inside))} (it leads to "
             f"{_short(str(path))}); only files inside it are read unless the schema's [image] table sets "
             "allow_outside = true"
         )
 
-    return locate
+    return locate, outside
 
 
 def load_synthetic(n: int = synthetic.DEFAULT_N, *, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE) -> Dataset:
@@ -317,16 +320,25 @@ def load_folder(
             stacklevel=2,
         )
     loader = locate = None
+    outside: list[str] = []
     if "image" in modalities and schema.image_column:
         folder = _image_folder(root, schema)
-        locate = _locator(root, folder, schema.image_allow_outside)
+        locate, outside = _locator(root, folder, schema.image_allow_outside)
         cache = None if cache_dir is False else (cache_dir or default_cache_dir())
 
         def loader(rows, paths):
             decode = functools.partial(load_image, size=image_size)  # pickles, for worker processes
             return cached_images(paths, image_size, decode, cache, workers=cache_workers, memory_map=memory_map)
 
-    return _from_validated(root.name, schema, table, loader, locate)
+    ds = _from_validated(root.name, schema, table, loader, locate)
+    if outside:
+        warnings.warn(
+            f"{csv}: {len(outside)} row(s) name an image outside the dataset folder {root.resolve()} (first: "
+            f"{_short(outside[0])}) and are skipped unread; if the films are kept elsewhere on purpose (linked "
+            "in from another disk), set allow_outside = true in the schema's [image] table",
+            stacklevel=2,
+        )
+    return ds
 
 
 def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, image_size: int | None = None) -> Dataset:
