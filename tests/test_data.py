@@ -411,15 +411,13 @@ def test_csv_read_errors_name_the_file_and_the_cause(tmp_path, content, match):
 
 
 def test_a_wide_csv_warning_names_ten_columns_and_counts_the_rest(folder_dataset):
-    import pandas as pd
-
-    table = read_table(folder_dataset / "metadata.csv")
-    extra = pd.DataFrame({f"extra_{i}": ["1"] * len(table) for i in range(10_000)})
-    extra["x" * 1000] = "1"
-    pd.concat([table, extra], axis=1).to_csv(folder_dataset / "metadata.csv", index=False)
+    lines = (folder_dataset / "metadata.csv").read_text().splitlines()[:4]  # the header and 3 rows
+    extra = [f"extra_{i}" for i in range(10_000)] + ["x" * 1000]
+    lines = [lines[0] + "," + ",".join(extra)] + [line + ",1" * len(extra) for line in lines[1:]]
+    (folder_dataset / "metadata.csv").write_text("\n".join(lines) + "\n")
     with pytest.warns(UserWarning, match=r"not declared") as caught:
         ds = load_dataset(folder_dataset, "synthetic", modalities=("tabular",))
-    assert len(ds) == 90
+    assert len(ds) == 3
     message = str(next(w.message for w in caught if "not declared" in str(w.message)))
     assert len(message) < 1000 and "and 9,991 more" in message and "extra_0" in message
 

@@ -19,6 +19,7 @@ import functools
 import logging
 import warnings
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     sep = _separator(path, line)
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         header = next(csv.reader(fh, delimiter=sep), [])
-    repeated = sorted({c for c in header if header.count(c) > 1})
+    repeated = sorted(c for c, k in Counter(header).items() if k > 1)  # list.count per column: quadratic
     if repeated:
         raise ValueError(
             f"{path}: column(s) {short_list(repeated)} appear more than once in the header; "
