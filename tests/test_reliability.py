@@ -504,14 +504,22 @@ def test_train_never_reads_an_image_outside_the_dataset_folder(folder_dataset, t
     assert set(skipped) == set(targets) and all("outside the dataset folder" in r for r in skipped.values())
 
 
-def test_eda_never_reads_an_image_outside_the_dataset_folder(folder_dataset, tmp_path, opened_images, capsys):
+def test_eda_never_reads_an_image_outside_the_dataset_folder(folder_dataset, tmp_path, opened_images, monkeypatch):
+    import fusion.eda.report
     from fusion.eda import main as eda_main
 
-    _dataset_pointing_outside(folder_dataset, tmp_path)
-    assert eda_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(tmp_path / "eda")]) == 0
-    assert "86 rows loaded, 4 skipped" in capsys.readouterr().out
+    targets = _dataset_pointing_outside(folder_dataset, tmp_path)
+    seen = {}
+
+    def stop_after_loading(parts, ds):  # the first section: what eda analyses; the figures are not the point
+        seen["ds"] = ds
+        raise ValueError("stopped after loading")
+
+    monkeypatch.setattr(fusion.eda.report, "add_class_balance", stop_after_loading)
+    assert eda_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(tmp_path / "eda")]) == 2
     assert _only_inside(opened_images, folder_dataset)
-    assert "outside the dataset folder" in (tmp_path / "eda" / "report.md").read_text()
+    skipped = {s["file"]: s["reason"] for s in seen["ds"].skipped}
+    assert set(skipped) == set(targets) and all("outside the dataset folder" in r for r in skipped.values())
 
 
 def test_evaluate_never_reads_an_image_outside_the_dataset_folder(
