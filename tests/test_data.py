@@ -383,6 +383,14 @@ def test_semicolon_and_tab_separated_csvs_read_like_comma_separated_ones(folder_
     assert np.array_equal(other.labels, plain.labels) and other.records.equals(plain.records)
 
 
+@pytest.mark.parametrize("end", ["\r", "\r\n"])
+def test_a_semicolon_csv_with_old_mac_or_windows_line_ends_is_read(tmp_path, end):
+    path = tmp_path / "metadata.csv"
+    path.write_bytes(end.join(["diagnosis;age", "COVID-19;50", "normal;3", ""]).encode())
+    table = read_table(path)
+    assert list(table.columns) == ["diagnosis", "age"] and table["age"].tolist() == ["50", "3"]
+
+
 def test_a_utf8_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
     path = tmp_path / "metadata.csv"
     path.write_bytes("\ufeffdiagnosis,age\nCOVID-19,50\n".encode())

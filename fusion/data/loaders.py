@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import functools
 import logging
+import re
 import warnings
 import zipfile
 from collections import Counter
@@ -69,7 +70,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         fh.seek(0)
         first = fh.readline(HEADER_BYTES)
     try:
-        line = first.decode("utf-8-sig")
+        line = re.split(r"\r\n|\r|\n", first.decode("utf-8-sig"), maxsplit=1)[0]  # old Macs end lines with \r
     except UnicodeDecodeError:
         raise ValueError(_not_utf8(path)) from None
     sep = _separator(path, line)
