@@ -485,3 +485,26 @@ def test_npz_label_outside_the_schema_names_file_key_and_row(tmp_path):
     )
     with pytest.raises(ValueError, match=r"mini.npz: train_labels\[2\]: .*unknown value 7"):
         load_dataset(path, "pneumoniamnist")
+
+
+@pytest.mark.parametrize("kind", ["text", "npy", "pickle"])
+def test_a_file_named_npz_that_is_no_npz_archive_is_refused_naming_it(tmp_path, kind):
+    import pickle
+
+    path = tmp_path / "mini.npz"
+    if kind == "text":
+        path.write_text("train_images,train_labels\n")
+    elif kind == "npy":
+        np.save(tmp_path / "x.npy", np.zeros((4, 28, 28), np.uint8))
+        (tmp_path / "x.npy").rename(path)
+    else:
+        path.write_bytes(pickle.dumps({"train_images": [1]}))
+    with pytest.raises(ValueError, match=r"mini.npz: not an .npz archive") as err:
+        load_dataset(path)
+    assert "pickle" not in str(err.value)
+
+
+def test_npz_images_of_the_wrong_shape_are_refused_naming_file_and_key(tmp_path):
+    path = _npz(tmp_path / "mini.npz", train_images=np.zeros((4, 784), np.uint8), train_labels=np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"mini.npz: train_images is uint8 of shape \(4, 784\).*\(n, height, width\)"):
+        load_dataset(path)
