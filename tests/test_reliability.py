@@ -498,7 +498,8 @@ def test_train_never_reads_an_image_outside_the_dataset_folder(folder_dataset, t
 
     monkeypatch.setattr(fusion.train, "check_enough_data", stop_after_loading)
     flags = ["--data", str(folder_dataset), "--schema", "synthetic", "--image-size", "24", "--quiet"]
-    assert train_main([*flags, "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "run")]) == 2
+    with pytest.warns(UserWarning, match="4 row.* outside the dataset folder"):
+        assert train_main([*flags, "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "run")]) == 2
     assert _only_inside(opened_images, folder_dataset)
     skipped = {s["file"]: s["reason"] for s in seen["ds"].skipped}
     assert set(skipped) == set(targets) and all("outside the dataset folder" in r for r in skipped.values())
@@ -516,7 +517,8 @@ def test_eda_never_reads_an_image_outside_the_dataset_folder(folder_dataset, tmp
         raise ValueError("stopped after loading")
 
     monkeypatch.setattr(fusion.eda.report, "add_class_balance", stop_after_loading)
-    assert eda_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(tmp_path / "eda")]) == 2
+    with pytest.warns(UserWarning, match="4 row.* outside the dataset folder"):
+        assert eda_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(tmp_path / "eda")]) == 2
     assert _only_inside(opened_images, folder_dataset)
     skipped = {s["file"]: s["reason"] for s in seen["ds"].skipped}
     assert set(skipped) == set(targets) and all("outside the dataset folder" in r for r in skipped.values())
@@ -529,7 +531,8 @@ def test_evaluate_never_reads_an_image_outside_the_dataset_folder(
 
     _dataset_pointing_outside(folder_dataset, tmp_path)
     run = ["--model", str(tiny_runs["fused"]), "--data", str(folder_dataset), "--cache-dir", str(tmp_path / "c")]
-    assert evaluate_main(run) == 0
+    with pytest.warns(UserWarning, match="4 row.* outside the dataset folder"):
+        assert evaluate_main(run) == 0
     out = capsys.readouterr().out
     assert "4 row(s) not scored" in out and "outside the dataset folder" in out
     assert _only_inside(opened_images, folder_dataset)
