@@ -268,8 +268,10 @@ def _open_complete(entry: _Entry, n: int, size: int, memory_map: bool | None, *,
     try:
         meta = json.loads(entry.meta.read_text(encoding="utf-8"))
         mapped = MappedImages(entry.array)
-        if mapped.shape != (n, size, size) or meta.get("n") != n:
-            return None, f"holds {mapped.shape} images, not {(n, size, size)}"
+        if mapped.shape != (n, size, size):
+            return None, f"holds images of shape {mapped.shape}, not {(n, size, size)}"
+        if meta.get("n") != n:
+            return None, f"has a record of {str(meta.get('n'))[:60]} films, not {n}"
         errors = {int(k): v for k, v in meta["errors"].items()}
         checksum = meta.get("checksum")
         big = mapped.nbytes > MMAP_BYTES if memory_map is None else memory_map
