@@ -35,6 +35,9 @@ FIELD_FLAGS = {
     "train.precision": "--precision",
     "data.synthetic_n": "--synthetic-n",
     "data.schema": "--schema",
+    # load_dataset's arguments of the image cache (add_cache_arguments' flags)
+    "cache_dir": "--cache-dir",
+    "memory_map": "--memory-map",
 }
 _FIELD = re.compile(
     r"(?<![\w.])(" + "|".join(re.escape(f) for f in sorted(FIELD_FLAGS, key=len, reverse=True)) + r")(?![\w])"

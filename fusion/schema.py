@@ -27,7 +27,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,6 +79,37 @@ def _short(value: Any) -> str:
     if len(text) <= SHOW_CHARS:
         return text
     return f"{text[:SHOW_CHARS]}... ({len(text)} characters)"
+
+
+SHOW_ITEMS = 10
+
+
+def short_list(values) -> str:
+    """A list of columns or values for a message: the first ``SHOW_ITEMS``, each cut as
+    :func:`_short` cuts it, and a count of the rest (a 10,000-column table's warning is
+    one line, not 80 KB)."""
+    values = list(values)
+    shown = ", ".join(_short(v) for v in values[:SHOW_ITEMS])
+    if len(values) <= SHOW_ITEMS:
+        return f"[{shown}]"
+    return f"[{shown}, ...] and {len(values) - SHOW_ITEMS:,} more"
+
+
+def _leaves_folder(relative: str) -> bool:
+    """Whether a folder written in a schema leads out of the folder it is relative to,
+    as written: absolute (POSIX, a Windows drive or share), the home folder (``~``), or
+    more ``..`` than names before them. Symlinks are the loaders' to resolve."""
+    if relative.startswith(("/", "\\", "~")) or PureWindowsPath(relative).drive:
+        return True
+    depth = 0
+    for part in re.split(r"[\\/]+", relative):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
 
 
 def _raw_str(value: Any) -> str:
@@ -343,6 +374,7 @@ class Schema:
     group: str | None = None
     image_column: str | None = None
     image_folder: str | None = None
+    image_allow_outside: bool = False
     excluded: dict[str, str] = field(default_factory=dict)
     description: str = ""
     text: str = ""
@@ -368,6 +400,21 @@ class Schema:
         for column, reason in self.excluded.items():
             if not isinstance(reason, str) or not reason.strip():
                 raise ValueError(f"schema {self.name!r}: excluded column {column!r} needs a reason")
+        self._check_image_folder()
+
+    def _check_image_folder(self) -> None:
+        """The image folder lies inside the dataset folder unless the schema says otherwise:
+        a dataset's table must not make the loaders read ``/etc`` or a home folder."""
+        if not isinstance(self.image_allow_outside, bool):
+            raise TypeError(f"schema {self.name!r}: image_allow_outside must be True or False")
+        folder = self.image_folder
+        if folder is None or self.image_allow_outside or not _leaves_folder(folder):
+            return
+        raise ValueError(
+            f"schema {self.name!r}: [image] 'folder' must be a relative folder inside the dataset folder "
+            f"(no leading '/', '~' or drive, no '..' climbing out of it); got {_short(folder)}; for images kept "
+            "elsewhere on purpose, set allow_outside = true in [image]"
+        )
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -457,14 +504,17 @@ class Schema:
         ValueError
             When a column the schema needs is absent from the table.
         """
-        missing_cols = [c for c in self.required_columns(with_label=with_label) if c not in table.columns]
+        used = list(dict.fromkeys(self.required_columns(with_label=with_label)))
+        missing_cols = [c for c in used if c not in table.columns]
         if missing_cols:
             raise ValueError(
-                f"table lacks column(s) {missing_cols} required by schema {self.name!r}; it has {list(table.columns)}"
+                f"table lacks column(s) {short_list(missing_cols)} required by schema {self.name!r}; "
+                f"it has {short_list(table.columns)}"
             )
         parsed: dict[str, list] = {f.name: [] for f in self.features}
         labels, groups, images, kept, skipped, notes = [], [], [], [], [], []
-        for index, row in zip(table.index, table.to_dict("records"), strict=True):
+        # Only the columns read: a 10,000-column table is not turned into rows x 10,000 objects.
+        for index, row in zip(table.index, table[used].to_dict("records"), strict=True):
             file = row.get(self.image_column) if self.image_column else None
             file = None if is_missing(file) else str(file)
             reasons, row_notes, values = [], [], {}
@@ -568,6 +618,14 @@ def _get(
         raise ValueError(f"{where}: {key!r} must be {expected}; got {_short(value)}")
     if isinstance(value, str) and kinds == (str,) and not value.strip():
         raise ValueError(f"{where}: {key!r} must not be empty")
+    return value
+
+
+def _true_or_false(spec: Mapping[str, Any], key: str, where: str) -> bool:
+    """An optional TOML boolean (default false); ``1`` or ``"yes"`` are refused, not read as true."""
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: {key!r} must be true or false; got {_short(value)}")
     return value
 
 
@@ -688,7 +746,7 @@ def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
     group = _table(doc, "group", top)
     _check_keys(group, {"column"}, f"{origin}: [group]")
     image = _table(doc, "image", top)
-    _check_keys(image, {"column", "folder"}, f"{origin}: [image]")
+    _check_keys(image, {"column", "folder", "allow_outside"}, f"{origin}: [image]")
     features = _table(doc, "features", top)
     try:
         return Schema(
@@ -698,6 +756,7 @@ def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
             group=_get(group, "column", str, f"{origin}: [group]", required=bool(group)),
             image_column=_get(image, "column", str, f"{origin}: [image]", required=bool(image)),
             image_folder=_get(image, "folder", str, f"{origin}: [image]"),
+            image_allow_outside=_true_or_false(image, "allow_outside", f"{origin}: [image]"),
             features=tuple(_feature_from_toml(n, s, origin) for n, s in features.items()),
             excluded=_excluded_from_toml(_table(doc, "excluded", top), origin),
             text=text,

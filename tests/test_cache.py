@@ -3,7 +3,9 @@ processes, resumed after an interruption, read batch by batch through MappedImag
 with resident memory that does not grow with the file, and training from it equal to
 training from memory."""
 
+import errno
 import logging
+import os
 import pickle
 import sys
 
@@ -147,3 +149,181 @@ def test_cache_flags_refuse_bad_values(flags, message, capsys):
     with pytest.raises(SystemExit):
         main(["--quiet", *flags])
     assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ issue 21
+@pytest.fixture
+def fusion_log(caplog):
+    """Records of the fusion logger (the CLIs stop it propagating: listen on it directly)."""
+    logger = logging.getLogger("fusion")
+    logger.addHandler(caplog.handler)
+    with caplog.at_level(logging.INFO, logger="fusion"):
+        yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def _warnings(log) -> str:
+    return "\n".join(r.getMessage() for r in log.records if r.levelno >= logging.WARNING)
+
+
+def _tamper_constant(npy, meta):
+    array = np.load(npy)
+    np.save(npy, np.full_like(array, 7))
+
+
+def _tamper_one_byte(npy, meta):
+    array = np.lib.format.open_memmap(npy, mode="r+")
+    array[45, 3, 3] ^= 1
+    array.flush()
+
+
+def _tamper_no_checksum(npy, meta):
+    import json
+
+    record = json.loads(meta.read_text())
+    record = {k: v for k, v in record.items() if k in ("n", "size", "errors")}  # as an older fusion wrote it
+    meta.write_text(json.dumps(record))
+    _tamper_constant(npy, meta)
+
+
+@pytest.mark.parametrize("memory_map", [False, True])
+@pytest.mark.parametrize("tamper", [_tamper_constant, _tamper_one_byte, _tamper_no_checksum])
+def test_a_cache_entry_that_does_not_match_its_checksum_is_rebuilt_with_a_warning(
+    folder_dataset, tmp_path, fusion_log, tamper, memory_map
+):
+    cache = tmp_path / "c"
+    plain = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=False)
+    load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache)
+    (npy,) = cache.glob("images-*.npy")
+    tamper(npy, npy.with_suffix(".json"))
+    fusion_log.clear()
+    again = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache, memory_map=memory_map)
+    assert np.array_equal(np.asarray(again.images), plain.images)
+    assert npy.name in _warnings(fusion_log) and "rebuilt" in _warnings(fusion_log)
+    fusion_log.clear()
+    load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache, memory_map=memory_map)
+    assert _warnings(fusion_log) == ""  # the rebuilt entry verifies
+
+
+def _interrupted_build(folder_dataset, cache, monkeypatch):
+    """A build stopped by Ctrl-C after 40 films (two chunks of 16 on disk)."""
+    import fusion.data.loaders as loaders
+
+    real, calls = loaders.load_image, []
+
+    def stop_after_40(path, size):
+        if len(calls) == 40:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return real(path, size)
+
+    monkeypatch.setattr(loaders, "load_image", stop_after_40)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache, cache_workers=1)
+    monkeypatch.setattr(loaders, "load_image", real)
+    (done,) = cache.glob("*.done")
+    return done
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda size: b"\x01" * size,  # every film marked written: the array is all zeros
+        lambda size: b"\xff" * size,
+        lambda size: bytes(np.random.default_rng(0).integers(1, 256, size, dtype=np.uint8)),
+        lambda size: b"\x01" * (size - 1),  # the wrong length
+        lambda size: b"\x01" * (size + 1),
+    ],
+)
+def test_only_the_exact_done_marker_counts_when_a_build_resumes(
+    folder_dataset, tmp_path, small_chunks, monkeypatch, forge
+):
+    cache = tmp_path / "c"
+    done = _interrupted_build(folder_dataset, cache, monkeypatch)
+    done.write_bytes(forge(done.stat().st_size))
+    (npy,) = cache.glob("*.npy")
+    array = np.lib.format.open_memmap(npy, mode="r+")
+    array[:] = 0  # what an interrupted build leaves where nothing was written
+    array.flush()
+    del array
+    resumed = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache, cache_workers=1)
+    plain = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=False)
+    assert np.array_equal(resumed.images, plain.images)
+
+
+def _cannot_be_written(tmp_path):
+    """A cache folder that cannot be created, even by root: its parent is a file."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    return blocker / "cache"
+
+
+def test_memory_map_always_with_a_cache_folder_that_cannot_be_written_is_refused(folder_dataset, tmp_path):
+    cache = _cannot_be_written(tmp_path)
+    with pytest.raises(ValueError, match=r"memory_map") as err:
+        load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache, memory_map=True)
+    assert str(cache) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_memory_map_always_names_the_flag_and_the_folder_on_the_command_line(folder_dataset, tmp_path, capsys):
+    from fusion.train import main
+
+    cache = _cannot_be_written(tmp_path)
+    flags = ["--data", str(folder_dataset), "--schema", "synthetic", "--image-size", "24", "--quiet"]
+    code = main([*flags, "--cache-dir", str(cache), "--memory-map", "always", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(cache) in err and "--memory-map" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_memory_map_always_with_a_read_only_cache_folder_is_refused(folder_dataset, tmp_path):
+    cache = tmp_path / "ro"
+    cache.mkdir(mode=0o555)
+    with pytest.raises(ValueError, match=r"memory_map"):
+        load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache, memory_map=True)
+
+
+def test_a_cache_folder_that_cannot_be_written_falls_back_to_memory_with_a_warning(
+    folder_dataset, tmp_path, fusion_log
+):
+    cache = _cannot_be_written(tmp_path)
+    ds = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache)
+    plain = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=False)
+    assert np.array_equal(ds.images, plain.images)
+    assert str(cache) in _warnings(fusion_log) and "memory" in _warnings(fusion_log)
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _full_when_created(real):
+    def open_memmap(path, mode="r+", *args, **kwargs):
+        if mode == "w+":
+            _full_disk()
+        return real(path, mode, *args, **kwargs)
+
+    return open_memmap
+
+
+FULL_DISK_AT = {
+    "the array": lambda mp: mp.setattr(np.lib.format, "open_memmap", _full_when_created(np.lib.format.open_memmap)),
+    "the rows": lambda mp: mp.setattr(cache_module, "_decode_rows", _full_disk),
+    "the record": lambda mp: mp.setattr(cache_module, "atomic_write", _full_disk),
+}
+
+
+@pytest.mark.parametrize("where", sorted(FULL_DISK_AT))
+def test_a_full_disk_while_the_cache_is_built_falls_back_to_memory_with_a_warning(
+    folder_dataset, tmp_path, monkeypatch, fusion_log, where
+):
+    plain = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=False)
+    cache = tmp_path / "c"
+    FULL_DISK_AT[where](monkeypatch)
+    ds = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache, cache_workers=1)
+    assert np.array_equal(ds.images, plain.images) and [s["file"] for s in ds.skipped] == []
+    assert str(cache) in _warnings(fusion_log) and "No space left on device" in _warnings(fusion_log)
+    assert not [p for p in cache.iterdir() if p.suffix in (".npy", ".done", ".json")]  # the space is given back
+    with pytest.raises(ValueError, match=r"memory_map") as err:
+        load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=cache, cache_workers=1, memory_map=True)
+    assert str(cache) in str(err.value) and "No space left on device" in str(err.value)

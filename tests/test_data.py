@@ -295,3 +295,216 @@ def test_duplicated_csv_column_is_refused(tmp_path):
     path.write_text("diagnosis,age,age\nCOVID-19,50,60\n")
     with pytest.raises(ValueError, match=r"\['age'\] appear more than once"):
         read_table(path)
+
+
+# ------------------------------------------------------------------ issue 21
+def _point_rows_at(folder: Path, targets: list[str]) -> None:
+    """The first rows' image column set to ``targets``."""
+    table = read_table(folder / "metadata.csv")
+    table.loc[: len(targets) - 1, "image"] = targets
+    table.to_csv(folder / "metadata.csv", index=False)
+
+
+def _spy_on_opened(monkeypatch) -> list[Path]:
+    """Every file the loaders hand to load_image, resolved."""
+    import fusion.data.loaders as loaders
+
+    opened, real = [], loaders.load_image
+    monkeypatch.setattr(
+        loaders, "load_image", lambda path, size: opened.append(Path(path).resolve()) or real(path, size)
+    )
+    return opened
+
+
+def _outside_targets(folder: Path, tmp_path: Path) -> list[str]:
+    """Image paths that all lead out of ``folder``: climbing, absolute, through a symlink."""
+    outside = write_png(tmp_path / "outside.png", np.full((32, 32), 200, np.uint8))
+    (folder / "images" / "link.png").symlink_to(outside)
+    (folder / "images" / "up").symlink_to(tmp_path)
+    return [
+        "../../../../../../../../etc/passwd",
+        "/etc/hostname",
+        str(outside),
+        "../../outside.png",
+        "sub/../../../outside.png",
+        "link.png",
+        "up/outside.png",
+    ]
+
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_image_paths_that_resolve_outside_the_dataset_folder_are_skipped_and_never_opened(
+    folder_dataset, tmp_path, monkeypatch, cache
+):
+    targets = _outside_targets(folder_dataset, tmp_path)
+    _point_rows_at(folder_dataset, targets)
+    opened = _spy_on_opened(monkeypatch)
+    with pytest.warns(UserWarning, match=r"7 row\(s\) name an image outside the dataset folder.*allow_outside = true"):
+        ds = load_dataset(
+            folder_dataset, "synthetic", image_size=24, cache_dir=tmp_path / "cache" if cache == "on" else False
+        )
+    assert len(ds) == 90 - len(targets) and len(opened) == 90 - len(targets)
+    assert all(p.is_relative_to(folder_dataset.resolve()) for p in opened)
+    reasons = {s["file"]: s["reason"] for s in ds.skipped}
+    assert set(reasons) == set(targets)
+    assert all("outside the dataset folder" in r and "allow_outside" in r for r in reasons.values())
+
+
+def test_allow_outside_in_the_schema_reads_images_kept_elsewhere(folder_dataset, tmp_path, monkeypatch):
+    # The use case: the films live on another disk; the dataset's image folder links there.
+    elsewhere = tmp_path / "elsewhere"
+    (folder_dataset / "images").rename(elsewhere)
+    (folder_dataset / "images").symlink_to(elsewhere)
+    with pytest.raises(ValueError, match=r"image folder 'images'.*outside the dataset folder.*allow_outside"):
+        load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=False)
+    text = (Path(__file__).resolve().parents[1] / "data" / "schema" / "synthetic.toml").read_text()
+    opted = tmp_path / "schema.toml"
+    opted.write_text(text.replace('folder = "images"', 'folder = "images"\nallow_outside = true'))
+    ds = load_dataset(folder_dataset, opted, image_size=24, cache_dir=False)
+    assert len(ds) == 90 and not ds.skipped
+
+
+def test_skipped_rows_hold_plain_numbers(folder_dataset):
+    table = read_table(folder_dataset / "metadata.csv")
+    table.loc[1, "image"] = table.loc[0, "image"]  # a duplicated image
+    table.loc[2, "image"] = "absent.png"  # an unreadable one
+    table.loc[3, "age"] = "abc"  # a bad value
+    table.to_csv(folder_dataset / "metadata.csv", index=False)
+    ds = load_dataset(folder_dataset, "synthetic", image_size=24, cache_dir=False)
+    assert [s["row"] for s in ds.skipped] == [1, 2, 3]
+    assert all(type(s["row"]) is int for s in ds.skipped) and "np." not in repr(ds.skipped)
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_semicolon_and_tab_separated_csvs_read_like_comma_separated_ones(folder_dataset, sep):
+    plain = load_dataset(folder_dataset, "synthetic", modalities=("tabular",))
+    read_table(folder_dataset / "metadata.csv").to_csv(folder_dataset / "metadata.csv", sep=sep, index=False)
+    other = load_dataset(folder_dataset, "synthetic", modalities=("tabular",))
+    assert np.array_equal(other.labels, plain.labels) and other.records.equals(plain.records)
+
+
+@pytest.mark.parametrize("end", ["\r", "\r\n"])
+def test_a_semicolon_csv_with_old_mac_or_windows_line_ends_is_read(tmp_path, end):
+    path = tmp_path / "metadata.csv"
+    path.write_bytes(end.join(["diagnosis;age", "COVID-19;50", "normal;3", ""]).encode())
+    table = read_table(path)
+    assert list(table.columns) == ["diagnosis", "age"] and table["age"].tolist() == ["50", "3"]
+
+
+def test_a_utf8_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    path = tmp_path / "metadata.csv"
+    path.write_bytes("\ufeffdiagnosis,age\nCOVID-19,50\n".encode())
+    assert list(read_table(path).columns) == ["diagnosis", "age"]
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "is empty"),
+        (b"\n\n", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64), "not a text CSV"),
+        ("diagnosis,age\nCOVID-19,50\n".encode("utf-16"), "UTF-16"),
+        ("diagnosis,age\nCOVID-19,50\nnormal,caf\xe9\n".encode("latin-1"), r"not UTF-8.*line 3"),
+        (b"diagnosis,age\nCOVID-19,50\nnormal,3,4,5\n", r"line 3.*4 fields.*header has 2"),
+        (b'diagnosis,age\nCOVID-19,"50\n', "quote"),
+        (b"diagnosis;age,sex\tx\n", "separator"),
+    ],
+)
+def test_csv_read_errors_name_the_file_and_the_cause(tmp_path, content, match):
+    path = tmp_path / "metadata.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=match) as err:
+        read_table(path)
+    assert str(path) in str(err.value) and len(str(err.value)) < 400
+
+
+def test_a_wide_csv_warning_names_ten_columns_and_counts_the_rest(folder_dataset):
+    lines = (folder_dataset / "metadata.csv").read_text().splitlines()[:4]  # the header and 3 rows
+    extra = [f"extra_{i}" for i in range(10_000)] + ["x" * 1000]
+    lines = [lines[0] + "," + ",".join(extra)] + [line + ",1" * len(extra) for line in lines[1:]]
+    (folder_dataset / "metadata.csv").write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match=r"not declared") as caught:
+        ds = load_dataset(folder_dataset, "synthetic", modalities=("tabular",))
+    assert len(ds) == 3
+    message = str(next(w.message for w in caught if "not declared" in str(w.message)))
+    assert len(message) < 1000 and "and 9,991 more" in message and "extra_0" in message
+
+
+def test_a_long_repeated_header_list_is_cut(tmp_path):
+    path = tmp_path / "metadata.csv"
+    path.write_text(",".join(["age"] * 2 + [f"c{i}" for i in range(3000)] * 2) + "\n")
+    with pytest.raises(ValueError, match=r"and 2,991 more") as err:
+        read_table(path)
+    assert len(str(err.value)) < 1000
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.array(["normal", "pneumonia"] * 5), r"train_labels.*text \(<U9\).*integer"),
+        (np.array([0.0, 1.0] * 5), r"train_labels.*float64.*integer"),
+        (np.array([True, False] * 5), r"train_labels.*bool.*integer"),
+    ],
+)
+def test_npz_labels_that_are_not_integers_are_refused_naming_file_and_key(tmp_path, labels, match):
+    path = _npz(tmp_path / "mini.npz", train_images=np.zeros((10, 28, 28), np.uint8), train_labels=labels)
+    with pytest.raises(ValueError, match=match) as err:
+        load_dataset(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["train_images", "train_labels"])
+def test_npz_object_arrays_are_refused_naming_file_and_key_never_unpickled(tmp_path, key, monkeypatch):
+    arrays = {"train_images": np.zeros((4, 28, 28), np.uint8), "train_labels": np.array([0, 1, 0, 1])}
+    arrays[key] = np.array([arrays[key][i] for i in range(4)] + [None], dtype=object)[:4]
+    path = _npz(tmp_path / "mini.npz", **arrays)
+    monkeypatch.setattr("pickle.loads", lambda *a, **k: pytest.fail("unpickled"))
+    with pytest.raises(ValueError, match=rf"{key}.*Python objects.*never loaded") as err:
+        load_dataset(path)
+    assert str(path) in str(err.value) and "allow_pickle" not in str(err.value)
+
+
+def test_npz_text_labels_are_read_through_a_schema_that_maps_them(tmp_path):
+    path = _npz(
+        tmp_path / "mini.npz",
+        train_images=np.zeros((10, 28, 28), np.uint8),
+        train_labels=np.array(["0", "1"] * 5),
+    )
+    ds = load_dataset(path, "pneumoniamnist")
+    assert ds.classes == ("normal", "pneumonia") and ds.labels.tolist() == [0, 1] * 5
+
+
+def test_npz_label_outside_the_schema_names_file_key_and_row(tmp_path):
+    path = _npz(
+        tmp_path / "mini.npz", train_images=np.zeros((4, 28, 28), np.uint8), train_labels=np.array([0, 1, 7, 0])
+    )
+    with pytest.raises(ValueError, match=r"mini.npz: train_labels\[2\]: .*unknown value 7"):
+        load_dataset(path, "pneumoniamnist")
+
+
+@pytest.mark.parametrize("kind", ["text", "npy", "pickle"])
+def test_a_file_named_npz_that_is_no_npz_archive_is_refused_naming_it(tmp_path, kind):
+    import pickle
+
+    path = tmp_path / "mini.npz"
+    if kind == "text":
+        path.write_text("train_images,train_labels\n")
+    elif kind == "npy":
+        np.save(tmp_path / "x.npy", np.zeros((4, 28, 28), np.uint8))
+        (tmp_path / "x.npy").rename(path)
+    else:
+        path.write_bytes(pickle.dumps({"train_images": [1]}))
+    with pytest.raises(ValueError, match=r"mini.npz: not an .npz archive") as err:
+        load_dataset(path)
+    assert "pickle" not in str(err.value)
+
+
+def test_npz_images_of_the_wrong_shape_are_refused_naming_file_and_key(tmp_path):
+    path = _npz(tmp_path / "mini.npz", train_images=np.zeros((4, 784), np.uint8), train_labels=np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"mini.npz: train_images is uint8 of shape \(4, 784\).*\(n, height, width\)"):
+        load_dataset(path)

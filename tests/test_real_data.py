@@ -3,6 +3,7 @@ every row loads, and a model trained on one folder is scored on another of the s
 layout, as a withheld test folder would be."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -50,12 +51,18 @@ def test_a_covid_model_is_scored_on_another_folder_of_the_same_layout(tmp_path, 
     table.to_csv(other / "metadata.csv", index=False)
     run = tmp_path / "run"
     schema = "data/schema/covid_chestxray.toml"
+    # The films are links to the shared folder: the schema that scores them says so.
+    linked = tmp_path / "linked.toml"
+    linked.write_text(Path(schema).read_text().replace('folder = "images"', 'folder = "images"\nallow_outside = true'))
     # The default command but for one epoch (the suite's time): no other flag.
     args = ["--data", str(COVID), "--schema", schema, "--modalities", "image,tabular", "--epochs", "1"]
     assert train_main([*args, "--out", str(run), "--quiet"]) == 0
     capsys.readouterr()
     out = tmp_path / "scores.json"
-    assert evaluate_main(["--model", str(run), "--data", str(other), "--out", str(out)]) == 0
+    with pytest.warns(UserWarning, match="40 row.* outside the dataset folder.*allow_outside = true"):
+        assert evaluate_main(["--model", str(run), "--data", str(other), "--out", str(out)]) == 2
+    assert "no valid rows to score (40 skipped)" in capsys.readouterr().err
+    assert evaluate_main(["--model", str(run), "--data", str(other), "--schema", str(linked), "--out", str(out)]) == 0
     scores = json.loads(out.read_text())
     assert scores["n"] + len(scores["skipped"]) == 40 and scores["n"] >= 35
     assert 0.0 <= scores["accuracy"] <= 1.0 and "intervals" in scores

@@ -816,3 +816,88 @@ def test_booster_state_is_checked_against_the_classes_and_columns(tiny_runs, tmp
     rehash(folder)
     with pytest.raises(ValueError, match=r"xgboost\.json: not a valid XGBoost model"):
         FusionClassifier.load(folder)
+
+
+# ------------------------------------------------------------------ issue 21, item 9
+def _dataset_pointing_outside(folder: Path, tmp_path: Path) -> list[str]:
+    """Rows 0-3 of the folder's table point at files outside it: climbing, absolute, a
+    PNG beside the dataset (a film that must not be trained on) and a symlink to it."""
+    import pandas as pd
+
+    outside = tmp_path / "outside.png"
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(outside)
+    (folder / "images" / "link.png").symlink_to(outside)
+    targets = ["../../../../../../../../etc/passwd", "/etc/hostname", "../../outside.png", "link.png"]
+    table = pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)
+    table.loc[: len(targets) - 1, "image"] = targets
+    table.to_csv(folder / "metadata.csv", index=False)
+    return targets
+
+
+@pytest.fixture
+def opened_images(monkeypatch):
+    """Every dataset file the loaders open, resolved (the loaders are the only place a
+    dataset's films are opened; train, eda and evaluate all go through them)."""
+    import fusion.data.loaders as loaders
+
+    opened, real = [], loaders.load_image
+    monkeypatch.setattr(
+        loaders, "load_image", lambda path, size: opened.append(Path(path).resolve()) or real(path, size)
+    )
+    return opened
+
+
+def _only_inside(opened: list[Path], folder: Path) -> bool:
+    return bool(opened) and all(p.is_relative_to(folder.resolve()) for p in opened)
+
+
+def test_train_never_reads_an_image_outside_the_dataset_folder(folder_dataset, tmp_path, opened_images, monkeypatch):
+    import fusion.train
+
+    targets = _dataset_pointing_outside(folder_dataset, tmp_path)
+    seen = {}
+
+    def stop_after_loading(ds):  # what train would train on; the training itself is not the point
+        seen["ds"] = ds
+        raise ValueError("stopped after loading")
+
+    monkeypatch.setattr(fusion.train, "check_enough_data", stop_after_loading)
+    flags = ["--data", str(folder_dataset), "--schema", "synthetic", "--image-size", "24", "--quiet"]
+    with pytest.warns(UserWarning, match="4 row.* outside the dataset folder"):
+        assert train_main([*flags, "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "run")]) == 2
+    assert _only_inside(opened_images, folder_dataset)
+    skipped = {s["file"]: s["reason"] for s in seen["ds"].skipped}
+    assert set(skipped) == set(targets) and all("outside the dataset folder" in r for r in skipped.values())
+
+
+def test_eda_never_reads_an_image_outside_the_dataset_folder(folder_dataset, tmp_path, opened_images, monkeypatch):
+    import fusion.eda.report
+    from fusion.eda import main as eda_main
+
+    targets = _dataset_pointing_outside(folder_dataset, tmp_path)
+    seen = {}
+
+    def stop_after_loading(parts, ds):  # the first section: what eda analyses; the figures are not the point
+        seen["ds"] = ds
+        raise ValueError("stopped after loading")
+
+    monkeypatch.setattr(fusion.eda.report, "add_class_balance", stop_after_loading)
+    with pytest.warns(UserWarning, match="4 row.* outside the dataset folder"):
+        assert eda_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(tmp_path / "eda")]) == 2
+    assert _only_inside(opened_images, folder_dataset)
+    skipped = {s["file"]: s["reason"] for s in seen["ds"].skipped}
+    assert set(skipped) == set(targets) and all("outside the dataset folder" in r for r in skipped.values())
+
+
+def test_evaluate_never_reads_an_image_outside_the_dataset_folder(
+    tiny_runs, folder_dataset, tmp_path, opened_images, capsys
+):
+    from fusion.evaluate import main as evaluate_main
+
+    _dataset_pointing_outside(folder_dataset, tmp_path)
+    run = ["--model", str(tiny_runs["fused"]), "--data", str(folder_dataset), "--cache-dir", str(tmp_path / "c")]
+    with pytest.warns(UserWarning, match="4 row.* outside the dataset folder"):
+        assert evaluate_main(run) == 0
+    out = capsys.readouterr().out
+    assert "4 row(s) not scored" in out and "outside the dataset folder" in out
+    assert _only_inside(opened_images, folder_dataset)

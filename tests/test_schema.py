@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -226,6 +227,47 @@ def test_long_values_are_cut_in_error_messages():
     with pytest.raises(ValueError) as err:
         parse_schema(MINIMAL).validate_record({"sex": "x" * 1_000_000})
     assert len(str(err.value)) < 300 and "1000002 characters" in str(err.value)
+
+
+# ------------------------------------------------------------------ issue 21
+@pytest.mark.parametrize(
+    "folder",
+    ["/etc", "..", "../other", "imgs/../../x", "./../x", "C:\\films", "\\\\server\\share", "imgs\\..\\..", "~/films"],
+)
+def test_an_absolute_or_escaping_image_folder_is_refused_unless_allowed(folder):
+    text = MINIMAL.replace('folder = "imgs"', f"folder = {json.dumps(folder)}")
+    with pytest.raises(
+        ValueError, match=r"m.toml: .*\[image\] 'folder'.*inside the dataset folder.*allow_outside = true"
+    ):
+        parse_schema(text, origin="m.toml")
+    schema = parse_schema(text.replace("[image]", "[image]\nallow_outside = true"), origin="m.toml")
+    assert schema.image_folder == folder and schema.image_allow_outside
+
+
+@pytest.mark.parametrize("folder", ["imgs", "./imgs", "a/b", "imgs/../pictures", "."])
+def test_image_folders_inside_the_dataset_are_accepted(folder):
+    schema = parse_schema(MINIMAL.replace('folder = "imgs"', f"folder = {json.dumps(folder)}"))
+    assert schema.image_folder == folder and not schema.image_allow_outside
+
+
+@pytest.mark.parametrize("value", ['"yes"', "1", "[true]"])
+def test_allow_outside_must_be_true_or_false(value):
+    with pytest.raises(ValueError, match=r"\[image\].*'allow_outside' must be true or false"):
+        parse_schema(MINIMAL.replace("[image]", f"[image]\nallow_outside = {value}"), origin="m.toml")
+
+
+def test_a_schema_built_in_python_refuses_an_escaping_folder_too():
+    schema = parse_schema(MINIMAL)
+    with pytest.raises(ValueError, match="allow_outside"):
+        dataclasses.replace(schema, image_folder="/etc")
+    assert dataclasses.replace(schema, image_folder="/films", image_allow_outside=True).image_folder == "/films"
+
+
+def test_missing_columns_of_a_wide_table_are_listed_cut():
+    table = pd.DataFrame({f"col_{i}": ["1"] for i in range(10_000)})
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['age'.*and 9,990 more") as err:
+        parse_schema(MINIMAL).validate_table(table)
+    assert len(str(err.value)) < 1000
 
 
 # A property over schema files: random typos, missing tables and wrong types in every

@@ -10,14 +10,24 @@ never beside the data, which may be read-only.
 
 The array is written in place on disk, row by row, by worker processes, so a cache
 can be far larger than memory: 60,000 films at 224 px are 3 GB. Progress is kept in a
-``.done`` file beside it (one byte per film), so an interrupted build resumes where it
-stopped; the ``.json`` written last marks the entry complete. Large entries are read
-through :class:`MappedImages`, which keeps only the rows being read in memory.
+``.done`` file beside it: each film's row digest (BLAKE2b, 16 bytes) once its row is
+written, so an interrupted build resumes where it stopped and a row counts as done only
+when the array holds exactly what was written (a ``.done`` of any other bytes, or of
+the wrong length, counts for nothing). The ``.json`` written last marks the entry
+complete and holds a checksum of the array (over its row digests), verified each time
+the entry is opened: an entry changed after it was written is rebuilt, with a warning.
+Large entries are read through :class:`MappedImages`, which keeps only the rows being
+read in memory.
+
+A cache that cannot be written (a read-only folder, a full disk) costs only speed: the
+films are decoded into memory instead, with a warning naming the folder and the
+reason, unless ``memory_map=True`` asked for them to stay on disk; then it is an error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -27,7 +37,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +55,10 @@ MMAP_BYTES = 256 * 1024 * 1024
 CHUNK = 128
 # Below this many films to decode, worker processes cost more than they save.
 PARALLEL_FROM = 1024
+# Bytes of each row's BLAKE2b digest, in the .done file and under the record's checksum.
+DIGEST = 16
+# Below this many bytes an entry is verified in one thread (threads cost more than they save).
+THREADED_FROM = 64 * 1024 * 1024
 
 
 def default_cache_dir() -> Path:
@@ -217,20 +231,60 @@ class _Entry:
         return self.folder / f"images-{self.key}.lock"
 
 
-def _open_complete(entry: _Entry, n: int, size: int, memory_map: bool | None):
-    """(images, errors) of a complete entry, or None when there is none (or it is damaged)."""
+def _row_digests(array, rows=None) -> np.ndarray:
+    """BLAKE2b digest (``DIGEST`` bytes) of each row of ``array`` (all, or ``rows``), as a
+    uint8 array (k, DIGEST). An on-disk array is read block by block and its pages are
+    released after each (see :func:`_release`); a large one is hashed by several threads
+    (hashlib releases the GIL), so the disk or the page cache sets the pace."""
+    rows = np.arange(len(array)) if rows is None else np.asarray(rows)
+    blocks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+
+    def digest(block) -> bytes:
+        out = b"".join(hashlib.blake2b(array[int(r)], digest_size=DIGEST).digest() for r in block)
+        _release(array)
+        return out
+
+    row_bytes = int(np.prod(array.shape[1:]))
+    threads = 1 if len(rows) * row_bytes < THREADED_FROM else min(available_cores(), 8)
+    if threads == 1:
+        parts = [digest(b) for b in blocks]
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(digest, blocks))
+    return np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(len(rows), DIGEST)
+
+
+def _checksum(digests: np.ndarray) -> str:
+    """The record's checksum of an array: BLAKE2b over its row digests in order."""
+    return hashlib.blake2b(np.ascontiguousarray(digests).tobytes(), digest_size=DIGEST).hexdigest()
+
+
+def _open_complete(entry: _Entry, n: int, size: int, memory_map: bool | None, *, verify: bool = True):
+    """A complete entry's ``((images, errors), None)``; ``(None, None)`` when there is
+    none; ``(None, what is wrong)`` when there is one that is damaged or does not match
+    the checksum in its record (``verify``: checked, which reads the whole array)."""
     if not (entry.array.is_file() and entry.meta.is_file()):
-        return None
+        return None, None
     try:
         meta = json.loads(entry.meta.read_text(encoding="utf-8"))
         mapped = MappedImages(entry.array)
-        if mapped.shape != (n, size, size) or meta.get("n") != n:
-            return None
+        if mapped.shape != (n, size, size):
+            return None, f"holds images of shape {mapped.shape}, not {(n, size, size)}"
+        if meta.get("n") != n:
+            return None, f"has a record of {str(meta.get('n'))[:60]} films, not {n}"
         errors = {int(k): v for k, v in meta["errors"].items()}
+        checksum = meta.get("checksum")
         big = mapped.nbytes > MMAP_BYTES if memory_map is None else memory_map
-        return (mapped if big else np.load(entry.array, allow_pickle=False)), errors
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a damaged entry is rebuilt
+        images = mapped if big else np.load(entry.array, allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return None, f"cannot be read ({err})"
+    if not isinstance(checksum, str):
+        return None, "has no checksum in its record (written by an older fusion)"
+    if verify:
+        actual = _checksum(_row_digests(images._array if big else images))
+        if actual != checksum:
+            return None, "does not match the checksum in its record (changed after it was written)"
+    return (images, errors), None
 
 
 @contextlib.contextmanager
@@ -257,7 +311,8 @@ def _exclusive(path: Path) -> Iterator[None]:
 def _decode_rows(path: str, rows: list[int], files: list[str], decode) -> tuple:
     """Decode ``files`` into ``rows`` of the ``.npy`` array at ``path`` (run in a worker).
 
-    Returns (rows written, {row: reason} of files that failed)."""
+    Returns (rows written, their digests (k, DIGEST), {row: reason} of files that
+    failed); a failed file's row is zeros."""
     out = np.lib.format.open_memmap(path, mode="r+")
     written, errors = [], {}
     for row, file in zip(rows, files, strict=True):
@@ -265,10 +320,12 @@ def _decode_rows(path: str, rows: list[int], files: list[str], decode) -> tuple:
             out[row] = decode(Path(file))
             written.append(row)
         except ValueError as err:
+            out[row] = 0
             errors[row] = str(err)
     out.flush()  # on disk before the parent marks the rows done
+    digests = _row_digests(out, written)
     _release(out)
-    return written, errors
+    return written, digests, errors
 
 
 class _Progress:
@@ -315,26 +372,73 @@ def _pool_context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | None) -> dict[int, str]:
-    """Write every not-yet-done row of the entry's array; the errors of this pass."""
-    n = len(files)
-    shape = (n, size, size)
-    resumable = False
-    if entry.array.is_file() and entry.done.is_file() and entry.done.stat().st_size == n:
+def _allocate(path: Path) -> None:
+    """Reserve the disk blocks of a file created sparse, so a full disk is an ``OSError``
+    here, before any decoding, instead of a SIGBUS when a mapped row is written later."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: the file stays sparse
+        return
+    with open(path, "r+b") as fh:
         try:
-            resumable = np.load(entry.array, mmap_mode="r", allow_pickle=False).shape == shape
-        except (OSError, ValueError):
-            resumable = False
-    if not resumable:
-        # A sparse file: rows not yet written read as zeros and take no disk.
-        created = np.lib.format.open_memmap(entry.array, mode="w+", dtype=np.uint8, shape=shape)
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise  # a full disk, a quota: the caller falls back to memory
+
+
+def _resume(entry: _Entry, n: int, size: int) -> np.ndarray:
+    """The ``.done`` digests of an interrupted build of this entry, each row's kept only
+    where the array holds exactly what was written; zeros (nothing done) when there is
+    no such build or its files do not fit (another shape, a ``.done`` of the wrong length)."""
+    if not (entry.array.is_file() and entry.done.is_file() and entry.done.stat().st_size == n * DIGEST):
+        return np.zeros((n, DIGEST), dtype=np.uint8)
+    try:
+        array = np.load(entry.array, mmap_mode="r", allow_pickle=False)
+        if array.shape != (n, size, size) or array.dtype != np.uint8:
+            return np.zeros((n, DIGEST), dtype=np.uint8)
+        marks = np.fromfile(entry.done, dtype=np.uint8).reshape(n, DIGEST)
+    except (OSError, ValueError):
+        return np.zeros((n, DIGEST), dtype=np.uint8)
+    claimed = np.flatnonzero(marks.any(axis=1))
+    good = (marks[claimed] == _row_digests(array, claimed)).all(axis=1)
+    if not good.all():
+        logger.warning(
+            "the image cache %s: %d of the %d films its progress file %s marks done do not hold what was "
+            "written; they are decoded again",
+            entry.array,
+            int((~good).sum()),
+            len(claimed),
+            entry.done.name,
+        )
+    kept = np.zeros((n, DIGEST), dtype=np.uint8)
+    kept[claimed[good]] = marks[claimed[good]]
+    return kept
+
+
+def _start(entry: _Entry, n: int, size: int) -> np.memmap:
+    """The ``.done`` digests to build on (see :func:`_resume`), written afresh with a
+    new array when nothing can be kept; the entry's record is removed first, so the
+    entry is incomplete until the build writes it again."""
+    entry.meta.unlink(missing_ok=True)
+    kept = _resume(entry, n, size)
+    if kept.any():
+        logger.info("resuming the image cache %s: %d of %d films already decoded", entry.array, kept.any(1).sum(), n)
+    else:
+        # A new file (a reader of an old one keeps its own), its blocks reserved.
+        entry.array.unlink(missing_ok=True)
+        created = np.lib.format.open_memmap(entry.array, mode="w+", dtype=np.uint8, shape=(n, size, size))
         del created
-        with open(entry.done, "wb") as fh:
-            fh.truncate(n)
-    done = np.memmap(entry.done, dtype=np.uint8, mode="r+", shape=(n,))
-    todo = np.flatnonzero(done == 0).tolist()
-    if resumable and len(todo) < n:
-        logger.info("resuming the image cache %s: %d of %d films already decoded", entry.array, n - len(todo), n)
+        _allocate(entry.array)
+    with open(entry.done, "wb") as fh:
+        fh.write(kept.tobytes())
+    return np.memmap(entry.done, dtype=np.uint8, mode="r+", shape=(n, DIGEST))
+
+
+def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | None) -> tuple[dict[int, str], str]:
+    """Write every not-yet-done row of the entry's array; the errors of this pass and
+    the array's checksum."""
+    n = len(files)
+    done = _start(entry, n, size)
+    todo = np.flatnonzero(~done.any(axis=1)).tolist()
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     jobs = ((str(entry.array), rows, [str(files[r]) for r in rows], decode) for rows in chunks)
     if workers is None:
@@ -345,8 +449,8 @@ def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | N
 
     def mark(result) -> None:
         nonlocal last_flush
-        written, failed = result
-        done[written] = 1
+        written, digests, failed = result
+        done[written] = digests
         errors.update(failed)
         progress.add(len(written) + len(failed))
         if time.perf_counter() - last_flush > 2.0:
@@ -375,7 +479,12 @@ def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | N
     finally:
         done.flush()
         progress.close()
-    return errors
+    digests = np.array(done)
+    if errors:  # the rows of films that failed are zeros
+        digests[list(errors)] = np.frombuffer(
+            hashlib.blake2b(bytes(size * size), digest_size=DIGEST).digest(), dtype=np.uint8
+        )
+    return errors, _checksum(digests)
 
 
 def _decode_in_memory(files: list[Path], size: int, decode) -> tuple[np.ndarray, dict[int, str]]:
@@ -424,29 +533,75 @@ def cached_images(
     errors : dict of int -> str
         Index of each file that failed, with the reason (failures are cached too, and
         redone when the file changes).
+
+    Raises
+    ------
+    ValueError
+        ``workers`` below 1; ``memory_map`` True with the cache off (``cache_dir``
+        None) or a cache folder that cannot be written (read-only, a full disk): held
+        in memory, the films may not fit. Without ``memory_map`` True such a folder
+        costs only speed: the films are decoded into memory, with a warning.
     """
     if workers is not None and workers < 1:
         raise ValueError(f"cache workers must be at least 1; got {workers}")
     if cache_dir is None:
+        if memory_map:
+            raise ValueError("memory_map=True reads the films from the image cache, which cache_dir turns off")
         return _decode_in_memory(files, size, decode)
     entry = _Entry(Path(cache_dir), _key(files, size))
-    found = _open_complete(entry, len(files), size, memory_map)
+    found, damage = _open_complete(entry, len(files), size, memory_map)
     if found is not None:
         return found
+    if damage:
+        logger.warning("the image cache entry %s %s; it is rebuilt", entry.array, damage)
     try:
-        entry.folder.mkdir(parents=True, exist_ok=True)
-        entry.lock.touch()
-    except OSError:
-        return _decode_in_memory(files, size, decode)  # an unwritable cache only costs speed
+        return _build_entry(entry, files, size, decode, workers, memory_map)
+    except OSError as err:
+        return _without_cache(entry.folder, err, files, size, decode, memory_map)
+
+
+def _build_entry(entry: _Entry, files: list[Path], size: int, decode, workers: int | None, memory_map: bool | None):
+    """Build the entry (unless another process did while this one waited for the lock)
+    and open it. A write that fails (a full disk) removes what was written, so the
+    space is given back, and raises the ``OSError``."""
+    entry.folder.mkdir(parents=True, exist_ok=True)
+    entry.lock.touch()
     with _exclusive(entry.lock):
-        found = _open_complete(entry, len(files), size, memory_map)  # built while this one waited
+        found, _ = _open_complete(entry, len(files), size, memory_map)  # built while this one waited
         if found is not None:
             return found
-        errors = _build(entry, files, size, decode, workers)
-        meta = {"n": len(files), "size": size, "errors": errors}
-        atomic_write(entry.meta, lambda p: p.write_text(to_json(meta), encoding="utf-8"))
-        entry.done.unlink(missing_ok=True)
-    found = _open_complete(entry, len(files), size, memory_map)
+        try:
+            errors, checksum = _build(entry, files, size, decode, workers)
+            meta = {"n": len(files), "size": size, "errors": errors, "checksum": checksum}
+            atomic_write(entry.meta, lambda p: p.write_text(to_json(meta), encoding="utf-8"))
+            entry.done.unlink(missing_ok=True)
+        except OSError:
+            for path in (entry.meta, entry.array, entry.done):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise
+        found, damage = _open_complete(entry, len(files), size, memory_map, verify=False)  # just written
     if found is None:
-        raise OSError(f"the image cache {entry.array} could not be read back after it was written")
+        raise OSError(f"the image cache {entry.array} could not be read back after it was written: {damage}")
     return found
+
+
+def _without_cache(folder: Path, err: OSError, files: list[Path], size: int, decode, memory_map: bool | None):
+    """The films decoded into memory, when the cache folder cannot be written; an error
+    when ``memory_map`` asked for them to stay on disk (in memory they may not fit)."""
+    reason = err.strerror or str(err)
+    if memory_map:
+        raise ValueError(
+            f"memory_map=True keeps the films on disk in the image cache, but the cache folder {folder} cannot be "
+            f"written ({reason}); free space there, make it writable or choose another cache_dir"
+        ) from None
+    megabytes = len(files) * size * size / 1e6
+    logger.warning(
+        "the image cache folder %s cannot be written (%s): the %d films are decoded into memory instead "
+        "(%.0f MB), and again next time",
+        folder,
+        reason,
+        len(files),
+        megabytes,
+    )
+    return _decode_in_memory(files, size, decode)

@@ -4,13 +4,24 @@ table, and MedMNIST-style ``.npz`` files, all into one in-memory :class:`Dataset
 Images are decoded once, at load time, into uint8 arrays at the model's size; the
 clinical table is parsed and validated against the schema once. Rows that fail are
 skipped and reported in ``Dataset.skipped`` (row, file, reason), never coerced.
+
+A folder's table names its images, and a table is data, not a permission: a row whose
+image leads out of the dataset folder (``../../etc/passwd``, ``/etc/hostname``, a
+symlink to a film elsewhere), once ``..`` and symlinks are resolved, is skipped with
+that reason and its file never opened, unless the schema's ``[image]`` table says
+``allow_outside = true`` (a dataset whose films are linked in from another disk).
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import logging
+import re
 import warnings
+import zipfile
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +32,19 @@ from fusion.data.cache import MappedImages, cached_images, default_cache_dir, ta
 from fusion.data.dataset import Dataset
 from fusion.data.images import load_image
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE
-from fusion.schema import Schema, builtin_schemas, load_schema
+from fusion.schema import Schema, _short, builtin_schemas, load_schema, short_list
+
+logger = logging.getLogger(__name__)
 
 NPZ_SPLITS = ("train", "val", "test")
+# How CSV files separate their fields: comma, or what spreadsheets write in locales
+# whose decimal mark is a comma (semicolon) and "text" exports (tab).
+SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}
+# The longest header line read to find the separator (a 10,000-column header is ~100 KB).
+HEADER_BYTES = 1 << 24
+# The first bytes of a CSV checked for what text never holds (NUL bytes: a binary file).
+SNIFF_BYTES = 1 << 16
+
 # Loaders decode at the default backbone's input size unless told otherwise.
 DEFAULT_IMAGE_SIZE = BACKBONES[DEFAULT_BACKBONE].default_size
 
@@ -31,44 +52,151 @@ DEFAULT_IMAGE_SIZE = BACKBONES[DEFAULT_BACKBONE].default_size
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV as strings, so that the schema, not pandas, decides types and missing values.
 
+    The separator is the comma, or a semicolon or tab when the header splits on it into
+    more columns (as spreadsheets write CSV in many locales); the text is UTF-8, with or
+    without a byte-order mark.
+
     Raises
     ------
     ValueError
-        The header names a column twice: pandas would rename the second copy
-        (``age.1``) and the schema would silently read the first.
+        Naming the file: it is empty, binary or not UTF-8; its header is ambiguous about
+        the separator or names a column twice (pandas would rename the second copy
+        ``age.1`` and the schema would silently read the first); a row has more fields
+        than the header, or a quote is never closed.
     """
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        header = next(csv.reader(fh), [])
-    repeated = sorted({c for c in header if header.count(c) > 1})
+    path = Path(path)
+    with open(path, "rb") as fh:
+        _check_text(path, fh.read(SNIFF_BYTES))
+        fh.seek(0)
+        first = fh.readline(HEADER_BYTES)
+    try:
+        line = re.split(r"\r\n|\r|\n", first.decode("utf-8-sig"), maxsplit=1)[0]  # old Macs end lines with \r
+    except UnicodeDecodeError:
+        raise ValueError(_not_utf8(path)) from None
+    sep = _separator(path, line)
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        header = next(csv.reader(fh, delimiter=sep), [])
+    repeated = sorted(c for c, k in Counter(header).items() if k > 1)  # list.count per column: quadratic
     if repeated:
         raise ValueError(
-            f"{path}: column(s) {repeated} appear more than once in the header; each column must be named once"
+            f"{path}: column(s) {short_list(repeated)} appear more than once in the header; "
+            "each column must be named once"
         )
-    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
+    if sep != ",":
+        logger.info("%s: read as %s-separated", path, SEPARATORS[sep])
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(_not_utf8(path)) from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty: a CSV table needs a header row naming its columns") from None
+    except pd.errors.ParserError as err:
+        raise ValueError(_unparsable(path, sep, len(header), err)) from None
 
 
-def _from_validated(name: str, schema: Schema, table: pd.DataFrame, load_images) -> Dataset:
-    """Build a dataset from a raw table: validate rows, drop duplicated images, then
-    load the images of the rows left.
+def _check_text(path: Path, head: bytes) -> None:
+    """Refuse, naming the file, what is no CSV text at all (judged from its first bytes):
+    nothing, UTF-16 or binary."""
+    if not head.strip():
+        raise ValueError(f"{path} is empty: a CSV table needs a header row naming its columns")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"{path} is UTF-16 text; save the table as CSV in UTF-8 (in Excel: 'CSV UTF-8')")
+    if b"\0" in head:
+        raise ValueError(
+            f"{path} is not a text CSV file: it holds NUL bytes (a spreadsheet, an image or a compressed file?); "
+            "save the table as CSV in UTF-8"
+        )
+
+
+def _separator(path: Path, header: str) -> str:
+    """The separator the header line splits on into the most columns (comma when none
+    splits it: a table of one column); two that split it alike cannot be told apart."""
+    counts = {sep: len(next(csv.reader([header], delimiter=sep), [])) for sep in SEPARATORS}
+    most = max(counts.values())
+    best = [sep for sep, n in counts.items() if n == most]
+    if most <= 1:
+        return ","
+    if len(best) > 1:
+        names = " and ".join(SEPARATORS[sep] for sep in best)
+        raise ValueError(
+            f"{path}: cannot tell the separator: the header splits into {most} columns on {names} alike; "
+            "use one separator (a comma, a semicolon or a tab) and quote names that hold another"
+        )
+    return best[0]
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8, for the message (read again only on this error)."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                byte = raw[err.start]
+                return (
+                    f"{path}: not UTF-8 text: line {number} holds the byte 0x{byte:02x} (Latin-1 or Windows-1252?); "
+                    "save the table as CSV in UTF-8 (in Excel: 'CSV UTF-8')"
+                )
+    return f"{path}: not UTF-8 text; save the table as CSV in UTF-8"
+
+
+def _unparsable(path: Path, sep: str, width: int, err: Exception) -> str:
+    """A table pandas cannot split into rows: the first row that does not fit the header
+    (found again with the csv module, so the message does not depend on pandas' text)."""
+    name = SEPARATORS[sep]
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter=sep, strict=True)
+        try:
+            for row in reader:
+                if len(row) > width:
+                    return (
+                        f"{path}: line {reader.line_num} has {len(row)} fields but the header has {width} "
+                        f"({name}-separated); quote values that hold a {name} ('\"a{sep}b\"')"
+                    )
+        except csv.Error as bad:
+            return (
+                f'{path}: line {reader.line_num}: {bad}: check the quotes (") around it; a quoted value must be closed'
+            )
+    return f"{path}: cannot be read as a {name}-separated table: {_short(str(err).strip())}"
+
+
+# A file's place: its resolved path, or why it is not read.
+Locate = Callable[[str], tuple[Path | None, str | None]]
+
+
+def _from_validated(
+    name: str, schema: Schema, table: pd.DataFrame, load_images, locate: Locate | None = None
+) -> Dataset:
+    """Build a dataset from a raw table: validate rows, drop rows whose image is refused
+    by ``locate`` or duplicates another's, then load the images of the rows left.
 
     ``load_images(rows, files) -> (uint8 array, {position: error})`` or None for a
-    dataset without images.
+    dataset without images; with ``locate`` it gets the located paths, and two names
+    of one file (``a.png``, ``./a.png``) are duplicates.
     """
     checked = schema.validate_table(table)
     skipped = list(checked.skipped)
-    files = checked.images if checked.images is not None else [None] * len(checked.labels)
-    keep, seen = [], {}
-    for pos, (row, file) in enumerate(zip(checked.features.index, files, strict=True)):
-        if file is not None and file in seen:
-            skipped.append({"row": row, "file": file, "reason": f"duplicate image: also used by row {seen[file]}"})
+    index = checked.features.index.tolist()  # plain numbers, not numpy's, in every report
+    files = checked.images.tolist() if checked.images is not None else [None] * len(checked.labels)
+    keep, paths, seen = [], [], {}
+    for pos, (row, file) in enumerate(zip(index, files, strict=True)):
+        where = file
+        if file is not None and locate is not None:
+            where, reason = locate(file)
+            if reason is not None:
+                skipped.append({"row": row, "file": file, "reason": reason})
+                continue
+        if where is not None and where in seen:
+            skipped.append({"row": row, "file": file, "reason": f"duplicate image: also used by row {seen[where]}"})
             continue
-        if file is not None:
-            seen[file] = row
+        if where is not None:
+            seen[where] = row
         keep.append(pos)
+        paths.append(where)
     images = None
     if load_images is not None:
-        rows = [checked.features.index[p] for p in keep]
-        images, errors = load_images(rows, [files[p] for p in keep])
+        rows = [index[p] for p in keep]
+        images, errors = load_images(rows, paths)
         for i in sorted(errors):
             skipped.append({"row": rows[i], "file": files[keep[i]], "reason": errors[i]})
         good = [i for i in range(len(keep)) if i not in errors]
@@ -90,6 +218,44 @@ def _from_validated(name: str, schema: Schema, table: pd.DataFrame, load_images)
         skipped=skipped,
         notes=checked.notes,
     )
+
+
+def _image_folder(root: Path, schema: Schema) -> Path:
+    """The schema's image folder under ``root``, which it must not leave (once resolved:
+    ``images`` may be a symlink) unless the schema allows it."""
+    folder = root / (schema.image_folder or ".")
+    real, inside = folder.resolve(), root.resolve()
+    if schema.image_allow_outside or real.is_relative_to(inside):
+        return folder
+    raise ValueError(
+        f"schema {schema.name!r}: the image folder {schema.image_folder!r} leads to {_short(str(real))}, outside "
+        f"the dataset folder {_short(str(inside))}; move the films inside it, or set allow_outside = true in the "
+        "schema's [image] table to read them there"
+    )
+
+
+def _locator(root: Path, folder: Path, allow_outside: bool) -> tuple[Locate, list[str]]:
+    """``locate(file)``: the file a table's image name leads to once ``..`` and symlinks
+    are resolved, or why it is not read (outside ``root``, or not resolvable); and the
+    list of names it refused for leading outside, filled as it is called."""
+    inside = root.resolve()
+    outside: list[str] = []
+
+    def locate(file: str) -> tuple[Path | None, str | None]:
+        try:
+            path = (folder / file).resolve()
+        except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a NUL byte
+            return None, f"image {_short(file)}: its path cannot be resolved ({err})"
+        if allow_outside or path.is_relative_to(inside):
+            return path, None
+        outside.append(file)
+        return None, (
+            f"image {_short(file)}: outside the dataset folder {_short(str(inside))} (it leads to "
+            f"{_short(str(path))}); only files inside it are read unless the schema's [image] table sets "
+            "allow_outside = true"
+        )
+
+    return locate, outside
 
 
 def load_synthetic(n: int = synthetic.DEFAULT_N, *, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE) -> Dataset:
@@ -117,6 +283,17 @@ def load_folder(
     ``cache_workers`` processes; with ``memory_map`` (default: above 256 MB) the
     dataset's images are a :class:`~fusion.data.cache.MappedImages` read from the
     cache batch by batch, so memory does not grow with the number of films.
+
+    A row whose image leads outside the dataset folder (the CSV's folder), once ``..``
+    and symlinks are resolved, is skipped with that reason and never opened, unless
+    the schema's ``[image]`` table sets ``allow_outside = true``.
+
+    Raises
+    ------
+    ValueError
+        The CSV cannot be read (see :func:`read_table`), the schema's image folder
+        leads outside the dataset folder without ``allow_outside``, or ``memory_map``
+        is True and the cache folder cannot be written.
     """
     path = Path(path)
     csv = path if path.is_file() else path / "metadata.csv"
@@ -140,19 +317,30 @@ def load_folder(
         )
     undeclared = schema.undeclared_columns(table.columns)
     if undeclared:
-        warnings.warn(f"{csv}: columns not declared in schema {schema.name!r} are ignored: {undeclared}", stacklevel=2)
-    loader = None
+        warnings.warn(
+            f"{csv}: columns not declared in schema {schema.name!r} are ignored: {short_list(undeclared)}",
+            stacklevel=2,
+        )
+    loader = locate = None
+    outside: list[str] = []
     if "image" in modalities and schema.image_column:
-        folder = root / (schema.image_folder or ".")
+        folder = _image_folder(root, schema)
+        locate, outside = _locator(root, folder, schema.image_allow_outside)
         cache = None if cache_dir is False else (cache_dir or default_cache_dir())
 
-        def loader(rows, files):
+        def loader(rows, paths):
             decode = functools.partial(load_image, size=image_size)  # pickles, for worker processes
-            return cached_images(
-                [folder / f for f in files], image_size, decode, cache, workers=cache_workers, memory_map=memory_map
-            )
+            return cached_images(paths, image_size, decode, cache, workers=cache_workers, memory_map=memory_map)
 
-    return _from_validated(root.name, schema, table, loader)
+    ds = _from_validated(root.name, schema, table, loader, locate)
+    if outside:
+        warnings.warn(
+            f"{csv}: {len(outside)} row(s) name an image outside the dataset folder {root.resolve()} (first: "
+            f"{_short(outside[0])}) and are skipped unread; if the films are kept elsewhere on purpose (linked "
+            "in from another disk), set allow_outside = true in the schema's [image] table",
+            stacklevel=2,
+        )
+    return ds
 
 
 def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, image_size: int | None = None) -> Dataset:
@@ -160,25 +348,22 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
     for any subset of train/val/test. The file's own splits are kept.
 
     ``schema`` (optional) names the classes through its label mapping of the raw
-    integer labels. Without it, a built-in schema whose name begins the file name is
-    used (``pneumoniamnist_trainval.npz`` -> ``pneumoniamnist``); failing that, the
-    classes are the label values as strings.
+    labels. Without it, a built-in schema whose name begins the file name is used
+    (``pneumoniamnist_trainval.npz`` -> ``pneumoniamnist``); failing that, the classes
+    are the integer label values as strings.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the array: not an ``.npz`` archive, a split without its
+        labels or of another length, an array of Python objects (never loaded: that
+        would take pickle), images that are not numbers of shape (n, H, W[, C]), labels
+        that are not integers (or, with a schema that maps them, text), a label the
+        schema does not know, an image that cannot be read.
     """
     path = Path(path)
-    with np.load(path, allow_pickle=False) as npz:
-        present = [s for s in NPZ_SPLITS if f"{s}_images" in npz.files]
-        if not present:
-            raise ValueError(
-                f"{path}: no '<split>_images' arrays; found {npz.files}; expected e.g. train_images, train_labels"
-            )
-        parts = {}
-        for split in present:
-            if f"{split}_labels" not in npz.files:
-                raise ValueError(f"{path}: has {split}_images but no {split}_labels")
-            images, labels = npz[f"{split}_images"], npz[f"{split}_labels"].reshape(-1)
-            if len(images) != len(labels):
-                raise ValueError(f"{path}: {split}_images has {len(images)} rows but {split}_labels has {len(labels)}")
-            parts[split] = (images, labels)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz archive (a zip of .npy arrays, as numpy.savez writes)")
     if schema is None:
         # A built-in schema whose name starts the file name (pneumoniamnist_trainval.npz
         # -> pneumoniamnist) gives the classes their names.
@@ -186,6 +371,7 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
         schema = max(known, key=len) if known else None
     if schema is not None and not isinstance(schema, Schema):
         schema = load_schema(schema)
+    parts = _npz_parts(path, text_labels=schema is not None)
     raw = np.concatenate([labels for _, labels in parts.values()])
     if schema is not None:
         classes = schema.classes
@@ -198,12 +384,15 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
     size = image_size or int(next(iter(parts.values()))[0].shape[1])
     for split, (imgs, labs) in parts.items():
         for i, (img, lab) in enumerate(zip(imgs, labs, strict=True)):
-            labels.append(encode(lab.item()))
-            images.append(
-                img
-                if img.shape[:2] == (size, size) and img.ndim == 2 and img.dtype == np.uint8
-                else load_image(img, size)
-            )
+            try:
+                labels.append(encode(lab.item()))
+            except ValueError as err:
+                raise ValueError(f"{path}: {split}_labels[{i}]: {err}") from None
+            try:
+                plain = img.shape[:2] == (size, size) and img.ndim == 2 and img.dtype == np.uint8
+                images.append(img if plain else load_image(img, size))
+            except ValueError as err:
+                raise ValueError(f"{path}: {split}_images[{i}]: {err}") from None
             files.append(f"{split}[{i}]")
         splits[split] = np.arange(start, start + len(labs))
         start += len(labs)
@@ -215,6 +404,66 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
         files=np.asarray(files, dtype=object),
         schema=schema,
         splits=splits,
+    )
+
+
+def _npz_parts(path: Path, *, text_labels: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{split: (images, labels)}`` of an .npz, every array checked by its header first."""
+    with np.load(path, allow_pickle=False) as npz:
+        present = [s for s in NPZ_SPLITS if f"{s}_images" in npz.files]
+        if not present:
+            raise ValueError(
+                f"{path}: no '<split>_images' arrays; found {short_list(npz.files)}; "
+                "expected e.g. train_images, train_labels"
+            )
+        parts = {}
+        for split in present:
+            if f"{split}_labels" not in npz.files:
+                raise ValueError(f"{path}: has {split}_images but no {split}_labels")
+            _check_npz_images(path, f"{split}_images", _npz_header(path, npz, f"{split}_images"))
+            _check_npz_labels(path, f"{split}_labels", _npz_header(path, npz, f"{split}_labels")[1], text_labels)
+            images, labels = npz[f"{split}_images"], npz[f"{split}_labels"].reshape(-1)
+            if len(images) != len(labels):
+                raise ValueError(f"{path}: {split}_images has {len(images)} rows but {split}_labels has {len(labels)}")
+            parts[split] = (images, labels)
+    return parts
+
+
+def _npz_header(path: Path, npz, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of ``npz[key]`` from its .npy header, read before the array: an
+    array of Python objects is refused by name here, never handed to pickle."""
+    member = f"{key}.npy" if f"{key}.npy" in npz.zip.namelist() else key
+    try:
+        with npz.zip.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: {key} is not a readable .npy array ({_short(str(err))})") from None
+    if dtype.hasobject:
+        raise ValueError(
+            f"{path}: {key} holds Python objects (dtype object), which are never loaded (reading them would run "
+            "pickle); save images as a uint8 (or uint16, float) array and labels as integers"
+        )
+    return shape, dtype
+
+
+def _check_npz_images(path: Path, key: str, header: tuple[tuple[int, ...], np.dtype]) -> None:
+    shape, dtype = header
+    if dtype.kind not in "uif" or len(shape) not in (3, 4):
+        raise ValueError(
+            f"{path}: {key} is {dtype} of shape {shape}; expected images as numbers (uint8, uint16 or float) "
+            "of shape (n, height, width) or (n, height, width, channels)"
+        )
+
+
+def _check_npz_labels(path: Path, key: str, dtype: np.dtype, text_labels: bool) -> None:
+    if dtype.kind in "iu" or (text_labels and dtype.kind == "U"):
+        return
+    kind = f"text ({dtype})" if dtype.kind in "US" else str(dtype)
+    raise ValueError(
+        f"{path}: {key} holds {kind} labels; expected integer class labels (0, 1, ...)"
+        + (", or text labels with a schema (data.schema) whose [label] maps them" if dtype.kind == "U" else "")
     )
 
 
