@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         prediction = clf.predict(record, args.image)
         explanation = clf.explain(record, args.image, target=args.target) if figure else None
     except (ValueError, TypeError, FileNotFoundError) as err:
-        return fail(err)
+        return fail(err, p)
     if explanation is not None:
         try:
             explanation.save(figure)

@@ -65,11 +65,12 @@ def is_missing(value: Any) -> bool:
 # A clinical number as a person or a CSV export writes it: ASCII digits, one optional
 # sign, point and exponent. Python's float() also takes "3_8", "١٢" (Arabic-Indic
 # digits) and "infinity", none of which belongs in a record.
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_DECIMAL = DECIMAL
 SHOW_CHARS = 60
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """``repr(value)``, cut to ``SHOW_CHARS`` characters: an error message names the bad
     value without echoing a megabyte of it."""
     try:
@@ -79,6 +80,9 @@ def _short(value: Any) -> str:
     if len(text) <= SHOW_CHARS:
         return text
     return f"{text[:SHOW_CHARS]}... ({len(text)} characters)"
+
+
+_short = short_repr
 
 
 def _raw_str(value: Any) -> str:
