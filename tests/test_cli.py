@@ -187,7 +187,7 @@ def test_train_out_refuses_the_data_folder_and_reports_the_run_folder(folder_dat
 def test_eda_out_refuses_the_data_folder(folder_dataset, capsys):
     before = sorted(p.name for p in folder_dataset.iterdir())
     assert eda_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(folder_dataset)]) == 2
-    assert "holds no earlier report.md" in capsys.readouterr().err
+    assert "is an input of the analysis" in capsys.readouterr().err
     assert sorted(p.name for p in folder_dataset.iterdir()) == before
     assert Path(folder_dataset / "metadata.csv").is_file()
 
