@@ -102,11 +102,17 @@ def _integer(value: str, low: int, high: int | None, accepted: str) -> int:
 
     text = value.strip()
     # More digits than any bound has cannot be in range; int() is not asked.
-    if _INTEGER.fullmatch(text) and len(text) <= 20:
+    if _INTEGER.fullmatch(text) and len(text.lstrip("+-")) <= 19:
         number = int(text)
         if number >= low and (high is None or number <= high):
             return number
     raise argparse.ArgumentTypeError(f"must be {accepted}; got {_cut(value)}")
+
+
+def integer(value: str) -> int:
+    """An argparse type: a whole number, either sign (the command's configuration checks
+    the range and names its own field)."""
+    return _integer(value, -(10**18), 10**18, "a whole number")
 
 
 def positive_int(value: str) -> int:
@@ -124,9 +130,8 @@ def port_number(value: str) -> int:
     return _integer(value, 1, 65535, "a port number from 1 to 65535")
 
 
-def positive_number(value: str) -> float:
-    """An argparse type: a finite decimal number above 0 (``float()`` also takes "inf",
-    "nan", "1_0" and turns 1e400 into infinity)."""
+def finite_number(value: str) -> float:
+    """An argparse type: a finite decimal number (the configuration checks the range)."""
     import argparse
     import math
 
@@ -134,7 +139,21 @@ def positive_number(value: str) -> float:
 
     text = value.strip()
     number = float(text) if DECIMAL.fullmatch(text) else math.nan
-    if not (math.isfinite(number) and number > 0):
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite decimal number; got {_cut(value)}")
+    return number
+
+
+def positive_number(value: str) -> float:
+    """An argparse type: a finite decimal number above 0 (``float()`` also takes "inf",
+    "nan", "1_0" and turns 1e400 into infinity)."""
+    import argparse
+
+    try:
+        number = finite_number(value)
+    except argparse.ArgumentTypeError:
+        number = 0.0
+    if not number > 0:
         raise argparse.ArgumentTypeError(f"must be a finite number above 0; got {_cut(value)}")
     return number
 
@@ -234,28 +253,36 @@ def output_file(value: str, flag: str, *, inputs: list[str | Path | None] = (), 
         The path is an input or inside an input folder, is an existing file or folder,
         lacks the suffix, or its folder does not exist or is not writable.
     """
-    path = Path(value)
+    shown = repr(value) if len(value) <= NAME_MAX else _cut(value)
+    if "\x00" in value:
+        raise ValueError(f"{flag} {shown}: a path cannot hold a NUL character")
+    try:
+        return _check_output(Path(value), f"{flag} {shown}", inputs, suffix)
+    except OSError as err:  # a name too long for the file system, a symlink loop
+        raise ValueError(f"{flag} {shown}: not a usable path ({err.strerror or err})") from None
+
+
+# A path is shown whole up to this length (its end, the file name, is what matters);
+# a longer value is no usable path and is cut as any long value is.
+NAME_MAX = 255
+
+
+def _check_output(path: Path, given: str, inputs, suffix: str | None) -> Path:
     for item in inputs:
         if item is None:
             continue
         item = Path(item)
         if _same(path, item):
-            raise ValueError(
-                f"{flag} {value!r}: that is an input of this command ({str(item)!r}); outputs never replace inputs"
-            )
+            raise ValueError(f"{given}: that is an input of this command ({str(item)!r}); outputs never replace inputs")
     if path.is_dir():
-        raise ValueError(
-            f"{flag} {value!r} is a folder; give a file name (e.g. {path / ('out' + (suffix or '.json'))})"
-        )
+        raise ValueError(f"{given} is a folder; give a file name (e.g. {path / ('out' + (suffix or '.json'))})")
     if suffix and path.suffix.lower() != suffix:
-        raise ValueError(f"{flag} {value!r}: must be a file name ending in {suffix}")
+        raise ValueError(f"{given}: must be a file name ending in {suffix}")
     if os.path.lexists(path):  # a dangling symlink too: the output would replace it
-        raise ValueError(
-            f"{flag} {value!r} already exists; outputs never replace a file: choose a new name or remove it"
-        )
+        raise ValueError(f"{given} already exists; outputs never replace a file: choose a new name or remove it")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise ValueError(f"{flag} {value!r}: folder {str(folder)!r} does not exist")
+        raise ValueError(f"{given}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
-        raise ValueError(f"{flag} {value!r}: folder {str(folder)!r} is not writable")
+        raise ValueError(f"{given}: folder {str(folder)!r} is not writable")
     return path

@@ -265,7 +265,7 @@ class Feature:
             raise ValueError(bad)
         if self.range is not None and not self.range[0] <= number <= self.range[1]:
             if self.out_of_range == "missing":
-                return math.nan, f"{self.name}={value!r} outside {self.accepted}: treated as missing"
+                return math.nan, f"{self.name}={_short(value)} outside {self.accepted}: treated as missing"
             raise ValueError(bad)
         return number, None
 
@@ -374,7 +374,7 @@ class Schema:
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"schema {self.name!r}: features declared twice: {dupes}")
+            raise ValueError(f"schema {self.name!r}: features declared twice: {short_list(dupes)}")
         roles: dict[str, str] = {}
         for role, column in [("label", self.label.column), ("group", self.group), ("image", self.image_column)]:
             if column is not None:
@@ -387,7 +387,7 @@ class Schema:
                 )
         both = sorted(set(names) & set(self.excluded))
         if both:
-            raise ValueError(f"schema {self.name!r}: columns both features and excluded: {both}")
+            raise ValueError(f"schema {self.name!r}: columns both features and excluded: {short_list(both)}")
         for column, reason in self.excluded.items():
             if not isinstance(reason, str) or not reason.strip():
                 raise ValueError(f"schema {self.name!r}: excluded column {column!r} needs a reason")
@@ -677,7 +677,7 @@ def _check_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
     """A misspelt key would silently be a default: refuse it, listing the allowed ones."""
     extra = sorted(set(spec) - allowed)
     if extra:
-        raise ValueError(f"{where} has unknown key(s) {extra}; allowed: {sorted(allowed)}")
+        raise ValueError(f"{where} has unknown key(s) {short_list(extra)}; allowed: {sorted(allowed)}")
 
 
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "a table", int: "an integer", float: "a number"}

@@ -285,3 +285,34 @@ def test_number_types_take_plain_numbers():
     assert positive_number("1e-3") == 0.001 and positive_number("2") == 2.0
     with pytest.raises(Exception, match="65535"):
         port_number("70000")
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--epochs", "5" * 5000], "--epochs"),
+        (["--batch-size", "\u0664"], "--batch-size"),  # an Arabic-Indic 4: int() takes it
+        (["--lr", "1e400"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--seed", "1_0"], "--seed"),
+    ],
+    ids=["5000-digit-epochs", "arabic-indic-batch", "lr-1e400", "lr-inf", "lr-nan", "underscore-seed"],
+)
+def test_train_number_flags_are_named_with_the_value_cut(capsys, argv, flag):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--synthetic-n", "60", *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {flag}:" in err and len(err) < 1500
+    assert "Exceeds the limit" not in err
+
+
+@pytest.mark.parametrize(
+    "value", ["a" * 100_000 + ".png", "x/" * 3000 + "a.png", "a\x00b.png"], ids=["long", "deep", "nul"]
+)
+def test_an_unusable_output_path_is_a_short_value_error(value):
+    from fusion.cli import output_file
+
+    with pytest.raises(ValueError, match="--explain") as err:
+        output_file(value, "--explain", suffix=".png")
+    assert len(str(err.value)) < 200
