@@ -488,7 +488,7 @@ def test_schema_mutations_are_refused_naming_table_and_key_or_harmless(data):
 
 
 def test_a_schema_with_thousands_of_unknown_keys_gets_a_short_message():
-    toml = MINIMAL + "\n[features.extra]\ntype = \"numeric\"\n" + "".join(f"k{i} = 1\n" for i in range(5000))
+    toml = MINIMAL + '\n[features.extra]\ntype = "numeric"\n' + "".join(f"k{i} = 1\n" for i in range(5000))
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['k0', .*and 4995 more\]") as err:
         parse_schema(toml, origin="big.toml")
     assert len(str(err.value)) < 600

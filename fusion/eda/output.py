@@ -57,21 +57,22 @@ def check_not_an_input(out: str | Path, inputs: Iterable[str | Path | None]) -> 
     for item in inputs:
         if item is None:
             continue
-        other = Path(item).resolve()
-        relation = (
-            "is"
-            if resolved == other
-            else "contains"
-            if resolved in other.parents
-            else "lies inside"
-            if other in resolved.parents
-            else None
-        )
+        relation = _relation(resolved, Path(item).resolve())
         if relation:
             raise ValueError(
-                f"output folder {str(out)!r} {relation} an input of the analysis ({item}); "
+                f"output folder {str(out)!r} {relation} an input of the analysis ({str(item)!r}); "
                 "outputs never go among the inputs: choose a folder outside the dataset"
             )
+
+
+def _relation(out: Path, item: Path) -> str | None:
+    if out == item:
+        return "is"
+    if out in item.parents:
+        return "contains"
+    if item in out.parents:
+        return "lies inside"
+    return None
 
 
 class OutputFolder:
