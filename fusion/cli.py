@@ -9,6 +9,7 @@ its output prints its answer first and then the error, so the answer is never lo
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -39,9 +40,23 @@ FIELD_FLAGS = {
     "cache_dir": "--cache-dir",
     "memory_map": "--memory-map",
 }
+# How the library names a field: a dotted name anywhere (``train.epochs``), and a
+# top-level one (``model``, ``fusion``, ``modalities``, plain words in prose: "this
+# model", "a fusion model") only as the subject of a statement about it: "model must
+# be", "fusion 'gbm' reads", "modalities: ...", "fusion = 'stacked'", "memory_map=True". A user's value is
+# never a field however it is spelt: quoted values are set aside before matching, and
+# a name inside a path (``runs/model.safetensors``) is not matched.
+_DOTTED = sorted((f for f in FIELD_FLAGS if "." in f), key=len, reverse=True)
+_BARE = sorted((f for f in FIELD_FLAGS if "." not in f), key=len, reverse=True)
 _FIELD = re.compile(
-    r"(?<![\w.])(" + "|".join(re.escape(f) for f in sorted(FIELD_FLAGS, key=len, reverse=True)) + r")(?![\w])"
+    r"(?<![\w./\\-])(?:("
+    + "|".join(map(re.escape, _DOTTED))
+    + r")(?![\w])|("
+    + "|".join(map(re.escape, _BARE))
+    + r")(?= must\b| ?[:=] | ['\"]|=\S))"
 )
+# A quoted value (as repr writes it); an apostrophe inside a word ("model's") opens none.
+_QUOTED = re.compile(r"""(?<!\w)(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
 
 
 def add_cache_arguments(p) -> None:
@@ -52,7 +67,7 @@ def add_cache_arguments(p) -> None:
     )
     p.add_argument(
         "--cache-workers",
-        type=_positive_int,
+        type=positive_int,
         help="processes that decode images while the cache is built (default: one per core from 1,024 films)",
     )
     p.add_argument(
@@ -73,31 +88,119 @@ def cache_options(args) -> dict:
     }
 
 
-def _positive_int(value: str) -> int:
+def _cut(value: str) -> str:
+    from fusion.schema import short_repr
+
+    return short_repr(value)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def _integer(value: str, low: int, high: int | None, accepted: str) -> int:
+    """``value`` as an int in [low, high]: ASCII digits only (``int()`` also takes "1_0"
+    and full-width digits, and gives Python's own error past 4,300 digits, naming
+    neither the flag nor the value). argparse names the flag."""
     import argparse
 
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1; got {value!r}")
+    text = value.strip()
+    # More digits than any bound has cannot be in range; int() is not asked.
+    if _INTEGER.fullmatch(text) and len(text.lstrip("+-")) <= 19:
+        number = int(text)
+        if number >= low and (high is None or number <= high):
+            return number
+    raise argparse.ArgumentTypeError(f"must be {accepted}; got {_cut(value)}")
+
+
+def integer(value: str) -> int:
+    """An argparse type: a whole number, either sign (the command's configuration checks
+    the range and names its own field)."""
+    return _integer(value, -(10**18), 10**18, "a whole number")
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return _integer(value, 1, None, "a whole number of at least 1")
+
+
+def whole_number(value: str) -> int:
+    """An argparse type: a whole number of at least 0 (e.g. a seed)."""
+    return _integer(value, 0, None, "a whole number of at least 0")
+
+
+def port_number(value: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    return _integer(value, 1, 65535, "a port number from 1 to 65535")
+
+
+def finite_number(value: str) -> float:
+    """An argparse type: a finite decimal number (the configuration checks the range)."""
+    import argparse
+    import math
+
+    from fusion.schema import DECIMAL
+
+    text = value.strip()
+    number = float(text) if DECIMAL.fullmatch(text) else math.nan
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite decimal number; got {_cut(value)}")
     return number
 
 
-def in_flags(message: str) -> str:
+def positive_number(value: str) -> float:
+    """An argparse type: a finite decimal number above 0 (``float()`` also takes "inf",
+    "nan", "1_0" and turns 1e400 into infinity)."""
+    import argparse
+
+    try:
+        number = finite_number(value)
+    except argparse.ArgumentTypeError:
+        number = 0.0
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0; got {_cut(value)}")
+    return number
+
+
+def command_flags(parser) -> tuple[str, ...]:
+    """The option strings a command's parser accepts (the flags its errors may name)."""
+    return tuple(s for action in parser._actions for s in action.option_strings)
+
+
+def in_flags(message: str, flags=None) -> str:
     """A library error as a command-line user reads it: the flags that set the
-    configuration fields it names are added at its end, ``... (flag: --epochs)``."""
-    flags = list(dict.fromkeys(FIELD_FLAGS[m] for m in _FIELD.findall(message)))
-    if not flags:
+    configuration fields it names are added at its end, ``... (flag: --epochs)``.
+
+    ``flags``: the command's own flags (see :func:`command_flags`); a field whose flag
+    the command lacks is not named (None: every flag of :data:`FIELD_FLAGS`).
+    """
+    found = [dotted or bare for dotted, bare in _FIELD.findall(_QUOTED.sub("''", message))]
+    named = [FIELD_FLAGS[f] for f in found if flags is None or FIELD_FLAGS[f] in flags]
+    named = list(dict.fromkeys(named))
+    if not named:
         return message
-    return f"{message} ({'flag' if len(flags) == 1 else 'flags'}: {', '.join(flags)})"
+    return f"{message} ({'flag' if len(named) == 1 else 'flags'}: {', '.join(named)})"
 
 
-def fail(err: BaseException) -> int:
-    """Print a library error for a command-line user; the exit code of a bad request."""
-    print(f"error: {in_flags(str(err))}", file=sys.stderr)
+def fail(err: BaseException, parser=None) -> int:
+    """Print a library error for a command-line user, naming the flags (of ``parser``'s
+    command) that set the fields it names; the exit code of a bad request."""
+    print(f"error: {in_flags(str(err), None if parser is None else command_flags(parser))}", file=sys.stderr)
     return 2
+
+
+_FULL_DISK = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def write_failure(err: OSError, path: str | Path, what: str) -> str:
+    """One sentence for an output that could not be written: what, where, why, and
+    what can be done."""
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    reason = err.strerror or str(err)
+    if err.errno in _FULL_DISK:
+        hint = f"free some space in {str(folder)!r} (or write elsewhere) and run the command again"
+    else:
+        hint = f"check that {str(folder)!r} can be written (or write elsewhere) and run the command again"
+    return f"could not write {what} {str(path)!r}: {reason}; nothing was left there; {hint}"
 
 
 @contextlib.contextmanager
@@ -153,28 +256,36 @@ def output_file(value: str, flag: str, *, inputs: list[str | Path | None] = (), 
         The path is an input or inside an input folder, is an existing file or folder,
         lacks the suffix, or its folder does not exist or is not writable.
     """
-    path = Path(value)
+    shown = repr(value) if len(value) <= NAME_MAX else _cut(value)
+    if "\x00" in value:
+        raise ValueError(f"{flag} {shown}: a path cannot hold a NUL character")
+    try:
+        return _check_output(Path(value), f"{flag} {shown}", inputs, suffix)
+    except OSError as err:  # a name too long for the file system, a symlink loop
+        raise ValueError(f"{flag} {shown}: not a usable path ({err.strerror or err})") from None
+
+
+# A path is shown whole up to this length (its end, the file name, is what matters);
+# a longer value is no usable path and is cut as any long value is.
+NAME_MAX = 255
+
+
+def _check_output(path: Path, given: str, inputs, suffix: str | None) -> Path:
     for item in inputs:
         if item is None:
             continue
         item = Path(item)
         if _same(path, item):
-            raise ValueError(
-                f"{flag} {value!r}: that is an input of this command ({item}); outputs never replace inputs"
-            )
+            raise ValueError(f"{given}: that is an input of this command ({str(item)!r}); outputs never replace inputs")
     if path.is_dir():
-        raise ValueError(
-            f"{flag} {value!r} is a folder; give a file name (e.g. {path / ('out' + (suffix or '.json'))})"
-        )
+        raise ValueError(f"{given} is a folder; give a file name (e.g. {path / ('out' + (suffix or '.json'))})")
     if suffix and path.suffix.lower() != suffix:
-        raise ValueError(f"{flag} {value!r}: must be a file name ending in {suffix}")
-    if path.exists():
-        raise ValueError(
-            f"{flag} {value!r} already exists; outputs never replace a file: choose a new name or remove it"
-        )
+        raise ValueError(f"{given}: must be a file name ending in {suffix}")
+    if os.path.lexists(path):  # a dangling symlink too: the output would replace it
+        raise ValueError(f"{given} already exists; outputs never replace a file: choose a new name or remove it")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise ValueError(f"{flag} {value!r}: folder {str(folder)!r} does not exist")
+        raise ValueError(f"{given}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
-        raise ValueError(f"{flag} {value!r}: folder {str(folder)!r} is not writable")
+        raise ValueError(f"{given}: folder {str(folder)!r} is not writable")
     return path

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
         result = evaluate(args.model, args.data, args.schema, by=by, **cache_options(args))
     except (ValueError, FileNotFoundError) as err:
-        return fail(err)
+        return fail(err, p)
     print(
         format_metrics(
             result, title=f"{result['data']} ({result['split']}, {result['n']} rows, {len(result['skipped'])} skipped)"

@@ -31,7 +31,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from fusion.cli import fail, output_file
+from fusion.cli import fail, output_file, positive_int, write_failure
 
 logger = logging.getLogger(__name__)
 
@@ -204,13 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write (a new .onnx file)")
-    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX operator set (default {OPSET})")
+    p.add_argument("--opset", type=positive_int, default=OPSET, help=f"ONNX operator set (default {OPSET})")
     args = p.parse_args(argv)
     try:
         out = output_file(args.onnx, "--onnx", inputs=[args.model], suffix=".onnx")
-        export_onnx(args.model, out, opset=args.opset)
+        from fusion.classifier import FusionClassifier
+
+        clf = FusionClassifier.load(args.model)
+        check_exportable(clf, args.model)
     except (ValueError, FileNotFoundError, ImportError) as err:
-        return fail(err)
+        return fail(err, p)
+    try:
+        export_onnx(clf, out, opset=args.opset)
+    except (ValueError, ImportError) as err:
+        return fail(err, p)
+    except OSError as err:  # a full disk: the temporary file is removed, the name never created
+        print(f"error: {write_failure(err, out, 'the ONNX model')}", file=sys.stderr)
+        return 2
     print(f"ONNX model written to {out}")
     return 0
 

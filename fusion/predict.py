@@ -9,7 +9,8 @@ python -m fusion.predict --model runs/demo --image xray.dcm --record patient.jso
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
 from fusion.cli import fail, output_file
 from fusion.persistence import to_json
+from fusion.schema import MAX_RECORD_BYTES, parse_record_json, short_repr
 
 
 def read_record(value: str) -> dict:
@@ -24,34 +26,50 @@ def read_record(value: str) -> dict:
 
     Text that starts with ``{`` is JSON; anything else names a file (so a long inline
     record is never mistaken for a file name, and a missing file is reported as one).
+    Either is parsed by :func:`fusion.schema.parse_record_json` (size, nesting and
+    repeated keys checked); a file must be a regular file, checked before it is opened
+    (``/dev/zero`` would be read until memory runs out, a FIFO would block), and is
+    read no further than the size limit.
 
     Raises
     ------
     ValueError
-        Not a JSON object, or a file that is missing, unreadable or not a JSON object.
+        Not a JSON object, or a file that is missing, not a regular file, unreadable,
+        too large or not a JSON object.
     """
     inline = value.lstrip().startswith("{")
-    where = "--record" if inline else f"--record file {value!r}"
-    if inline:
-        text = value
-    else:
-        try:
-            text = Path(value).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ValueError(
-                f"--record {value!r}: no such file (give a JSON object such as '{{\"age\": 61}}' or a file holding one)"
-            ) from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"{where}: cannot be read ({err})") from None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{where} is not valid JSON ({err}); give a JSON object such as '{{\"age\": 61}}' or a file holding one"
-        ) from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{where} must be a JSON object keyed by feature name; got a JSON {type(record).__name__}")
+    where = "--record" if inline else f"--record file {short_repr(value)}"
+    text = value if inline else _read_record_file(value, where)
+    record = parse_record_json(text, origin=where)
+    if record is None:
+        raise ValueError(f"{where} is empty; give a JSON object such as '{{\"age\": 61}}' or a file holding one")
     return record
+
+
+def _read_record_file(value: str, where: str) -> bytes:
+    """The bytes of a record file: a regular file, at most one byte over the limit read
+    (enough for :func:`parse_record_json` to refuse it by its size)."""
+    try:
+        kind = stat.S_IFMT(os.stat(value).st_mode)
+    except FileNotFoundError:
+        raise ValueError(
+            f"{where}: no such file (give a JSON object such as '{{\"age\": 61}}' or a file holding one)"
+        ) from None
+    except (OSError, ValueError) as err:  # a symlink loop, a name too long, a NUL in it
+        raise ValueError(f"{where}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    if kind == stat.S_IFDIR:
+        raise ValueError(f"{where} is a folder; give a JSON file or a JSON object such as '{{\"age\": 61}}'")
+    if kind != stat.S_IFREG:
+        raise ValueError(f"{where} is not a regular file (a device, pipe or socket); give a JSON file")
+    try:
+        # O_NONBLOCK: should the name become a FIFO after the check, opening it does not wait.
+        fd = os.open(value, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ValueError(f"{where} is not a regular file (a device, pipe or socket); give a JSON file")
+            return fh.read(MAX_RECORD_BYTES + 1)
+    except OSError as err:
+        raise ValueError(f"{where}: cannot be read ({err.strerror or err})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         prediction = clf.predict(record, args.image)
         explanation = clf.explain(record, args.image, target=args.target) if figure else None
     except (ValueError, TypeError, FileNotFoundError) as err:
-        return fail(err)
+        return fail(err, p)
     if explanation is not None:
         try:
             explanation.save(figure)

@@ -20,6 +20,7 @@ Example
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import numbers
 import re
@@ -47,6 +48,10 @@ OUT_OF_RANGE_POLICIES = ("error", "missing")
 # Strings that mean "no value" in CSV exports. Anything else that does not parse is an
 # error, so a typo never silently becomes a missing value.
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "none", "null"})
+# What may surround a number or a missing-value word: ASCII spaces and tabs. str.strip()
+# would also take non-breaking, thin and ideographic spaces (pasted from a document),
+# which the README's ASCII decimals exclude.
+ASCII_SPACE = " \t"
 
 
 def is_missing(value: Any) -> bool:
@@ -59,17 +64,17 @@ def is_missing(value: Any) -> bool:
     pandas = sys.modules.get("pandas")  # pandas' own missing values exist only once it is imported
     if pandas is not None and (value is pandas.NA or value is pandas.NaT):
         return True
-    return isinstance(value, str) and value.strip().lower() in MISSING_STRINGS
+    return isinstance(value, str) and value.strip(ASCII_SPACE).lower() in MISSING_STRINGS
 
 
 # A clinical number as a person or a CSV export writes it: ASCII digits, one optional
 # sign, point and exponent. Python's float() also takes "3_8", "١٢" (Arabic-Indic
 # digits) and "infinity", none of which belongs in a record.
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 SHOW_CHARS = 60
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """``repr(value)``, cut to ``SHOW_CHARS`` characters: an error message names the bad
     value without echoing a megabyte of it."""
     try:
@@ -81,18 +86,18 @@ def _short(value: Any) -> str:
     return f"{text[:SHOW_CHARS]}... ({len(text)} characters)"
 
 
-SHOW_ITEMS = 10
+_short = short_repr
+SHOW_NAMES = 5
 
 
-def short_list(values) -> str:
-    """A list of columns or values for a message: the first ``SHOW_ITEMS``, each cut as
-    :func:`_short` cuts it, and a count of the rest (a 10,000-column table's warning is
-    one line, not 80 KB)."""
-    values = list(values)
-    shown = ", ".join(_short(v) for v in values[:SHOW_ITEMS])
-    if len(values) <= SHOW_ITEMS:
+def short_list(items: Any, show: int = SHOW_NAMES) -> str:
+    """A list for an error message: the first ``show`` entries, each cut as
+    :func:`short_repr` cuts, then how many more (``['a', 'b', ... and 4998 more]``)."""
+    items = list(items)
+    shown = ", ".join(short_repr(item) for item in items[:show])
+    if len(items) <= show:
         return f"[{shown}]"
-    return f"[{shown}, ...] and {len(values) - SHOW_ITEMS:,} more"
+    return f"[{shown}, ... and {len(items) - show:,} more]"
 
 
 def _leaves_folder(relative: str) -> bool:
@@ -249,7 +254,10 @@ class Feature:
             return (math.nan if self.type == "numeric" else None), None
         if self.type == "numeric":
             return self._parse_number(value)
-        text = _raw_str(value)
+        # A string must be one declared value exactly: " M " is not "M" (a value that
+        # needs cleaning is refused, never cleaned silently). Numbers and booleans are
+        # compared through their plain text (1 -> "1", True -> "True").
+        text = value if isinstance(value, str) else _raw_str(value)
         if text not in self.categories:
             raise ValueError(f"{self.name!r} must be {self.accepted}; got {_short(value)}")
         return text, None
@@ -259,9 +267,10 @@ class Feature:
         if isinstance(value, (bool, np.bool_)):
             raise ValueError(bad)
         if isinstance(value, str):
-            if not _DECIMAL.fullmatch(value.strip()):
+            text = value.strip(ASCII_SPACE)
+            if not DECIMAL.fullmatch(text):
                 raise ValueError(bad)
-            number = float(value.strip())
+            number = float(text)
         elif isinstance(value, numbers.Real):
             try:
                 number = float(value)
@@ -273,7 +282,7 @@ class Feature:
             raise ValueError(bad)
         if self.range is not None and not self.range[0] <= number <= self.range[1]:
             if self.out_of_range == "missing":
-                return math.nan, f"{self.name}={value!r} outside {self.accepted}: treated as missing"
+                return math.nan, f"{self.name}={_short(value)} outside {self.accepted}: treated as missing"
             raise ValueError(bad)
         return number, None
 
@@ -383,7 +392,7 @@ class Schema:
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"schema {self.name!r}: features declared twice: {dupes}")
+            raise ValueError(f"schema {self.name!r}: features declared twice: {short_list(dupes)}")
         roles: dict[str, str] = {}
         for role, column in [("label", self.label.column), ("group", self.group), ("image", self.image_column)]:
             if column is not None:
@@ -396,7 +405,7 @@ class Schema:
                 )
         both = sorted(set(names) & set(self.excluded))
         if both:
-            raise ValueError(f"schema {self.name!r}: columns both features and excluded: {both}")
+            raise ValueError(f"schema {self.name!r}: columns both features and excluded: {short_list(both)}")
         for column, reason in self.excluded.items():
             if not isinstance(reason, str) or not reason.strip():
                 raise ValueError(f"schema {self.name!r}: excluded column {column!r} needs a reason")
@@ -469,7 +478,8 @@ class Schema:
         unknown = sorted(str(k) for k in record if k not in known)
         if unknown:
             raise ValueError(
-                f"record has unknown field(s) {unknown}; schema {self.name!r} accepts {list(self.feature_names)}"
+                f"record has unknown field(s) {short_list(unknown)}; "
+                f"schema {self.name!r} accepts {short_list(self.feature_names, 20)}"
             )
         out = {}
         for feature in self.features:
@@ -509,7 +519,7 @@ class Schema:
         if missing_cols:
             raise ValueError(
                 f"table lacks column(s) {short_list(missing_cols)} required by schema {self.name!r}; "
-                f"it has {short_list(table.columns)}"
+                f"it has {short_list(table.columns, 20)}"
             )
         parsed: dict[str, list] = {f.name: [] for f in self.features}
         labels, groups, images, kept, skipped, notes = [], [], [], [], [], []
@@ -585,12 +595,124 @@ def _jsonable(index: Any) -> Any:
     return index
 
 
+# ------------------------------------------------------------ records as JSON text
+# A JSON record is a few hundred bytes; a megabyte of "record" is not one. The one
+# limit of every reader of JSON records (``--record``, the service's ``record`` field).
+MAX_RECORD_BYTES = 64 * 1024
+# A record is one object of plain values: 2 lets a list or object where a value belongs
+# reach its field's own message; deeper text is refused before the parser recurses.
+MAX_RECORD_DEPTH = 2
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+class RecordTooLarge(ValueError):
+    """A JSON record over :data:`MAX_RECORD_BYTES` (the service answers 413)."""
+
+
+class JSONNumber:
+    """A JSON number no float or reasonable int holds (5,000 digits, ``1e999``), kept
+    as its text so that the field it belongs to is refused naming it, rather than the
+    parser failing with Python's "Exceeds the limit (4300 digits)" or the value
+    becoming infinity."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _json_int(text: str) -> int | JSONNumber:
+    # 400 digits is past float's range already; int() of 4,300 and more is refused by Python.
+    return int(text) if len(text.lstrip("-")) <= 400 else JSONNumber(text)
+
+
+def _json_float(text: str) -> float | JSONNumber:
+    number = float(text)
+    return number if math.isfinite(number) else JSONNumber(text)
+
+
+def _nesting(text: str) -> int:
+    """How deep the objects and lists of JSON ``text`` nest (brackets in strings aside)."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def parse_record_json(data: str | bytes, *, origin: str = "record") -> dict | None:
+    """A record from JSON text, checked before and while it is parsed; None for blank text.
+
+    The one parser of records given as text (``fusion.predict --record`` and the
+    service's ``record`` field): at most :data:`MAX_RECORD_BYTES` of UTF-8, nested at
+    most :data:`MAX_RECORD_DEPTH` deep, each key once (``json.loads`` would keep the
+    last of ``{"age": 61, "age": 30}`` silently), one JSON object. Numbers beyond
+    float's range stay :class:`JSONNumber` text for :meth:`Schema.validate_record` to
+    refuse naming their field. ``origin`` begins every message ("record", or the flag
+    and file it came from).
+
+    Raises
+    ------
+    RecordTooLarge
+        Over :data:`MAX_RECORD_BYTES` (a ``ValueError``).
+    ValueError
+        Not UTF-8, not valid JSON, nested too deep, a repeated key, or not an object.
+    """
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+    if size > MAX_RECORD_BYTES:
+        raise RecordTooLarge(f"{origin} is {size} bytes; a record is at most {MAX_RECORD_BYTES} bytes")
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{origin} must be UTF-8 text holding a JSON object") from None
+    if not data.strip():
+        return None
+    depth = _nesting(data)
+    if depth > MAX_RECORD_DEPTH:
+        raise ValueError(
+            f"{origin} is nested {depth} levels deep; a record is one JSON object of plain values "
+            f'(numbers, strings, null), such as {{"age": 61}}'
+        )
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        record = {}
+        for key, value in pairs:
+            if key in record:
+                raise ValueError(f"{origin} has the key {_short(key)} more than once; each field may appear once")
+            record[key] = value
+        return record
+
+    try:
+        record = json.loads(data, object_pairs_hook=unique, parse_int=_json_int, parse_float=_json_float)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{origin} is not valid JSON ({err}); give a JSON object such as '{{\"age\": 61}}'") from None
+    if not isinstance(record, dict):
+        raise ValueError(
+            f"{origin} must be a JSON object keyed by feature name; got a JSON {_JSON_TYPES[type(record)]}"
+        )
+    return record
+
+
+_JSON_TYPES = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    JSONNumber: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
 # ----------------------------------------------------------------------- loading
 def _check_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
     """A misspelt key would silently be a default: refuse it, listing the allowed ones."""
     extra = sorted(set(spec) - allowed)
     if extra:
-        raise ValueError(f"{where} has unknown key(s) {extra}; allowed: {sorted(allowed)}")
+        raise ValueError(f"{where} has unknown key(s) {short_list(extra)}; allowed: {sorted(allowed)}")
 
 
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "a table", int: "an integer", float: "a number"}

@@ -39,7 +39,7 @@ import numpy as np
 from fusion import __version__
 from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
-from fusion.cli import add_cache_arguments, cache_options, fail, log_to_terminal
+from fusion.cli import add_cache_arguments, cache_options, fail, finite_number, integer, log_to_terminal
 from fusion.config import DEVICES, FUSIONS, MODELS, PRECISIONS, Config
 from fusion.data.dataset import Dataset
 from fusion.data.loaders import load_dataset
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backbone", choices=sorted(BACKBONES), default=d.image.backbone, help="image backbone (default: %(default)s)"
     )
-    p.add_argument("--freeze", type=int, default=d.image.freeze, help="freeze the first N blocks of the backbone")
+    p.add_argument("--freeze", type=integer, default=d.image.freeze, help="freeze the first N blocks of the backbone")
     p.add_argument("--weights", help="local state-dict file to initialise the backbone")
     p.add_argument(
         "--pretrained",
@@ -93,23 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", dest="init_from", help="run folder whose image branch initialises this one")
     p.add_argument(
         "--epochs",
-        type=int,
+        type=integer,
         default=d.train.epochs,
         help=f"training epochs (default: enough for about {d.train.steps} optimisation steps, at least "
         f"{d.train.min_epochs} epochs, so small datasets train as long as large ones)",
     )
-    p.add_argument("--batch-size", type=int, default=d.train.batch_size)
-    p.add_argument("--lr", type=float, default=d.train.lr)
-    p.add_argument("--patience", type=int, default=d.train.patience, help="early-stopping patience in epochs")
+    p.add_argument("--batch-size", type=integer, default=d.train.batch_size)
+    p.add_argument("--lr", type=finite_number, default=d.train.lr)
+    p.add_argument("--patience", type=integer, default=d.train.patience, help="early-stopping patience in epochs")
     p.add_argument(
         "--image-size",
-        type=int,
+        type=integer,
         help="side of the square input in pixels (default: the backbone's, custom 64, densenet169 224)",
     )
     p.add_argument("--no-augment", action="store_true", help="train without image augmentation")
-    p.add_argument("--seed", type=int, default=d.train.seed)
+    p.add_argument("--seed", type=integer, default=d.train.seed)
     p.add_argument(
-        "--synthetic-n", type=int, default=d.data.synthetic_n, help="images in the synthetic cohort (no --data)"
+        "--synthetic-n", type=integer, default=d.data.synthetic_n, help="images in the synthetic cohort (no --data)"
     )
     p.add_argument("--device", choices=DEVICES, default=d.train.device)
     p.add_argument(

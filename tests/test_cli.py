@@ -2,6 +2,7 @@
 failure to write that still leaves the answer printed."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -186,7 +187,7 @@ def test_train_out_refuses_the_data_folder_and_reports_the_run_folder(folder_dat
 def test_eda_out_refuses_the_data_folder(folder_dataset, capsys):
     before = sorted(p.name for p in folder_dataset.iterdir())
     assert eda_main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(folder_dataset)]) == 2
-    assert "holds no earlier report.md" in capsys.readouterr().err
+    assert "is an input of the analysis" in capsys.readouterr().err
     assert sorted(p.name for p in folder_dataset.iterdir()) == before
     assert Path(folder_dataset / "metadata.csv").is_file()
 
@@ -226,3 +227,129 @@ def test_predict_with_a_model_of_nan_weights_is_an_error_not_a_label(tiny_runs, 
     assert predict_main(_predict(folder, image_path, record_path, "--json")) == 2
     out, err = capsys.readouterr()
     assert out == "" and "model.safetensors: tensor 'head.1.weight'" in err and "not finite" in err
+
+
+# ------------------------------------------------------------ output paths and flags
+def test_a_dangling_symlink_is_refused_like_an_existing_file(tiny_runs, patient_files, tmp_path, capsys):
+    image_path, record_path = patient_files
+    target = tmp_path / "elsewhere" / "planted.png"  # where the link points: nothing there yet
+    link = tmp_path / "why.png"
+    link.symlink_to(target)
+    code = predict_main(_predict(tiny_runs["fused"], image_path, record_path, "--explain", str(link)))
+    assert code == 2 and "already exists" in capsys.readouterr().err
+    assert link.is_symlink() and not os.path.exists(target)
+
+
+@pytest.mark.parametrize("flag", ["--explain", "--out", "--onnx"])
+def test_every_output_file_refuses_a_dangling_symlink(tmp_path, flag):
+    from fusion.cli import output_file
+
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "nowhere.json")
+    with pytest.raises(ValueError, match=f"{flag} .* already exists"):
+        output_file(str(link), flag)
+    with pytest.raises(ValueError, match="already exists"):
+        output_file(str(link), flag, suffix=".json")
+
+
+@pytest.mark.parametrize(
+    "message, flags, expected",
+    [
+        # A user's value, quoted or a path, is not a field however it is spelt.
+        ("--onnx 'm1/model.safetensors': must be a file name ending in .onnx", ("--model", "--onnx"), None),
+        ("--out 'runs/fusion': that is an input of this command (runs/model)", ("--model", "--out"), None),
+        ("the dataset's classes ['a'] differ from the model's ['b']", ("--model",), None),
+        ("runs/m1 holds a 'stacked' fusion model (fusion = 'stacked'); ONNX export", ("--model", "--onnx"), None),
+        # Fields the library names are translated to the command's own flags.
+        ("model must be one of ('network', 'xgboost'); got 'x'", ("--model",), "--model"),
+        ("train.epochs must be an integer >= 1; got 0", ("--epochs",), "--epochs"),
+        ("model 'xgboost' is tabular only: modalities must be ('tabular',)", None, "--model, --modalities"),
+        ("fusion 'gbm' reads films through a frozen backbone", ("--fusion",), "--fusion"),
+        ("dataset 'x' needs a schema: give one (data.schema) or put schema.toml beside it", ("--schema",), "--schema"),
+        # A field whose flag the command does not have is not named.
+        ("train.epochs must be an integer >= 1; got 0", ("--model", "--onnx"), None),
+    ],
+)
+def test_errors_name_the_flag_at_fault_and_no_other(message, flags, expected):
+    from fusion.cli import in_flags
+
+    got = in_flags(message, flags)
+    if expected is None:
+        assert got == message
+    else:
+        assert got.startswith(message) and got.endswith(f": {expected})")
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--image-size", "9" * 5000], "--image-size"),
+        (["--per-class", "-3"], "--per-class"),
+        (["--seed", "1" * 5000], "--seed"),
+        (["--seed", "\uff13"], "--seed"),  # a full-width digit: int() takes it
+        (["--per-class", "2_0"], "--per-class"),
+    ],
+    ids=["5000-digit-size", "negative", "5000-digit-seed", "full-width-digit", "underscore"],
+)
+def test_a_bad_number_flag_is_named_and_cut(folder_dataset, tmp_path, capsys, argv, flag):
+    with pytest.raises(SystemExit) as exit_:
+        eda_main(["--data", str(folder_dataset), "--out", str(tmp_path / "eda"), *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {flag}:" in err and len(err) < 600
+    assert "Exceeds the limit" not in err
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["9" * 5000, "1e400", "inf", "nan", "-1", "0", "1_0", "0x10", " "],
+    ids=["5000-digits", "1e400", "inf", "nan", "-1", "0", "1_0", "0x10", "blank"],
+)
+def test_number_types_refuse_what_they_should_with_the_value_cut(value):
+    import argparse
+
+    from fusion.cli import positive_int, positive_number
+
+    for convert in (positive_int, positive_number):
+        with pytest.raises(argparse.ArgumentTypeError) as err:
+            convert(value)
+        assert len(str(err.value)) < 200
+
+
+def test_number_types_take_plain_numbers():
+    from fusion.cli import port_number, positive_int, positive_number, whole_number
+
+    assert positive_int(" 7 ") == 7 and whole_number("0") == 0 and port_number("8080") == 8080
+    assert positive_number("1e-3") == 0.001 and positive_number("2") == 2.0
+    with pytest.raises(Exception, match="65535"):
+        port_number("70000")
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--epochs", "5" * 5000], "--epochs"),
+        (["--batch-size", "\u0664"], "--batch-size"),  # an Arabic-Indic 4: int() takes it
+        (["--lr", "1e400"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--seed", "1_0"], "--seed"),
+    ],
+    ids=["5000-digit-epochs", "arabic-indic-batch", "lr-1e400", "lr-inf", "lr-nan", "underscore-seed"],
+)
+def test_train_number_flags_are_named_with_the_value_cut(capsys, argv, flag):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--synthetic-n", "60", *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {flag}:" in err and len(err) < 1500
+    assert "Exceeds the limit" not in err
+
+
+@pytest.mark.parametrize(
+    "value", ["a" * 100_000 + ".png", "x/" * 3000 + "a.png", "a\x00b.png"], ids=["long", "deep", "nul"]
+)
+def test_an_unusable_output_path_is_a_short_value_error(value):
+    from fusion.cli import output_file
+
+    with pytest.raises(ValueError, match="--explain") as err:
+        output_file(value, "--explain", suffix=".png")
+    assert len(str(err.value)) < 200

@@ -320,3 +320,88 @@ def test_one_process_never_joins_a_process_group(monkeypatch):
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert init_from_env("cpu") is False and not torch.distributed.is_initialized() and world_size() == 1
+
+
+# ------------------------------------------------------------ the environment, checked
+_GOOD = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+_ALL = [*_GOOD, "LOCAL_WORLD_SIZE", "FUSION_RENDEZVOUS_TIMEOUT"]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"RANK": "abc"}, r"RANK must be a whole number.*'abc'"),
+        ({"RANK": "5"}, r"RANK 5 .*WORLD_SIZE 2"),
+        ({"RANK": "-1"}, r"RANK must be a whole number"),
+        ({"RANK": None}, r"RANK is not set"),
+        ({"WORLD_SIZE": "9" * 5000}, r"WORLD_SIZE must be .*\(5002 characters\)"),
+        ({"WORLD_SIZE": "\uff12"}, r"WORLD_SIZE must be"),  # a full-width 2: int() takes it
+        ({"LOCAL_RANK": "x"}, r"LOCAL_RANK must be"),
+        ({"LOCAL_RANK": "2"}, r"LOCAL_RANK 2 .*WORLD_SIZE 2"),
+        ({"LOCAL_WORLD_SIZE": "1", "LOCAL_RANK": "1"}, r"LOCAL_RANK 1 .*LOCAL_WORLD_SIZE 1"),
+        ({"LOCAL_WORLD_SIZE": "3"}, r"LOCAL_WORLD_SIZE 3 .*WORLD_SIZE 2"),
+        ({"LOCAL_WORLD_SIZE": "0"}, r"LOCAL_WORLD_SIZE must be"),
+        ({"MASTER_ADDR": None}, r"MASTER_ADDR is not set"),
+        ({"MASTER_ADDR": "bad host!"}, r"MASTER_ADDR must be a host name or IP address.*'bad host!'"),
+        ({"MASTER_ADDR": "h" * 300}, r"MASTER_ADDR must be"),
+        ({"MASTER_PORT": "0"}, r"MASTER_PORT must be a port number from 1 to 65535.*'0'"),
+        ({"MASTER_PORT": "70000"}, r"MASTER_PORT must be a port number"),
+        ({"MASTER_PORT": None}, r"MASTER_PORT is not set"),
+        ({"FUSION_RENDEZVOUS_TIMEOUT": "soon"}, r"FUSION_RENDEZVOUS_TIMEOUT must be a number of seconds"),
+        ({"FUSION_RENDEZVOUS_TIMEOUT": "0"}, r"FUSION_RENDEZVOUS_TIMEOUT must be"),
+        ({"FUSION_RENDEZVOUS_TIMEOUT": "inf"}, r"FUSION_RENDEZVOUS_TIMEOUT must be"),
+        ({"WORLD_SIZE": None, "RANK": "1"}, r"RANK 1 .*WORLD_SIZE 1"),  # two 'single' processes writing one folder
+    ],
+    ids=lambda v: str(v)[:40],
+)
+def test_every_distributed_variable_is_checked_before_anything_waits(monkeypatch, changes, message):
+    from fusion.training.distributed import init_from_env
+
+    for name in _ALL:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**_GOOD, **changes}.items():
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=message) as err:
+        init_from_env("cpu")
+    assert time.monotonic() - started < 2 and len(str(err.value)) < 400
+    assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("rank", [0, 1], ids=["rank-0-alone", "rank-1-without-rank-0"])
+def test_a_missing_process_fails_with_a_sentence_after_the_rendezvous_timeout(monkeypatch, caplog, rank):
+    """WORLD_SIZE=2 with one process started: a sentence within seconds, not 30 minutes of silence."""
+    from fusion.training.distributed import init_from_env
+
+    for name in _ALL:
+        monkeypatch.delenv(name, raising=False)
+    port = _free_ports(1)[0]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setenv("FUSION_RENDEZVOUS_TIMEOUT", "1")
+    started = time.monotonic()
+    with caplog.at_level("INFO", logger="fusion"), pytest.raises(ValueError) as err:
+        init_from_env("cpu")
+    assert time.monotonic() - started < 10
+    message = str(err.value)
+    assert f"127.0.0.1:{port}" in message and "FUSION_RENDEZVOUS_TIMEOUT" in message and "1 s" in message
+    assert not torch.distributed.is_initialized()
+    assert f"127.0.0.1:{port}" in caplog.text and "waiting" in caplog.text
+
+
+def test_train_names_the_missing_process_and_exits_2(monkeypatch, tmp_path, capsys):
+    for name in _ALL:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_ports(1)[0]))
+    monkeypatch.setenv("FUSION_RENDEZVOUS_TIMEOUT", "1")
+    assert train_main([*TABULAR, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "only 1 of 2 processes" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -49,14 +49,127 @@ def test_report_links_every_png_it_writes(folder_dataset, tmp_path):
 def test_rerun_replaces_an_earlier_report_but_never_a_foreign_folder(folder_dataset, tmp_path):
     out = tmp_path / "eda"
     run_eda(folder_dataset, "synthetic", out, image_size=16)
-    (out / "stale.png").write_bytes(b"old figure")
+    (out / "notes.txt").write_text("my notes")  # a file of the user's, beside the analysis
     report = run_eda(folder_dataset, "synthetic", out, image_size=16)
-    assert not (out / "stale.png").exists() and {p.name for p in out.glob("*.png")} == _links(report)
+    assert {p.name for p in out.glob("*.png")} == _links(report)
+    assert (out / "notes.txt").read_text() == "my notes"
     foreign = tmp_path / "other"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty"):
         run_eda(folder_dataset, "synthetic", foreign, image_size=16)
+
+
+def test_a_rerun_leaves_no_stale_figure_of_the_earlier_analysis(folder_dataset, tmp_path):
+    """The first analysis draws the image figures; the second (an image-free table)
+    does not, and the first run's image figures must not survive beside the new report."""
+    out = tmp_path / "eda"
+    first = run_eda(folder_dataset, "synthetic", out, image_size=16)
+    assert {"samples.png", "intensity.png"} <= _links(first)
+    (tmp_path / "table").mkdir()
+    csv = tmp_path / "table" / "metadata.csv"
+    table = read_table(folder_dataset / "metadata.csv").drop(columns=["image"])
+    table.to_csv(csv, index=False)
+    schema = tmp_path / "table" / "schema.toml"
+    text = load_schema("synthetic").text
+    schema.write_text(text.replace('[image]\ncolumn = "image"\nfolder = "images"\n', ""))
+    second = run_eda(csv, schema, out, image_size=16)
+    assert "samples.png" not in _links(second)
+    assert {p.name for p in out.glob("*.png")} == _links(second)
+
+
+def _films(folder):
+    return sorted((p.name, p.read_bytes()) for p in (folder / "images").iterdir())
+
+
+def test_out_at_the_image_folder_holding_a_report_md_deletes_no_film(folder_dataset):
+    """The reported data loss: --out at the dataset's images/ folder, which held a note
+    called report.md, deleted every film."""
+    images = folder_dataset / "images"
+    (images / "report.md").write_text("notes on the films")
+    (images / "summary.json").write_text("{}")
+    before = _films(folder_dataset)
+    with pytest.raises(ValueError, match="input"):
+        run_eda(folder_dataset, "synthetic", images, image_size=16)
+    assert _films(folder_dataset) == before
+
+
+def test_a_folder_with_a_report_md_but_no_record_of_an_analysis_is_refused(folder_dataset, tmp_path):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "report.md").write_text("my report")
+    (out / "figure.png").write_bytes(b"my figure")
+    with pytest.raises(ValueError, match="not empty"):
+        run_eda(folder_dataset, "synthetic", out, image_size=16)
+    assert (out / "report.md").read_text() == "my report" and (out / "figure.png").read_bytes() == b"my figure"
+
+
+@pytest.mark.parametrize("where", ["dataset", "parent", "symlink", "inside", "csv", "schema"])
+def test_out_that_is_contains_or_lies_inside_an_input_is_refused(folder_dataset, tmp_path, where):
+    schema = folder_dataset.parent / "mine.toml"
+    schema.write_text(load_schema("synthetic").text)
+    link = tmp_path / "link"
+    link.symlink_to(folder_dataset, target_is_directory=True)
+    out = {
+        "dataset": folder_dataset,
+        "parent": folder_dataset.parent,
+        "symlink": link,
+        "inside": folder_dataset / "eda",
+        "csv": folder_dataset / "metadata.csv",
+        "schema": schema,
+    }[where]
+    (folder_dataset / "report.md").write_text("about this dataset")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="input"):
+        run_eda(folder_dataset, schema, out, image_size=16)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_tampered_record_of_written_files_deletes_nothing_else(folder_dataset, tmp_path):
+    """The record of what an earlier analysis wrote decides what a rerun deletes; it
+    names files inside the folder only, and only regular files are removed."""
+    out = tmp_path / "eda"
+    run_eda(folder_dataset, "synthetic", out, image_size=16)
+    keep = tmp_path / "keep.png"
+    keep.write_bytes(b"outside")
+    (out / "linked.png").symlink_to(keep)
+    record = out / ".fusion-eda.json"
+    written = json.loads(record.read_text())
+    written["files"] += ["../keep.png", str(keep), "linked.png", "notes.txt"]
+    record.write_text(json.dumps(written))
+    (out / "notes.txt").write_text("mine")
+    run_eda(folder_dataset, "synthetic", out, image_size=16)
+    assert keep.read_bytes() == b"outside" and (out / "notes.txt").read_text() == "mine"
+    assert (out / "linked.png").is_symlink()
+
+
+def test_a_file_of_the_users_is_never_replaced_by_a_figure(folder_dataset, tmp_path):
+    out = tmp_path / "eda"
+    run_eda(folder_dataset, "synthetic", out, image_size=16)
+    record = out / ".fusion-eda.json"
+    written = json.loads(record.read_text())
+    written["files"].remove("samples.png")  # as if the user had put samples.png there
+    record.write_text(json.dumps(written))
+    (out / "samples.png").write_bytes(b"the user's own")
+    with pytest.raises(ValueError, match=r"samples\.png"):
+        run_eda(folder_dataset, "synthetic", out, image_size=16)
+    assert (out / "samples.png").read_bytes() == b"the user's own"
+
+
+def test_a_full_disk_names_the_output_folder(folder_dataset, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from fusion.eda import sections
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sections, "plot_missingness", full)
+    out = tmp_path / "eda"
+    assert main(["--data", str(folder_dataset), "--schema", "synthetic", "--out", str(out), "--image-size", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert str(out) in err and "No space left on device" in err and "free" in err
 
 
 def test_missingness_by_class_is_exact_on_a_hand_made_table():

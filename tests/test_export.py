@@ -149,3 +149,36 @@ def test_export_refuses_a_bad_output_path(exported, tmp_path, capsys):
     assert export_main(["--model", str(folder), "--onnx", str(path)]) == 2  # exists
     assert export_main(["--model", str(folder), "--onnx", str(tmp_path / "model.txt")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_dangling_symlink_as_onnx_is_refused(exported, tmp_path, capsys):
+    folder, _ = exported
+    link = tmp_path / "model.onnx"
+    link.symlink_to(tmp_path / "nowhere" / "planted.onnx")
+    assert export_main(["--model", str(folder), "--onnx", str(link)]) == 2
+    assert "already exists" in capsys.readouterr().err and link.is_symlink()
+
+
+def test_a_wrong_onnx_name_names_onnx_not_model(exported, capsys):
+    folder, _ = exported
+    assert export_main(["--model", str(folder), "--onnx", str(folder / "model.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "--onnx" in err and "(flag" not in err
+
+
+def test_a_full_disk_is_one_sentence_naming_the_folder(exported, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import onnx
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    folder, _ = exported
+    monkeypatch.setattr(onnx, "save", full)
+    out = tmp_path / "m.onnx"
+    assert export_main(["--model", str(folder), "--onnx", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert str(tmp_path) in err and "No space left on device" in err and "free" in err
+    assert list(tmp_path.iterdir()) == []  # no partial file left

@@ -901,3 +901,56 @@ def test_evaluate_never_reads_an_image_outside_the_dataset_folder(
     out = capsys.readouterr().out
     assert "4 row(s) not scored" in out and "outside the dataset folder" in out
     assert _only_inside(opened_images, folder_dataset)
+
+
+# ------------------------------------------------------------------ --record, hostile
+def _fifo(tmp_path):
+    path = tmp_path / "record.fifo"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: Path("/dev/zero"), "not a regular file"),
+        (_fifo, "not a regular file"),
+        (lambda tmp: tmp, "is a folder"),
+    ],
+    ids=["dev-zero", "fifo", "folder"],
+)
+def test_a_record_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path, make, message):
+    from fusion.predict import read_record
+
+    path = make(tmp_path)
+    if not path.exists():
+        pytest.skip(f"{path} is not on this machine")
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    for name in (path, link):  # a symlink to one is the same thing
+        started = time.monotonic()
+        with pytest.raises(ValueError, match=message):
+            read_record(str(name))
+        assert time.monotonic() - started < 5  # neither read until memory runs out nor blocked on the FIFO
+
+
+def test_a_huge_or_deep_record_is_refused_with_a_sentence(tiny_runs, tmp_path, capsys):
+    from fusion.predict import main as predict_main
+
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"age": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    huge = tmp_path / "huge.json"
+    huge.write_bytes(b'{"age": 61, "note": "' + b"x" * (1 << 20) + b'"}')
+    inline_deep = '{"age": ' + "[" * 30_000 + "]" * 30_000 + "}"
+    for record, message in ((deep, "bytes"), (huge, "bytes"), (inline_deep, "nested")):
+        code = predict_main(["--model", str(tiny_runs["tabular"]), "--record", str(record)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err and len(err) < 400
+
+
+def test_a_record_with_a_repeated_key_is_refused_on_the_command_line(tiny_runs, capsys):
+    from fusion.predict import main as predict_main
+
+    code = predict_main(["--model", str(tiny_runs["tabular"]), "--record", '{"age": 61, "age": 30}'])
+    assert code == 2 and "the key 'age' more than once" in capsys.readouterr().err

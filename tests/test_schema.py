@@ -265,9 +265,133 @@ def test_a_schema_built_in_python_refuses_an_escaping_folder_too():
 
 def test_missing_columns_of_a_wide_table_are_listed_cut():
     table = pd.DataFrame({f"col_{i}": ["1"] for i in range(10_000)})
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['age'.*and 9,990 more") as err:
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['age'.*it has \['col_0'.*and 9,980 more") as err:
         parse_schema(MINIMAL).validate_table(table)
     assert len(str(err.value)) < 1000
+
+
+# ------------------------------------------------------------- values a person types
+@pytest.mark.parametrize("value", [" M ", "M ", " M", "M\u00a0", "\u2009M", "m", "M\n", "\tM"])
+def test_a_category_is_exactly_one_declared_value(value):
+    with pytest.raises(ValueError) as err:
+        parse_schema(MINIMAL).validate_record({"sex": value})
+    assert repr(value) in str(err.value)  # the spaces are visible in the message
+
+
+@pytest.mark.parametrize("text", ["38\u00a0", "\u202f38", "3\u20098", "38\u2009", "\u300038", "38\n\u00a0"])
+def test_numbers_allow_only_ascii_spaces_around_them(text):
+    with pytest.raises(ValueError, match="must be a finite number") as err:
+        Feature("t", "numeric").parse(text)
+    assert repr(text) in str(err.value)
+
+
+@pytest.mark.parametrize("text, value", [(" 38 ", 38.0), ("\t38.5", 38.5), ("38\t ", 38.0)])
+def test_ascii_spaces_and_tabs_around_a_number_are_allowed(text, value):
+    assert Feature("t", "numeric").parse(text) == (value, None)
+
+
+@pytest.mark.parametrize("text", ["\u00a0", "\u2009NA\u2009", "\u3000"])
+def test_a_unicode_space_is_not_a_missing_value(text):
+    with pytest.raises(ValueError, match="must be a finite number"):
+        Feature("t", "numeric").parse(text)
+    assert math.isnan(Feature("t", "numeric").parse(" NA\t")[0])  # ASCII spaces around a missing word are fine
+
+
+def test_an_unknown_field_list_is_cut_to_a_few_names():
+    record = {f"unknown_field_{i}": i for i in range(5000)}
+    with pytest.raises(ValueError) as err:
+        parse_schema(MINIMAL).validate_record(record)
+    message = str(err.value)
+    assert len(message) < 600 and "and 4,995 more" in message and "'unknown_field_0'" in message
+
+
+def test_an_unknown_field_with_a_long_name_is_cut():
+    with pytest.raises(ValueError) as err:
+        parse_schema(MINIMAL).validate_record({"x" * 10_000: 1})
+    assert len(str(err.value)) < 400 and "10002 characters" in str(err.value)
+
+
+# ----------------------------------------------------------------- records as JSON
+def test_a_json_record_parses():
+    from fusion.schema import parse_record_json
+
+    assert parse_record_json('{"age": 61, "sex": "F", "po2": null}') == {"age": 61, "sex": "F", "po2": None}
+    assert parse_record_json(b'{"age": 61.5}') == {"age": 61.5}
+    assert parse_record_json("  ") is None
+
+
+def test_a_duplicate_key_is_refused_naming_it():
+    from fusion.schema import parse_record_json
+
+    with pytest.raises(ValueError, match=r"record has the key 'age' more than once"):
+        parse_record_json('{"age": 61, "sex": "F", "age": 30}')
+
+
+@pytest.mark.parametrize("depth", [3, 1000, 30_000])
+def test_deep_nesting_is_refused_before_parsing(depth):
+    from fusion.schema import parse_record_json
+
+    for opening, closing in (("[", "]"), ('{"a":', "}")):
+        text = '{"age": ' + opening * depth + "1" + closing * depth + "}"
+        if len(text) > 65_536:
+            continue
+        with pytest.raises(ValueError, match=r"record is nested \d+ levels deep"):
+            parse_record_json(text)
+
+
+def test_brackets_inside_strings_are_not_nesting():
+    from fusion.schema import parse_record_json
+
+    assert parse_record_json('{"note": "[[[[{{{{\\"]]]]"}') == {"note": '[[[[{{{{"]]]]'}
+
+
+def test_a_record_over_the_size_limit_is_refused_by_its_own_type():
+    from fusion.schema import MAX_RECORD_BYTES, RecordTooLarge, parse_record_json
+
+    text = '{"note": "' + "x" * MAX_RECORD_BYTES + '"}'
+    with pytest.raises(RecordTooLarge, match="at most 65536 bytes"):
+        parse_record_json(text)
+    assert issubclass(RecordTooLarge, ValueError)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"age"', "61", "null"])
+def test_a_json_record_that_is_not_an_object_is_refused(text):
+    from fusion.schema import parse_record_json
+
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        parse_record_json(text)
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["9" * 5000, "-" + "9" * 5000, "1" + "0" * 400, "1e999", "-1e999", "9" * 400 + ".5"],
+    ids=["5000-digits", "minus-5000-digits", "401-digits", "1e999", "-1e999", "long-decimal"],
+)
+def test_a_huge_json_number_names_its_field(number):
+    from fusion.schema import parse_record_json
+
+    record = parse_record_json('{"age": ' + number + "}")
+    with pytest.raises(ValueError) as err:
+        parse_schema(MINIMAL).validate_record(record)
+    message = str(err.value)
+    assert message.startswith("'age' must be a number") and len(message) < 200
+    assert "Exceeds the limit" not in message and "inf" not in message
+
+
+def test_a_huge_json_number_in_an_ignored_column_is_harmless():
+    from fusion.schema import parse_record_json
+
+    record = parse_record_json('{"age": 61, "survival": ' + "9" * 5000 + "}")
+    assert parse_schema(MINIMAL).validate_record(record)["age"] == 61.0
+
+
+def test_invalid_json_says_so_with_the_origin():
+    from fusion.schema import parse_record_json
+
+    with pytest.raises(ValueError, match=r"--record file 'r.json' is not valid JSON"):
+        parse_record_json('{"age": }', origin="--record file 'r.json'")
+    with pytest.raises(ValueError, match="UTF-8"):
+        parse_record_json(b'{"age": "\xff"}')
 
 
 # A property over schema files: random typos, missing tables and wrong types in every
@@ -403,3 +527,10 @@ def test_schema_mutations_are_refused_naming_table_and_key_or_harmless(data):
     if path == ():
         raise AssertionError(f"accepted a wrong {kind} at the top level {key!r}")
     raise AssertionError(f"accepted a wrong {kind} at {TABLES[path]} {key!r}")
+
+
+def test_a_schema_with_thousands_of_unknown_keys_gets_a_short_message():
+    toml = MINIMAL + '\n[features.extra]\ntype = "numeric"\n' + "".join(f"k{i} = 1\n" for i in range(5000))
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['k0', .*and 4,995 more\]") as err:
+        parse_schema(toml, origin="big.toml")
+    assert len(str(err.value)) < 600

@@ -278,9 +278,13 @@ def test_command_line_refuses_bad_flags_and_folders(tmp_path, capsys):
 
     assert main(["--model", str(tmp_path / "nothing")]) == 2
     assert main(["--model", str(tmp_path), "--port", "70000"]) == 2
-    assert main(["--model", str(tmp_path), "--threads", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", str(tmp_path), "--threads", "0"])  # refused by argparse, naming the flag
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path), "--port", "9" * 5000])
     err = capsys.readouterr().err
-    assert "--port" in err and "--threads" in err
+    assert "--port" in err and "--threads" in err and len(err) < 2000
 
 
 def test_random_records_and_bytes_never_reach_a_500(client):

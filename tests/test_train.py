@@ -137,12 +137,20 @@ def test_non_empty_out_is_refused(fused_run, capsys):
         (["--modalities", "image,xray"], "modalities must be"),
         (["--model", "xgboost"], "tabular only"),
         (["--data", "/nonexistent"], "does not exist"),
-        (["--lr", "inf"], "train.lr must be a finite number > 0; got inf (flag: --lr)"),
+        (["--lr", "0"], "train.lr must be a finite number > 0; got 0.0 (flag: --lr)"),
     ],
 )
 def test_cli_errors_are_clear(args, message, tmp_path, capsys):
     assert train_main([*args, "--out", str(tmp_path / "r"), *TINY]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_learning_rate_that_is_not_finite_is_refused_by_the_flag(tmp_path, capsys):
+    """``--lr inf`` trained, then diverged; argparse now refuses it before anything runs."""
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--lr", "inf", "--out", str(tmp_path / "r"), *TINY])
+    assert exit_.value.code == 2
+    assert "--lr: must be a finite decimal number; got 'inf'" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:'fusion.train' found in sys.modules:RuntimeWarning")

@@ -22,6 +22,9 @@ figures
     The PNG figures (matplotlib is imported only when one is drawn).
 sections
     The report's sections: each measures, draws and adds its Markdown and warnings.
+output
+    The output folder: never an input; a rerun removes only what an earlier analysis
+    recorded writing there (``.fusion-eda.json``).
 report
     :func:`run_eda`: loading, the output folder, ``report.md`` and ``summary.json``.
 cli

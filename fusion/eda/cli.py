@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from fusion.cli import fail, positive_int, whole_number
+from fusion.eda.output import OutputWriteError
 from fusion.eda.report import run_eda
 
 __all__ = ["main"]
@@ -21,12 +22,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="dataset folder (metadata.csv + images), CSV file or MedMNIST .npz")
     p.add_argument("--schema", help="schema TOML file or built-in name (default: the folder's schema.toml)")
-    p.add_argument("--out", required=True, help="output folder: new, empty, or an earlier EDA output (replaced)")
     p.add_argument(
-        "--image-size", type=int, help="side of the decoded images (default: 64 for folders, the file's own for .npz)"
+        "--out",
+        required=True,
+        help="output folder outside the dataset: new, empty, or an earlier EDA output "
+        "(the files that analysis wrote are replaced)",
     )
-    p.add_argument("--per-class", type=int, default=6, help="sample images per class (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        help="side of the decoded images (default: 64 for folders, the file's own for .npz)",
+    )
+    p.add_argument("--per-class", type=positive_int, default=6, help="sample images per class (default: %(default)s)")
+    p.add_argument("--seed", type=whole_number, default=0)
     return p
 
 
@@ -36,17 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 when the data, schema or output folder is unusable (the reason
-        goes to stderr); argparse exits with 2 itself on a bad flag.
+        0 on success, 2 when the data, schema or output folder is unusable or the
+        output cannot be written (the reason goes to stderr); argparse exits with 2
+        itself on a bad flag.
     """
-    args = _parser().parse_args(argv)
+    p = _parser()
+    args = p.parse_args(argv)
     try:
         report = run_eda(
             args.data, args.schema, args.out, image_size=args.image_size, per_class=args.per_class, seed=args.seed
         )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError, OutputWriteError) as err:
+        return fail(err, p)
     summary = json.loads((report.parent / "summary.json").read_text(encoding="utf-8"))
     print(f"{summary['n_rows']} rows loaded, {summary['n_skipped']} skipped; classes {', '.join(summary['classes'])}")
     for warning in summary["warnings"]:

@@ -1,8 +1,9 @@
 """The EDA run: load a dataset, prepare the output folder, run the sections and write
 ``report.md`` and ``summary.json``.
 
-The output folder is checked before anything is written, so a mistyped folder never
-clobbers a folder that is not an earlier EDA output.
+The output folder is checked before anything is written (see
+:mod:`fusion.eda.output`): it is never an input, and a rerun removes only the files an
+earlier analysis recorded writing there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from fusion.data import Dataset, load_dataset, read_table
+from fusion.eda.output import OutputFolder, check_not_an_input
 from fusion.eda.sections import (
     ReportParts,
     add_class_balance,
@@ -31,23 +33,19 @@ __all__ = ["run_eda"]
 logger = logging.getLogger(__name__)
 
 
-def _prepare_out(out: str | Path) -> Path:
-    """The output folder: new, empty, or an earlier EDA output (holding report.md),
-    whose figures and report are then replaced so no stale figure survives."""
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"output folder {str(out)!r} exists and is not a folder")
-        entries = list(out.iterdir())
-        if entries and not (out / "report.md").is_file():
-            raise ValueError(
-                f"output folder {str(out)!r} is not empty and holds no earlier report.md; choose a new folder"
-            )
-        for entry in entries:
-            if entry.is_file() and (entry.suffix == ".png" or entry.name in ("report.md", "summary.json")):
-                entry.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def _inputs(data: Path, schema: Schema | str | Path | None, ds: Dataset | None = None) -> list[Path]:
+    """Every file and folder the analysis reads (the image folder once the dataset's
+    schema is known): the output folder may be none of them, contain none and lie
+    inside none."""
+    inputs = [data]
+    if isinstance(schema, (str, Path)) and Path(schema).is_file():
+        inputs.append(Path(schema))
+    if data.suffix != ".npz":
+        csv = data if data.is_file() else data / "metadata.csv"
+        inputs += [csv, csv.parent]
+        if ds is not None and ds.schema is not None and ds.schema.image_folder:
+            inputs.append(csv.parent / ds.schema.image_folder)
+    return inputs
 
 
 def _load(
@@ -96,10 +94,10 @@ def _write(parts: ReportParts, header: list[str]) -> Path:
     md = [*header, "## Warnings", ""]
     md += [f"- {w}" for w in parts.warnings] if parts.warnings else ["None."]
     md += ["", *parts.body]
-    report = parts.out / "report.md"
+    report = parts.file("report.md")
     report.write_text("\n".join(md), encoding="utf-8")
     summary = {**parts.summary, "warnings": parts.warnings, "figures": parts.figures}
-    (parts.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    parts.file("summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return report
 
 
@@ -123,7 +121,9 @@ def run_eda(
         Schema object, TOML file or built-in name; default: the folder's
         ``schema.toml`` (an ``.npz`` without one keeps its integer labels).
     out : str or Path
-        Output folder: new, empty or an earlier EDA output (its figures are replaced).
+        Output folder: new, empty or an earlier analysis's output (the files it
+        recorded writing are replaced; nothing else there is touched). It may not be,
+        contain or lie inside an input (the dataset folder, CSV, image folder, schema).
     image_size : int, optional
         Side of the decoded images; default 64 for folders, the file's own for ``.npz``.
     per_class : int
@@ -142,12 +142,22 @@ def run_eda(
         ``data`` does not exist, or the schema is neither a file nor a built-in name.
     ValueError
         The output folder is unsuitable, or the data do not match the schema.
+    OutputWriteError
+        The output folder could not be written (e.g. a full disk); the message names
+        it and what to do.
     """
     data = Path(data)
+    check_not_an_input(out, _inputs(data, schema))  # before the (long) loading
     ds, raw = _load(data, schema, image_size)
     logger.info("loaded %d rows (%d skipped) from %s", len(ds), len(ds.skipped), data)
-    out = _prepare_out(out)
-    parts = ReportParts(out, summary=_summary_head(data, ds))
+    folder = OutputFolder(out, _inputs(data, schema, ds))
+    with folder.writing():
+        report = _sections(ReportParts(folder, summary=_summary_head(data, ds)), data, ds, raw, per_class, seed)
+    return report
+
+
+def _sections(parts: ReportParts, data: Path, ds: Dataset, raw: pd.DataFrame | None, per_class: int, seed: int) -> Path:
+    """Run every section that applies and write the report."""
     add_class_balance(parts, ds)
     add_skipped(parts, ds)
     # The tabular sections need a schema to say which columns are features.

@@ -41,6 +41,7 @@ from fusion.eda.figures import (
     plot_sample_grid,
 )
 from fusion.eda.leaks import leak_candidates
+from fusion.eda.output import OutputFolder
 
 __all__ = [
     "ReportParts",
@@ -84,8 +85,8 @@ class ReportParts:
 
     Attributes
     ----------
-    out : Path
-        Folder the figures are written to.
+    out : OutputFolder
+        Where the figures go; :meth:`file` gives each one's path.
     body : list of str
         Markdown lines of the report after its warnings.
     warnings : list of str
@@ -96,11 +97,15 @@ class ReportParts:
         Entries of ``summary.json``.
     """
 
-    out: Path
+    out: OutputFolder
     body: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+
+    def file(self, name: str) -> Path:
+        """The path to write the new file ``name`` to (recorded as the analysis's own)."""
+        return self.out.claim(name)
 
     def figure(self, name: str, caption: str) -> str:
         """Markdown that links the figure ``name``, recorded so that ``summary.json``
@@ -136,7 +141,7 @@ def add_class_balance(parts: ReportParts, ds: Dataset) -> None:
     balance = class_balance(ds.labels, classes, groups=ds.groups, splits=ds.splits)
     columns = list(ds.splits) if ds.splits else None
     title = "Images per class and split" if ds.splits else "Images and patients per class"
-    plot_class_balance(balance, parts.out / "class_balance.png", columns=columns, title=title)
+    plot_class_balance(balance, parts.file("class_balance.png"), columns=columns, title=title)
     parts.body += ["## Class balance", "", _markdown_table(balance, digits=1), ""]
     if ds.groups is not None:
         parts.body += ["A patient with films of several classes counts once in each class.", ""]
@@ -180,7 +185,7 @@ def add_missingness(parts: ReportParts, ds: Dataset) -> None:
     a model with missing-value indicators would exploit."""
     classes = list(ds.classes)
     missing = missingness_by_class(ds.records, ds.schema, labels=ds.labels)
-    plot_missingness(missing, parts.out / "missingness.png")
+    plot_missingness(missing, parts.file("missingness.png"))
     predictive = predictive_missingness(ds.records, ds.labels, classes)
     shown = predictive[["spread", "p_value", "indicator_auroc", "flagged"]].assign(
         p_value=lambda d: d["p_value"].map(lambda p: f"{p:.2g}")
@@ -210,7 +215,7 @@ def add_missingness(parts: ReportParts, ds: Dataset) -> None:
 
 def add_distributions(parts: ReportParts, ds: Dataset, *, seed: int) -> None:
     """The figure of every feature's values by class."""
-    plot_feature_distributions(ds.records, ds.labels, ds.schema, parts.out / "features.png", seed=seed)
+    plot_feature_distributions(ds.records, ds.labels, ds.schema, parts.file("features.png"), seed=seed)
     parts.body += ["## Feature values by class", "", parts.figure("features.png", "feature distributions"), ""]
 
 
@@ -271,7 +276,7 @@ def add_patients(parts: ReportParts, ds: Dataset) -> None:
     """Images per patient and patients with films of several classes, which a split
     by image rather than by patient would put on both sides."""
     counts = images_per_patient(ds.groups)
-    plot_images_per_patient(counts, parts.out / "images_per_patient.png")
+    plot_images_per_patient(counts, parts.file("images_per_patient.png"))
     per_patient = pd.DataFrame({"group": ds.groups, "label": ds.labels}).groupby("group")["label"].nunique()
     mixed = per_patient.index[per_patient > 1].tolist()
     listed = f": {', '.join(map(str, mixed[:10]))}{'...' if len(mixed) > 10 else ''}" if mixed else ""
@@ -301,8 +306,8 @@ def add_images(parts: ReportParts, ds: Dataset, *, per_class: int, seed: int) ->
     parts.summary["duplicate_image_sets"] = len(duplicates)
     if len(duplicates):
         _add_duplicates(parts, ds, duplicates)
-    plot_intensity(ds.images, ds.labels, classes, parts.out / "intensity.png", seed=seed)
-    plot_sample_grid(ds.images, ds.labels, classes, parts.out / "samples.png", per_class=per_class, seed=seed)
+    plot_intensity(ds.images, ds.labels, classes, parts.file("intensity.png"), seed=seed)
+    plot_sample_grid(ds.images, ds.labels, classes, parts.file("samples.png"), per_class=per_class, seed=seed)
     parts.body += [
         "## Pixel intensities by class",
         "",

@@ -19,7 +19,8 @@ import math
 import re
 import sys
 
-from fusion.cli import fail
+from fusion.cli import fail, positive_int, whole_number
+from fusion.schema import DECIMAL
 from fusion.serve.limits import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -34,7 +35,6 @@ from fusion.serve.limits import (
 MB = 2**20
 MAX_MB = MAX_BODY_LIMIT / MB
 MIN_MB = "0.000001"  # the smallest round number of MB that is at least 1 byte
-_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--threads", type=int, default=None, help="requests computed at once (default: one per usable core)")
+    p.add_argument("--port", type=whole_number, default=8000, help="port, 0 to 65535 (default 8000; 0: any free port)")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="requests computed at once (default: one per usable core)"
+    )
     p.add_argument(
         "--max-upload-mb",
         default=f"{DEFAULT_MAX_BODY / MB:g}",
@@ -144,7 +146,7 @@ def _limits(args) -> dict:
 
 def _number(text: str) -> float:
     """An ASCII decimal (not float()'s "1_0", "infinity" or other scripts' digits), or NaN."""
-    return float(text) if _DECIMAL.fullmatch(text.strip()) else math.nan
+    return float(text) if DECIMAL.fullmatch(text.strip()) else math.nan
 
 
 def _seconds(flag: str, text: str) -> float:

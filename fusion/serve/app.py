@@ -36,7 +36,6 @@ the model, where worker processes would each load their own.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import math
 import uuid
@@ -51,6 +50,7 @@ from fusion.classifier import FusionClassifier
 from fusion.data.cache import available_cores
 from fusion.data.images import FORMATS_TEXT, MAX_PIXELS, MIN_SIDE
 from fusion.explain import DEFAULT_STEPS
+from fusion.schema import MAX_RECORD_BYTES, RecordTooLarge, parse_record_json
 from fusion.serve.forms import ClientGone, RequestError, parse_form, read_body
 from fusion.serve.gate import Gate
 from fusion.serve.gate import trusted_hosts as trusted_hosts_set
@@ -69,8 +69,6 @@ from fusion.version import __version__
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-# A JSON record is a few hundred bytes; a megabyte of "record" is not one.
-MAX_RECORD_BYTES = 64 * 1024
 TOP_DRIVERS = 8
 FORM_FIELDS = {
     "image": f"an X-ray file: {FORMATS_TEXT}",
@@ -215,31 +213,14 @@ class _Service:
         return record, (image.data if image is not None else None), (image.filename if image is not None else None)
 
     def _record(self, data: bytes) -> dict | None:
-        if len(data) > MAX_RECORD_BYTES:
-            raise RequestError(
-                413, f"record is {len(data)} bytes; a record is at most {MAX_RECORD_BYTES}", field="record"
-            )
+        """The record field, parsed as ``fusion.predict --record`` parses it (size, depth
+        and repeated keys checked by the one parser of records given as text)."""
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise RequestError(422, "record must be UTF-8 text holding a JSON object", field="record") from None
-        if not text.strip():
-            return None
-        try:
-            record = json.loads(text)
-        except (ValueError, RecursionError) as err:  # JSONDecodeError, and ints over Python's digit limit
-            raise RequestError(
-                422,
-                f"record is not valid JSON ({err}); give a JSON object such as '{{\"age\": 61}}'",
-                field="record",
-            ) from None
-        if not isinstance(record, dict):
-            raise RequestError(
-                422,
-                f"record must be a JSON object keyed by feature name; got a JSON {type(record).__name__}",
-                field="record",
-            )
-        return record
+            return parse_record_json(data)
+        except RecordTooLarge as err:
+            raise RequestError(413, str(err), field="record") from None
+        except ValueError as err:
+            raise RequestError(422, str(err), field="record") from None
 
     def _refuse(self, err: ValueError, record: dict | None, filename: str | None) -> RequestError:
         """The library's ``ValueError`` as a 422 naming what it is about: the image

@@ -27,8 +27,12 @@ What each process does (see :func:`fusion.training.loop.fit_network`):
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Callable
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
@@ -42,22 +46,126 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- process group
+RENDEZVOUS_TIMEOUT_ENV = "FUSION_RENDEZVOUS_TIMEOUT"
+DEFAULT_RENDEZVOUS_S = 300.0
+MAX_RENDEZVOUS_S = 86_400.0
+_WHOLE = re.compile(r"[0-9]{1,9}", re.ASCII)  # torchrun writes plain digits; int() also takes "٢" and "1_0"
+_HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?", re.ASCII)
+_STILL_WAITING_S = 5.0  # after this, each process says what it still waits for (a warning, shown without --verbose)
+
+
+def _cut(value: str) -> str:
+    from fusion.schema import short_repr
+
+    return short_repr(value)
+
+
+def _env_int(environ, name: str, low: int, high: int, accepted: str, default: int | None = None) -> int | None:
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    value = int(raw) if _WHOLE.fullmatch(raw) else -1
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be {accepted} (as torchrun sets it); got {_cut(raw)}")
+    return value
+
+
+@dataclass(frozen=True)
+class DistributedEnv:
+    """The process group ``torchrun`` describes in the environment, checked whole
+    before anything waits on it: each variable a plain integer in its range (``RANK <
+    WORLD_SIZE``, ``LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE``), ``MASTER_ADDR`` a
+    host name or IP address, ``MASTER_PORT`` a port, and
+    ``FUSION_RENDEZVOUS_TIMEOUT`` (seconds, default 300) how long the processes wait
+    for each other before the job fails with a sentence. ``MASTER_*`` are read only
+    for more than one process.
+    """
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+    rendezvous_s: float = DEFAULT_RENDEZVOUS_S
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DistributedEnv:
+        """Read and check the variables.
+
+        Raises
+        ------
+        ValueError
+            Naming the variable, its value and what is accepted.
+        """
+        env = os.environ if environ is None else environ
+        world = _env_int(env, "WORLD_SIZE", 1, 10**6, "a positive integer", default=1)
+        if world > 1 and "RANK" not in env:
+            raise ValueError(f"RANK is not set but WORLD_SIZE is {world}: start the processes with torchrun")
+        rank = _env_int(env, "RANK", 0, 10**6, "a whole number of at least 0", default=0)
+        if rank >= world:
+            raise ValueError(f"RANK {rank} is not below WORLD_SIZE {world}: ranks run from 0 to {world - 1}")
+        local_world = _env_int(env, "LOCAL_WORLD_SIZE", 1, 10**6, "a positive integer", default=world)
+        if local_world > world:
+            raise ValueError(f"LOCAL_WORLD_SIZE {local_world} is above WORLD_SIZE {world}")
+        local_rank = _env_int(env, "LOCAL_RANK", 0, 10**6, "a whole number of at least 0", default=0)
+        bound = "LOCAL_WORLD_SIZE" if "LOCAL_WORLD_SIZE" in env else "WORLD_SIZE"
+        if local_rank >= local_world:
+            raise ValueError(f"LOCAL_RANK {local_rank} is not below {bound} {local_world}")
+        if world == 1:
+            return cls(rank=rank, local_rank=local_rank)
+        return cls(world, rank, local_rank, _master_addr(env), _master_port(env), _rendezvous_s(env))
+
+    @property
+    def where(self) -> str:
+        return f"{self.master_addr}:{self.master_port}"
+
+
+def _master_addr(env: Mapping[str, str]) -> str:
+    import ipaddress
+
+    if "MASTER_ADDR" not in env:
+        raise ValueError("MASTER_ADDR is not set: the address of the process of RANK 0 (torchrun sets it)")
+    addr = env["MASTER_ADDR"]
+    try:
+        ipaddress.ip_address(addr)
+        return addr
+    except ValueError:
+        if _HOST.fullmatch(addr):
+            return addr
+    raise ValueError(f"MASTER_ADDR must be a host name or IP address (as torchrun sets it); got {_cut(addr)}")
+
+
+def _master_port(env: Mapping[str, str]) -> int:
+    if "MASTER_PORT" not in env:
+        raise ValueError("MASTER_PORT is not set: the port the process of RANK 0 listens on (torchrun sets it)")
+    return _env_int(env, "MASTER_PORT", 1, 65535, "a port number from 1 to 65535")
+
+
+def _rendezvous_s(env: Mapping[str, str]) -> float:
+    from fusion.schema import DECIMAL
+
+    raw = env.get(RENDEZVOUS_TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_RENDEZVOUS_S
+    value = float(raw.strip()) if DECIMAL.fullmatch(raw.strip()) else math.nan
+    if not 0 < value <= MAX_RENDEZVOUS_S:
+        raise ValueError(
+            f"{RENDEZVOUS_TIMEOUT_ENV} must be a number of seconds above 0 and at most {MAX_RENDEZVOUS_S:g} "
+            f"(how long the processes wait for each other); got {_cut(raw)}"
+        )
+    return value
+
+
 def env_world_size() -> int:
     """``WORLD_SIZE`` as ``torchrun`` sets it (1 when absent).
 
     Raises
     ------
     ValueError
-        When it is not a positive integer.
+        When it, or another variable of the process group, is not valid (see
+        :class:`DistributedEnv`).
     """
-    raw = os.environ.get("WORLD_SIZE", "1")
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"WORLD_SIZE must be a positive integer (as torchrun sets it); got {raw!r}")
-    return value
+    return DistributedEnv.from_env().world_size
 
 
 def init_from_env(device: str = "auto", timeout_s: float = 1800.0) -> bool:
@@ -65,9 +173,18 @@ def init_from_env(device: str = "auto", timeout_s: float = 1800.0) -> bool:
     ``WORLD_SIZE`` > 1; returns whether a group is (now) initialised.
 
     ``device`` is ``train.device``: ``nccl`` serves CUDA and ``gloo`` the CPU; on CUDA
-    each process takes the GPU ``LOCAL_RANK``.
+    each process takes the GPU ``LOCAL_RANK``. The processes first wait for each other
+    at ``MASTER_ADDR:MASTER_PORT`` for ``FUSION_RENDEZVOUS_TIMEOUT`` seconds (default
+    300), saying what they wait for; ``timeout_s`` bounds each collective step after.
+
+    Raises
+    ------
+    ValueError
+        A variable of the environment is not valid (named, with its value), or not every
+        process joined in time (how many did, where, and what to do).
     """
-    if env_world_size() == 1:
+    env = DistributedEnv.from_env()
+    if env.world_size == 1:
         return False
     if not torch.distributed.is_available():
         raise ValueError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
@@ -75,11 +192,80 @@ def init_from_env(device: str = "auto", timeout_s: float = 1800.0) -> bool:
         return True
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        count = torch.cuda.device_count()
+        if env.local_rank >= count:
+            raise ValueError(
+                f"LOCAL_RANK {env.local_rank} names GPU cuda:{env.local_rank}, but this machine has {count}: "
+                f"start at most {count} process(es) per machine"
+            )
+        torch.cuda.set_device(env.local_rank)
     backend = "nccl" if cuda else "gloo"
-    torch.distributed.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    store = _rendezvous(env)
+    store.set_timeout(timedelta(seconds=timeout_s))
+    torch.distributed.init_process_group(
+        backend=backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timedelta(seconds=timeout_s)
+    )
     logger.info("joined the %s process group: rank %d of %d", backend, rank(), world_size())
     return True
+
+
+def _rendezvous(env: DistributedEnv):
+    """The job's key-value store, once every process has reached it (rank 0 serves it,
+    unless torchrun's agent already does); fails with a sentence after
+    ``env.rendezvous_s`` seconds."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    serves = env.rank == 0 and not agent
+    who = f"rank {env.rank} of {env.world_size}"
+    logger.info("%s: waiting for the other processes at %s (up to %g s)", who, env.where, env.rendezvous_s)
+    deadline = time.monotonic() + env.rendezvous_s
+    try:
+        store = torch.distributed.TCPStore(
+            env.master_addr,
+            env.master_port,
+            env.world_size,
+            is_master=serves,
+            timeout=timedelta(seconds=env.rendezvous_s),
+            wait_for_workers=False,
+            multi_tenant=serves,
+        )
+    except (RuntimeError, torch.distributed.DistError) as err:
+        raise ValueError(_store_failure(env, serves, err)) from None
+    # One key per torchrun restart: its agent's store outlives a failed attempt.
+    key = f"fusion/joined/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    joined = store.add(key, 1)
+    said = time.monotonic()
+    while joined < env.world_size:
+        now = time.monotonic()
+        if now >= deadline:
+            raise ValueError(
+                f"only {joined} of {env.world_size} processes (WORLD_SIZE) reached {env.where} within "
+                f"{env.rendezvous_s:g} s ({RENDEZVOUS_TIMEOUT_ENV}): start every process of the job "
+                "(torchrun --nproc_per_node=N starts them all) or set WORLD_SIZE to the number started"
+            )
+        if now - said >= _STILL_WAITING_S:
+            missing = env.world_size - joined
+            logger.warning(
+                "%s: waiting for %d more process(es) at %s (%.0f s left)", who, missing, env.where, deadline - now
+            )
+            said = now
+        time.sleep(0.05)
+        joined = store.add(key, 0)
+    return store
+
+
+def _store_failure(env: DistributedEnv, serves: bool, err: Exception) -> str:
+    """Why the store could not be served or reached, as a sentence."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if serves:
+        return (
+            f"rank 0 could not listen at {env.where} (MASTER_ADDR, MASTER_PORT): {_cut(reason)}; "
+            "choose a free port on this machine"
+        )
+    return (
+        f"rank {env.rank} of {env.world_size}: no process of rank 0 answered at {env.where} within "
+        f"{env.rendezvous_s:g} s ({RENDEZVOUS_TIMEOUT_ENV}): start every process of the job (torchrun does) "
+        "and check MASTER_ADDR and MASTER_PORT"
+    )
 
 
 def shutdown() -> None:
@@ -113,7 +299,7 @@ def backend_name() -> str | None:
 def local_device(device: torch.device) -> torch.device:
     """This process's device: on CUDA under a process group, its own GPU."""
     if device.type == "cuda" and is_distributed():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", DistributedEnv.from_env().local_rank)
     return device
 
 
