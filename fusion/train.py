@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import re
 import sys
 import time
@@ -50,6 +51,7 @@ from fusion.evaluation.subgroups import subgroup_report
 from fusion.nets.registry import BACKBONES, PRETRAINED
 from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
 from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
+from fusion.schema import short_repr
 from fusion.training import distributed
 from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
 
@@ -158,6 +160,11 @@ def _prepare_out(out: str | None, resume: bool = False) -> Path:
         _remove_temporary(path)
         return path
     path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if os.path.lexists(path) and not path.exists():
+        raise ValueError(
+            f"--out {str(path)!r} is a symlink to {os.readlink(path)!r}, which does not exist; "
+            "choose a new folder (runs are never written through a dangling link)"
+        )
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         hint = " or add --resume to continue an interrupted run" if read_progress(path) else ""
         raise ValueError(
@@ -165,6 +172,16 @@ def _prepare_out(out: str | None, resume: bool = False) -> Path:
         )
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _skipped_row(entry: dict) -> str:
+    """One skipped row for a warning: its row, file and reason, each cut (a file name or
+    a reason can be as long as the table makes it)."""
+    parts = [f"row {entry['row']}"] if "row" in entry else []
+    if entry.get("file") is not None:
+        parts.append(f"file {short_repr(str(entry['file']))}")
+    reason = str(entry.get("reason", ""))
+    return f"{', '.join(parts)}: {reason if len(reason) <= 200 else reason[:197] + '...'}"
 
 
 MIN_ROWS = 10
@@ -334,7 +351,7 @@ def _train(
     if ds.skipped and main:
         warnings.warn(
             f"{len(ds.skipped)} row(s) of {ds.name} skipped; see 'skipped' in {folder / 'metrics.json'}; "
-            f"first: {ds.skipped[0]}",
+            f"first: {_skipped_row(ds.skipped[0])}",
             stacklevel=3,
         )
     parts = ds.split(seed=cfg.train.seed, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction)

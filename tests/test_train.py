@@ -204,3 +204,25 @@ def test_training_stops_at_the_first_batch_whose_loss_is_not_finite(monkeypatch)
     with pytest.raises(ValueError, match=r"the loss became NaN at epoch 1 \(batch 3 of \d+\); lower the learning"):
         FusionClassifier(cfg).fit(parts["train"], parts["val"])
     assert len(calls) == 3
+
+
+def test_a_dangling_symlink_as_out_is_refused_in_one_line(tmp_path, capsys):
+    link = tmp_path / "run"
+    link.symlink_to(tmp_path / "nowhere" / "run")
+    assert train_main(["--modalities", "tabular", "--out", str(link), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "is a symlink to" in err and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_skipped_rows_warning_cuts_a_long_file_name(folder_dataset, tmp_path):
+    import pandas as pd
+
+    table = pd.read_csv(folder_dataset / "metadata.csv")
+    table.loc[0, "image"] = "x" * 5000 + ".png"  # no such file: the row is skipped
+    table.to_csv(folder_dataset / "metadata.csv", index=False)
+    args = ["--data", str(folder_dataset), "--schema", "synthetic", "--epochs", "1", "--quiet"]
+    with pytest.warns(UserWarning, match=r"skipped.*first: row 0, file '") as caught:
+        train_main([*args, "--image-size", "32", "--out", str(tmp_path / "run")])
+    message = next(str(w.message) for w in caught if "skipped" in str(w.message))
+    assert len(message) < 600
