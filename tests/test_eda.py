@@ -2,6 +2,7 @@ import json
 import math
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,26 @@ def _links(report):
 
 
 # ------------------------------------------------------------------ folder data
+
+
+@pytest.fixture
+def quick_figures(monkeypatch):
+    """The report's figures as one-pixel PNGs: the tests of the output folder check which
+    files are written, replaced and kept, not what the figures show (drawing them costs
+    about a second per analysis)."""
+    from PIL import Image
+
+    from fusion.eda import sections
+
+    def draw(*args, **kwargs):
+        path = next(a for a in (*args, *kwargs.values()) if isinstance(a, Path) and a.suffix == ".png")
+        Image.new("L", (1, 1)).save(path)
+
+    for name in dir(sections):
+        if name.startswith("plot_"):
+            monkeypatch.setattr(sections, name, draw)
+
+
 def test_report_links_every_png_it_writes(folder_dataset, tmp_path):
     report = run_eda(folder_dataset, "synthetic", tmp_path / "eda", image_size=32)
     assert report == tmp_path / "eda" / "report.md" and report.is_file()
@@ -46,7 +67,7 @@ def test_report_links_every_png_it_writes(folder_dataset, tmp_path):
     assert "## Warnings" in report.read_text()
 
 
-def test_rerun_replaces_an_earlier_report_but_never_a_foreign_folder(folder_dataset, tmp_path):
+def test_rerun_replaces_an_earlier_report_but_never_a_foreign_folder(folder_dataset, tmp_path, quick_figures):
     out = tmp_path / "eda"
     run_eda(folder_dataset, "synthetic", out, image_size=16)
     (out / "notes.txt").write_text("my notes")  # a file of the user's, beside the analysis
@@ -60,7 +81,7 @@ def test_rerun_replaces_an_earlier_report_but_never_a_foreign_folder(folder_data
         run_eda(folder_dataset, "synthetic", foreign, image_size=16)
 
 
-def test_a_rerun_leaves_no_stale_figure_of_the_earlier_analysis(folder_dataset, tmp_path):
+def test_a_rerun_leaves_no_stale_figure_of_the_earlier_analysis(folder_dataset, tmp_path, quick_figures):
     """The first analysis draws the image figures; the second (an image-free table)
     does not, and the first run's image figures must not survive beside the new report."""
     out = tmp_path / "eda"
@@ -125,7 +146,7 @@ def test_out_that_is_contains_or_lies_inside_an_input_is_refused(folder_dataset,
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
-def test_a_tampered_record_of_written_files_deletes_nothing_else(folder_dataset, tmp_path):
+def test_a_tampered_record_of_written_files_deletes_nothing_else(folder_dataset, tmp_path, quick_figures):
     """The record of what an earlier analysis wrote decides what a rerun deletes; it
     names files inside the folder only, and only regular files are removed."""
     out = tmp_path / "eda"
@@ -143,7 +164,7 @@ def test_a_tampered_record_of_written_files_deletes_nothing_else(folder_dataset,
     assert (out / "linked.png").is_symlink()
 
 
-def test_a_file_of_the_users_is_never_replaced_by_a_figure(folder_dataset, tmp_path):
+def test_a_file_of_the_users_is_never_replaced_by_a_figure(folder_dataset, tmp_path, quick_figures):
     out = tmp_path / "eda"
     run_eda(folder_dataset, "synthetic", out, image_size=16)
     record = out / ".fusion-eda.json"
@@ -213,7 +234,7 @@ def test_missingness_by_class_names_a_bad_label_array():
         missingness_by_class(table, load_schema("synthetic"))
 
 
-def test_planted_class_dependent_missingness_is_flagged(folder_dataset, tmp_path):
+def test_planted_class_dependent_missingness_is_flagged(folder_dataset, tmp_path, quick_figures):
     table = read_table(folder_dataset / "metadata.csv")
     table.loc[table["diagnosis"] == "COVID-19", "crp"] = ""  # never measured for one class
     table.to_csv(folder_dataset / "metadata.csv", index=False)
@@ -234,7 +255,7 @@ def test_missingness_independent_of_class_is_not_flagged():
 
 
 @pytest.mark.parametrize("per", ["row", "label"])
-def test_planted_leak_column_is_flagged(folder_dataset, tmp_path, per):
+def test_planted_leak_column_is_flagged(folder_dataset, tmp_path, per, quick_figures):
     table = read_table(folder_dataset / "metadata.csv")
     slug = table["diagnosis"].str.replace(" ", "-").str.lower()
     # A URL that names the source: unique per row, or one per label.
@@ -273,7 +294,7 @@ def test_leak_candidates_rules_on_small_tables():
     assert list(got.index[: got["flagged"].sum()]) == list(got.index[got["flagged"]])  # flagged first
 
 
-def test_skipped_rows_are_counted_by_reason(folder_dataset, tmp_path):
+def test_skipped_rows_are_counted_by_reason(folder_dataset, tmp_path, quick_figures):
     table = read_table(folder_dataset / "metadata.csv")
     table.loc[0, "age"] = "abc"
     table.loc[1, "age"] = "200"
