@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from fusion import checks
+from fusion.schema import RepeatedKey, unique_keys
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -343,15 +344,6 @@ class _Refused(ValueError):
     pass
 
 
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Refused(f"duplicate key {key!r} (which one holds?)")
-        out[key] = value
-    return out
-
-
 def _no_constant(name: str):
     raise _Refused(f"{name} is not a number JSON allows")
 
@@ -360,12 +352,12 @@ def parse_json(data: bytes, origin: str) -> dict:
     """A JSON object from ``data``, strictly: UTF-8, no duplicate keys, no NaN or
     Infinity (this library never writes them in a model folder)."""
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=unique_keys, parse_constant=_no_constant)
     except UnicodeDecodeError as err:
         raise ValueError(f"{origin}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{origin}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except _Refused as err:
+    except (_Refused, RepeatedKey) as err:
         raise ValueError(f"{origin}: not valid JSON: {err}") from None
     except RecursionError:
         raise ValueError(f"{origin}: not valid JSON (nested too deeply)") from None

@@ -642,6 +642,25 @@ def _nesting(text: str) -> int:
     return deepest
 
 
+class RepeatedKey(ValueError):
+    """A JSON object that names ``key`` twice: ``json.loads`` alone would keep the last
+    value silently."""
+
+    def __init__(self, key: str):
+        super().__init__(f"the key {_short(key)} appears more than once")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """``json.loads``'s ``object_pairs_hook`` that refuses a repeated key (RepeatedKey)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise RepeatedKey(key)
+        out[key] = value
+    return out
+
+
 def parse_record_json(data: str | bytes, *, origin: str = "record") -> dict | None:
     """A record from JSON text, checked before and while it is parsed; None for blank text.
 
@@ -677,16 +696,10 @@ def parse_record_json(data: str | bytes, *, origin: str = "record") -> dict | No
             f'(numbers, strings, null), such as {{"age": 61}}'
         )
 
-    def unique(pairs: list[tuple[str, Any]]) -> dict:
-        record = {}
-        for key, value in pairs:
-            if key in record:
-                raise ValueError(f"{origin} has the key {_short(key)} more than once; each field may appear once")
-            record[key] = value
-        return record
-
     try:
-        record = json.loads(data, object_pairs_hook=unique, parse_int=_json_int, parse_float=_json_float)
+        record = json.loads(data, object_pairs_hook=unique_keys, parse_int=_json_int, parse_float=_json_float)
+    except RepeatedKey as err:
+        raise ValueError(f"{origin} has the key {_short(err.key)} more than once; each field may appear once") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{origin} is not valid JSON ({err}); give a JSON object such as '{{\"age\": 61}}'") from None
     if not isinstance(record, dict):

@@ -134,7 +134,7 @@ GOOD_HASH = "0" * 64
         ({"format_version": 1, "fusion_version": "0.1.0", "sha256": {"config.json": GOOD_HASH}, "x": 1}, "unknown"),
         ([], "must be a JSON object"),
         ("{not json", "not valid JSON"),
-        ('{"format_version": 1, "format_version": 1}', "duplicate key 'format_version'"),
+        ('{"format_version": 1, "format_version": 1}', "key 'format_version' appears more than once"),
     ],
 )
 def test_a_malformed_manifest_is_refused_naming_the_key(tmp_path, manifest, match):
