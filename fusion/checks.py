@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fusion.schema import _short
+from fusion.schema import short_repr
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Where:
 
 def mapping(value: Any, where: Where) -> dict:
     if not isinstance(value, Mapping):
-        raise ValueError(f"{where} must be an object; got {_short(value)}")
+        raise ValueError(f"{where} must be an object; got {short_repr(value)}")
     return dict(value)
 
 
@@ -60,7 +60,7 @@ def keys(value: Any, where: Where, required: Iterable[str], optional: Iterable[s
     required = tuple(required)
     unknown = sorted(set(value) - set(required) - set(optional), key=str)
     if unknown:
-        raise ValueError(f"{where} has unknown key(s) {_short(unknown)}; known: {sorted({*required, *optional})}")
+        raise ValueError(f"{where} has unknown key(s) {short_repr(unknown)}; known: {sorted({*required, *optional})}")
     for key in required:
         if key not in value:
             raise ValueError(f"{where / key} is missing")
@@ -90,7 +90,7 @@ def number(value: Any, where: Where, *, low=None, high=None, low_open: bool = Fa
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or not _within(value, low, high, low_open, high_open):
         raise ValueError(
-            f"{where} must be a finite number{_range(low, high, low_open, high_open)}; got {_short(value)}"
+            f"{where} must be a finite number{_range(low, high, low_open, high_open)}; got {short_repr(value)}"
         )
     return float(value)
 
@@ -99,32 +99,32 @@ def integer(value: Any, where: Where, *, low=None, high=None) -> int:
     """A whole number (not a bool, not 2.0) within the bounds given."""
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok or not _within(value, low, high, False, False):
-        raise ValueError(f"{where} must be a whole number{_range(low, high, False, False)}; got {_short(value)}")
+        raise ValueError(f"{where} must be a whole number{_range(low, high, False, False)}; got {short_repr(value)}")
     return int(value)
 
 
 def text(value: Any, where: Where, *, choices: Iterable[str] | None = None) -> str:
     """A non-empty string (one of ``choices`` when given)."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{where} must be a non-empty string; got {_short(value)}")
+        raise ValueError(f"{where} must be a non-empty string; got {short_repr(value)}")
     if choices is not None:
         choices = list(choices)
         if value not in choices:
-            raise ValueError(f"{where} must be one of {choices}; got {_short(value)}")
+            raise ValueError(f"{where} must be one of {choices}; got {short_repr(value)}")
     return value
 
 
 def texts(value: Any, where: Where, *, unique: bool = False, min_length: int = 0) -> tuple[str, ...]:
     """A list of non-empty strings; ``unique``: none twice."""
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"{where} must be a list of non-empty strings; got {_short(value)}")
+        raise ValueError(f"{where} must be a list of non-empty strings; got {short_repr(value)}")
     if len(value) < min_length:
-        raise ValueError(f"{where} must list at least {min_length}; got {_short(value)}")
+        raise ValueError(f"{where} must list at least {min_length}; got {short_repr(value)}")
     if unique:
         seen: set[str] = set()
         for v in value:
             if v in seen:
-                raise ValueError(f"{where} lists {_short(v)} twice; each must be unique")
+                raise ValueError(f"{where} lists {short_repr(v)} twice; each must be unique")
             seen.add(v)
     return tuple(value)
 
@@ -134,7 +134,7 @@ def numbers_list(
 ) -> list[float]:
     """A list of finite numbers (``length`` of them when given), each within the bound."""
     if not isinstance(value, list):
-        raise ValueError(f"{where} must be a list of numbers; got {_short(value)}")
+        raise ValueError(f"{where} must be a list of numbers; got {short_repr(value)}")
     if length is not None and len(value) != length:
         raise ValueError(f"{where} must hold {length} numbers; got {len(value)}")
     return [number(v, where.item(i), low=low, low_open=low_open) for i, v in enumerate(value)]
@@ -143,5 +143,5 @@ def numbers_list(
 def matrix(value: Any, where: Where, rows: int, columns: int) -> list[list[float]]:
     """A list of ``rows`` lists of ``columns`` finite numbers."""
     if not isinstance(value, list) or len(value) != rows:
-        raise ValueError(f"{where} must be {rows} rows of {columns} numbers; got {_short(value)}")
+        raise ValueError(f"{where} must be {rows} rows of {columns} numbers; got {short_repr(value)}")
     return [numbers_list(row, where.item(i), length=columns) for i, row in enumerate(value)]

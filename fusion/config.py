@@ -23,7 +23,7 @@ from fusion import checks
 from fusion.checks import Where
 from fusion.data.synthetic import DEFAULT_N as SYNTHETIC_N
 from fusion.nets.registry import DEFAULT_BACKBONE, PRETRAINED, backbone_spec
-from fusion.schema import _short
+from fusion.schema import short_repr
 
 MODALITIES = ("image", "tabular")
 MODELS = ("fusion", "xgboost")
@@ -59,11 +59,13 @@ def parse_modalities(value) -> tuple[str, ...]:
     elif isinstance(value, (list, tuple)) and all(isinstance(m, str) for m in value):
         items = list(value)
     else:
-        raise TypeError(f"modalities must be a string or a list of strings of {list(MODALITIES)}; got {_short(value)}")
+        raise TypeError(
+            f"modalities must be a string or a list of strings of {list(MODALITIES)}; got {short_repr(value)}"
+        )
     unknown = [m for m in items if m not in MODALITIES]
     if unknown or not items or len(set(items)) != len(items):
         raise ValueError(
-            f"modalities must be a non-empty set of {list(MODALITIES)} without repeats; got {_short(value)}"
+            f"modalities must be a non-empty set of {list(MODALITIES)} without repeats; got {short_repr(value)}"
         )
     return tuple(m for m in MODALITIES if m in items)
 
@@ -193,9 +195,9 @@ class Config:
         self._check_types()
         self.modalities = parse_modalities(self.modalities)
         if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}; got {_short(self.model)}")
+            raise ValueError(f"model must be one of {MODELS}; got {short_repr(self.model)}")
         if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}; got {_short(self.fusion)}")
+            raise ValueError(f"fusion must be one of {FUSIONS}; got {short_repr(self.fusion)}")
         if self.model == "xgboost" and self.modalities != ("tabular",):
             raise ValueError(f"model 'xgboost' is tabular only: modalities must be ('tabular',); got {self.modalities}")
         try:
@@ -213,7 +215,7 @@ class Config:
             self.image.pretrained = "cxr"
         if self.image.pretrained not in (None, *PRETRAINED):
             raise ValueError(
-                f"image.pretrained must be one of {list(PRETRAINED)} or unset; got {_short(self.image.pretrained)}"
+                f"image.pretrained must be one of {list(PRETRAINED)} or unset; got {short_repr(self.image.pretrained)}"
             )
         if self.image.image_size is None:
             self.image.image_size = spec.input_size(self.image.pretrained)
@@ -223,9 +225,9 @@ class Config:
                 f"image.pretrained, image.weights, image.init_from: set at most one of them; got {sources}"
             )
         if self.train.device not in DEVICES:
-            raise ValueError(f"train.device must be one of {DEVICES}; got {_short(self.train.device)}")
+            raise ValueError(f"train.device must be one of {DEVICES}; got {short_repr(self.train.device)}")
         if self.train.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {PRECISIONS}; got {_short(self.train.precision)}")
+            raise ValueError(f"train.precision must be one of {PRECISIONS}; got {short_repr(self.train.precision)}")
         self._check_ranges()
         return self
 
@@ -234,15 +236,15 @@ class Config:
         it once); lists are accepted for tuples and made tuples."""
         for name in ("model", "fusion"):
             if not isinstance(getattr(self, name), str):
-                raise TypeError(f"{name} must be a string; got {_short(getattr(self, name))}")
+                raise TypeError(f"{name} must be a string; got {short_repr(getattr(self, name))}")
         for name, cls in SECTIONS.items():
             section = getattr(self, name)
             if not isinstance(section, cls):
-                raise TypeError(f"{name} must be a {cls.__name__}; got {_short(section)}")
+                raise TypeError(f"{name} must be a {cls.__name__}; got {short_repr(section)}")
             for key, hint in typing.get_type_hints(cls).items():
                 value = getattr(section, key)
                 if not _fits(value, hint):
-                    raise TypeError(f"{name}.{key} must be {_describe(hint)}; got {_short(value)}")
+                    raise TypeError(f"{name}.{key} must be {_describe(hint)}; got {short_repr(value)}")
         self.tabular.hidden = tuple(self.tabular.hidden)
         self.calibration.healthy = tuple(self.calibration.healthy)
 
@@ -259,7 +261,9 @@ class Config:
         checks.integer(img.image_size, Where("", "image.image_size"), low=16, high=MAX_IMAGE_SIZE)
         checks.integer(img.freeze, Where("", "image.freeze"), low=0)
         if not 1 <= len(tab.hidden) <= MAX_LAYERS:
-            raise ValueError(f"tabular.hidden must list 1 to {MAX_LAYERS} layer widths; got {_short(list(tab.hidden))}")
+            raise ValueError(
+                f"tabular.hidden must list 1 to {MAX_LAYERS} layer widths; got {short_repr(list(tab.hidden))}"
+            )
         for i, width in enumerate(tab.hidden):
             checks.integer(width, Where("", f"tabular.hidden[{i}]"), low=1, high=MAX_WIDTH)
         checks.integer(head.hidden, Where("", "head.hidden"), low=1, high=MAX_WIDTH)

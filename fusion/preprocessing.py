@@ -29,7 +29,7 @@ import numpy as np
 
 from fusion import checks
 from fusion.checks import Where
-from fusion.schema import Schema, _short, is_missing
+from fusion.schema import Schema, is_missing, short_repr
 
 if TYPE_CHECKING:
     import pandas
@@ -267,14 +267,14 @@ class TabularPreprocessor:
         state = checks.keys(state, where, required=("schema", "columns", "sources", "stats"))
         name = checks.text(state["schema"], where / "schema")
         if name != schema.name:
-            raise ValueError(f"{where / 'schema'} is {_short(name)}, but the model's schema is {schema.name!r}")
+            raise ValueError(f"{where / 'schema'} is {short_repr(name)}, but the model's schema is {schema.name!r}")
         pre = cls(schema)
         pre.columns_, pre.sources_ = pre._layout()
         for key, expected in (("columns", pre.columns_), ("sources", pre.sources_)):
             if list(checks.texts(state[key], where / key)) != expected:
                 raise ValueError(
-                    f"{where / key}: saved preprocessing {key} {_short(state[key])} do not match schema "
-                    f"{schema.name!r} (which gives {_short(expected)}); was the schema changed?"
+                    f"{where / key}: saved preprocessing {key} {short_repr(state[key])} do not match schema "
+                    f"{schema.name!r} (which gives {short_repr(expected)}); was the schema changed?"
                 )
         pre.stats_ = _check_stats(state["stats"], where / "stats", schema)
         return pre
@@ -286,10 +286,10 @@ def _check_stats(stats: Any, where: Where, schema: Schema) -> dict[str, dict[str
     needed = [f for f in schema.features if f.type in ("numeric", "binary")]
     missing = [f.name for f in needed if f.name not in stats]
     if missing:
-        raise ValueError(f"{where} lacks the statistics of {_short(missing)}")
+        raise ValueError(f"{where} lacks the statistics of {short_repr(missing)}")
     unknown = sorted(set(stats) - {f.name for f in needed})
     if unknown:
-        raise ValueError(f"{where} has statistics of {_short(unknown)}, which are no numeric or binary feature")
+        raise ValueError(f"{where} has statistics of {short_repr(unknown)}, which are no numeric or binary feature")
     out: dict[str, dict[str, Any]] = {}
     for f in needed:
         at = where / f.name

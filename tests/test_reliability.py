@@ -781,7 +781,11 @@ def test_vector_calibration_needs_one_positive_scale_per_class(tiny_runs, tmp_pa
 @pytest.mark.parametrize(
     "name, change, match",
     [
-        ("config.json", lambda t: t.replace('"classes"', '"classes": [], "classes"', 1), "key 'classes' appears more than once"),
+        (
+            "config.json",
+            lambda t: t.replace('"classes"', '"classes": [], "classes"', 1),
+            "key 'classes' appears more than once",
+        ),
         ("calibration.json", lambda t: t.replace('"temperature": ', '"temperature": NaN, "x": ', 1), "NaN"),
         ("config.json", lambda t: "\ufeff" + t, "not valid JSON"),
         ("config.json", lambda t: "[" * 100_000 + "]" * 100_000, "nested too deeply|must be a JSON object"),

@@ -32,7 +32,7 @@ from fusion.data.cache import MappedImages, cached_images, default_cache_dir, ta
 from fusion.data.dataset import Dataset
 from fusion.data.images import load_image
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE
-from fusion.schema import Schema, _short, builtin_schemas, load_schema, short_list
+from fusion.schema import Schema, builtin_schemas, load_schema, short_list, short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _unparsable(path: Path, sep: str, width: int, err: Exception) -> str:
             return (
                 f'{path}: line {reader.line_num}: {bad}: check the quotes (") around it; a quoted value must be closed'
             )
-    return f"{path}: cannot be read as a {name}-separated table: {_short(str(err).strip())}"
+    return f"{path}: cannot be read as a {name}-separated table: {short_repr(str(err).strip())}"
 
 
 # A file's place: its resolved path, or why it is not read.
@@ -228,8 +228,8 @@ def _image_folder(root: Path, schema: Schema) -> Path:
     if schema.image_allow_outside or real.is_relative_to(inside):
         return folder
     raise ValueError(
-        f"schema {schema.name!r}: the image folder {schema.image_folder!r} leads to {_short(str(real))}, outside "
-        f"the dataset folder {_short(str(inside))}; move the films inside it, or set allow_outside = true in the "
+        f"schema {schema.name!r}: the image folder {schema.image_folder!r} leads to {short_repr(str(real))}, outside "
+        f"the dataset folder {short_repr(str(inside))}; move the films inside it, or set allow_outside = true in the "
         "schema's [image] table to read them there"
     )
 
@@ -245,13 +245,13 @@ def _locator(root: Path, folder: Path, allow_outside: bool) -> tuple[Locate, lis
         try:
             path = (folder / file).resolve()
         except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a NUL byte
-            return None, f"image {_short(file)}: its path cannot be resolved ({err})"
+            return None, f"image {short_repr(file)}: its path cannot be resolved ({err})"
         if allow_outside or path.is_relative_to(inside):
             return path, None
         outside.append(file)
         return None, (
-            f"image {_short(file)}: outside the dataset folder {_short(str(inside))} (it leads to "
-            f"{_short(str(path))}); only files inside it are read unless the schema's [image] table sets "
+            f"image {short_repr(file)}: outside the dataset folder {short_repr(str(inside))} (it leads to "
+            f"{short_repr(str(path))}); only files inside it are read unless the schema's [image] table sets "
             "allow_outside = true"
         )
 
@@ -336,7 +336,7 @@ def load_folder(
     if outside:
         warnings.warn(
             f"{csv}: {len(outside)} row(s) name an image outside the dataset folder {root.resolve()} (first: "
-            f"{_short(outside[0])}) and are skipped unread; if the films are kept elsewhere on purpose (linked "
+            f"{short_repr(outside[0])}) and are skipped unread; if the films are kept elsewhere on purpose (linked "
             "in from another disk), set allow_outside = true in the schema's [image] table",
             stacklevel=2,
         )
@@ -439,7 +439,7 @@ def _npz_header(path: Path, npz, key: str) -> tuple[tuple[int, ...], np.dtype]:
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(fh)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: {key} is not a readable .npy array ({_short(str(err))})") from None
+        raise ValueError(f"{path}: {key} is not a readable .npy array ({short_repr(str(err))})") from None
     if dtype.hasobject:
         raise ValueError(
             f"{path}: {key} holds Python objects (dtype object), which are never loaded (reading them would run "

@@ -34,7 +34,7 @@ import numpy as np
 from fusion import checks
 from fusion.checks import Where
 from fusion.evaluation.metrics import expected_calibration_error
-from fusion.schema import _short
+from fusion.schema import short_repr
 
 FLOOR = 1e-12
 METHODS = ("none", "temperature", "vector")
@@ -204,7 +204,7 @@ class Calibration:
         unknown = [c for c in thresholds if classes is not None and c not in classes]
         if unknown:
             raise ValueError(
-                f"{where / 'thresholds'} names {_short(unknown[0])}, which is not a class of {list(classes)}"
+                f"{where / 'thresholds'} names {short_repr(unknown[0])}, which is not a class of {list(classes)}"
             )
         return cls(
             method=method,
