@@ -11,7 +11,7 @@ float32) with the rest of the way to the probabilities the library returns:
   pass zeros), for fused models only;
 - output ``probabilities`` (batch, n_classes): softmax, then the calibration of
   ``calibration.json`` (temperature or vector scaling of the log-probabilities), so
-  they equal :meth:`FusionClassifier.predict_proba`'s;
+  they equal :meth:`~fusion.classifier.FusionClassifier.predict_proba`'s;
 - a dynamic batch axis; the classes, modalities, columns and image side are in the
   model's metadata (``metadata_props``).
 
