@@ -1,7 +1,7 @@
 """Explanations over both modalities, with Captum.
 
-For one patient, :func:`explain` answers three questions a clinician asks of a
-prediction:
+For one patient, :meth:`FusionClassifier.explain <fusion.classifier.FusionClassifier.explain>`
+answers three questions a clinician asks of a prediction:
 
 - *where on the film?* ``image_attribution``: Integrated Gradients over the pixels, an
   H x W map (positive = evidence for the target class);

@@ -11,7 +11,7 @@ float32) with the rest of the way to the probabilities the library returns:
   pass zeros), for fused models only;
 - output ``probabilities`` (batch, n_classes): softmax, then the calibration of
   ``calibration.json`` (temperature or vector scaling of the log-probabilities), so
-  they equal :meth:`FusionClassifier.predict_proba`'s;
+  they equal :meth:`~fusion.classifier.FusionClassifier.predict_proba`'s;
 - a dynamic batch axis; the classes, modalities, columns and image side are in the
   model's metadata (``metadata_props``).
 
@@ -124,7 +124,7 @@ def export_onnx(model, path: str | Path, *, opset: int = OPSET) -> Path:
     ValueError
         A model the export does not cover (see :func:`check_exportable`).
     ImportError
-        Without the ``onnx`` package (``pip install "fusion[serve]"``).
+        Without the ``onnx`` package (``pip install "fusion[export]"``).
     """
     import torch
 
@@ -137,7 +137,7 @@ def export_onnx(model, path: str | Path, *, opset: int = OPSET) -> Path:
     try:
         import onnx
     except ImportError as err:
-        raise ImportError(f"ONNX export needs the onnx package ({err}): pip install 'fusion[serve]'") from None
+        raise ImportError(f"ONNX export needs the onnx package ({err}): pip install 'fusion[export]'") from None
     wrapper = calibrated_network(clf)
     examples, names = [], []
     for m in clf.modalities_:

@@ -11,6 +11,9 @@ A model folder holds:
 - ``schema.toml``: the schema the model was trained with, as written;
 - ``manifest.json``: the SHA-256 of each of these files.
 
+This module writes and verifies such folders of bytes; :mod:`fusion.model_folder` knows
+what each file says, assembles them for saving and checks them when loading.
+
 Loading reads each listed file once, checks its SHA-256 and keeps its bytes
 (:class:`ModelFiles`): the loaders parse those bytes, never the file again, so a file
 replaced after its check is never read, and tensors come from safetensors, which cannot

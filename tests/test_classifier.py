@@ -365,8 +365,9 @@ def test_an_image_given_to_a_record_only_model_is_validated_and_reported_unused(
     assert tab_only.explain(record, image).ignored == ("image",)
     with pytest.raises(ValueError, match="not a readable image"):
         tab_only.explain(record, b"garbage")
-    with pytest.warns(UserWarning, match=r"image\(s\) not used: this model has no image modality"):
+    with pytest.warns(UserWarning, match=r"image\(s\) not used: this model has no image modality") as caught:
         tab_only.predict_proba(record, image)
+    assert caught[0].filename == __file__  # the warning points at the caller, not at fusion
     with pytest.warns(UserWarning, match=r"image\(s\) not used"):
         tab_only.predict_proba([record, record], [image, image])
     with pytest.raises(ValueError, match="not a readable image"):

@@ -48,7 +48,7 @@ def test_explanation_covers_both_modalities(fused, patient, tmp_path):
 def test_integrated_gradients_completeness(fused, patient):
     """Attributions over both inputs add up to p(input) - p(baseline) for the target."""
     record, image = patient
-    batch, *_ = fused._one(record, image)
+    batch, *_ = fused._inputs().one(record, image)
     inputs = fused.backend_.tensors(batch, torch.device("cpu"))
     mean = float(fused.network_.branches["image"].mean)
     out = explain_network(fused.network_, inputs, None, image_mean=mean, n_steps=300)

@@ -23,8 +23,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-ort = pytest.importorskip("onnxruntime", reason="ONNX export is tested with the serve extra: pip install '.[serve]'")
-pytest.importorskip("onnx", reason="ONNX export is tested with the serve extra: pip install '.[serve]'")
+EXTRA = "ONNX export is tested with the export extra: pip install '.[export]'"
+ort = pytest.importorskip("onnxruntime", reason=EXTRA)
+pytest.importorskip("onnx", reason=EXTRA)
 
 MISSING = {"", "na", "n/a", "nan", "none", "null"}
 

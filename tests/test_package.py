@@ -7,7 +7,8 @@ import sys
 import pytest
 
 HEAVY = ("xgboost", "matplotlib", "captum", "sklearn", "scipy", "pandas", "torchvision")
-# The serve extra's libraries: only fusion.serve and fusion.export import them, when used.
+# The serve and export extras' libraries and the test tools that drive them: only
+# fusion.serve and fusion.export import them, when used.
 SERVING = ("fastapi", "starlette", "uvicorn", "python_multipart", "onnx", "onnxruntime", "httpx", "selenium")
 
 
@@ -50,3 +51,17 @@ def test_public_names_resolve(name):
     import fusion
 
     assert getattr(fusion, name) is not None and name in fusion.__all__
+
+
+def test_a_missing_extra_names_the_extra_to_install(tiny_runs, tmp_path, monkeypatch, capsys):
+    """The service and the export each say which extra brings what they lack."""
+    from fusion.export import export_onnx
+    from fusion.serve.__main__ import main as serve_main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed: importing it fails
+    assert serve_main(["--model", str(tiny_runs["fused"])]) == 2
+    assert "pip install 'fusion[serve]'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ImportError, match=r"pip install 'fusion\[export\]'"):
+        export_onnx(tiny_runs["fused"], tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()

@@ -205,8 +205,9 @@ def test_version_mismatch_is_reported(tiny_runs, tmp_path):
     shutil.copytree(tiny_runs["fused"], folder)
     listed = json.loads((folder / "manifest.json").read_text())["sha256"]
     write_manifest(folder, list(listed), "0.0.1")
-    with pytest.warns(UserWarning, match="saved by fusion 0.0.1"):
+    with pytest.warns(UserWarning, match="saved by fusion 0.0.1") as caught:
         FusionClassifier.load(folder)
+    assert caught[0].filename == __file__  # the warning points at the caller, not at fusion
 
 
 def test_no_pickle_anywhere_in_a_model_folder(tiny_runs):

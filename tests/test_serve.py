@@ -25,7 +25,7 @@ from fusion import FusionClassifier, synthetic
 
 pytest.importorskip("fastapi", reason="the service is tested with the serve extra: pip install '.[serve]'")
 pytest.importorskip("python_multipart", reason="the service is tested with the serve extra: pip install '.[serve]'")
-pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx: pip install '.[serve]'")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx, a test tool: pip install '.[test]'")
 
 from fastapi.testclient import TestClient
 

@@ -25,7 +25,7 @@ from fusion import FusionClassifier, synthetic
 
 pytest.importorskip("fastapi", reason="the service is tested with the serve extra: pip install '.[serve]'")
 pytest.importorskip("uvicorn", reason="the service is tested with the serve extra: pip install '.[serve]'")
-pytest.importorskip("selenium", reason="the browser test needs selenium: pip install '.[serve]'")
+pytest.importorskip("selenium", reason="the browser test needs selenium, a test tool: pip install '.[test]'")
 
 import uvicorn
 from selenium import webdriver

@@ -30,6 +30,27 @@ def backend_name(config: Config) -> str:
     return "booster" if config.model == "xgboost" else STRATEGIES[config.fusion]
 
 
+def check_distributed(cfg: Config) -> None:
+    """Under torch.distributed only the joint network trains: XGBoost, the stacking
+    combiners and the other scikit-learn steps are single-process, and N copies of
+    them would only repeat the same work and race on the same files.
+
+    Raises
+    ------
+    ValueError
+        For any other backend when the job has more than one process.
+    """
+    from fusion.training import distributed
+
+    name = backend_name(cfg)
+    if name != "network" and distributed.world_size() > 1:
+        raise ValueError(
+            f"model {cfg.model!r} with fusion {cfg.fusion!r} (backend {name!r}) trains in one process only, "
+            f"but this job has {distributed.world_size()} processes (WORLD_SIZE); distributed training "
+            "serves the network: model 'fusion' with fusion 'joint'. Run other strategies without torchrun."
+        )
+
+
 def backend_class(name: str) -> type[Backend]:
     """The class of a registered backend.
 

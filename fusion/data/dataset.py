@@ -88,7 +88,7 @@ class Dataset:
 
     def split(self, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> dict[str, Dataset]:
         """Train/val/test datasets: the data's own splits if it has them, else a
-        stratified split grouped by patient (see :func:`grouped_split`)."""
+        stratified split grouped by patient (see :func:`~fusion.data.splits.grouped_split`)."""
         from fusion.data.splits import grouped_split
 
         if self.splits is not None:

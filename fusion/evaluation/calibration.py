@@ -27,7 +27,9 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +37,9 @@ from fusion import checks
 from fusion.checks import Where
 from fusion.evaluation.metrics import expected_calibration_error
 from fusion.schema import short_repr
+
+if TYPE_CHECKING:
+    from fusion.config import CalibrationConfig
 
 FLOOR = 1e-12
 METHODS = ("none", "temperature", "vector")
@@ -222,6 +227,19 @@ class Calibration:
             ),
             report=checks.mapping(d.get("report", {}), where / "report"),
         )
+
+
+def fit_calibration(
+    y: np.ndarray, raw: np.ndarray, classes: Sequence[str], config: CalibrationConfig, *, seed: int = 0
+) -> Calibration:
+    """A model's calibration fitted on the validation split ``(y, raw)``: the scaling,
+    the operating point of every disease class (each class not in ``config.healthy``)
+    and the report of what the scaling changed, as ``calibration.json`` keeps them."""
+    calibration = Calibration.fit(y, raw, seed=seed)
+    disease = [c for c in classes if c not in config.healthy]
+    calibration.set_operating_points(y, raw, classes, disease, config.target_sensitivity)
+    calibration.report = {"val": calibration_report(y, raw, calibration.apply(raw))}
+    return calibration
 
 
 def calibration_report(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) -> dict:

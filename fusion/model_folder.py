@@ -1,0 +1,217 @@
+"""What a model folder holds, assembled for saving and read back, checked, for loading.
+
+:mod:`fusion.persistence` writes a folder of bytes whole and verifies every file's
+SHA-256 before anything is read; this module knows which files a model's folder has
+and what each one says:
+
+- ``config.json``: the library version, the backend, the classes, the modalities and
+  the :class:`~fusion.config.Config`;
+- ``preprocessing.json``: the record's preprocessing state (null without the tabular
+  modality) and the image state (size, normalisation) consumers outside Python follow;
+- ``calibration.json``: the calibration of the probabilities and the operating points;
+- ``schema.toml``: the schema the model was trained with, as written;
+- the backend's own files (``model.safetensors``, ``xgboost.json``, ...).
+
+Every file the model needs must be listed in the manifest, no file of another model may
+lie in the folder, and every value is checked (types, ranges, unique classes, known
+modalities, a positive temperature) before anything is built from it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fusion import checks
+from fusion.backends import backend_class, backend_name
+from fusion.checks import Where
+from fusion.config import MAX_IMAGE_SIZE, Config, parse_modalities
+from fusion.evaluation.calibration import Calibration
+from fusion.persistence import MANIFEST, ModelFiles, json_bytes, verify_folder
+from fusion.preprocessing import TabularPreprocessor
+from fusion.schema import parse_schema
+from fusion.version import __version__
+
+if TYPE_CHECKING:
+    from fusion.backends.base import Backend
+    from fusion.schema import Schema
+
+CONFIG = "config.json"
+PREPROCESSING = "preprocessing.json"
+CALIBRATION = "calibration.json"
+SCHEMA = "schema.toml"
+
+
+@dataclass
+class SavedModel:
+    """Everything a model folder holds besides the backend's own files.
+
+    Attributes
+    ----------
+    config : Config
+        Validated.
+    classes : tuple of str
+    modalities : tuple of str
+    schema : Schema or None
+        None for image-only data without one.
+    preprocessor : TabularPreprocessor or None
+        None without the tabular modality.
+    calibration : Calibration
+    """
+
+    config: Config
+    classes: tuple[str, ...]
+    modalities: tuple[str, ...]
+    schema: Schema | None
+    preprocessor: TabularPreprocessor | None
+    calibration: Calibration
+
+
+def folder_files(model: SavedModel, backend: Backend) -> dict[str, bytes]:
+    """The model folder's files, name -> content (no pickle), less the manifest (which
+    :func:`~fusion.persistence.write_folder` makes from these bytes)."""
+    meta = {
+        "fusion_version": __version__,
+        "backend": backend.name,
+        "classes": list(model.classes),
+        "modalities": list(model.modalities),
+        "config": model.config.to_dict(),
+    }
+    tabular = model.preprocessor.to_dict() if model.preprocessor else None
+    files = {
+        CONFIG: json_bytes(meta),
+        PREPROCESSING: json_bytes({"tabular": tabular, "image": backend.image_state}),
+        CALIBRATION: json_bytes(model.calibration.to_dict()),
+    }
+    if model.schema is not None:
+        files[SCHEMA] = model.schema.text.encode("utf-8")
+    return {**files, **backend.save()}
+
+
+def read_folder(folder: str | Path) -> tuple[SavedModel, str, ModelFiles]:
+    """A model folder, verified and checked: what it holds, the name of its backend and
+    the verified files the backend loads its own state from.
+
+    Warns (``UserWarning``, pointing at the caller of ``FusionClassifier.load``) when
+    another version of fusion saved the folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        No folder, or no manifest.
+    ValueError
+        Not a folder (a file, a FIFO, a symlink loop); a file missing, unlisted,
+        changed or malformed; a value out of range: naming the file and the key.
+    """
+    files = verify_folder(folder)
+    _warn_if_other_version(files)
+    config, classes, modalities, name = _read_config(files)
+    _check_listing(files, backend_class(name).files(modalities), modalities, name)
+    schema = parse_schema(files.text(SCHEMA), origin=files.origin(SCHEMA)) if SCHEMA in files else None
+    preprocessor = _read_preprocessing(files, config, schema)
+    calibration = Calibration.from_dict(files.json(CALIBRATION), classes, where=Where(files.origin(CALIBRATION)))
+    return SavedModel(config, classes, modalities, schema, preprocessor, calibration), name, files
+
+
+def _warn_if_other_version(files: ModelFiles) -> None:
+    saved = files.manifest["fusion_version"]
+    if saved != __version__:
+        warnings.warn(
+            f"{files.folder} was saved by fusion {saved}; this is fusion {__version__} "
+            f"(same model format {files.manifest['format_version']}): predictions may differ slightly",
+            stacklevel=4,  # here, read_folder, FusionClassifier.load, its caller
+        )
+
+
+def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str, ...], str]:
+    """``config.json``, checked: the configuration, classes, modalities and backend."""
+    from fusion.backends import BACKENDS
+    from fusion.backends.auto import CANDIDATES
+
+    where = Where(files.origin(CONFIG))
+    meta = checks.keys(
+        files.json(CONFIG), where, required=("fusion_version", "backend", "classes", "modalities", "config")
+    )
+    checks.text(meta["fusion_version"], where / "fusion_version")
+    classes = checks.texts(meta["classes"], where / "classes", unique=True, min_length=2)
+    config = Config.from_dict(meta["config"], where=where / "config")
+    try:
+        modalities = parse_modalities(list(checks.texts(meta["modalities"], where / "modalities")))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    if modalities != config.modalities:
+        raise ValueError(
+            f"{where / 'modalities'} {list(modalities)} differ from config.modalities {list(config.modalities)}"
+        )
+    name = checks.text(meta["backend"], where / "backend", choices=sorted(BACKENDS))
+    expected = CANDIDATES if config.fusion == "auto" else (backend_name(config),)
+    if name not in expected:
+        raise ValueError(
+            f"{where / 'backend'} is {name!r}, but config.model {config.model!r} with config.fusion "
+            f"{config.fusion!r} is trained by {' or '.join(map(repr, expected))}"
+        )
+    return config, classes, modalities, name
+
+
+def _model_file_names() -> frozenset[str]:
+    """Every name a file of a model folder can have, whatever the model."""
+    from fusion.backends import BACKENDS
+
+    names = {CONFIG, PREPROCESSING, CALIBRATION, SCHEMA}
+    for name in BACKENDS:
+        backend = backend_class(name)
+        if hasattr(backend, "files"):  # auto saves the backend it chose, never itself
+            for modalities in (("image",), ("tabular",), ("image", "tabular")):
+                names.update(backend.files(modalities))
+    return frozenset(names)
+
+
+def _check_listing(files: ModelFiles, backend_files: tuple[str, ...], modalities: tuple[str, ...], name: str) -> None:
+    """Every file the model needs is listed; no file of a model lies in the folder
+    unlisted (an unlisted calibration.json would be silently skipped, a stale file of
+    another model would describe a model the folder does not hold)."""
+    needed = {CONFIG, PREPROCESSING, CALIBRATION, *backend_files, *([SCHEMA] if "tabular" in modalities else [])}
+    every = _model_file_names()
+    stray = sorted((files.present & every) - files.listed)
+    if stray:
+        raise ValueError(
+            f"{files.folder}: holds {stray[0]}, which {MANIFEST} does not list (a file of another model, or one "
+            "added after saving): refusing to load the folder"
+        )
+    missing = sorted(needed - files.listed)
+    if missing:
+        raise ValueError(f"{files.folder}: {MANIFEST} does not list {missing[0]}, which this {name} model needs")
+    unused = sorted((files.listed & every) - needed - {SCHEMA})
+    if unused:
+        raise ValueError(f"{files.folder}: {MANIFEST} lists {unused[0]}, which a {name} model does not use")
+
+
+def _read_preprocessing(files: ModelFiles, config: Config, schema: Schema | None) -> TabularPreprocessor | None:
+    """``preprocessing.json``, checked: the record's preprocessing (None without the
+    tabular modality) and the image state (size, normalisation) of an image model."""
+    where = Where(files.origin(PREPROCESSING))
+    state = checks.keys(files.json(PREPROCESSING), where, required=("tabular", "image"))
+    for modality in ("tabular", "image"):
+        if modality not in config.modalities and state[modality] is not None:
+            raise ValueError(f"{where / modality} must be null: the model has no {modality} modality")
+    if "image" in config.modalities:
+        _check_image_state(state["image"], where / "image", config.image.image_size)
+    if "tabular" not in config.modalities:
+        return None
+    return TabularPreprocessor.from_dict(state["tabular"], schema, where=where / "tabular")
+
+
+def _check_image_state(state, where: Where, size: int) -> None:
+    """The image preprocessing consumers outside Python follow: the model's size, a
+    finite mean, a positive std, one channel."""
+    state = checks.keys(state, where, required=("size", "mean", "std", "channels"), optional=("resize",))
+    saved = checks.integer(state["size"], where / "size", low=16, high=MAX_IMAGE_SIZE)
+    if saved != size:
+        raise ValueError(f"{where / 'size'} {saved} differs from config.json's config.image.image_size {size}")
+    checks.number(state["mean"], where / "mean")
+    checks.number(state["std"], where / "std", low=0, low_open=True)
+    checks.integer(state["channels"], where / "channels", low=1, high=1)
+    if "resize" in state:
+        checks.text(state["resize"], where / "resize")

@@ -1,0 +1,89 @@
+"""The answer for one patient, and the check every answer passes before it is given.
+
+:class:`Prediction` is what :meth:`FusionClassifier.predict
+<fusion.classifier.FusionClassifier.predict>` returns for one patient;
+:func:`finite_probabilities` refuses probabilities that hold NaN or infinity (a model
+whose weights diverged), so that no label is ever read off them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Prediction:
+    """The answer for one patient.
+
+    Attributes
+    ----------
+    label : str
+        The most probable class.
+    probabilities : dict of str -> float
+        Every class's probability; they sum to 1.
+    modalities : tuple of str
+        The inputs the answer rests on ("image", "tabular").
+    above_threshold : tuple of str
+        The disease classes whose probability reaches their operating point (the
+        threshold that kept validation sensitivity at its target, see
+        :mod:`fusion.evaluation.calibration`): classes not to rule out.
+    ignored : tuple of str
+        Inputs that were given but that the model has no modality for ("image" given
+        to a record-only model, "tabular" to an image-only one): validated like any
+        other input, then not used.
+    """
+
+    label: str
+    probabilities: dict[str, float]
+    modalities: tuple[str, ...] = field(default_factory=tuple)
+    above_threshold: tuple[str, ...] = field(default_factory=tuple)
+    ignored: tuple[str, ...] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        probs = ", ".join(f"{c} {p:.3f}" for c, p in self.probabilities.items())
+        flagged = f"; above operating point: {', '.join(self.above_threshold)}" if self.above_threshold else ""
+        ignored = f"; {' and '.join(self.ignored)} ignored (not a modality of this model)" if self.ignored else ""
+        return f"{self.label} ({probs}; from {' + '.join(self.modalities)}{flagged}{ignored})"
+
+    @classmethod
+    def from_probabilities(
+        cls,
+        classes: Sequence[str],
+        proba: np.ndarray,
+        thresholds: Mapping[str, float],
+        *,
+        modalities: tuple[str, ...],
+        ignored: tuple[str, ...],
+    ) -> Prediction:
+        """The answer read off one row of (finite, calibrated) probabilities.
+
+        ``thresholds`` are the operating points (class -> probability); a class
+        without one is never flagged.
+        """
+        probabilities = {c: float(p) for c, p in zip(classes, proba, strict=True)}
+        above = tuple(c for c in classes if c in thresholds and probabilities[c] >= thresholds[c])
+        label = classes[int(np.argmax(proba))]
+        return cls(label, probabilities, modalities=modalities, above_threshold=above, ignored=ignored)
+
+
+def finite_probabilities(proba: np.ndarray) -> np.ndarray:
+    """``proba`` when every value is finite; else no label is given from it.
+
+    Raises
+    ------
+    ValueError
+        Naming the first row at fault.
+    """
+    proba = np.asarray(proba)
+    bad = np.flatnonzero(~np.isfinite(proba.reshape(len(proba), -1)).all(axis=1))
+    if len(bad):
+        more = f" and {len(bad) - 1} more of {len(proba)}" if len(bad) > 1 else ""
+        raise ValueError(
+            f"the model's probabilities are not finite (NaN or infinity) for row {int(bad[0])}{more}: its weights "
+            "or calibration are broken (a training that diverged?) or an input drove it out of range; "
+            "no label is given from them"
+        )
+    return proba
