@@ -98,7 +98,8 @@ def _worker(rank: int, world: int, ports: list[int], root: str, jobs: list, die_
     os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import fusion.train
-    from fusion.training import distributed, loop
+    from fusion.training import distributed
+    from fusion.training.hooks import checkpoint as checkpointing
 
     cwd = Path(root) / f"rank{rank}"
     cwd.mkdir(exist_ok=True)
@@ -116,7 +117,7 @@ def _worker(rank: int, world: int, ports: list[int], root: str, jobs: list, die_
 
     fusion.train.run = run_and_keep_weights
     if die_at_epoch is not None and rank == 1:
-        gather_rng, calls = loop._rank_rng, []
+        gather_rng, calls = checkpointing._rank_rng, []
 
         def die_after(device):
             calls.append(1)
@@ -124,7 +125,7 @@ def _worker(rank: int, world: int, ports: list[int], root: str, jobs: list, die_
                 os.kill(os.getpid(), signal.SIGKILL)
             return gather_rng(device)
 
-        loop._rank_rng = die_after
+        checkpointing._rank_rng = die_after
     for job, port in zip(jobs, ports, strict=True):
         os.environ["MASTER_PORT"] = str(port)
         if job == "tabular":

@@ -88,16 +88,16 @@ def _interrupt_after(epoch: int, args: list[str], monkeypatch) -> None:
     """Run ``train`` in this process and interrupt it right after ``epoch``'s checkpoint:
     the state a kill leaves (the real ``kill -9`` of another process is tested above),
     without paying for a second interpreter."""
-    import fusion.training.loop as loop
+    import fusion.training.hooks.checkpoint as checkpointing
 
-    save = loop.save_checkpoint
+    save = checkpointing.save_checkpoint
 
     def save_then_stop(folder, **state):
         save(folder, **state)
         if state["epoch"] >= epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(checkpointing, "save_checkpoint", save_then_stop)
     assert train_main(args) == 130  # Ctrl-C: one line, and the exit code of SIGINT
     monkeypatch.undo()
 
