@@ -172,17 +172,14 @@ def fit_network(
     weights.
 
     A plain epoch loop: each epoch trains on one seeded permutation of ``train``,
-    scores ``val`` (loss and macro-F1) and keeps the best epoch (highest validation
-    macro-F1, then lowest validation loss; without ``val``, the last). Everything
-    else is a hook (see :mod:`fusion.training.hooks`), called in the order of
-    ``hooks``; default: :func:`~fusion.training.hooks.standard_hooks` of ``cfg``
-    (divergence check, progress lines, early stopping; no checkpoints). A
-    :class:`~fusion.training.hooks.DistributedSync` always runs first.
-
-    Under a torch.distributed process group (see :mod:`fusion.training.distributed`)
-    every process calls it with the same data: each trains on its part of every global
-    batch of ``cfg.batch_size`` rows through DistributedDataParallel, and validation
-    is gathered from all.
+    scores ``val`` and keeps the best epoch (highest validation macro-F1, then lowest
+    validation loss; without ``val``, the last). The rest is done by ``hooks``, in
+    their order (see :mod:`fusion.training.hooks`; default:
+    :func:`~fusion.training.hooks.standard_hooks` of ``cfg``, without checkpoints),
+    after a :class:`~fusion.training.hooks.DistributedSync`, which always runs first.
+    Under a torch.distributed process group every process calls it with the same
+    data and trains on its part of every global batch (see
+    :mod:`fusion.training.distributed`).
 
     Returns
     -------
@@ -199,24 +196,12 @@ def fit_network(
     begun = time.perf_counter()
     hooks = [DistributedSync(), *_checked(standard_hooks(cfg) if hooks is None else hooks)]
     state = _start(model, train, val, cfg, epochs, device)
-    stop = call(hooks, "on_fit_start", state)
     weights = torch.tensor(class_weights(train.labels.numpy(), model.n_classes), dtype=torch.float32, device=device)
     loss = _Loss(weights, head.aux_weight, device, precision)
+    stop = call(hooks, "on_fit_start", state)
     while not stop and state.epoch < epochs:
         state.epoch += 1
-        t0 = time.perf_counter()
-        _train_epoch(state, train, cfg.batch_size, augment, loss, hooks)
-        call(hooks, "on_train_epoch_end", state)
-        record = {
-            "epoch": state.epoch,
-            "train_loss": state.loss_sum / max(state.seen, 1),
-            "train_seconds": time.perf_counter() - t0,
-            "train_images": state.seen,
-        }
-        if state.has_val:
-            record.update(_validate(model, val, loss.weights, device, precision))
-        record["seconds"] = time.perf_counter() - t0
-        state.history.append(record)
+        state.history.append(_epoch(state, train, val, cfg.batch_size, augment, loss, hooks))
         _keep_best(state)
         stop = call(hooks, "on_epoch_end", state)
     if state.best["state"] is not None:
@@ -231,6 +216,25 @@ def fit_network(
         "seconds": time.perf_counter() - begun,
         "resumed_from_epoch": state.resumed_from,
     }
+
+
+def _epoch(
+    state: TrainState, train: Arrays, val: Arrays | None, batch_size: int, augment: bool, loss: _Loss, hooks
+) -> dict:
+    """Train one epoch, then validate: the epoch's line of the history."""
+    t0 = time.perf_counter()
+    _train_epoch(state, train, batch_size, augment, loss, hooks)
+    call(hooks, "on_train_epoch_end", state)
+    record = {
+        "epoch": state.epoch,
+        "train_loss": state.loss_sum / max(state.seen, 1),
+        "train_seconds": time.perf_counter() - t0,
+        "train_images": state.seen,
+    }
+    if state.has_val:
+        record.update(_validate(state.model, val, loss))
+    record["seconds"] = time.perf_counter() - t0
+    return record
 
 
 def _checked(hooks: Sequence[Hook]) -> list[Hook]:
@@ -327,13 +331,13 @@ def _step(state: TrainState, train: Arrays, index: torch.Tensor, span, augment: 
     return float(value.detach())
 
 
-def _validate(model: nn.Module, val: Arrays, weights: torch.Tensor, device, precision: str) -> dict:
+def _validate(model: nn.Module, val: Arrays, loss: _Loss) -> dict:
     """Validation loss (class-weighted) and macro-F1, predicted by every process."""
-    proba = predict_network(model, val, device, precision, gather=True)
+    proba = predict_network(model, val, loss.device, loss.precision, gather=True)
     y = val.labels.numpy()
     log_proba = torch.log(torch.from_numpy(proba).clamp_min(1e-12))
-    loss = F.nll_loss(log_proba, torch.from_numpy(y), weight=weights.cpu().double())
-    return {"val_loss": float(loss), "val_macro_f1": macro_f1(y, proba.argmax(1))}
+    value = F.nll_loss(log_proba, torch.from_numpy(y), weight=loss.weights.cpu().double())
+    return {"val_loss": float(value), "val_macro_f1": macro_f1(y, proba.argmax(1))}
 
 
 def _keep_best(state: TrainState) -> None:
