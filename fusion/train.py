@@ -147,11 +147,11 @@ def _report(result: RunResult, *, quiet: bool) -> None:
     print(f"done in {metrics['seconds']:.1f}s: {summary}; run saved to {result.folder}", flush=True)
 
 
-def _stopped(cause: str, state: FolderState, out_given: bool) -> str:
-    """The one line for a run stopped by ``cause`` ("interrupted", or a full disk):
-    what the run folder holds and the command that continues it."""
+def _stopped(cause: str, state: FolderState, out_given: bool, *, free_space: bool = False) -> str:
+    """The one line for a run stopped by ``cause`` (Ctrl-C, or a full disk with
+    ``free_space``): what the run folder holds and the command that continues it."""
     folder = state.folder
-    free = "" if cause == "interrupted" else "free space and "
+    free = "free space and " if free_space else ""
     if state.complete:
         return f"{cause}; the run in {folder} is complete (its model and metrics.json are saved)"
     if state.next_epoch is None:
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 _report(result, quiet=args.quiet)
     except DiskFull as err:
         cause = f"no space left on device writing {err.written}"
-        print(f"error: {_stopped(cause, err.state, args.out is not None)}", file=sys.stderr)
+        print(f"error: {_stopped(cause, err.state, args.out is not None, free_space=True)}", file=sys.stderr)
         return 2
     except RunFolderError as err:
         if main:  # every process meets it; one says it

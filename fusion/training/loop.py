@@ -240,10 +240,11 @@ def _epoch(
 def _checked(hooks: Sequence[Hook]) -> list[Hook]:
     """``hooks`` as a list, each checked to be a Hook (one without a method the loop
     calls would fail only at that point, perhaps epochs later)."""
+    hooks = list(hooks)
     for i, hook in enumerate(hooks):
         if not isinstance(hook, Hook):
             raise TypeError(f"hooks[{i}] must be a fusion.training.hooks.Hook; got {type(hook).__name__}")
-    return list(hooks)
+    return hooks
 
 
 def _start(model: nn.Module, train: Arrays, val: Arrays | None, cfg: TrainConfig, epochs: int, device) -> TrainState:

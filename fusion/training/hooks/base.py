@@ -4,7 +4,7 @@
 (checkpoints, early stopping, progress, the checks for a diverging training, what a
 process group adds) is a hook, as MONAI's handlers and Lightning's callbacks are. A
 hook is a :class:`Hook` whose methods the loop calls, hook after hook in the order
-given, at five points of a training; each method may read and change the
+given, at six points of a training; each method may read and change the
 :class:`TrainState`.
 """
 
@@ -61,7 +61,7 @@ class TrainState:
 
 
 class Hook:
-    """One concern of a training, called at five points of the loop; every method
+    """One concern of a training, called at six points of the loop; every method
     does nothing unless a subclass overrides it.
 
     Examples
