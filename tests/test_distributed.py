@@ -20,9 +20,10 @@ from safetensors.torch import load_file, save_file
 from fusion import FusionClassifier
 from fusion.config import Config
 from fusion.data.loaders import load_dataset
-from fusion.train import build_parser, config_from_args, score
+from fusion.train import build_parser, config_from_args
 from fusion.train import main as train_main
 from fusion.training.checkpoint import load_checkpoint
+from fusion.training.run import score
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -76,7 +77,7 @@ def _config(argv: list[str], *, no_dropout: bool = False) -> Config:
 
 
 def _split(cfg: Config) -> dict:
-    """The parts ``fusion.train.run`` trains and scores on."""
+    """The parts ``fusion.training.run.run`` trains and scores on."""
     ds = load_dataset(None, image_size=32, seed=cfg.train.seed, synthetic_n=120, modalities=cfg.modalities)
     return ds.split(seed=cfg.train.seed, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction)
 
@@ -98,7 +99,8 @@ def _worker(rank: int, world: int, ports: list[int], root: str, jobs: list, die_
     os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import fusion.train
-    from fusion.training import distributed, loop
+    from fusion.training import distributed
+    from fusion.training.hooks import checkpoint as checkpointing
 
     cwd = Path(root) / f"rank{rank}"
     cwd.mkdir(exist_ok=True)
@@ -110,13 +112,13 @@ def _worker(rank: int, world: int, ports: list[int], root: str, jobs: list, die_
         save_file(state, str(Path(root) / f"{name}-rank{rank}.safetensors"))
 
     def run_and_keep_weights(cfg, out, **kwargs):
-        clf, metrics = run_cli(cfg, out, **kwargs)
-        keep(clf, out)
-        return clf, metrics
+        result = run_cli(cfg, out, **kwargs)
+        keep(result.classifier, out)
+        return result
 
     fusion.train.run = run_and_keep_weights
     if die_at_epoch is not None and rank == 1:
-        gather_rng, calls = loop._rank_rng, []
+        gather_rng, calls = checkpointing._rank_rng, []
 
         def die_after(device):
             calls.append(1)
@@ -124,7 +126,7 @@ def _worker(rank: int, world: int, ports: list[int], root: str, jobs: list, die_
                 os.kill(os.getpid(), signal.SIGKILL)
             return gather_rng(device)
 
-        loop._rank_rng = die_after
+        checkpointing._rank_rng = die_after
     for job, port in zip(jobs, ports, strict=True):
         os.environ["MASTER_PORT"] = str(port)
         if job == "tabular":

@@ -88,16 +88,16 @@ def _interrupt_after(epoch: int, args: list[str], monkeypatch) -> None:
     """Run ``train`` in this process and interrupt it right after ``epoch``'s checkpoint:
     the state a kill leaves (the real ``kill -9`` of another process is tested above),
     without paying for a second interpreter."""
-    import fusion.training.loop as loop
+    import fusion.training.hooks.checkpoint as checkpointing
 
-    save = loop.save_checkpoint
+    save = checkpointing.save_checkpoint
 
     def save_then_stop(folder, **state):
         save(folder, **state)
         if state["epoch"] >= epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(checkpointing, "save_checkpoint", save_then_stop)
     assert train_main(args) == 130  # Ctrl-C: one line, and the exit code of SIGINT
     monkeypatch.undo()
 
@@ -474,7 +474,7 @@ def _temporaries(folder: Path) -> list[str]:
 def test_ctrl_c_during_the_final_save_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
 
-    import fusion.train as train
+    import fusion.training.run as train
 
     def save_interrupted(folder, files, version):
         _planted_temporaries(Path(folder))
@@ -501,7 +501,7 @@ def test_ctrl_c_during_the_final_save_is_one_line_and_leaves_no_temporary_file(t
     ],
 )
 def test_ctrl_c_during_a_run_is_one_line_that_says_how_to_continue(tmp_path, monkeypatch, capsys, stop, message):
-    import fusion.train as train
+    import fusion.training.run as train
 
     out = tmp_path / "run"
     args = [*TABULAR_RUN, "--epochs", "3", "--out", str(out)]
@@ -537,8 +537,8 @@ def test_a_full_disk_is_one_sentence_naming_the_folder_and_resume_finishes_the_r
 ):
     import errno
 
-    import fusion.train as train
     import fusion.training.checkpoint as checkpoint
+    import fusion.training.run as train
 
     out = tmp_path / "run"
     args = [*TABULAR_RUN, "--out", str(out)]
@@ -857,7 +857,7 @@ def _only_inside(opened: list[Path], folder: Path) -> bool:
 
 
 def test_train_never_reads_an_image_outside_the_dataset_folder(folder_dataset, tmp_path, opened_images, monkeypatch):
-    import fusion.train
+    import fusion.training.run
 
     targets = _dataset_pointing_outside(folder_dataset, tmp_path)
     seen = {}
@@ -866,7 +866,7 @@ def test_train_never_reads_an_image_outside_the_dataset_folder(folder_dataset, t
         seen["ds"] = ds
         raise ValueError("stopped after loading")
 
-    monkeypatch.setattr(fusion.train, "check_enough_data", stop_after_loading)
+    monkeypatch.setattr(fusion.training.run, "check_enough_data", stop_after_loading)
     flags = ["--data", str(folder_dataset), "--schema", "synthetic", "--image-size", "24", "--quiet"]
     with pytest.warns(UserWarning, match="4 row.* outside the dataset folder"):
         assert train_main([*flags, "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "run")]) == 2

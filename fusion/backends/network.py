@@ -1,7 +1,8 @@
 """The network backend: joint late fusion, trained end to end (and every single-modality
 network, which is the same model with one branch).
 
-Training runs :func:`fusion.training.loop.fit_network`; predictions and explanations
+Training runs :func:`fusion.training.loop.fit_network` with the standard hooks
+(:func:`fusion.training.hooks.standard_hooks`); predictions and explanations
 run an :func:`~fusion.nets.joint.inference_copy` of the trained network, made when first
 needed and made again whenever the network is replaced, moved or edited in place.
 """
@@ -24,6 +25,7 @@ from fusion.nets.tabular import TabularMLP
 from fusion.persistence import WEIGHTS, ModelFiles, state_dict_bytes
 from fusion.training import distributed
 from fusion.training.hardware import prepare_model, resolve_device, resolve_precision
+from fusion.training.hooks import standard_hooks
 from fusion.training.loop import Arrays, fit_network, predict_network
 
 
@@ -105,6 +107,13 @@ class NetworkBackend:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.train.seed)
             self.network_ = prepare_model(build_network(self.spec, train), device, precision)
+            hooks = standard_hooks(
+                cfg.train,
+                verbose=verbose,
+                checkpoint_dir=checkpoint_dir,
+                fingerprint=self._fingerprint(train, val) if checkpoint_dir is not None else None,
+                resume=resume,
+            )
             self.history_ = fit_network(
                 self.network_,
                 self.arrays(Batch.from_dataset(train, self.spec.modalities), train.labels),
@@ -115,10 +124,7 @@ class NetworkBackend:
                 augment=cfg.image.augment,
                 device=device,
                 precision=precision,
-                verbose=verbose,
-                checkpoint_dir=checkpoint_dir,
-                fingerprint=self._fingerprint(train, val) if checkpoint_dir is not None else None,
-                resume=resume,
+                hooks=hooks,
             )
         self.history_.update(device=str(device), precision=precision)
         self._runtime = None

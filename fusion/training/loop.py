@@ -1,22 +1,23 @@
-"""The training loop of the neural models, and the hardware settings it runs with.
+"""The training loop of the neural models, and their batched prediction.
 
 Data are held in memory as ready tensors (uint8 images at model size, preprocessed
 tabular arrays), so an epoch costs what the model costs: batches are sliced, turned
 to float and augmented on the tensor side. Loss: class-weighted cross-entropy on the
 fused logits plus, with several modalities, each branch's auxiliary loss. AdamW with a
-one-cycle schedule; early stopping on validation macro-F1 keeps the best epoch. A
-training that diverges (a loss, a weight or the validation loss not finite) stops at
-once with a sentence, before a checkpoint of NaN weights is written.
+one-cycle schedule; the best epoch on validation macro-F1 is kept.
+
+The loop is plain: what surrounds it is in :mod:`fusion.training.hooks`. Early
+stopping, checkpoints and resume, progress lines, the stop of a training that
+diverges (a loss, a weight or the validation loss not finite, before a checkpoint of
+NaN weights is written) and what a process group adds are each a hook.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,10 +28,9 @@ from fusion.config import HeadConfig, TrainConfig
 from fusion.data.cache import MappedImages
 from fusion.evaluation import macro_f1
 from fusion.training import distributed
-from fusion.training.checkpoint import load_checkpoint, save_checkpoint
 from fusion.training.hardware import autocast, layout
-
-logger = logging.getLogger(__name__)
+from fusion.training.hooks import DistributedSync, Hook, TrainState, standard_hooks
+from fusion.training.hooks.base import call
 
 
 @dataclass
@@ -126,7 +126,7 @@ def predict_network(
 ) -> np.ndarray:
     """Class probabilities, shape (n, n_classes), float64.
 
-    ``frozen``: ``model`` is an :func:`~fusion.model.inference_copy`, which holds its
+    ``frozen``: ``model`` is an :func:`~fusion.nets.joint.inference_copy`, which holds its
     own precision and runs without autocast.
 
     ``gather``: under a torch.distributed process group, each process predicts its
@@ -166,22 +166,20 @@ def fit_network(
     augment: bool,
     device: torch.device,
     precision: str,
-    verbose: bool = False,
-    checkpoint_dir: str | Path | None = None,
-    fingerprint: dict | None = None,
-    resume: bool = False,
+    hooks: Sequence[Hook] | None = None,
 ) -> dict:
     """Train ``model`` in place for at most ``epochs`` epochs and load its best epoch's
     weights.
 
-    With ``checkpoint_dir``, the full training state is saved there after every epoch
-    (see :mod:`fusion.checkpoint`); with ``resume``, training continues from the last
-    saved epoch, after checking ``fingerprint`` (configuration and data) matches.
-
-    Under a torch.distributed process group (see :mod:`fusion.training.distributed`)
-    every process calls it with the same data: each trains on its part of every global
-    batch of ``cfg.batch_size`` rows through DistributedDataParallel, validation is
-    gathered from all, and only rank 0 writes checkpoints.
+    A plain epoch loop: each epoch trains on one seeded permutation of ``train``,
+    scores ``val`` and keeps the best epoch (highest validation macro-F1, then lowest
+    validation loss; without ``val``, the last). The rest is done by ``hooks``, in
+    their order (see :mod:`fusion.training.hooks`; default:
+    :func:`~fusion.training.hooks.standard_hooks` of ``cfg``, without checkpoints),
+    after a :class:`~fusion.training.hooks.DistributedSync`, which always runs first.
+    Under a torch.distributed process group every process calls it with the same
+    data and trains on its part of every global batch (see
+    :mod:`fusion.training.distributed`).
 
     Returns
     -------
@@ -189,189 +187,174 @@ def fit_network(
         ``history`` (per epoch: train loss, val loss, val macro-F1, seconds),
         ``best_epoch``, ``epochs`` (planned), ``epochs_run``, ``seconds``,
         ``resumed_from_epoch``.
+
+    Raises
+    ------
+    TypeError
+        A hook that is not a :class:`~fusion.training.hooks.Hook`.
     """
-    n_classes = model.n_classes
-    weights = torch.tensor(class_weights(train.labels.numpy(), n_classes), dtype=torch.float32, device=device)
+    begun = time.perf_counter()
+    hooks = [DistributedSync(), *_checked(standard_hooks(cfg) if hooks is None else hooks)]
+    state = _start(model, train, val, cfg, epochs, device)
+    weights = torch.tensor(class_weights(train.labels.numpy(), model.n_classes), dtype=torch.float32, device=device)
+    loss = _Loss(weights, head.aux_weight, device, precision)
+    stop = call(hooks, "on_fit_start", state)
+    while not stop and state.epoch < epochs:
+        state.epoch += 1
+        state.history.append(_epoch(state, train, val, cfg.batch_size, augment, loss, hooks))
+        _keep_best(state)
+        stop = call(hooks, "on_epoch_end", state)
+    if state.best["state"] is not None:
+        model.load_state_dict(state.best["state"])
+    call(hooks, "on_fit_end", state)
+    model.eval()
+    return {
+        "history": state.history,
+        "best_epoch": state.best["epoch"],
+        "epochs": epochs,
+        "epochs_run": len(state.history),
+        "seconds": time.perf_counter() - begun,
+        "resumed_from_epoch": state.resumed_from,
+    }
+
+
+def _epoch(
+    state: TrainState, train: Arrays, val: Arrays | None, batch_size: int, augment: bool, loss: _Loss, hooks
+) -> dict:
+    """Train one epoch, then validate: the epoch's line of the history."""
+    t0 = time.perf_counter()
+    _train_epoch(state, train, batch_size, augment, loss, hooks)
+    call(hooks, "on_train_epoch_end", state)
+    record = {
+        "epoch": state.epoch,
+        "train_loss": state.loss_sum / max(state.seen, 1),
+        "train_seconds": time.perf_counter() - t0,
+        "train_images": state.seen,
+    }
+    if state.has_val:
+        record.update(_validate(state.model, val, loss))
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def _checked(hooks: Sequence[Hook]) -> list[Hook]:
+    """``hooks`` as a list, each checked to be a Hook (one without a method the loop
+    calls would fail only at that point, perhaps epochs later)."""
+    hooks = list(hooks)
+    for i, hook in enumerate(hooks):
+        if not isinstance(hook, Hook):
+            raise TypeError(f"hooks[{i}] must be a fusion.training.hooks.Hook; got {type(hook).__name__}")
+    return hooks
+
+
+def _start(model: nn.Module, train: Arrays, val: Arrays | None, cfg: TrainConfig, epochs: int, device) -> TrainState:
+    """The optimiser (AdamW), its one-cycle schedule over ``epochs`` and the seeded
+    generator of the batches' order and augmentation."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, math.ceil(len(train) / cfg.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=epochs * steps, pct_start=0.2)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    has_val = val is not None and len(val) > 0
-    world = distributed.world_size()
-    forward = distributed.training_forward(model, device)
-    best = {"f1": -1.0, "loss": math.inf, "epoch": 0, "state": None}
-    history, start, stale, first = [], time.perf_counter(), 0, 1
-    resumed_from = None
-    if resume:
-        # Rank 0 reads the checkpoint and sends it: the other processes (other nodes,
-        # perhaps) need not see the run folder.
-        state = distributed.on_main(lambda: load_checkpoint(checkpoint_dir, fingerprint or {}, world))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["rng"]["generator"])
-        own = state["rng"]["ranks"][distributed.rank()] if state["rng"].get("ranks") else state["rng"]
-        torch.set_rng_state(own["torch"])
-        if device.type == "cuda" and own["cuda"] is not None:
-            torch.cuda.set_rng_state(own["cuda"], device)
-        best = {**state["best"], "state": state["best"]["state"]}
-        history, stale = state["history"], state["stale"]
-        resumed_from = first = state["epoch"]
-        first += 1
-        logger.info("resuming after epoch %d (best so far: epoch %d)", resumed_from, best["epoch"])
-    progress = _progress(verbose)
-    for epoch in range(first, epochs + 1):
-        if has_val and stale >= cfg.patience and epoch - 1 > epochs // 2:
-            break  # a resumed run that had already stopped early
-        t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        total, seen = 0.0, 0
-        # Drop a last batch of one (per process): batch norm cannot train on it.
-        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        batches = [b for b in batches if len(b) >= 2 * world] or batches
-        spans = [distributed.local_span(len(b)) for b in batches]  # this process's rows of each batch
-        for k, index in enumerate(progress(batches, desc=f"epoch {epoch}/{epochs}")):
-            start_row, stop_row = spans[k]
-            part = index[start_row:stop_row]
-            if k + 1 < len(batches):  # this process's part of the next batch, read while this one trains
-                ahead_start, ahead_stop = spans[k + 1]
-                train.prefetch(batches[k + 1][ahead_start:ahead_stop])
-            inputs = train.batch(part, device)
-            if augment and inputs["image"] is not None:
-                span = (start_row, stop_row, len(index)) if world > 1 else None
-                inputs["image"] = augment_images(inputs["image"], generator, span)
-            labels = train.labels[part].to(device)
-            # One process: the weighted mean over the batch. Several: each process's
-            # weighted sum over the whole global batch's weight, times the world size
-            # DDP divides the summed gradients by, so the gradient is the one-process one.
-            norm = float(weights[train.labels[index].to(device)].sum()) / world if world > 1 else None
-            with autocast(device, precision):
-                logits, aux = forward(layout(inputs))
-                loss = _cross_entropy(logits, labels, weights, norm)
-                for aux_logits in aux.values():
-                    loss = loss + head.aux_weight * _cross_entropy(aux_logits, labels, weights, norm)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler.last_epoch < scheduler.total_steps - 1:
-                scheduler.step()
-            value = float(loss.detach())
-            # Every process stops at the same batch: one alone would leave the others
-            # waiting in the next gradient exchange.
-            checked = distributed.all_sum(value, device) if world > 1 else value
-            _check_finite(checked, "the loss", epoch, cfg.lr, (k, len(batches)))
-            total += value * len(index) / world
-            seen += len(index)
-        if world > 1:
-            distributed.sync_buffers(model)
-            total = distributed.all_sum(total, device)
-        _check_finite(_worst_weight(model), "a weight", epoch, cfg.lr)
-        record = {
-            "epoch": epoch,
-            "train_loss": total / max(seen, 1),
-            "train_seconds": time.perf_counter() - t0,
-            "train_images": seen,
-        }
-        if has_val:
-            proba = predict_network(model, val, device, precision, gather=True)
-            y = val.labels.numpy()
-            record["val_loss"] = float(
-                F.nll_loss(
-                    torch.log(torch.from_numpy(proba).clamp_min(1e-12)),
-                    torch.from_numpy(y),
-                    weight=weights.cpu().double(),
-                )
-            )
-            _check_finite(record["val_loss"], "the validation loss", epoch, cfg.lr)
-            record["val_macro_f1"] = macro_f1(y, proba.argmax(1))
-        record["seconds"] = time.perf_counter() - t0
-        history.append(record)
-        improved = (
-            not has_val
-            or record["val_macro_f1"] > best["f1"]
-            or (record["val_macro_f1"] == best["f1"] and record["val_loss"] < best["loss"])
-        )
-        if improved:
-            best.update(f1=record.get("val_macro_f1", -1.0), loss=record.get("val_loss", math.inf), epoch=epoch)
-            best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stale = 0
-        else:
-            stale += 1
-        rank_rng = _rank_rng(device) if world > 1 and checkpoint_dir is not None else None
-        if checkpoint_dir is not None and distributed.is_main():
-            save_checkpoint(
-                checkpoint_dir,
-                epoch=epoch,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                generator=generator,
-                best=best,
-                history=history,
-                stale=stale,
-                fingerprint=fingerprint or {},
-                rank_rng=rank_rng,
-            )
-        val_text = f"  val loss {record['val_loss']:.4f}  val macro-F1 {record['val_macro_f1']:.3f}" if has_val else ""
-        logger.info(
-            "epoch %3d/%d  train loss %.4f%s  %.1fs%s",
-            epoch,
-            epochs,
-            record["train_loss"],
-            val_text,
-            record["seconds"],
-            " *" if improved else "",
-        )
-        # Early stopping waits for the second half: under the one-cycle schedule the
-        # first epochs run at a high learning rate, and validation scores there are
-        # noisy and not yet the model's best.
-        if has_val and stale >= cfg.patience and epoch > epochs // 2:
-            logger.info("early stop: no val macro-F1 gain for %d epochs; best epoch %d", cfg.patience, best["epoch"])
-            break
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    distributed.unwrap_sync_batchnorm(model)
-    model.eval()
-    return {
-        "history": history,
-        "best_epoch": best["epoch"],
-        "epochs": epochs,
-        "epochs_run": len(history),
-        "seconds": time.perf_counter() - start,
-        "resumed_from_epoch": resumed_from,
-    }
-
-
-def _check_finite(value: float, what: str, epoch: int, lr: float, batch: tuple[int, int] | None = None) -> None:
-    """Stop a training that diverged, naming where (``batch``: index and count of the
-    epoch's batches) and the setting to change.
-
-    Raises
-    ------
-    ValueError
-        ``value`` is NaN or infinite.
-    """
-    if math.isfinite(value):
-        return
-    kind = "NaN" if math.isnan(value) else "infinite"
-    where = f" (batch {batch[0] + 1} of {batch[1]})" if batch is not None else ""
-    raise ValueError(
-        f"training diverged: {what} became {kind} at epoch {epoch}{where}; lower the learning rate "
-        f"(train.lr, now {lr:g})"
+    return TrainState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        device=device,
+        epochs=epochs,
+        has_val=val is not None and len(val) > 0,
+        forward=model.forward_with_aux,
+        world=distributed.world_size(),
     )
 
 
-@torch.no_grad()
-def _worst_weight(model: nn.Module) -> float:
-    """NaN or infinity when any weight or buffer (batch norm's statistics) is not
-    finite, else 0; one device synchronisation for the whole model."""
-    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
-    if not tensors:
-        return 0.0
-    finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
-    return 0.0 if bool(finite) else math.nan
+@dataclass
+class _Loss:
+    """Class-weighted cross-entropy of the fused logits plus ``aux_weight`` times each
+    branch's auxiliary loss, under ``precision``'s autocast."""
+
+    weights: torch.Tensor
+    aux_weight: float
+    device: torch.device
+    precision: str
+
+    def __call__(self, forward, inputs: dict, labels: torch.Tensor, norm: float | None) -> torch.Tensor:
+        with autocast(self.device, self.precision):
+            logits, aux = forward(layout(inputs))
+            loss = _cross_entropy(logits, labels, self.weights, norm)
+            for aux_logits in aux.values():
+                loss = loss + self.aux_weight * _cross_entropy(aux_logits, labels, self.weights, norm)
+        return loss
+
+
+def _train_epoch(state: TrainState, train: Arrays, batch_size: int, augment: bool, loss: _Loss, hooks) -> None:
+    """One pass over ``train`` in a seeded order, one optimiser step per batch."""
+    state.model.train()
+    order = torch.randperm(len(train), generator=state.generator)
+    # Drop a last batch of one (per process): batch norm cannot train on it.
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [b for b in batches if len(b) >= 2 * state.world] or batches
+    spans = [distributed.local_span(len(b)) for b in batches]  # this process's rows of each batch
+    state.n_batches, state.loss_sum, state.seen = len(batches), 0.0, 0
+    call(hooks, "on_epoch_start", state)
+    for k, index in enumerate(batches):
+        if k + 1 < len(batches):  # this process's part of the next batch, read while this one trains
+            ahead_start, ahead_stop = spans[k + 1]
+            train.prefetch(batches[k + 1][ahead_start:ahead_stop])
+        state.batch = k
+        value = _step(state, train, index, spans[k], augment, loss)
+        call(hooks, "on_batch_end", state, value)
+        state.loss_sum += value * len(index) / state.world
+        state.seen += len(index)
+
+
+def _step(state: TrainState, train: Arrays, index: torch.Tensor, span, augment: bool, loss: _Loss) -> float:
+    """One optimiser step on this process's rows ``span`` of the global batch ``index``;
+    its loss."""
+    start, stop = span
+    part = index[start:stop]
+    inputs = train.batch(part, state.device)
+    if augment and inputs["image"] is not None:
+        inputs["image"] = augment_images(
+            inputs["image"], state.generator, (start, stop, len(index)) if state.world > 1 else None
+        )
+    labels = train.labels[part].to(state.device)
+    # One process: the weighted mean over the batch. Several: each process's weighted
+    # sum over the whole global batch's weight, times the world size DDP divides the
+    # summed gradients by, so the gradient is the one-process one.
+    world = state.world
+    norm = float(loss.weights[train.labels[index].to(state.device)].sum()) / world if world > 1 else None
+    value = loss(state.forward, inputs, labels, norm)
+    state.optimizer.zero_grad(set_to_none=True)
+    value.backward()
+    state.optimizer.step()
+    if state.scheduler.last_epoch < state.scheduler.total_steps - 1:
+        state.scheduler.step()
+    return float(value.detach())
+
+
+def _validate(model: nn.Module, val: Arrays, loss: _Loss) -> dict:
+    """Validation loss (class-weighted) and macro-F1, predicted by every process."""
+    proba = predict_network(model, val, loss.device, loss.precision, gather=True)
+    y = val.labels.numpy()
+    log_proba = torch.log(torch.from_numpy(proba).clamp_min(1e-12))
+    value = F.nll_loss(log_proba, torch.from_numpy(y), weight=loss.weights.cpu().double())
+    return {"val_loss": float(value), "val_macro_f1": macro_f1(y, proba.argmax(1))}
+
+
+def _keep_best(state: TrainState) -> None:
+    """Keep the epoch's weights when it is the best so far; count the epochs since."""
+    record, best = state.record, state.best
+    state.improved = (
+        not state.has_val
+        or record["val_macro_f1"] > best["f1"]
+        or (record["val_macro_f1"] == best["f1"] and record["val_loss"] < best["loss"])
+    )
+    if state.improved:
+        best.update(f1=record.get("val_macro_f1", -1.0), loss=record.get("val_loss", math.inf), epoch=state.epoch)
+        best["state"] = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+        state.stale = 0
+    else:
+        state.stale += 1
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, norm: float | None):
@@ -380,18 +363,3 @@ def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Te
     if norm is None:
         return F.cross_entropy(logits.float(), labels, weight=weights)
     return F.cross_entropy(logits.float(), labels, weight=weights, reduction="sum") / norm
-
-
-def _rank_rng(device: torch.device) -> list[dict]:
-    """Every process's torch random state (dropout draws from it), for the checkpoint."""
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return distributed.all_gather_objects({"torch": torch.get_rng_state(), "cuda": cuda})
-
-
-def _progress(verbose: bool):
-    """A tqdm progress bar over batches when verbose and attached to a terminal."""
-    if not verbose:
-        return lambda it, desc: it
-    from tqdm.auto import tqdm
-
-    return lambda it, desc: tqdm(it, desc=desc, leave=False, disable=not sys.stderr.isatty(), unit="batch")
