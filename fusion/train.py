@@ -468,9 +468,9 @@ def _remove_temporary(folder: Path) -> None:
 
 
 def subgroup_features(schema) -> list[str]:
-    """The record features a run reports subgroups of: every categorical or binary
-    feature, and every numeric one whose schema declares bands."""
-    return [f.name for f in schema.features if f.type != "numeric" or f.bands]
+    """The record features a run reports subgroups of: every feature whose kind can
+    split patients as declared (every one of categories, every numeric one with bands)."""
+    return [f.name for f in schema.features if f.has_subgroups]
 
 
 def write_model_card(folder: Path, metrics: dict, schema, cfg: Config) -> None:

@@ -18,7 +18,14 @@ Example
 """
 
 from fusion.schema.core import LabelSpec, Schema, TableValidation, records_frame
-from fusion.schema.kinds import FEATURE_TYPES, MISSING_POLICIES, OUT_OF_RANGE_POLICIES, Feature
+from fusion.schema.kinds import (
+    FEATURE_TYPES,
+    KINDS,
+    MISSING_POLICIES,
+    OUT_OF_RANGE_POLICIES,
+    Feature,
+    make_feature,
+)
 from fusion.schema.loading import builtin_schemas, load_schema, parse_schema
 from fusion.schema.records import (
     MAX_RECORD_BYTES,
@@ -44,6 +51,7 @@ __all__ = [
     "ASCII_SPACE",
     "DECIMAL",
     "FEATURE_TYPES",
+    "KINDS",
     "MAX_RECORD_BYTES",
     "MAX_RECORD_DEPTH",
     "MISSING_POLICIES",
@@ -61,6 +69,7 @@ __all__ = [
     "builtin_schemas",
     "is_missing",
     "load_schema",
+    "make_feature",
     "parse_record_json",
     "parse_schema",
     "records_frame",

@@ -325,18 +325,12 @@ class Schema:
 
 
 def records_frame(schema: Schema, columns: Mapping[str, list], index=None) -> pd.DataFrame:
-    """Parsed feature values as a DataFrame with one explicit dtype per feature type:
-    float64 (NaN = missing) for numeric, object (None = missing) for the others, so
-    that pandas' string inference never turns a missing category into NaN."""
+    """Parsed feature values as a DataFrame with each feature's explicit dtype: float64
+    (NaN = missing) for numbers, object (None = missing) for the others, so that
+    pandas' string inference never turns a missing category into NaN."""
     import pandas as pd
 
-    data = {}
-    for feature in schema.features:
-        values = columns[feature.name]
-        if feature.type == "numeric":
-            data[feature.name] = pd.Series(values, dtype="float64", index=index)
-        else:
-            data[feature.name] = pd.Series(values, dtype=object, index=index)
+    data = {f.name: pd.Series(columns[f.name], dtype=f.dtype, index=index) for f in schema.features}
     return pd.DataFrame(data, index=index)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion.schema.core import LabelSpec, Schema
-from fusion.schema.kinds import FEATURE_TYPES, Feature
+from fusion.schema.kinds import FEATURE_TYPES, Feature, make_feature
 from fusion.schema.values import raw_str as _raw_str
 from fusion.schema.values import short_list
 from fusion.schema.values import short_repr as _short
@@ -90,9 +90,9 @@ def _feature_from_toml(name: str, spec: Any, where: str) -> Feature:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bands):
         raise ValueError(f"{where}: 'bands' must be a list of numbers; got {_short(bands)}")
     try:
-        return Feature(
-            name=name,
-            type=_get(spec, "type", str, where),
+        return make_feature(
+            name,
+            _get(spec, "type", str, where),
             unit=_get(spec, "unit", str, where),
             range=rng,
             categories=tuple(_raw_str(c) for c in _str_list(spec, "categories", where)),
