@@ -1,13 +1,19 @@
 """Feature kinds (fusion.schema.kinds): each kind parses, refuses, encodes for the
-network and for the trees with the feature of every column, and describes itself."""
+network and for the trees with the feature of every column, and describes itself; the
+ordinal kind end to end, from a schema to a saved model's explanation."""
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from fusion.checks import Where
 from fusion.schema import KINDS, Feature, make_feature, parse_schema, records_frame
-from fusion.schema.kinds import Binary, Categorical, Numeric
+from fusion.schema.kinds import Binary, Categorical, Numeric, Ordinal
+
+NYHA = ("I", "II", "III", "IV")
 
 
 def values(feature, raw):
@@ -21,6 +27,7 @@ def values(feature, raw):
 # ------------------------------------------------------------------ the registry
 def test_every_type_word_is_a_kind_and_loads_from_toml():
     params = {"numeric": "", "categorical": "categories = ['a', 'b']", "binary": "categories = ['n', 'y']"}
+    params["ordinal"] = "categories = ['I', 'II', 'III', 'IV']"
     assert set(KINDS) == set(params)
     for word, kind in KINDS.items():
         toml = f"[label]\ncolumn='y'\nclasses={{a=['1'], b=['2']}}\n[features.x]\ntype='{word}'\n{params[word]}"
@@ -31,15 +38,16 @@ def test_every_type_word_is_a_kind_and_loads_from_toml():
 def test_the_base_class_is_not_a_kind():
     with pytest.raises(TypeError, match="abstract"):
         Feature("x")
-    with pytest.raises(ValueError, match=r"feature 'x': type must be one of \('numeric', .*\); got 'text'"):
+    with pytest.raises(ValueError, match=r"feature 'x': type must be one of \('numeric', .*'ordinal'\); got 'text'"):
         make_feature("x", "text")
 
 
 @pytest.mark.parametrize(
     "word, fields, message",
     [
-        ("categorical", {"categories": ("a", "b", "a")}, "categories repeat"),
-        ("binary", {"categories": ("a", "b"), "range": (0.0, 1.0)}, "a binary feature takes categories, not a"),
+        ("ordinal", {"categories": ("I",)}, "an ordinal feature needs at least two categories"),
+        ("ordinal", {"categories": ("I", "II", "I")}, "categories repeat"),
+        ("ordinal", {"categories": ("I", "II"), "range": (0.0, 1.0)}, "an ordinal feature takes categories, not a"),
         ("categorical", {"categories": ("a",)}, "a categorical feature needs at least two categories"),
         ("binary", {"categories": ("a", "b", "c")}, "exactly two categories"),
         ("numeric", {"categories": ("a", "b")}, "a numeric feature takes a range, not categories"),
@@ -57,6 +65,7 @@ KIND_CASES = [
     (Numeric("age", range=(0.0, 120.0), unit="years"), [" 54 ", 61, 7.5], ["abc", 130, True, "3_8"]),
     (Categorical("view", categories=("PA", "AP", "LL")), ["PA", "LL"], ["pa", " PA", 1]),
     (Binary("smoker", categories=("no", "yes")), ["yes", "no"], ["maybe", True]),
+    (Ordinal("nyha", categories=NYHA), ["I", "IV"], ["V", "iv", 3]),
 ]
 
 
@@ -100,6 +109,7 @@ ENCODED = [
         ["smoker"],
         ["smoker"],
     ),
+    (Ordinal("nyha", categories=NYHA), ["I", "III", "IV", None], [None, "II"], ["nyha", "nyha__missing"], ["nyha"]),
 ]
 
 
@@ -133,16 +143,17 @@ classes = { a = ["a"], b = ["b"] }
 [features."smoking=ever"]
 type = "categorical"
 categories = ["no", "yes"]
-[features.age]
-type = "numeric"
+[features.nyha]
+type = "ordinal"
+categories = ["I", "II", "III", "IV"]
 """
     )
-    records = {"smoking=ever": ["yes", None, "no"], "age": [61.0, None, 30.0]}
+    records = {"smoking=ever": ["yes", None, "no"], "nyha": ["I", "IV", None]}
     pre = TabularPreprocessor(schema).fit(records_frame(schema, records))
-    assert pre.columns_ == ["smoking=ever=no", "smoking=ever=yes", "smoking=ever__missing", "age", "age__missing"]
-    assert pre.sources_ == ["smoking=ever"] * 3 + ["age"] * 2
-    assert pre.transform_raw(records)[1] == ["smoking=ever=no", "smoking=ever=yes", "age"]
-    assert pre.raw_sources() == ["smoking=ever", "smoking=ever", "age"]
+    assert pre.columns_ == ["smoking=ever=no", "smoking=ever=yes", "smoking=ever__missing", "nyha", "nyha__missing"]
+    assert pre.sources_ == ["smoking=ever"] * 3 + ["nyha"] * 2
+    assert pre.transform_raw(records)[1] == ["smoking=ever=no", "smoking=ever=yes", "nyha"]
+    assert pre.raw_sources() == ["smoking=ever", "smoking=ever", "nyha"]
 
 
 # ---------------------------------------------------------------- describing
@@ -158,3 +169,136 @@ def test_each_kind_describes_itself_to_the_form_the_card_and_the_subgroups():
     assert not Numeric("crp").has_subgroups
     with pytest.raises(ValueError, match="'crp' is numeric and its schema declares no bands"):
         Numeric("crp").check_subgroups()
+
+
+# ------------------------------------------------------------------ the ordinal kind
+def test_ordinal_keeps_the_order_in_one_column_for_network_and_trees():
+    nyha = Ordinal("nyha", categories=NYHA, missing="impute")
+    stats = nyha.fit(values(nyha, ["I", "II", "II", "IV", None]))
+    assert stats == {"median": "II"}  # the lower median is a category, never between two
+    parsed = values(nyha, [*NYHA, None])
+    np.testing.assert_array_equal(nyha.encode(parsed, stats)[:, 0], [0, 1 / 3, 2 / 3, 1, 1 / 3])
+    np.testing.assert_array_equal(nyha.encode_raw(parsed, stats)[:, 0], [0, 1, 2, 3, 1])
+    assert nyha.fit(values(nyha, [None, None])) == {"median": "I"}  # never observed: the lowest
+
+
+def test_ordinal_statistics_are_checked_on_load():
+    nyha = Ordinal("nyha", categories=NYHA)
+    assert nyha.check_stats({"median": "III"}, Where("p.json", "stats.nyha")) == {"median": "III"}
+    with pytest.raises(ValueError, match=r"p.json: stats.nyha.median must be one of \['I', 'II', 'III', 'IV'\]"):
+        nyha.check_stats({"median": "V"}, Where("p.json", "stats.nyha"))
+
+
+def test_ordinal_describes_itself_to_the_form_the_card_and_the_subgroups():
+    nyha = Ordinal("nyha", categories=NYHA, description="NYHA functional class")
+    field = nyha.form_field()
+    assert field["input"] == "choice" and field["categories"] == list(NYHA) and field["type"] == "ordinal"
+    assert json.loads(json.dumps(field)) == field
+    assert nyha.card_entry() == "ordinal (I < II < III < IV)"
+    assert nyha.has_subgroups and nyha.band_names() == [*NYHA, "missing"] and nyha.band("III") == "III"
+    assert not nyha.continuous and Numeric("age").form_field()["input"] == "number"
+
+
+# ------------------------------------------------------------ ordinal end to end
+ORDINAL_SCHEMA = """
+name = "heart"
+[label]
+column = "outcome"
+classes = { failing = ["1"], stable = ["0"] }
+[group]
+column = "pid"
+[features.nyha]
+type = "ordinal"
+categories = ["I", "II", "III", "IV"]
+description = "NYHA functional class"
+[features.age]
+type = "numeric"
+range = [0, 120]
+[features."smoking=ever"]
+type = "categorical"
+categories = ["no", "yes"]
+"""
+
+
+@pytest.fixture(scope="module")
+def heart():
+    """A table whose label follows the NYHA class, validated by the schema (a class
+    'V' is skipped and reported), split into train and validation datasets."""
+    from fusion.data.dataset import Dataset
+
+    rng = np.random.default_rng(0)
+    n = 160
+    rank = rng.integers(0, 4, n)
+    table = pd.DataFrame(
+        {
+            "pid": [f"p{i}" for i in range(n)],
+            "outcome": np.where(rank + rng.normal(0, 0.7, n) > 1.5, "1", "0"),
+            "nyha": np.array(NYHA)[rank],
+            "age": rng.integers(30, 90, n).astype(str),
+            "smoking=ever": rng.choice(["no", "yes", "NA"], n),
+        }
+    )
+    table.loc[5, "nyha"] = "V"
+    table.loc[7, "nyha"] = "NA"
+    schema = parse_schema(ORDINAL_SCHEMA, origin="heart.toml")
+    checked = schema.validate_table(table)
+    assert [s["row"] for s in checked.skipped] == [5] and "'nyha' must be one of 'I'" in checked.skipped[0]["reason"]
+    ds = Dataset(
+        name="heart",
+        classes=schema.classes,
+        labels=checked.labels,
+        records=checked.features,
+        groups=checked.groups,
+        schema=schema,
+    )
+    return ds.subset(np.arange(120)), ds.subset(np.arange(120, len(ds)))
+
+
+def _config(model: str):
+    from fusion.config import Config
+
+    cfg = Config(modalities=("tabular",), model=model)
+    cfg.tabular.hidden, cfg.head.hidden, cfg.train.epochs, cfg.train.lr = (16,), 8, 8, 2e-2
+    cfg.train.xgb_tune, cfg.train.xgb_trees, cfg.train.xgb_depth = False, 20, 2
+    return cfg
+
+
+@pytest.mark.parametrize("model", ["fusion", "xgboost"])
+def test_an_ordinal_feature_trains_predicts_explains_and_round_trips(heart, model, tmp_path):
+    from fusion.classifier import FusionClassifier
+
+    train, val = heart
+    clf = FusionClassifier(_config(model)).fit(train, val)
+    record = {"nyha": "IV", "age": 70, "smoking=ever": "yes"}
+    proba = clf.predict_proba(record)
+    assert proba.shape == (1, 2) and np.isclose(proba.sum(), 1)
+    # The order is what the model learned from: class IV is likelier failing than class I.
+    low = clf.predict_proba({**record, "nyha": "I"})
+    assert proba[0, 0] > low[0, 0]
+    explanation = clf.explain(record=record)
+    assert list(explanation.tabular_attribution) == ["nyha", "age", "smoking=ever"]
+    assert explanation.tabular_attribution["nyha"] != 0
+    with pytest.raises(ValueError, match="'nyha' must be one of 'I', 'II', 'III', 'IV'; got 'V'"):
+        clf.predict_proba({"nyha": "V"})
+    again = FusionClassifier.load(clf.save(tmp_path / model))
+    np.testing.assert_array_equal(again.predict_proba(record), proba)
+    assert again.explain(record=record).tabular_attribution == pytest.approx(explanation.tabular_attribution)
+
+
+def test_an_ordinal_feature_gets_subgroups_in_order_and_a_line_in_the_model_card(heart):
+    from fusion.evaluation.card import model_card
+    from fusion.evaluation.subgroups import subgroup_report
+    from fusion.train import subgroup_features
+
+    train, _ = heart
+    schema = train.schema
+    assert subgroup_features(schema) == ["nyha", "smoking=ever"]
+    proba = np.tile([0.5, 0.5], (len(train), 1))
+    report = subgroup_report(
+        train.records, train.labels, proba, schema.classes, train.groups, ["nyha"], schema, n_boot=5
+    )
+    assert list(report["nyha"]) == [c for c in [*NYHA, "missing"] if c in report["nyha"]]
+    metrics = {"task": "heart", "classes": list(schema.classes), "modalities": ["tabular"], "data": "heart"}
+    metrics.update(n_train=120, n_val=39, n_test=0)
+    card = model_card(metrics, schema)
+    assert "- `nyha`: ordinal (I < II < III < IV); missing values: indicator" in card

@@ -16,6 +16,8 @@ The kinds:
 - :class:`Categorical`: one of unordered ``categories``; one-hot.
 - :class:`Binary`: one of two ``categories``, ``[negative, positive]``; one 0/1 column,
   imputed with the training mode.
+- :class:`Ordinal`: one of ordered ``categories`` (NYHA class I-IV, a tumour grade); one
+  column holding the rank, so the order is kept for trees and network alike.
 
 Every kind follows the feature's ``missing`` policy: ``indicator`` adds a 0/1 "was
 missing" column for the network (the trees see NaN and learn where it goes),
@@ -30,6 +32,9 @@ Example
 (['sex=F', 'sex=M', 'sex__missing'], ['sex=F', 'sex=M'])
 >>> sex.encode_one(None, None)
 [0.0, 0.0, 1.0]
+>>> nyha = make_feature("nyha", "ordinal", categories=("I", "II", "III", "IV"))
+>>> nyha.columns(), nyha.encode_one("III", {"median": "II"})
+(['nyha', 'nyha__missing'], [0.6666666666666666, 0.0])
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ class Feature(ABC):
         Inclusive valid range of a numeric value.
     categories : tuple of str
         The values a feature of categories takes (empty for a numeric one); for a
-        binary feature ``(negative, positive)``.
+        binary feature ``(negative, positive)``, for an ordinal one lowest first.
     missing : {"indicator", "impute", "error"}
         ``indicator``: impute and add a 0/1 missing-value column (use when missingness
         may carry information); ``impute``: impute only; ``error``: the value is required.
@@ -464,8 +469,47 @@ class Binary(_Choice):
         return [float((stats["mode"] if missing else value) == self.categories[1])]
 
 
+@dataclass(frozen=True)
+class Ordinal(_Choice):
+    """One of ordered categories (NYHA class I-IV, a pain scale, a tumour grade), listed
+    lowest first: one column holding the category's rank, so both models see the order.
+
+    The trees get the rank itself (0 to k - 1). The network gets the rank divided by
+    k - 1, so in [0, 1]: the schema fixes the scale (nothing is learned from the data
+    for it) and it sits with the 0/1 columns of the other kinds. A missing value is the
+    training median category (a middle rank, not the lowest, which a 0 would claim),
+    with the indicator column when the policy asks for it.
+    """
+
+    stats_keys: ClassVar[tuple[str, ...]] = ("median",)
+
+    def _rank(self, value: str) -> int:
+        return self.categories.index(value)
+
+    def fit(self, values: np.ndarray) -> dict[str, str]:
+        ranks = sorted(self._rank(v) for v in values if not is_missing(v))
+        # The lower median: a category of the schema, never between two. None observed: the lowest.
+        return {"median": self.categories[ranks[(len(ranks) - 1) // 2] if ranks else 0]}
+
+    def _ranks(self, values: np.ndarray, missing: np.ndarray, stats: dict) -> np.ndarray:
+        filled = np.where(missing, stats["median"], values)
+        return np.array([self._rank(v) for v in filled], dtype=np.float64)
+
+    def _encode(self, values: np.ndarray, missing: np.ndarray, stats: dict) -> np.ndarray:
+        return (self._ranks(values, missing, stats) / (len(self.categories) - 1))[:, None]
+
+    def _encode_one(self, value: Any, missing: bool, stats: dict) -> list[float]:
+        return [self._rank(stats["median"] if missing else value) / (len(self.categories) - 1)]
+
+    def _encode_raw(self, values: np.ndarray, missing: np.ndarray, stats: dict) -> np.ndarray:
+        return self._ranks(values, missing, stats)[:, None]
+
+    def card_entry(self) -> str:
+        return f"{self.type} ({' < '.join(self.categories)})"
+
+
 def _a(word: str) -> str:
-    """``word`` with its indefinite article ("a numeric", "an integer")."""
+    """``word`` with its indefinite article ("a numeric", "an ordinal")."""
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
@@ -475,6 +519,7 @@ KINDS: dict[str, type[Feature]] = {
     "numeric": Numeric,
     "categorical": Categorical,
     "binary": Binary,
+    "ordinal": Ordinal,
 }
 FEATURE_TYPES = tuple(KINDS)
 
