@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fusion.schema import short_repr
+from fusion.schema.values import short_repr
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Schema-driven preprocessing of clinical records into model-ready arrays.
 
-Fitted on the training split only. Numeric features are imputed with the training
-median and standardised; categorical features are one-hot encoded over the schema's
-categories; binary features become one 0/1 column. Features whose schema policy is
+Fitted on the training split only. Each feature encodes itself as its kind says
+(:mod:`fusion.schema.kinds`): a numeric feature, say, is imputed with the training median
+and standardised, a categorical one one-hot encoded over the schema's categories. Features whose schema policy is
 ``missing = "indicator"`` get a 0/1 "was missing" column, because in clinical data
-*whether* a test was ordered often says as much as its result.
+*whether* a test was ordered often says as much as its result. This class keeps the
+layout (which columns come from which feature) and the fitted statistics.
 
 The fitted state is plain numbers and strings, saved as JSON (no pickle), so a model
 folder can be inspected and loaded safely.
@@ -29,7 +30,7 @@ import numpy as np
 
 from fusion import checks
 from fusion.checks import Where
-from fusion.schema import Schema, is_missing, short_repr
+from fusion.schema import Schema, short_repr
 
 if TYPE_CHECKING:
     import pandas
@@ -57,7 +58,9 @@ class TabularPreprocessor:
         For each output column, the schema feature it comes from (to sum attributions
         back onto features).
     stats_ : dict
-        Per feature: ``median``, ``mean``, ``std`` (numeric) or ``mode`` (binary).
+        Per feature whose kind learns something from the training values
+        (the keys of :attr:`~fusion.schema.Feature.stats_keys`: ``median``, ``mean`` and
+        ``std`` of a numeric feature, say).
     """
 
     def __init__(self, schema: Schema):
@@ -71,33 +74,16 @@ class TabularPreprocessor:
         :meth:`Schema.validate_table` (numeric as float with NaN, others str/None).
         """
         self._check_columns(records)
-        stats: dict[str, dict[str, Any]] = {}
-        for f in self.schema.features:
-            col = records[f.name]
-            if f.type == "numeric":
-                values = col.to_numpy(dtype=np.float64)
-                observed = values[~np.isnan(values)]
-                if observed.size == 0:
-                    median, mean, std = 0.0, 0.0, 1.0  # never observed: the indicator carries all
-                else:
-                    median = float(np.median(observed))
-                    mean = float(observed.mean())
-                    std = float(observed.std()) or 1.0
-                stats[f.name] = {"median": median, "mean": mean, "std": std}
-            elif f.type == "binary":
-                observed = [v for v in col if not is_missing(v)]
-                positive = sum(v == f.categories[1] for v in observed)
-                stats[f.name] = {"mode": f.categories[1] if positive * 2 > len(observed) else f.categories[0]}
-        self.stats_ = stats
+        stats = {f.name: f.fit(self._column(records, f.name, f.dtype)) for f in self.schema.features}
+        self.stats_ = {name: entry for name, entry in stats.items() if entry is not None}
         self.columns_, self.sources_ = self._layout()
         return self
 
     def _layout(self) -> tuple[list[str], list[str]]:
+        """The network's input columns and, for each, the feature it comes from."""
         columns, sources = [], []
         for f in self.schema.features:
-            names = [f"{f.name}={c}" for c in f.categories] if f.type == "categorical" else [f.name]
-            if f.missing == "indicator":
-                names.append(f"{f.name}__missing")
+            names = f.columns()
             columns += names
             sources += [f.name] * len(names)
         return columns, sources
@@ -132,25 +118,9 @@ class TabularPreprocessor:
         self._check_columns(records)
         if isinstance(records, Mapping) and all(len(v) == 1 for v in records.values()):
             return self.transform_record({name: values[0] for name, values in records.items()})
-        blocks = []
-        for f in self.schema.features:
-            if f.type == "numeric":
-                values = self._column(records, f.name, np.float64)
-                missing = np.isnan(values)
-                st = self.stats_[f.name]
-                filled = np.where(missing, st["median"], values)
-                blocks.append(((filled - st["mean"]) / st["std"])[:, None])
-            else:
-                raw = self._column(records, f.name, object)
-                missing = np.array([is_missing(v) for v in raw], dtype=bool)
-                if f.type == "binary":
-                    mode = self.stats_[f.name]["mode"]
-                    values = np.where(missing, mode, raw)
-                    blocks.append((values == f.categories[1]).astype(np.float64)[:, None])
-                else:
-                    blocks.append(np.stack([raw == c for c in f.categories], axis=1).astype(np.float64))
-            if f.missing == "indicator":
-                blocks.append(missing.astype(np.float64)[:, None])
+        blocks = [
+            f.encode(self._column(records, f.name, f.dtype), self.stats_.get(f.name)) for f in self.schema.features
+        ]
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def transform_record(self, values: Mapping[str, Any]) -> np.ndarray:
@@ -169,28 +139,16 @@ class TabularPreprocessor:
             raise ValueError(f"record lacks feature(s) {absent} of schema {self.schema.name!r}")
         row: list[float] = []
         for f in self.schema.features:
-            value = values[f.name]
-            missing = is_missing(value)
-            if f.type == "numeric":
-                st = self.stats_[f.name]
-                row.append(((st["median"] if missing else float(value)) - st["mean"]) / st["std"])
-            elif f.type == "binary":
-                row.append(float((self.stats_[f.name]["mode"] if missing else value) == f.categories[1]))
-            else:
-                row += [float(not missing and value == c) for c in f.categories]
-            if f.missing == "indicator":
-                row.append(float(missing))
+            row += f.encode_one(values[f.name], self.stats_.get(f.name))
         return np.asarray([row], dtype=np.float32)
 
     def transform_raw(self, records) -> tuple[np.ndarray, list[str]]:
         """Input for models with native missing-value handling (XGBoost).
 
-        Numbers unscaled, categoricals one-hot, binary 0/1, no indicator columns. A
-        missing value stays NaN (the trees learn where missing values go, which is what
-        an indicator would give) only for features whose schema policy is
-        ``indicator``; with ``impute`` it is filled as for the network (median, mode,
-        no category), so the schema's judgement that missingness must not be learned
-        from holds for every model.
+        Numbers unscaled, categoricals one-hot, no indicator columns; a missing value
+        stays NaN for the trees to place only under the ``indicator`` policy (see
+        :meth:`~fusion.schema.Feature.encode_raw`). :meth:`raw_sources` says which
+        feature each column comes from.
 
         Returns
         -------
@@ -199,40 +157,20 @@ class TabularPreprocessor:
         """
         self._check_fitted()
         self._check_columns(records)
-        blocks, names = [], []
-        for f in self.schema.features:
-            native = f.missing == "indicator"
-            if f.type == "numeric":
-                values = self._column(records, f.name, np.float64)
-                if not native:
-                    values = np.where(np.isnan(values), self.stats_[f.name]["median"], values)
-                blocks.append(values[:, None])
-                names.append(f.name)
-                continue
-            raw = self._column(records, f.name, object)
-            missing = np.array([is_missing(v) for v in raw], dtype=bool)
-            if f.type == "binary":
-                values = np.where(missing, self.stats_[f.name]["mode"], raw)
-                column = (values == f.categories[1]).astype(np.float64)
-                if native:
-                    column[missing] = np.nan
-                blocks.append(column[:, None])
-                names.append(f.name)
-            else:
-                onehot = np.stack([raw == c for c in f.categories], axis=1).astype(np.float64)
-                if native:
-                    onehot[missing] = np.nan
-                blocks.append(onehot)
-                names += [f"{f.name}={c}" for c in f.categories]
-        return np.concatenate(blocks, axis=1).astype(np.float32), names
+        blocks = [
+            f.encode_raw(self._column(records, f.name, f.dtype), self.stats_.get(f.name)) for f in self.schema.features
+        ]
+        return np.concatenate(blocks, axis=1).astype(np.float32), self.raw_columns()
 
     def raw_columns(self) -> list[str]:
-        """Names of :meth:`transform_raw`'s columns: a numeric or binary feature's own
-        name, ``name=category`` for each category of a categorical one."""
-        names = []
-        for f in self.schema.features:
-            names += [f"{f.name}={c}" for c in f.categories] if f.type == "categorical" else [f.name]
-        return names
+        """Names of :meth:`transform_raw`'s columns, as each feature names them (its own
+        name, or ``name=category`` for each category of a categorical one)."""
+        return [name for f in self.schema.features for name in f.raw_columns()]
+
+    def raw_sources(self) -> list[str]:
+        """For each of :meth:`transform_raw`'s columns, the feature it comes from (to
+        sum a tree model's attributions back onto features)."""
+        return [f.name for f in self.schema.features for _ in f.raw_columns()]
 
     @property
     def n_features_out(self) -> int:
@@ -281,26 +219,14 @@ class TabularPreprocessor:
 
 
 def _check_stats(stats: Any, where: Where, schema: Schema) -> dict[str, dict[str, Any]]:
-    """The fitted statistics, one entry per numeric or binary feature, each checked."""
+    """The fitted statistics, one entry per feature whose kind keeps some, each checked
+    by its kind."""
     stats = checks.mapping(stats, where)
-    needed = [f for f in schema.features if f.type in ("numeric", "binary")]
+    needed = [f for f in schema.features if f.stats_keys]
     missing = [f.name for f in needed if f.name not in stats]
     if missing:
         raise ValueError(f"{where} lacks the statistics of {short_repr(missing)}")
     unknown = sorted(set(stats) - {f.name for f in needed})
     if unknown:
-        raise ValueError(f"{where} has statistics of {short_repr(unknown)}, which are no numeric or binary feature")
-    out: dict[str, dict[str, Any]] = {}
-    for f in needed:
-        at = where / f.name
-        if f.type == "numeric":
-            entry = checks.keys(stats[f.name], at, required=("median", "mean", "std"))
-            out[f.name] = {
-                "median": checks.number(entry["median"], at / "median"),
-                "mean": checks.number(entry["mean"], at / "mean"),
-                "std": checks.number(entry["std"], at / "std", low=0, low_open=True),
-            }
-        else:
-            entry = checks.keys(stats[f.name], at, required=("mode",))
-            out[f.name] = {"mode": checks.text(entry["mode"], at / "mode", choices=f.categories)}
-    return out
+        raise ValueError(f"{where} has statistics of {short_repr(unknown)}, features whose kind keeps none")
+    return {f.name: f.check_stats(stats[f.name], where / f.name) for f in needed}

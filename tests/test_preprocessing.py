@@ -1,9 +1,12 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from fusion.checks import Where
 from fusion.preprocessing import TabularPreprocessor
-from fusion.schema import parse_schema, records_frame
+from fusion.schema import load_schema, parse_schema, records_frame
 
 SCHEMA = parse_schema(
     """
@@ -160,3 +163,45 @@ def test_saved_state_is_checked_naming_the_key(change, match):
     change(state)
     with pytest.raises(ValueError, match=rf"preprocessing\.json: tabular[. ]?{match}"):
         TabularPreprocessor.from_dict(state, SCHEMA, where=Where("preprocessing.json", "tabular"))
+
+
+# ------------------------------------------------- the format saved before issue 22
+# tests/data/old_format: a preprocessing state and two model folders (a tabular network,
+# an XGBoost model) saved by fusion before feature kinds became classes, with what that
+# fusion computed from them (expected.json; make.py says how it was made).
+OLD = Path(__file__).parent / "data" / "old_format"
+
+
+def _old_values(schema):
+    records = json.loads((OLD / "expected.json").read_text())["records"]
+    values = [schema.validate_record(r) for r in records]
+    return {n: [v[n] for v in values] for n in schema.feature_names}
+
+
+def test_a_state_saved_in_the_old_format_encodes_exactly_as_before():
+    schema = load_schema(OLD / "schema.toml")
+    expected = json.loads((OLD / "expected.json").read_text())
+    pre = TabularPreprocessor.from_dict(json.loads((OLD / "preprocessing.json").read_text()), schema)
+    columns = _old_values(schema)
+    np.testing.assert_array_equal(pre.transform(columns), np.asarray(expected["transform"], dtype=np.float32))
+    raw, names = pre.transform_raw(columns)
+    want = np.asarray([[np.nan if x is None else x for x in row] for row in expected["transform_raw"]], np.float32)
+    np.testing.assert_array_equal(raw, want)
+    assert names == expected["raw_columns"]
+    assert pre.to_dict() == json.loads((OLD / "preprocessing.json").read_text())  # saved again unchanged
+
+
+@pytest.mark.parametrize("name", ["network", "xgboost"])
+def test_a_model_folder_saved_in_the_old_format_predicts_and_explains_as_before(name):
+    import pandas as pd
+
+    from fusion.classifier import FusionClassifier
+
+    expected = json.loads((OLD / "expected.json").read_text())
+    clf = FusionClassifier.load(OLD / name)
+    proba = clf.predict_proba(pd.DataFrame(expected["records"]))
+    np.testing.assert_allclose(proba, expected[name]["proba"], rtol=1e-6, atol=1e-7)
+    for record, attribution in zip(expected["records"], expected[name]["attribution"], strict=False):
+        got = clf.explain(record=record).tabular_attribution
+        assert list(got) == list(attribution)
+        np.testing.assert_allclose(list(got.values()), list(attribution.values()), rtol=1e-5, atol=1e-7)

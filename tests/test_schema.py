@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fusion.schema import Feature, LabelSpec, builtin_schemas, load_schema, parse_schema
+from fusion.schema import LabelSpec, builtin_schemas, load_schema, parse_schema
+from fusion.schema.kinds import Numeric
 
 MINIMAL = """
 name = "mini"
@@ -134,7 +135,7 @@ def test_validate_record_rejects_non_mapping():
 
 
 def test_out_of_range_declared_as_missing_is_noted():
-    feature = Feature(name="po2", type="numeric", range=(50, 100), out_of_range="missing")
+    feature = Numeric("po2", range=(50, 100), out_of_range="missing")
     value, note = feature.parse(340)
     assert math.isnan(value) and "treated as missing" in note
 
@@ -204,7 +205,7 @@ def test_group_column_absent_from_the_table_refuses_to_split():
 
 @pytest.mark.parametrize("text", ["3_8", "\u0661\u0662", "1e400", "inf", "0x10", "1,5", "38.5.1", "\uff13\uff18"])
 def test_numbers_are_ascii_decimals(text):
-    feature = Feature("t", "numeric")
+    feature = Numeric("t")
     with pytest.raises(ValueError, match="must be a finite number"):
         feature.parse(text)
 
@@ -213,7 +214,7 @@ def test_numbers_are_ascii_decimals(text):
     "text, value", [(" 38.5 ", 38.5), ("-2", -2.0), ("+3", 3.0), (".5", 0.5), ("5.", 5.0), ("1e3", 1000.0)]
 )
 def test_ordinary_decimals_parse(text, value):
-    assert Feature("t", "numeric").parse(text) == (value, None)
+    assert Numeric("t").parse(text) == (value, None)
 
 
 def test_huge_integer_is_a_value_error_not_an_overflow():
@@ -281,20 +282,20 @@ def test_a_category_is_exactly_one_declared_value(value):
 @pytest.mark.parametrize("text", ["38\u00a0", "\u202f38", "3\u20098", "38\u2009", "\u300038", "38\n\u00a0"])
 def test_numbers_allow_only_ascii_spaces_around_them(text):
     with pytest.raises(ValueError, match="must be a finite number") as err:
-        Feature("t", "numeric").parse(text)
+        Numeric("t").parse(text)
     assert repr(text) in str(err.value)
 
 
 @pytest.mark.parametrize("text, value", [(" 38 ", 38.0), ("\t38.5", 38.5), ("38\t ", 38.0)])
 def test_ascii_spaces_and_tabs_around_a_number_are_allowed(text, value):
-    assert Feature("t", "numeric").parse(text) == (value, None)
+    assert Numeric("t").parse(text) == (value, None)
 
 
 @pytest.mark.parametrize("text", ["\u00a0", "\u2009NA\u2009", "\u3000"])
 def test_a_unicode_space_is_not_a_missing_value(text):
     with pytest.raises(ValueError, match="must be a finite number"):
-        Feature("t", "numeric").parse(text)
-    assert math.isnan(Feature("t", "numeric").parse(" NA\t")[0])  # ASCII spaces around a missing word are fine
+        Numeric("t").parse(text)
+    assert math.isnan(Numeric("t").parse(" NA\t")[0])  # ASCII spaces around a missing word are fine
 
 
 def test_an_unknown_field_list_is_cut_to_a_few_names():

@@ -207,18 +207,18 @@ class BoosterBackend:
     def explain(self, batch: Batch, target: int | None, *, n_steps: int = 0) -> Explanation:
         """Exact tree SHAP values (in margin space) of each record feature; ``n_steps``
         does not apply."""
-        X, names = self.spec.preprocessor.transform_raw(batch.records)
+        pre = self.spec.preprocessor
+        X = pre.transform_raw(batch.records)[0]
         proba = self.booster_.predict_proba(X)[0]
         k = int(np.argmax(proba)) if target is None else target
         contrib = self.booster_.contributions(X)[0, k, :-1]  # last column: bias
-        schema = self.spec.preprocessor.schema
         classes = self.spec.classes
         return Explanation(
             target=classes[k],
             probability=float(proba[k]),
             probabilities=dict(zip(classes, map(float, proba), strict=True)),
             modality_share={"tabular": 1.0},
-            tabular_attribution=sum_by_source(contrib, [n.split("=")[0] for n in names], schema.feature_names),
+            tabular_attribution=sum_by_source(contrib, pre.raw_sources(), pre.schema.feature_names),
             record=batch.record(0),
             method="xgboost_tree_shap",
             units=self.spec.units,

@@ -143,8 +143,8 @@ class GBMBackend:
         n_img = self._n_image_columns
         tabular = None
         if "tabular" in self.spec.modalities and batch.records is not None:
-            sources = [n.split("=")[0] for n in self.record_names_]
-            tabular = sum_by_source(contrib[n_img:], sources, self.spec.preprocessor.schema.feature_names)
+            pre = self.spec.preprocessor
+            tabular = sum_by_source(contrib[n_img:], pre.raw_sources(), pre.schema.feature_names)
         image_map = None
         if n_img and batch.images is not None:
             emb = X[0, :n_img]

@@ -282,14 +282,15 @@ class StackedBackend:
     def _record_drivers(self, batch: Batch, logps: dict, members: tuple[str, ...], k: int) -> dict[str, float]:
         import xgboost as xgb
 
-        raw, names = self.spec.preprocessor.transform_raw(batch.records)
+        pre = self.spec.preprocessor
+        raw = pre.transform_raw(batch.records)[0]
         n_classes = len(self.spec.classes)
         phi = self.record_booster_.predict(xgb.DMatrix(raw, missing=np.nan), pred_contribs=True)
         phi = np.asarray(phi).reshape(len(raw), n_classes, raw.shape[1] + 1)[0, :, :-1]  # (classes, columns)
         p = np.exp(logps["tabular"][0])
         change = phi - p @ phi  # each column's effect on every class's log-probability (linearised log-softmax)
         effect = self._target_log_odds_grad(logps, members, k, "tabular") @ change
-        return sum_by_source(effect, [n.split("=")[0] for n in names], self.spec.preprocessor.schema.feature_names)
+        return sum_by_source(effect, pre.raw_sources(), pre.schema.feature_names)
 
     def _pixel_map(self, batch: Batch, logps: dict, members: tuple[str, ...], k: int, n_steps: int) -> np.ndarray:
         import torch

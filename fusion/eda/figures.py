@@ -105,7 +105,7 @@ def plot_feature_distributions(
     for ax, feature in zip(axes, features, strict=False):  # spare axes are hidden below
         column = records[feature.name]
         missing = _missing_mask(column)
-        if feature.type == "numeric":
+        if feature.continuous:
             _numeric_panel(ax, column, missing, labels, classes, rng)
             ax.set_title(f"{feature.name}" + (f" ({feature.unit})" if feature.unit else ""), fontsize=10)
         else:

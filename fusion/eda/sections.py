@@ -251,7 +251,7 @@ def _leak_table(parts: ReportParts, ds: Dataset, raw: pd.DataFrame | None) -> pd
     """:func:`~fusion.eda.leaks.leak_candidates` of the features and of the raw table's
     other columns, with their ``role``; notes the undeclared columns on the way."""
     schema, records, labels, classes = ds.schema, ds.records, ds.labels, list(ds.classes)
-    numeric = [f.name for f in schema.features if f.type == "numeric"]
+    numeric = [f.name for f in schema.features if f.continuous]
     # Presence of a feature is judged by add_missingness already.
     features = leak_candidates(records, labels, classes, groups=ds.groups, presence=False, numeric=numeric)
     frames = [features.assign(role="feature")]

@@ -112,8 +112,7 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
     if schema is not None:
         out += ["", "## Preprocessing and exclusions (from the schema)"]
         for f in schema.features:
-            detail = f.unit or ", ".join(f.categories)
-            out.append(f"- `{f.name}`: {f.type} ({detail}); missing values: {f.missing}")
+            out.append(f"- `{f.name}`: {f.card_entry()}; missing values: {f.missing}")
         for column, reason in schema.excluded.items():
             out.append(f"- excluded `{column}`: {reason}")
     for split in ("val", "test"):

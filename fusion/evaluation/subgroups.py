@@ -24,7 +24,8 @@ def feature_for(schema, name: str):
     Raises
     ------
     ValueError
-        No such feature, or a numeric feature without bands.
+        No such feature, or one whose kind cannot split patients as declared (a
+        numeric feature without bands).
     """
     base = name[: -len("_band")] if name.endswith("_band") else name
     if base not in schema.feature_names:
@@ -32,8 +33,10 @@ def feature_for(schema, name: str):
             f"subgroups: {name!r} is not a feature of schema {schema.name!r}; features: {list(schema.feature_names)}"
         )
     feature = schema.feature(base)
-    if feature.type == "numeric" and not feature.bands:
-        raise ValueError(f"subgroups: {base!r} is numeric and its schema declares no bands (e.g. bands = [40, 65])")
+    try:
+        feature.check_subgroups()
+    except ValueError as err:
+        raise ValueError(f"subgroups: {err}") from None
     return feature
 
 

@@ -6,8 +6,9 @@ so a process (or a test) can hold several. Routes:
 
 - ``GET /``: the page (``static/index.html``: plain HTML and JavaScript, no build step);
 - ``GET /health``: model name, classes, modalities, backend, fusion version;
-- ``GET /schema``: the record's fields (type, unit, range, categories) and the image
-  limits, from the model's own schema, for the page's form or any client;
+- ``GET /schema``: the record's fields (type, the input widget, unit, range,
+  categories, as each feature's kind describes it) and the image limits, from the
+  model's own schema, for the page's form or any client;
 - ``POST /predict``: a multipart form with an optional file ``image`` and an optional
   field ``record`` (a JSON object as text) -> label, probabilities, modalities used;
 - ``POST /explain``: the same plus modality shares, the top record drivers and the
@@ -163,24 +164,7 @@ class _Service:
         }
 
     def describe_schema(self) -> dict:
-        features = []
-        if self.schema is not None:
-            for f in self.schema.features:
-                features.append(
-                    {
-                        "name": f.name,
-                        "type": f.type,
-                        "unit": f.unit,
-                        "range": list(f.range) if f.range is not None else None,
-                        # "missing": a value outside the range is taken as not measured,
-                        # so it is not refused (neither by the server nor by the page).
-                        "out_of_range": f.out_of_range,
-                        "categories": list(f.categories),
-                        "required": f.missing == "error",
-                        "accepted": f.accepted,
-                        "description": f.description,
-                    }
-                )
+        features = [f.form_field() for f in self.schema.features] if self.schema is not None else []
         return {
             "name": self.schema.name if self.schema is not None else None,
             "description": self.schema.description if self.schema is not None else "",

@@ -439,7 +439,7 @@ def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.n
 def subgroup_features(schema) -> list[str]:
     """The record features a run reports subgroups of: every categorical or binary
     feature, and every numeric one whose schema declares bands."""
-    return [f.name for f in schema.features if f.type != "numeric" or f.bands]
+    return [f.name for f in schema.features if f.has_subgroups]
 
 
 def write_model_card(folder: Path, metrics: dict, schema, cfg: Config) -> None:

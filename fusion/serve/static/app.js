@@ -29,7 +29,8 @@ function buildField(feature) {
   const unit = feature.unit ? ` (${feature.unit})` : "";
   box.append(element("label", { for: id }, feature.name + unit));
   let input;
-  if (feature.type === "numeric") {
+  // The widget the service names for the feature's kind: a number, or a choice among categories.
+  if (feature.input === "number") {
     input = element("input", { id, name: feature.name, type: "number", step: "any", inputmode: "decimal" });
     // A range the server enforces is enforced here too; a range whose out-of-range
     // values the schema takes as "not measured" is only shown.
@@ -44,7 +45,7 @@ function buildField(feature) {
   }
   input.dataset.feature = feature.name;
   box.append(input);
-  const hint = feature.type === "numeric" && feature.range
+  const hint = feature.input === "number" && feature.range
     ? `${fmt(feature.range[0])} to ${fmt(feature.range[1])}${feature.unit ? " " + feature.unit : ""}`
     : "";
   const more = [hint, feature.required ? "required once a record is given" : "", feature.description]
@@ -102,7 +103,7 @@ function readRecord() {
   let ok = true;
   for (const feature of schema.features) {
     const input = $(`field-${feature.name}`);
-    if (feature.type === "numeric") {
+    if (feature.input === "number") {
       if (input.validity.badInput) {
         showError(feature.name, `'${feature.name}' must be ${feature.accepted}; got text that is not a number`);
         ok = false;

@@ -1,0 +1,340 @@
+"""The schema of a table: its label, group, image and feature columns, and the
+validation of whole tables and single records against it."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PureWindowsPath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fusion.schema.kinds import Feature
+from fusion.schema.values import is_missing, short_list
+from fusion.schema.values import raw_str as _raw_str
+from fusion.schema.values import short_repr as _short
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _leaves_folder(relative: str) -> bool:
+    """Whether a folder written in a schema leads out of the folder it is relative to,
+    as written: absolute (POSIX, a Windows drive or share), the home folder (``~``), or
+    more ``..`` than names before them. Symlinks are the loaders' to resolve."""
+    if relative.startswith(("/", "\\", "~")) or PureWindowsPath(relative).drive:
+        return True
+    depth = 0
+    for part in re.split(r"[\\/]+", relative):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """The label column and how its raw values map to classes.
+
+    ``classes`` keeps the schema's order, which is the order of the model's outputs.
+    A raw value matches a class when it equals one of its ``values`` or starts with one
+    of its ``prefixes``; a value matching no class goes to ``default`` or is an error.
+    """
+
+    column: str
+    values: dict[str, tuple[str, ...]]
+    prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    default: str | None = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
+    def __post_init__(self) -> None:
+        if len(self.values) < 2:
+            raise ValueError(f"label {self.column!r}: at least two classes are needed; got {list(self.values)}")
+        if self.default is not None and self.default not in self.values:
+            raise ValueError(
+                f"label {self.column!r}: default {self.default!r} is not one of the classes {list(self.values)}"
+            )
+        seen: dict[str, str] = {}
+        for cls, raws in self.values.items():
+            for raw in raws:
+                if raw in seen:
+                    raise ValueError(
+                        f"label {self.column!r}: raw value {raw!r} is listed for both {seen[raw]!r} and {cls!r}"
+                    )
+                seen[raw] = cls
+
+    def encode(self, raw: Any) -> int:
+        """Map a raw label value to its class index.
+
+        Raises
+        ------
+        ValueError
+            For a missing label, or an unknown raw value when the schema has no default.
+        """
+        if is_missing(raw):
+            raise ValueError(f"label {self.column!r} is missing")
+        text = _raw_str(raw)
+        for index, cls in enumerate(self.values):
+            if text in self.values[cls] or any(text.startswith(p) for p in self.prefixes.get(cls, ())):
+                return index
+        if self.default is not None:
+            return self.classes.index(self.default)
+        listed = {c: list(v) + [p + "*" for p in self.prefixes.get(c, ())] for c, v in self.values.items()}
+        raise ValueError(
+            f"label {self.column!r}: unknown value {_short(raw)}; the schema maps {listed} "
+            "and declares no default class"
+        )
+
+
+@dataclass
+class TableValidation:
+    """The valid rows of a table, parsed, with every skipped row and its reason.
+
+    Attributes
+    ----------
+    features : pandas.DataFrame
+        One column per schema feature, parsed (numeric: float with NaN; others: str or
+        None), indexed like the input rows that passed.
+    labels : numpy.ndarray of int
+        Class indices, aligned with ``features``.
+    groups : numpy.ndarray of str or None
+        Group (patient) ids, when the schema declares a group column.
+    images : numpy.ndarray of str or None
+        Image file names, when the schema declares an image column.
+    skipped : list of dict
+        ``{"row": index, "file": image or None, "reason": str}`` for each rejected row.
+    notes : list of dict
+        Values the schema's declared policies turned into missing values (row, reason).
+    """
+
+    features: pd.DataFrame
+    labels: np.ndarray
+    groups: np.ndarray | None
+    images: np.ndarray | None
+    skipped: list[dict]
+    notes: list[dict]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A declarative description of a multimodal table; see the module docstring."""
+
+    name: str
+    label: LabelSpec
+    features: tuple[Feature, ...]
+    group: str | None = None
+    image_column: str | None = None
+    image_folder: str | None = None
+    image_allow_outside: bool = False
+    excluded: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"schema {self.name!r}: features declared twice: {short_list(dupes)}")
+        roles: dict[str, str] = {}
+        for role, column in [("label", self.label.column), ("group", self.group), ("image", self.image_column)]:
+            if column is not None:
+                roles.setdefault(column, role)
+        for column in list(names) + list(self.excluded):
+            if column in roles:
+                raise ValueError(
+                    f"schema {self.name!r}: column {column!r} is both the {roles[column]} column "
+                    "and a feature or excluded column"
+                )
+        both = sorted(set(names) & set(self.excluded))
+        if both:
+            raise ValueError(f"schema {self.name!r}: columns both features and excluded: {short_list(both)}")
+        for column, reason in self.excluded.items():
+            if not isinstance(reason, str) or not reason.strip():
+                raise ValueError(f"schema {self.name!r}: excluded column {column!r} needs a reason")
+        self._check_image_folder()
+
+    def _check_image_folder(self) -> None:
+        """The image folder lies inside the dataset folder unless the schema says otherwise:
+        a dataset's table must not make the loaders read ``/etc`` or a home folder."""
+        if not isinstance(self.image_allow_outside, bool):
+            raise TypeError(f"schema {self.name!r}: image_allow_outside must be True or False")
+        folder = self.image_folder
+        if folder is None or self.image_allow_outside or not _leaves_folder(folder):
+            return
+        raise ValueError(
+            f"schema {self.name!r}: [image] 'folder' must be a relative folder inside the dataset folder "
+            f"(no leading '/', '~' or drive, no '..' climbing out of it); got {_short(folder)}; for images kept "
+            "elsewhere on purpose, set allow_outside = true in [image]"
+        )
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.label.classes
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(f"schema {self.name!r} has no feature {name!r}; features: {list(self.feature_names)}")
+
+    # ------------------------------------------------------------------ records
+    def validate_record(self, record: Mapping[str, Any] | pd.Series | None) -> dict[str, Any]:
+        """Validate one clinical record for prediction.
+
+        Parameters
+        ----------
+        record : mapping or pandas.Series
+            Keyed by feature names; a missing key is a missing value. The label, group,
+            image and excluded columns are ignored if present, so a row of the training
+            table can be passed as it is.
+
+        Returns
+        -------
+        dict
+            Every feature name mapped to its parsed value (NaN or None when missing).
+
+        Raises
+        ------
+        TypeError
+            ``record`` is not a mapping.
+        ValueError
+            A field is unknown, or a value is not accepted (the message names the field,
+            the value and what is accepted).
+        """
+        pandas = sys.modules.get("pandas")
+        if pandas is not None and isinstance(record, pandas.Series):
+            record = record.to_dict()
+        if not isinstance(record, Mapping):
+            raise TypeError(
+                f"record must be a dict or pandas Series keyed by feature name; got {type(record).__name__}"
+            )
+        known = (
+            set(self.feature_names)
+            | set(self.excluded)
+            | {c for c in (self.label.column, self.group, self.image_column) if c}
+        )
+        unknown = sorted(str(k) for k in record if k not in known)
+        if unknown:
+            raise ValueError(
+                f"record has unknown field(s) {short_list(unknown)}; "
+                f"schema {self.name!r} accepts {short_list(self.feature_names, 20)}"
+            )
+        out = {}
+        for feature in self.features:
+            out[feature.name], _ = feature.parse(record.get(feature.name))
+        return out
+
+    # ------------------------------------------------------------------- tables
+    def required_columns(self, *, with_label: bool = True, with_image: bool = True) -> list[str]:
+        cols = list(self.feature_names)
+        if with_label:
+            cols.append(self.label.column)
+        if self.group:
+            cols.append(self.group)
+        if with_image and self.image_column:
+            cols.append(self.image_column)
+        return cols
+
+    def undeclared_columns(self, columns) -> list[str]:
+        """Columns of a table the schema says nothing about (neither used nor excluded)."""
+        declared = set(self.required_columns()) | set(self.excluded)
+        return [c for c in columns if c not in declared]
+
+    def validate_table(self, table: pd.DataFrame, *, with_label: bool = True) -> TableValidation:
+        """Validate a whole table; rows that fail are skipped and each one reported.
+
+        Read CSV files with ``dtype=str, keep_default_na=False`` (as
+        :func:`fusion.data.read_table` does) so that the schema, not pandas, decides
+        what is a number and what is missing.
+
+        Raises
+        ------
+        ValueError
+            When a column the schema needs is absent from the table.
+        """
+        used = list(dict.fromkeys(self.required_columns(with_label=with_label)))
+        missing_cols = [c for c in used if c not in table.columns]
+        if missing_cols:
+            raise ValueError(
+                f"table lacks column(s) {short_list(missing_cols)} required by schema {self.name!r}; "
+                f"it has {short_list(table.columns, 20)}"
+            )
+        parsed: dict[str, list] = {f.name: [] for f in self.features}
+        labels, groups, images, kept, skipped, notes = [], [], [], [], [], []
+        # Only the columns read: a 10,000-column table is not turned into rows x 10,000 objects.
+        for index, row in zip(table.index, table[used].to_dict("records"), strict=True):
+            file = row.get(self.image_column) if self.image_column else None
+            file = None if is_missing(file) else str(file)
+            reasons, row_notes, values = [], [], {}
+            for feature in self.features:
+                try:
+                    values[feature.name], note = feature.parse(row[feature.name])
+                except ValueError as err:
+                    reasons.append(str(err))
+                    continue
+                if note:
+                    row_notes.append(note)
+            label = -1
+            if with_label:
+                try:
+                    label = self.label.encode(row[self.label.column])
+                except ValueError as err:
+                    reasons.append(str(err))
+            group = None
+            if self.group:
+                group = row[self.group]
+                if is_missing(group):
+                    reasons.append(f"group column {self.group!r} is missing")
+                group = _raw_str(group)
+            if self.image_column and file is None:
+                reasons.append(f"image column {self.image_column!r} is empty")
+            if reasons:
+                skipped.append({"row": _jsonable(index), "file": file, "reason": "; ".join(reasons)})
+                continue
+            notes.extend({"row": _jsonable(index), "file": file, "reason": n} for n in row_notes)
+            for name, value in values.items():
+                parsed[name].append(value)
+            labels.append(label)
+            groups.append(group)
+            images.append(file)
+            kept.append(index)
+        import pandas as pd
+
+        features = records_frame(self, parsed, index=pd.Index(kept, name=table.index.name))
+        return TableValidation(
+            features=features,
+            labels=np.asarray(labels, dtype=np.int64),
+            groups=np.asarray(groups, dtype=object) if self.group else None,
+            images=np.asarray(images, dtype=object) if self.image_column else None,
+            skipped=skipped,
+            notes=notes,
+        )
+
+
+def records_frame(schema: Schema, columns: Mapping[str, list], index=None) -> pd.DataFrame:
+    """Parsed feature values as a DataFrame with each feature's explicit dtype: float64
+    (NaN = missing) for numbers, object (None = missing) for the others, so that
+    pandas' string inference never turns a missing category into NaN."""
+    import pandas as pd
+
+    data = {f.name: pd.Series(columns[f.name], dtype=f.dtype, index=index) for f in schema.features}
+    return pd.DataFrame(data, index=index)
+
+
+def _jsonable(index: Any) -> Any:
+    if isinstance(index, np.integer):
+        return int(index)
+    return index
