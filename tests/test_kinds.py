@@ -288,7 +288,7 @@ def test_an_ordinal_feature_trains_predicts_explains_and_round_trips(heart, mode
 def test_an_ordinal_feature_gets_subgroups_in_order_and_a_line_in_the_model_card(heart):
     from fusion.evaluation.card import model_card
     from fusion.evaluation.subgroups import subgroup_report
-    from fusion.train import subgroup_features
+    from fusion.training.run import subgroup_features
 
     train, _ = heart
     schema = train.schema

@@ -82,7 +82,7 @@ def parse_record_json(data: str | bytes, *, origin: str = "record") -> dict | No
     service's ``record`` field): at most :data:`MAX_RECORD_BYTES` of UTF-8, nested at
     most :data:`MAX_RECORD_DEPTH` deep, each key once (``json.loads`` would keep the
     last of ``{"age": 61, "age": 30}`` silently), one JSON object. Numbers beyond
-    float's range stay :class:`JSONNumber` text for :meth:`Schema.validate_record` to
+    float's range stay :class:`JSONNumber` text for :meth:`fusion.schema.core.Schema.validate_record` to
     refuse naming their field. ``origin`` begins every message ("record", or the flag
     and file it came from).
 
