@@ -31,7 +31,6 @@ True
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -246,8 +245,7 @@ class FusionClassifier:
             When the data lack a modality the configuration asks for (naming the
             ``modalities`` field), or a checkpoint does not match.
         """
-        cfg = copy.deepcopy(self.config) if self.config is not None else Config()
-        cfg.validate()
+        cfg = (self.config if self.config is not None else Config()).resolved()
         missing = [m for m in cfg.modalities if m not in train.modalities]
         if missing:
             raise ValueError(f"modalities: the training data have no {missing} (they hold {sorted(train.modalities)})")
@@ -670,7 +668,7 @@ def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str,
     )
     checks.text(meta["fusion_version"], where / "fusion_version")
     classes = checks.texts(meta["classes"], where / "classes", unique=True, min_length=2)
-    config = Config.from_dict(meta["config"], where=where / "config")
+    config = Config.from_dict(meta["config"], where=where / "config").resolved()
     try:
         modalities = parse_modalities(list(checks.texts(meta["modalities"], where / "modalities")))
     except ValueError as err:

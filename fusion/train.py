@@ -275,6 +275,7 @@ def run(
         folder and how to continue.
     """
     start = time.perf_counter()
+    cfg = cfg.resolved()  # the derived defaults (image size, starting weights) this run trains with
     main = distributed.is_main()
     verbose = verbose and main
     folder = distributed.on_main(lambda: _prepare_out(str(out) if out else None, resume))
