@@ -47,8 +47,8 @@ def parts():
 
 
 @pytest.mark.parametrize("kind", ["network", "booster"])
-def test_fit_leaves_its_parameter_alone_and_sets_fitted_state(parts, kind):
-    cfg = Config(modalities="tabular", model="xgboost") if kind == "booster" else Config()
+def test_fit_leaves_its_parameter_alone_and_sets_fitted_state(parts, kind, small_tuning):
+    cfg = Config(modalities="tabular", model="xgboost", tuning=small_tuning) if kind == "booster" else Config()
     cfg.image.image_size, cfg.train.epochs, cfg.train.device = 32, 1, "cpu"
     before = copy.deepcopy(cfg)
     clf = FusionClassifier(cfg)
