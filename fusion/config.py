@@ -247,7 +247,7 @@ class TrainConfig:
     min_epochs: int = setting(10, help="the fewest epochs, when train.epochs is unset")
     batch_size: int = setting(32, flag="--batch-size", metavar="N", help="rows per optimisation step (global)")
     lr: float = setting(2e-3, flag="--lr", metavar="LR", help="peak learning rate (AdamW, one-cycle schedule)")
-    weight_decay: float = setting(1e-4, help="AdamW weight decay")
+    weight_decay: float = setting(1e-4, flag="--weight-decay", metavar="WD", help="AdamW weight decay")
     patience: int = setting(
         6, flag="--patience", metavar="N", help="early-stopping patience in epochs (validation macro-F1)"
     )
