@@ -203,10 +203,8 @@ class FusionClassifier:
 
     # ------------------------------------------------------ scikit-learn params
     def get_params(self, deep: bool = True) -> dict:
-        """The estimator's one parameter, ``config``; with ``deep``, also each of its
-        sections and settings by scikit-learn's nested names (``config__train``,
-        ``config__train__lr``), which ``GridSearchCV`` tunes. Without a config, those
-        of the default one."""
+        """``config``; with ``deep`` also its sections and settings by scikit-learn's
+        nested names (``config__train__lr``), which ``GridSearchCV`` tunes."""
         params = {"config": self.config}
         if deep and (self.config is None or isinstance(self.config, Config)):
             nested = (self.config if self.config is not None else Config()).params()
@@ -214,25 +212,12 @@ class FusionClassifier:
         return params
 
     def set_params(self, **params) -> FusionClassifier:
-        """Set ``config``, or settings of it by nested name (``config__train__lr=1e-3``).
-
-        A nested name sets the setting in a copy of the configuration
-        (:meth:`Config.with_params`): the Config the estimator was given is never
-        changed. Values are checked by ``fit``, as scikit-learn expects.
-
-        Raises
-        ------
-        ValueError
-            A name that is neither ``config`` nor one of its settings.
-        TypeError
-            A nested name while ``config`` is not a :class:`Config`.
-        """
+        """Set ``config``, or its settings by nested name (``config__train__lr=1e-3``)
+        in a copy of it (:meth:`Config.with_params`): the Config given is never
+        changed. ``fit`` checks the values, as scikit-learn expects."""
         unknown = sorted(k for k in params if k != "config" and not k.startswith("config__"))
         if unknown:
-            raise ValueError(
-                f"FusionClassifier has no parameter(s) {unknown}; its parameter is 'config', "
-                "and each of its settings by nested name ('config__train__lr')"
-            )
+            raise ValueError(f"FusionClassifier has no parameter(s) {unknown}; it has 'config' and 'config__<setting>'")
         if "config" in params:
             self.config = params["config"]
         nested = {k.removeprefix("config__"): v for k, v in params.items() if k != "config"}
@@ -244,17 +229,11 @@ class FusionClassifier:
         return self
 
     def __sklearn_tags__(self):
-        """What scikit-learn's model-selection tools (``GridSearchCV``) ask of an
-        estimator: a multi-class classifier whose labels come with its data (a
-        :class:`~fusion.data.Dataset`), not as ``y``. scikit-learn is imported only
-        when asked (the estimator does not derive from its ``BaseEstimator``)."""
+        """scikit-learn's description, which ``GridSearchCV`` asks for: a classifier
+        whose labels come with its data (a Dataset), not as ``y``."""
         from sklearn.utils import ClassifierTags, Tags, TargetTags
 
-        return Tags(
-            estimator_type="classifier",
-            target_tags=TargetTags(required=False),
-            classifier_tags=ClassifierTags(),
-        )
+        return Tags("classifier", TargetTags(required=False), classifier_tags=ClassifierTags())
 
     def __repr__(self) -> str:
         return f"FusionClassifier(config={self.config!r})" if self.config is not None else "FusionClassifier()"

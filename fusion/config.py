@@ -39,7 +39,7 @@ import os
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from fusion import checks
@@ -68,7 +68,7 @@ MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes no more
 
 
 def setting(
-    default: Any = MISSING,
+    default: Any,
     *,
     help: str,
     flag: str | None = None,
@@ -100,14 +100,7 @@ def setting(
         How the command line reads the value, where the field's type does not say
         (a whole number, a decimal number or a string).
     """
-    metadata = {
-        "help": help,
-        "flag": flag,
-        "choices": choices,
-        "metavar": metavar,
-        "shown": shown,
-        "parse": parse,
-    }
+    metadata = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "shown": shown, "parse": parse}
     return field(default=default, metadata=metadata)
 
 
