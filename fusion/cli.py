@@ -1,4 +1,10 @@
-"""What the command-line entry points share: where their output may go.
+"""What the command-line entry points share: how settings become flags, how errors name
+them, and where their output may go.
+
+Each setting's flag is declared once, on its field in :mod:`fusion.config`:
+:func:`add_config_arguments` turns those into options, :func:`config_from_args` reads
+them back, :data:`FIELD_FLAGS` lets an error that names a field name its flag, and
+:func:`option_table` writes the README's table of them.
 
 Every output a command writes is checked before anything is written: it must not be
 one of the command's inputs, must not replace an existing file, and its folder must
