@@ -85,9 +85,9 @@ def main() -> None:
     tune_allocator()
 
     cfg = Config()
-    cfg.image.backbone, cfg.image.image_size = args.backbone, None
+    cfg.image.backbone = args.backbone
     cfg.train.precision, cfg.train.device, cfg.train.epochs = args.precision, args.device, args.epochs
-    cfg.validate()
+    cfg = cfg.resolved()
     size = cfg.image.image_size
     n_train = args.n_train or (1400 if args.backbone == "custom" else 192)
     if args.backbone == "densenet169":

@@ -89,7 +89,7 @@ def main() -> None:
         cfg = configs[name]
         if args.image_size:
             cfg.image.image_size = args.image_size
-        cfg.validate()
+        cfg = cfg.resolved()
         size = cfg.image.image_size
         if size not in datasets:
             datasets[size] = load_dataset(args.data, args.schema, image_size=size)

@@ -27,7 +27,6 @@ True
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -92,15 +91,37 @@ class FusionClassifier:
 
     # ------------------------------------------------------ scikit-learn params
     def get_params(self, deep: bool = True) -> dict:
-        """The estimator's one parameter, ``config``."""
-        return {"config": self.config}
+        """``config``; with ``deep`` also its sections and settings by scikit-learn's
+        nested names (``config__train__lr``), which ``GridSearchCV`` tunes."""
+        params = {"config": self.config}
+        if deep and (self.config is None or isinstance(self.config, Config)):
+            nested = (self.config if self.config is not None else Config()).params()
+            params.update({f"config__{name}": value for name, value in nested.items()})
+        return params
 
     def set_params(self, **params) -> FusionClassifier:
-        unknown = sorted(set(params) - {"config"})
+        """Set ``config``, or its settings by nested name (``config__train__lr=1e-3``)
+        in a copy of it (:meth:`Config.with_params`): the Config given is never
+        changed. ``fit`` checks the values, as scikit-learn expects."""
+        unknown = sorted(k for k in params if k != "config" and not k.startswith("config__"))
         if unknown:
-            raise ValueError(f"FusionClassifier has no parameter(s) {unknown}; its one parameter is 'config'")
-        self.config = params.get("config", self.config)
+            raise ValueError(f"FusionClassifier has no parameter(s) {unknown}; it has 'config' and 'config__<setting>'")
+        if "config" in params:
+            self.config = params["config"]
+        nested = {k.removeprefix("config__"): v for k, v in params.items() if k != "config"}
+        if nested:
+            base = self.config if self.config is not None else Config()
+            if not isinstance(base, Config):
+                raise TypeError(f"config must be a Config to set {sorted(nested)}; got {base!r:.60}")
+            self.config = base.with_params(**nested)
         return self
+
+    def __sklearn_tags__(self):
+        """scikit-learn's description, which ``GridSearchCV`` asks for: a classifier
+        whose labels come with its data (a Dataset), not as ``y``."""
+        from sklearn.utils import ClassifierTags, Tags, TargetTags
+
+        return Tags("classifier", TargetTags(required=False), classifier_tags=ClassifierTags())
 
     def __repr__(self) -> str:
         return f"FusionClassifier(config={self.config!r})" if self.config is not None else "FusionClassifier()"
@@ -134,8 +155,7 @@ class FusionClassifier:
             When the data lack a modality the configuration asks for (naming the
             ``modalities`` field), or a checkpoint does not match.
         """
-        cfg = copy.deepcopy(self.config) if self.config is not None else Config()
-        cfg.validate()
+        cfg = (self.config if self.config is not None else Config()).resolved()
         missing = [m for m in cfg.modalities if m not in train.modalities]
         if missing:
             raise ValueError(f"modalities: the training data have no {missing} (they hold {sorted(train.modalities)})")

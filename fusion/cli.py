@@ -1,4 +1,10 @@
-"""What the command-line entry points share: where their output may go.
+"""What the command-line entry points share: how settings become flags, how errors name
+them, and where their output may go.
+
+Each setting's flag is declared once, on its field in :mod:`fusion.config`:
+:func:`add_config_arguments` turns those into options, :func:`config_from_args` reads
+them back, :data:`FIELD_FLAGS` lets an error that names a field name its flag, and
+:func:`option_table` writes the README's table of them.
 
 Every output a command writes is checked before anything is written: it must not be
 one of the command's inputs, must not replace an existing file, and its folder must
@@ -14,78 +20,10 @@ import logging
 import os
 import re
 import sys
+import typing
 from pathlib import Path
 
-# The library names configuration fields in its errors; the commands speak in flags.
-FIELD_FLAGS = {
-    "modalities": "--modalities",
-    "model": "--model",
-    "fusion": "--fusion",
-    "image.backbone": "--backbone",
-    "image.image_size": "--image-size",
-    "image.freeze": "--freeze",
-    "image.pretrained": "--pretrained",
-    "image.weights": "--weights",
-    "image.init_from": "--init-from",
-    "train.epochs": "--epochs",
-    "train.batch_size": "--batch-size",
-    "train.lr": "--lr",
-    "train.patience": "--patience",
-    "train.seed": "--seed",
-    "train.device": "--device",
-    "train.precision": "--precision",
-    "data.synthetic_n": "--synthetic-n",
-    "data.schema": "--schema",
-    # load_dataset's arguments of the image cache (add_cache_arguments' flags)
-    "cache_dir": "--cache-dir",
-    "memory_map": "--memory-map",
-}
-# How the library names a field: a dotted name anywhere (``train.epochs``), and a
-# top-level one (``model``, ``fusion``, ``modalities``, plain words in prose: "this
-# model", "a fusion model") only as the subject of a statement about it: "model must
-# be", "fusion 'gbm' reads", "modalities: ...", "fusion = 'stacked'", "memory_map=True". A user's value is
-# never a field however it is spelt: quoted values are set aside before matching, and
-# a name inside a path (``runs/model.safetensors``) is not matched.
-_DOTTED = sorted((f for f in FIELD_FLAGS if "." in f), key=len, reverse=True)
-_BARE = sorted((f for f in FIELD_FLAGS if "." not in f), key=len, reverse=True)
-_FIELD = re.compile(
-    r"(?<![\w./\\-])(?:("
-    + "|".join(map(re.escape, _DOTTED))
-    + r")(?![\w])|("
-    + "|".join(map(re.escape, _BARE))
-    + r")(?= must\b| ?[:=] | ['\"]|=\S))"
-)
-# A quoted value (as repr writes it); an apostrophe inside a word ("model's") opens none.
-_QUOTED = re.compile(r"""(?<!\w)(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
-
-
-def add_cache_arguments(p) -> None:
-    """The flags of the decoded-image cache, the same on every command that loads a folder."""
-    p.add_argument(
-        "--cache-dir",
-        help="where decoded images are cached (default: $FUSION_CACHE_DIR or ~/.cache/fusion; 'none' to disable)",
-    )
-    p.add_argument(
-        "--cache-workers",
-        type=positive_int,
-        help="processes that decode images while the cache is built (default: one per core from 1,024 films)",
-    )
-    p.add_argument(
-        "--memory-map",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="read cached images batch by batch from disk instead of holding them in memory "
-        "(auto: when they take more than 256 MB)",
-    )
-
-
-def cache_options(args) -> dict:
-    """Keyword arguments of :func:`fusion.data.loaders.load_dataset` from those flags."""
-    return {
-        "cache_dir": False if args.cache_dir == "none" else args.cache_dir,
-        "cache_workers": args.cache_workers,
-        "memory_map": {"auto": None, "always": True, "never": False}[args.memory_map],
-    }
+from fusion.config import Config, Setting, settings
 
 
 def _cut(value: str) -> str:
@@ -159,6 +97,163 @@ def positive_number(value: str) -> float:
     if not number > 0:
         raise argparse.ArgumentTypeError(f"must be a finite number above 0; got {_cut(value)}")
     return number
+
+
+# How load_dataset's image-cache arguments are set on every command that loads a folder:
+# argument -> (flag, argparse options). Not settings of the model: where a cache lies and
+# how many processes build it belong to this machine, not to a model folder.
+CACHE_OPTIONS = {
+    "cache_dir": (
+        "--cache-dir",
+        {
+            "metavar": "DIR",
+            "help": "where decoded images are cached ('none' to disable) "
+            "(default: $FUSION_CACHE_DIR or ~/.cache/fusion)",
+        },
+    ),
+    "cache_workers": (
+        "--cache-workers",
+        {
+            "metavar": "N",
+            "type": positive_int,
+            "help": "processes that decode images while the cache is built (default: one per core from 1,024 films)",
+        },
+    ),
+    "memory_map": (
+        "--memory-map",
+        {
+            "choices": ("auto", "always", "never"),
+            "default": "auto",
+            "help": "read cached images batch by batch from disk instead of holding them in memory "
+            "(auto: when they take more than 256 MB) (default: auto)",
+        },
+    ),
+}
+# The library names configuration fields in its errors; the commands speak in flags.
+# Both are declared once: the settings' flags in fusion.config, the cache's above.
+FIELD_FLAGS = {
+    **{s.name: s.flag for s in settings() if s.flag},
+    **{name: flag for name, (flag, _) in CACHE_OPTIONS.items()},
+}
+# How the library names a field: a dotted name anywhere (``train.epochs``), and a
+# top-level one (``model``, ``fusion``, ``modalities``, plain words in prose: "this
+# model", "a fusion model") only as the subject of a statement about it: "model must
+# be", "fusion 'gbm' reads", "modalities: ...", "fusion = 'stacked'", "memory_map=True". A user's value is
+# never a field however it is spelt: quoted values are set aside before matching, and
+# a name inside a path (``runs/model.safetensors``) is not matched.
+_DOTTED = sorted((f for f in FIELD_FLAGS if "." in f), key=len, reverse=True)
+_BARE = sorted((f for f in FIELD_FLAGS if "." not in f), key=len, reverse=True)
+_FIELD = re.compile(
+    r"(?<![\w./\\-])(?:("
+    + "|".join(map(re.escape, _DOTTED))
+    + r")(?![\w])|("
+    + "|".join(map(re.escape, _BARE))
+    + r")(?= must\b| ?[:=] | ['\"]|=\S))"
+)
+# A quoted value (as repr writes it); an apostrophe inside a word ("model's") opens none.
+_QUOTED = re.compile(r"""(?<!\w)(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
+
+
+def add_cache_arguments(p) -> None:
+    """The flags of the decoded-image cache (:data:`CACHE_OPTIONS`), the same on every
+    command that loads a folder."""
+    for flag, options in CACHE_OPTIONS.values():
+        p.add_argument(flag, **options)
+
+
+def cache_options(args) -> dict:
+    """Keyword arguments of :func:`fusion.data.loaders.load_dataset` from those flags."""
+    return {
+        "cache_dir": False if args.cache_dir == "none" else args.cache_dir,
+        "cache_workers": args.cache_workers,
+        "memory_map": {"auto": None, "always": True, "never": False}[args.memory_map],
+    }
+
+
+# ------------------------------------------------------------ settings as flags
+def _dest(s: Setting) -> str:
+    """The attribute argparse gives a setting's flag (``--batch-size``: ``batch_size``)."""
+    return s.flag.lstrip("-").replace("-", "_")
+
+
+def _value_type(s: Setting):
+    """How the command line reads a setting's value: as declared, else from its type
+    (whole numbers and decimals by the checked readers above; text as it is)."""
+    if s.parse is not None:
+        return s.parse
+    kinds = [a for a in typing.get_args(s.hint) if a is not type(None)] or [s.hint]
+    return {int: integer, float: finite_number}.get(kinds[0])
+
+
+def _shown(s: Setting, default: Config) -> str | None:
+    """A setting's default as the help and the README say it (None: nothing to say)."""
+    if s.shown is not None:
+        return s.shown.format(default=default)
+    if s.default is None or isinstance(s.default, bool):
+        return None
+    return ",".join(map(str, s.default)) if isinstance(s.default, tuple) else str(s.default)
+
+
+def add_config_arguments(p) -> None:
+    """An option for each setting that declares a flag (:func:`fusion.config.setting`),
+    with the help, choices and default declared there; a boolean's flag switches it
+    from its default. :func:`config_from_args` reads them back."""
+    default = Config()
+    for s in settings():
+        if not s.flag:
+            continue
+        shown = _shown(s, default)
+        options = {"help": (s.help + (f" (default: {shown})" if shown else "")).replace("%", "%%")}
+        if isinstance(s.default, bool):
+            options["action"] = "store_true"
+        else:
+            options.update(default=s.default, type=_value_type(s), choices=s.choices, metavar=s.metavar)
+        p.add_argument(s.flag, **options)
+
+
+def config_from_args(args) -> Config:
+    """The configuration the options of :func:`add_config_arguments` describe,
+    validated. Derived defaults stay unset (``image.image_size`` None: the backbone's);
+    :meth:`Config.resolved` fills them where the run starts.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A value the configuration refuses, naming its field (:func:`in_flags` adds the
+        flag).
+    """
+    values = {}
+    for s in settings():
+        if s.flag:
+            given = getattr(args, _dest(s))
+            values[s.name.replace(".", "__")] = (s.default != given) if isinstance(s.default, bool) else given
+    return Config().with_params(**values).validate()
+
+
+_DEFAULT = re.compile(r"(.*?)(?: \(default: (.*)\))?", re.S)
+
+
+def option_table(parser) -> str:
+    """A command's options as a Markdown table (option, default, meaning) read from
+    its parser, as the README shows them: each option as ``--help`` writes it, and its
+    help, whose closing "(default: ...)" fills the default column.
+    ``tests/test_readme.py`` keeps the README's table of ``fusion.train`` equal to it."""
+    import argparse
+
+    formatter = parser._get_formatter()
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+            continue
+        meaning, default = _DEFAULT.fullmatch((action.help or "").replace("%%", "%")).groups()
+        default = f"`{default}`" if default and " " not in default else default or ""
+        option = formatter._format_action_invocation(action)
+        rows.append(f"| `{option}` | {_cell(default)} | {_cell(meaning)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def command_flags(parser) -> tuple[str, ...]:

@@ -3,26 +3,49 @@
 A saved ``config.json`` is enough (with the weights and preprocessing state) to
 rebuild the model, the way nanoGPT checkpoints carry their model config.
 
+Each setting is declared once, as a dataclass field made by :func:`setting`: its
+default, what it does, the values it accepts and, when the train command sets it, its
+flag. The train command's options, the map from a field to its flag that command-line
+errors use and the README's option table are derived from these declarations
+(:func:`settings`; :mod:`fusion.cli`), so a new setting is one field.
+
+What the user set is kept apart from what is derived from it: ``None`` in
+``image.image_size``, ``image.pretrained`` and ``train.epochs`` means "follow the other
+settings", and stays so however often the configuration is changed and validated.
+:meth:`Config.resolved` returns a copy with the derived values filled in (the input
+size of the backbone or of its starting weights; the shipped chest X-ray weights of
+the frozen-backbone strategies): what a model is trained with and what its folder
+saves. ``train.epochs`` follows the data and is derived when training starts
+(:meth:`Config.epochs_for`).
+
 Example
 -------
 >>> cfg = Config(modalities=("tabular",))
 >>> Config.from_dict(cfg.to_dict()) == cfg
 True
+>>> cfg = Config()
+>>> cfg.image.backbone = "densenet169"
+>>> cfg.validate().image.image_size is None, cfg.resolved().image.image_size
+(True, 224)
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import numbers
 import os
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
 
 from fusion import checks
 from fusion.checks import Where
 from fusion.data.synthetic import DEFAULT_N as SYNTHETIC_N
-from fusion.nets.registry import DEFAULT_BACKBONE, PRETRAINED, backbone_spec
+from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE, PRETRAINED, backbone_spec
 from fusion.schema import short_repr
 
 MODALITIES = ("image", "tabular")
@@ -42,6 +65,43 @@ MAX_IMAGE_SIZE = 1024
 MAX_WIDTH = 4096
 MAX_LAYERS = 8
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes no more
+
+
+def setting(
+    default: Any,
+    *,
+    help: str,
+    flag: str | None = None,
+    choices: tuple | None = None,
+    metavar: str | None = None,
+    shown: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+):
+    """A configuration field declared once: its default, and how it is described and set.
+
+    Parameters
+    ----------
+    default : object
+        The default value (immutable: a tuple for a list).
+    help : str
+        What the setting does, in a phrase (the train command's help and the README).
+    flag : str, optional
+        The train command's option that sets it; none: set in Python or in a file.
+        A boolean's flag switches it from its default (``--no-augment``).
+    choices : tuple, optional
+        The values it accepts, checked by :meth:`Config.validate` (``None`` stays
+        accepted where it is the default) and offered by the command line.
+    metavar : str, optional
+        How the command line names the value (``N``, ``PATH``).
+    shown : str, optional
+        The default in words, where the field's ``None`` is derived from other
+        settings; ``{default.train.steps}`` names another default.
+    parse : callable, optional
+        How the command line reads the value, where the field's type does not say
+        (a whole number, a decimal number or a string).
+    """
+    metadata = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "shown": shown, "parse": parse}
+    return field(default=default, metadata=metadata)
 
 
 def parse_modalities(value) -> tuple[str, ...]:
@@ -72,117 +132,200 @@ def parse_modalities(value) -> tuple[str, ...]:
 
 @dataclass
 class DataConfig:
-    """Where the data comes from.
+    """Where the data come from."""
 
-    ``path`` None means the embedded synthetic cohort of ``synthetic_n`` images.
-    """
-
-    path: str | None = None
-    schema: str | None = None
-    synthetic_n: int = SYNTHETIC_N
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
+    path: str | None = setting(
+        None,
+        flag="--data",
+        metavar="PATH",
+        help="dataset folder (metadata.csv + images), CSV file or MedMNIST .npz",
+        shown="the embedded synthetic cohort",
+    )
+    schema: str | None = setting(
+        None,
+        flag="--schema",
+        metavar="FILE",
+        help="schema TOML file or built-in name",
+        shown="the folder's schema.toml",
+    )
+    synthetic_n: int = setting(
+        SYNTHETIC_N, flag="--synthetic-n", metavar="N", help="images in the synthetic cohort (without --data)"
+    )
+    val_fraction: float = setting(0.15, help="share of the patients in the validation split")
+    test_fraction: float = setting(0.15, help="share of the patients in the test split")
 
 
 @dataclass
 class ImageConfig:
-    """The image branch.
+    """The image branch and where its backbone starts from."""
 
-    ``freeze``: how many blocks of the backbone (from the input side) stay fixed.
-    ``weights``: a local state-dict file for the backbone; ``pretrained``: "imagenet"
-    (torchvision's weights, only if already on this machine); ``init_from``: the run
-    folder of an earlier fusion model whose image branch starts this one.
-    """
-
-    backbone: str = DEFAULT_BACKBONE
-    image_size: int | None = None  # None: the backbone's default_size
-    freeze: int = 0
-    pretrained: str | None = None
-    weights: str | None = None
-    init_from: str | None = None
-    augment: bool = True
+    backbone: str = setting(
+        DEFAULT_BACKBONE, flag="--backbone", choices=tuple(sorted(BACKBONES)), help="image backbone"
+    )
+    image_size: int | None = setting(
+        None,
+        flag="--image-size",
+        metavar="N",
+        help="side of the square input in pixels, 16 to 1,024",
+        shown="the backbone's (custom 64, densenet169 224), or its starting weights' (cxr 128)",
+    )
+    freeze: int = setting(0, flag="--freeze", metavar="N", help="freeze the first N blocks of the backbone")
+    pretrained: str | None = setting(
+        None,
+        flag="--pretrained",
+        choices=PRETRAINED,
+        help="named starting weights: cxr (chest X-ray weights shipped with fusion, custom backbone, offline), "
+        "imagenet (torchvision's, only if already on this machine: never downloaded)",
+        shown="none; cxr for the stacked, gbm and auto strategies",
+    )
+    weights: str | None = setting(
+        None,
+        flag="--weights",
+        metavar="FILE",
+        help="local state-dict file to initialise the backbone (RGB stems are summed to grayscale)",
+    )
+    init_from: str | None = setting(
+        None,
+        flag="--init-from",
+        metavar="RUN_DIR",
+        help="run folder of an earlier fusion model whose image branch starts this one (transfer learning)",
+    )
+    augment: bool = setting(True, flag="--no-augment", help="train without image augmentation")
 
 
 @dataclass
 class TabularConfig:
-    hidden: tuple[int, ...] = (64, 32)
-    dropout: float = 0.1
+    """The record branch: an MLP."""
+
+    hidden: tuple[int, ...] = setting((64, 32), help="widths of the record MLP's hidden layers")
+    dropout: float = setting(0.1, help="dropout of the record MLP")
 
 
 @dataclass
 class CalibrationConfig:
-    """Calibration and operating points, fitted on the validation split after training.
+    """Calibration and operating points, fitted on the validation split after training."""
 
-    ``healthy``: class names that are not a disease (no operating point is set for
-    them); every other class gets a threshold reaching ``target_sensitivity`` on the
-    validation split.
-    """
-
-    enabled: bool = True
-    target_sensitivity: float = 0.95
-    healthy: tuple[str, ...] = ("normal", "no_finding")
+    enabled: bool = setting(True, help="fit temperature scaling and operating points on the validation split")
+    target_sensitivity: float = setting(
+        0.95, help="each disease's threshold reaches this sensitivity on the validation split"
+    )
+    healthy: tuple[str, ...] = setting(
+        ("normal", "no_finding"), help="class names that are not a disease (no operating point is set for them)"
+    )
 
 
 @dataclass
 class HeadConfig:
-    """The late-fusion head; ``aux_weight`` weighs each branch's auxiliary loss."""
+    """The late-fusion head."""
 
-    hidden: int = 64
-    dropout: float = 0.2
-    modality_dropout: float = 0.25
-    aux_weight: float = 0.5
+    hidden: int = setting(64, help="width of the fusion head's hidden layer")
+    dropout: float = setting(0.2, help="dropout of the fusion head")
+    modality_dropout: float = setting(0.25, help="probability of hiding one modality of a training row")
+    aux_weight: float = setting(0.5, help="weight of each branch's auxiliary loss")
 
 
 @dataclass
 class TrainConfig:
-    """How the networks train.
+    """How the networks train, and the XGBoost baseline's fixed settings."""
 
-    ``epochs`` None (the default) follows the data: enough epochs for about ``steps``
-    optimisation steps, and at least ``min_epochs``, so that 340 films train as long
-    (in steps) as 2,000 do, rather than for the same number of passes.
-    """
-
-    epochs: int | None = None
-    steps: int = 800
-    min_epochs: int = 10
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    patience: int = 6
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
+    epochs: int | None = setting(
+        None,
+        flag="--epochs",
+        metavar="N",
+        help="training epochs",
+        shown="follows the data: enough for about {default.train.steps} optimisation steps, at least "
+        "{default.train.min_epochs} epochs, so small datasets train as long as large ones",
+    )
+    steps: int = setting(800, help="optimisation steps the epochs are chosen for, when train.epochs is unset")
+    min_epochs: int = setting(10, help="the fewest epochs, when train.epochs is unset")
+    batch_size: int = setting(32, flag="--batch-size", metavar="N", help="rows per optimisation step (global)")
+    lr: float = setting(2e-3, flag="--lr", metavar="LR", help="peak learning rate (AdamW, one-cycle schedule)")
+    weight_decay: float = setting(1e-4, flag="--weight-decay", metavar="WD", help="AdamW weight decay")
+    patience: int = setting(
+        6, flag="--patience", metavar="N", help="early-stopping patience in epochs (validation macro-F1)"
+    )
+    seed: int = setting(0, flag="--seed", metavar="N", help="seed of data generation, split and training")
+    device: str = setting("auto", flag="--device", choices=DEVICES, help="where to train (auto: a GPU if there is one)")
+    precision: str = setting(
+        "auto", flag="--precision", choices=PRECISIONS, help="auto: bf16 autocast where the hardware has it"
+    )
     # XGBoost baseline: tuned by patient-grouped inner CV of the training part, or (with
     # xgb_tune off) these fixed settings with early stopping on the validation split
-    xgb_tune: bool = True
-    xgb_trees: int = 400
-    xgb_depth: int = 4
-    xgb_lr: float = 0.05
+    xgb_tune: bool = setting(True, help="tune the XGBoost baseline by inner CV (tuning.*) rather than fix it")
+    xgb_trees: int = setting(400, help="the untuned XGBoost baseline's most trees (early stopping on validation)")
+    xgb_depth: int = setting(4, help="the untuned XGBoost baseline's tree depth")
+    xgb_lr: float = setting(0.05, help="the untuned XGBoost baseline's learning rate")
+
+
+@dataclass
+class TuningConfig:
+    """What patient-grouped inner cross-validation of the training part chooses from:
+    the members of the stacked and gbm strategies, the tuned XGBoost baseline and the
+    auto strategy. Saved with the model like every setting; smaller grids train faster
+    (tests use them) and larger ones search further."""
+
+    inner_folds: int = setting(4, help="folds of the inner CV that tunes and stacks the members")
+    auto_folds: int = setting(3, help="folds of the inner CV that the auto strategy chooses by")
+    linear_c: tuple[float, ...] = setting(
+        (0.01, 0.03, 0.1, 0.3, 1.0), help="regularisation strengths C of the logistic models (image member, combiner)"
+    )
+    xgb_max_depth: tuple[int, ...] = setting((2, 4), help="XGBoost tree depths tried")
+    xgb_learning_rate: tuple[float, ...] = setting((0.05, 0.15), help="XGBoost learning rates tried")
+    xgb_min_child_weight: tuple[float, ...] = setting((1.0, 4.0), help="XGBoost minimum child weights tried")
+    xgb_subsample: tuple[float, ...] = setting((0.8,), help="XGBoost row subsampling ratios tried")
+    xgb_colsample_bytree: tuple[float, ...] = setting((0.8,), help="XGBoost column subsampling ratios tried")
+    xgb_rounds: tuple[int, ...] = setting((25, 50, 100, 200), help="XGBoost numbers of boosting rounds tried")
+
+    @property
+    def xgb_grid(self) -> dict[str, tuple]:
+        """The XGBoost parameters tried, by XGBoost's names (every combination is a
+        candidate, each at every number of rounds)."""
+        names = ("max_depth", "learning_rate", "min_child_weight", "subsample", "colsample_bytree")
+        return {name: getattr(self, f"xgb_{name}") for name in names}
 
 
 @dataclass
 class Config:
     """Everything that defines a training run."""
 
-    modalities: tuple[str, ...] = ("image", "tabular")
-    model: str = "fusion"
-    fusion: str = "joint"
+    modalities: tuple[str, ...] = setting(
+        MODALITIES,
+        flag="--modalities",
+        metavar="LIST",
+        parse=str,
+        help="the modalities the model reads: image,tabular, image or tabular (ablations take the same code path)",
+    )
+    model: str = setting(
+        "fusion",
+        flag="--model",
+        choices=MODELS,
+        help="fusion model, or XGBoost baseline (tabular only, tuned by inner CV)",
+    )
+    fusion: str = setting(
+        "joint",
+        flag="--fusion",
+        choices=FUSIONS,
+        help="joint (one network trained end to end), stacked (per-modality models joined by a combiner learned on "
+        "out-of-fold predictions), gbm (XGBoost over a frozen image embedding and the record), auto (chosen by "
+        "patient-grouped inner CV of the training part)",
+    )
     data: DataConfig = field(default_factory=DataConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     tabular: TabularConfig = field(default_factory=TabularConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> Config:
-        """Check every value, and fill the defaults that depend on others (the image
-        size of the chosen backbone).
+        """Check every value; nothing derived is written back (see :meth:`resolved`).
 
-        Every message starts with the field it names (``train.epochs must be ...``),
-        so :meth:`from_dict` can say where in a file the field is.
+        Lists are made tuples and ``modalities`` its canonical tuple: the same values
+        in one form. Every message starts with the field it names (``train.epochs must
+        be ...``), so :meth:`from_dict` can say where in a file the field is.
 
         Raises
         ------
@@ -194,16 +337,47 @@ class Config:
         """
         self._check_types()
         self.modalities = parse_modalities(self.modalities)
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}; got {short_repr(self.model)}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}; got {short_repr(self.fusion)}")
-        if self.model == "xgboost" and self.modalities != ("tabular",):
-            raise ValueError(f"model 'xgboost' is tabular only: modalities must be ('tabular',); got {self.modalities}")
         try:
-            spec = backbone_spec(self.image.backbone)
+            backbone_spec(self.image.backbone)
         except ValueError as err:
             raise ValueError(f"image.backbone: {err}") from None
+        self._check_choices()
+        if self.model == "xgboost" and self.modalities != ("tabular",):
+            raise ValueError(f"model 'xgboost' is tabular only: modalities must be ('tabular',); got {self.modalities}")
+        self._derived_image()  # refuses a frozen-backbone strategy with nothing to start from
+        sources = [f"image.{s}" for s in ("pretrained", "weights", "init_from") if getattr(self.image, s)]
+        if len(sources) > 1:
+            raise ValueError(
+                f"image.pretrained, image.weights, image.init_from: set at most one of them; got {sources}"
+            )
+        self._check_ranges()
+        return self
+
+    def resolved(self) -> Config:
+        """A validated copy with every derived default filled in; this one is left alone.
+
+        ``image.pretrained``: the shipped chest X-ray weights (``"cxr"``) for the
+        strategies that read films through a frozen backbone (stacked, gbm, auto) when
+        no other starting weights are set. ``image.image_size``: the input size of
+        those weights, else the backbone's. What a model trains with and what its
+        folder saves, so that a folder rebuilds the same network; resolving again
+        changes nothing. ``train.epochs`` stays as set: it follows the data
+        (:meth:`epochs_for`).
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`validate`.
+        """
+        out = copy.deepcopy(self).validate()
+        out.image.pretrained, out.image.image_size = out._derived_image()
+        return out
+
+    def _derived_image(self) -> tuple[str | None, int]:
+        """(pretrained, image_size) as :meth:`resolved` fills them, computed afresh
+        from the settings as they are now."""
+        spec = backbone_spec(self.image.backbone)
+        pretrained = self.image.pretrained
         if self.fusion in FROZEN_IMAGE and "image" in self.modalities and not self.starting_weights:
             # These strategies read the film through a frozen pretrained backbone: the
             # shipped chest X-ray weights unless others are given.
@@ -212,24 +386,9 @@ class Config:
                     f"fusion {self.fusion!r} reads films through a frozen pretrained backbone; backbone "
                     f"{spec.name!r} has no shipped weights: set image.pretrained, image.weights or image.init_from"
                 )
-            self.image.pretrained = "cxr"
-        if self.image.pretrained not in (None, *PRETRAINED):
-            raise ValueError(
-                f"image.pretrained must be one of {list(PRETRAINED)} or unset; got {short_repr(self.image.pretrained)}"
-            )
-        if self.image.image_size is None:
-            self.image.image_size = spec.input_size(self.image.pretrained)
-        sources = [f"image.{s}" for s in ("pretrained", "weights", "init_from") if getattr(self.image, s)]
-        if len(sources) > 1:
-            raise ValueError(
-                f"image.pretrained, image.weights, image.init_from: set at most one of them; got {sources}"
-            )
-        if self.train.device not in DEVICES:
-            raise ValueError(f"train.device must be one of {DEVICES}; got {short_repr(self.train.device)}")
-        if self.train.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {PRECISIONS}; got {short_repr(self.train.precision)}")
-        self._check_ranges()
-        return self
+            pretrained = "cxr"
+        size = self.image.image_size
+        return pretrained, spec.input_size(pretrained) if size is None else size
 
     def _check_types(self) -> None:
         """Each field's value against its declared type (the dataclass annotations say
@@ -245,8 +404,18 @@ class Config:
                 value = getattr(section, key)
                 if not _fits(value, hint):
                     raise TypeError(f"{name}.{key} must be {_describe(hint)}; got {short_repr(value)}")
-        self.tabular.hidden = tuple(self.tabular.hidden)
-        self.calibration.healthy = tuple(self.calibration.healthy)
+                if typing.get_origin(hint) is tuple:
+                    setattr(section, key, tuple(value))
+
+    def _check_choices(self) -> None:
+        """Each setting that declares its choices holds one of them (or is unset, where
+        unset is its default)."""
+        for s in settings():
+            value = self.get(s.name)
+            if s.choices is None or value in s.choices or (value is None and s.default is None):
+                continue
+            unset = " or unset" if s.default is None else ""
+            raise ValueError(f"{s.name} must be one of {s.choices}{unset}; got {short_repr(value)}")
 
     def _check_ranges(self) -> None:
         """Each number within what training and loading can honour."""
@@ -258,7 +427,8 @@ class Config:
             raise ValueError(
                 f"data.val_fraction + data.test_fraction must be < 1; got {d.val_fraction + d.test_fraction}"
             )
-        checks.integer(img.image_size, Where("", "image.image_size"), low=16, high=MAX_IMAGE_SIZE)
+        if img.image_size is not None:
+            checks.integer(img.image_size, Where("", "image.image_size"), low=16, high=MAX_IMAGE_SIZE)
         checks.integer(img.freeze, Where("", "image.freeze"), low=0)
         if not 1 <= len(tab.hidden) <= MAX_LAYERS:
             raise ValueError(
@@ -288,6 +458,29 @@ class Config:
             low_open=True,
             high_open=True,
         )
+        self._check_tuning()
+
+    def _check_tuning(self) -> None:
+        """Inner CV needs two folds; every grid lists at least one value, each in
+        XGBoost's or scikit-learn's range."""
+        tune = self.tuning
+        for name in ("inner_folds", "auto_folds"):
+            checks.integer(getattr(tune, name), Where("", f"tuning.{name}"), low=2)
+        grids = {
+            "linear_c": lambda v, w: checks.number(v, w, low=0, low_open=True),
+            "xgb_max_depth": lambda v, w: checks.integer(v, w, low=1, high=64),
+            "xgb_learning_rate": lambda v, w: checks.number(v, w, low=0, high=1, low_open=True),
+            "xgb_min_child_weight": lambda v, w: checks.number(v, w, low=0),
+            "xgb_subsample": lambda v, w: checks.number(v, w, low=0, high=1, low_open=True),
+            "xgb_colsample_bytree": lambda v, w: checks.number(v, w, low=0, high=1, low_open=True),
+            "xgb_rounds": lambda v, w: checks.integer(v, w, low=1),
+        }
+        for name, check in grids.items():
+            values = getattr(tune, name)
+            if not values:
+                raise ValueError(f"tuning.{name} must list at least one value; got []")
+            for i, value in enumerate(values):
+                check(value, Where("", f"tuning.{name}[{i}]"))
 
     def epochs_for(self, n_train: int) -> int:
         """The number of epochs a network trains on ``n_train`` rows: ``train.epochs``
@@ -302,22 +495,65 @@ class Config:
     def starting_weights(self) -> str | None:
         """Where the image backbone starts from, in the form
         :func:`fusion.nets.backbones.create_backbone` takes: a published weights name, a
-        weights file, or an earlier run's folder; None from scratch."""
+        weights file, or an earlier run's folder; None from scratch (or, for a
+        frozen-backbone strategy, the weights :meth:`resolved` fills in)."""
         return self.image.pretrained or self.image.weights or self.image.init_from
 
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["modalities"] = list(self.modalities)
-        out["tabular"]["hidden"] = list(self.tabular.hidden)
-        out["calibration"]["healthy"] = list(self.calibration.healthy)
+    # ------------------------------------------------------ settings by name
+    def get(self, name: str) -> Any:
+        """A setting by its dotted name (``"train.lr"``) or a section (``"train"``)."""
+        value = self
+        for part in name.split("."):
+            value = getattr(value, part)
+        return value
+
+    def params(self) -> dict[str, Any]:
+        """Every section and setting by scikit-learn's nested name: ``"model"``,
+        ``"train"`` (the section object) and ``"train__lr"``; what
+        :meth:`FusionClassifier.get_params` lists under ``config__``."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value
+            if f.name in SECTIONS and is_dataclass(value):
+                out.update({f"{f.name}__{g.name}": getattr(value, g.name) for g in fields(value)})
         return out
+
+    def with_params(self, **params) -> Config:
+        """A copy with the settings (or whole sections) of ``params`` set, by the names
+        :meth:`params` gives (``train__lr=1e-3``); this configuration is left alone.
+        Values are not checked here (scikit-learn's ``set_params`` convention):
+        :meth:`validate`, ``fit`` and :meth:`resolved` check them.
+
+        Raises
+        ------
+        ValueError
+            A name that is neither a setting nor a section, listing the known ones.
+        """
+        known = self.params()
+        for name in sorted(set(params) - set(known)):
+            section = name.split("__")[0]
+            nearby = [k for k in known if k.startswith(f"{section}__")] or [k for k in known if "__" not in k]
+            raise ValueError(f"the configuration has no setting {name!r}; known: {nearby}")
+        out = copy.deepcopy(self)
+        for name in sorted(params, key=lambda n: n.count("__")):  # a section before its fields
+            *section, key = name.split("__")
+            setattr(out.get(".".join(section)) if section else out, key, params[name])
+        return out
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        return _lists(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict, *, where: Where | None = None) -> Config:
         """Rebuild from :meth:`to_dict` output, every field checked (type and range).
 
-        ``where``: the place the dict was read from, for messages (default ``config``;
-        a model folder's loader gives ``.../config.json: config``).
+        A section or a setting the dict lacks takes its default, so a ``config.json``
+        written before that setting existed loads as it was trained (nothing derived
+        is filled in: see :meth:`resolved`). ``where``: the place the dict was read
+        from, for messages (default ``config``; a model folder's loader gives
+        ``.../config.json: config``).
 
         Raises
         ------
@@ -348,7 +584,59 @@ SECTIONS = {
     "head": HeadConfig,
     "train": TrainConfig,
     "calibration": CalibrationConfig,
+    "tuning": TuningConfig,
 }
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting as its declaration (:func:`setting`) describes it.
+
+    Attributes
+    ----------
+    name : str
+        Dotted field name (``"train.lr"``), as errors name it.
+    hint : object
+        The field's type annotation.
+    default : object
+    help, flag, choices, metavar, shown, parse
+        As :func:`setting` takes them.
+    """
+
+    name: str
+    hint: Any
+    default: Any
+    help: str
+    flag: str | None = None
+    choices: tuple | None = None
+    metavar: str | None = None
+    shown: str | None = None
+    parse: Callable[[str], Any] | None = None
+
+
+@functools.cache
+def settings() -> tuple[Setting, ...]:
+    """Every setting of :class:`Config`, in declaration order (the top-level ones,
+    then each section's)."""
+    out = []
+    for f in fields(Config):
+        section = SECTIONS.get(f.name)
+        owner, items = (section, fields(section)) if section else (Config, (f,))
+        hints = typing.get_type_hints(owner)
+        prefix = f"{f.name}." if section else ""
+        out.extend(Setting(f"{prefix}{g.name}", hints[g.name], g.default, **g.metadata) for g in items)
+    return tuple(out)
+
+
+def _lists(value):
+    """``value`` with every tuple a list, as JSON writes it."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", type(None): "null"}
 
 

@@ -136,7 +136,7 @@ def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str,
     )
     checks.text(meta["fusion_version"], where / "fusion_version")
     classes = checks.texts(meta["classes"], where / "classes", unique=True, min_length=2)
-    config = Config.from_dict(meta["config"], where=where / "config")
+    config = Config.from_dict(meta["config"], where=where / "config").resolved()
     try:
         modalities = parse_modalities(list(checks.texts(meta["modalities"], where / "modalities")))
     except ValueError as err:

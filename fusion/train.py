@@ -31,10 +31,8 @@ import argparse
 import sys
 
 from fusion.allocator import tune_allocator
-from fusion.cli import add_cache_arguments, cache_options, fail, finite_number, integer, log_to_terminal
-from fusion.config import DEVICES, FUSIONS, MODELS, PRECISIONS, Config
+from fusion.cli import add_cache_arguments, add_config_arguments, cache_options, config_from_args, fail, log_to_terminal
 from fusion.evaluation import format_metrics
-from fusion.nets.registry import BACKBONES, PRETRAINED
 from fusion.training import distributed
 from fusion.training.checkpoint import PROGRESS
 from fusion.training.run import (
@@ -51,88 +49,22 @@ from fusion.training.run import (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's options: one for each setting that declares a flag
+    (:mod:`fusion.config`), then the run's own: where it is written, whether it
+    continues, how images are cached and how much it prints. Those are not settings:
+    a model folder does not record where it was written or cached, and the library
+    never prints."""
     p = argparse.ArgumentParser(
         prog="python -m fusion.train", description="Train a fusion model (image + clinical record)."
     )
-    d = Config()
-    p.add_argument(
-        "--data",
-        help="dataset folder (metadata.csv + images), CSV file or MedMNIST .npz; "
-        "default: the embedded synthetic cohort",
-    )
-    p.add_argument("--schema", help="schema TOML file or built-in name (default: the folder's schema.toml)")
-    p.add_argument(
-        "--modalities", default="image,tabular", help="image,tabular | image | tabular (default: %(default)s)"
-    )
-    p.add_argument("--model", choices=MODELS, default=d.model, help="fusion model or XGBoost baseline (tabular only)")
-    p.add_argument(
-        "--fusion",
-        choices=FUSIONS,
-        default=d.fusion,
-        help="joint (one network trained end to end), stacked (per-modality models joined by a combiner learned "
-        "on out-of-fold predictions), gbm (XGBoost over a frozen image embedding and the record), auto (chosen "
-        "by patient-grouped inner CV of the training part); default: %(default)s",
-    )
-    p.add_argument(
-        "--backbone", choices=sorted(BACKBONES), default=d.image.backbone, help="image backbone (default: %(default)s)"
-    )
-    p.add_argument("--freeze", type=integer, default=d.image.freeze, help="freeze the first N blocks of the backbone")
-    p.add_argument("--weights", help="local state-dict file to initialise the backbone")
-    p.add_argument(
-        "--pretrained",
-        choices=PRETRAINED,
-        help="named starting weights: cxr (chest X-ray weights shipped with fusion, custom backbone), "
-        "imagenet (torchvision's, only if already on this machine)",
-    )
-    p.add_argument("--init-from", dest="init_from", help="run folder whose image branch initialises this one")
-    p.add_argument(
-        "--epochs",
-        type=integer,
-        default=d.train.epochs,
-        help=f"training epochs (default: enough for about {d.train.steps} optimisation steps, at least "
-        f"{d.train.min_epochs} epochs, so small datasets train as long as large ones)",
-    )
-    p.add_argument("--batch-size", type=integer, default=d.train.batch_size)
-    p.add_argument("--lr", type=finite_number, default=d.train.lr)
-    p.add_argument("--patience", type=integer, default=d.train.patience, help="early-stopping patience in epochs")
-    p.add_argument(
-        "--image-size",
-        type=integer,
-        help="side of the square input in pixels (default: the backbone's, custom 64, densenet169 224)",
-    )
-    p.add_argument("--no-augment", action="store_true", help="train without image augmentation")
-    p.add_argument("--seed", type=integer, default=d.train.seed)
-    p.add_argument(
-        "--synthetic-n", type=integer, default=d.data.synthetic_n, help="images in the synthetic cohort (no --data)"
-    )
-    p.add_argument("--device", choices=DEVICES, default=d.train.device)
-    p.add_argument(
-        "--precision", choices=PRECISIONS, default=d.train.precision, help="auto: bf16 where the hardware has it"
-    )
-    p.add_argument("--out", help="run folder (default: runs/<timestamp>); must be new or empty")
-    add_cache_arguments(p)
+    add_config_arguments(p)
+    p.add_argument("--out", metavar="DIR", help="run folder; must be new or empty (default: runs/<timestamp>)")
     p.add_argument(
         "--resume", action="store_true", help="continue the interrupted run in --out from its last completed epoch"
     )
+    add_cache_arguments(p)
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     return p
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = Config(modalities=args.modalities, model=args.model, fusion=args.fusion)
-    cfg.data.path, cfg.data.schema, cfg.data.synthetic_n = args.data, args.schema, args.synthetic_n
-    img = cfg.image
-    img.backbone, img.freeze, img.image_size, img.augment = (
-        args.backbone,
-        args.freeze,
-        args.image_size,
-        not args.no_augment,
-    )
-    img.weights, img.pretrained, img.init_from = args.weights, args.pretrained, args.init_from
-    t = cfg.train
-    t.epochs, t.batch_size, t.lr, t.patience = args.epochs, args.batch_size, args.lr, args.patience
-    t.seed, t.device, t.precision = args.seed, args.device, args.precision
-    return cfg.validate()
 
 
 def _report(result: RunResult, *, quiet: bool) -> None:

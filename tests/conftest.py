@@ -78,17 +78,24 @@ def tiny_runs(tmp_path_factory):
     return runs
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _small_tuning_grids():
-    """The tests check what tuning does, not how well: two XGBoost candidates, two
-    regularisation strengths, three inner folds (the library's grids are larger)."""
-    from fusion.backends import members
+@pytest.fixture(scope="session")
+def small_tuning():
+    """A model's ``tuning`` setting for tests, which check what tuning does, not how
+    well: two XGBoost candidates (XGBoost's own minimum child weight and column
+    sampling), two rounds, two regularisation strengths, three inner folds (the
+    library's grids are larger)."""
+    from fusion.config import TuningConfig
 
-    saved = members.XGB_GRID, members.XGB_ROUNDS, members.LINEAR_C, members.INNER_FOLDS
-    members.XGB_GRID = {"max_depth": (2, 3), "learning_rate": (0.1,), "subsample": (0.8,)}
-    members.XGB_ROUNDS, members.LINEAR_C, members.INNER_FOLDS = (20, 40), (0.1, 1.0), 3
-    yield
-    members.XGB_GRID, members.XGB_ROUNDS, members.LINEAR_C, members.INNER_FOLDS = saved
+    return TuningConfig(
+        inner_folds=3,
+        linear_c=(0.1, 1.0),
+        xgb_max_depth=(2, 3),
+        xgb_learning_rate=(0.1,),
+        xgb_min_child_weight=(1.0,),
+        xgb_subsample=(0.8,),
+        xgb_colsample_bytree=(1.0,),
+        xgb_rounds=(20, 40),
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -22,16 +22,16 @@ def parts():
     return load_dataset(None, image_size=32, synthetic_n=160, seed=5).split(seed=0)
 
 
-def _config(fusion: str, modalities=("image", "tabular")) -> Config:
-    cfg = Config(modalities=modalities, fusion=fusion)
+def _config(fusion: str, tuning, modalities=("image", "tabular")) -> Config:
+    cfg = Config(modalities=modalities, fusion=fusion, tuning=tuning)
     cfg.image.image_size, cfg.image.pretrained = 32, "cxr"
     cfg.train.epochs = 2
     return cfg
 
 
 @pytest.fixture(scope="module")
-def fitted(parts):
-    return {s: FusionClassifier(_config(s)).fit(parts["train"], parts["val"]) for s in STRATEGIES}
+def fitted(parts, small_tuning):
+    return {s: FusionClassifier(_config(s, small_tuning)).fit(parts["train"], parts["val"]) for s in STRATEGIES}
 
 
 def test_shipped_weights_match_their_record_and_give_finite_embeddings():
@@ -99,15 +99,15 @@ def test_explanations_cover_both_modalities(fitted, strategy, tmp_path):
     e.save(tmp_path / "why.png")
 
 
-def test_single_modality_strategies_train_the_same_way(parts):
+def test_single_modality_strategies_train_the_same_way(parts, small_tuning):
     for strategy in STRATEGIES:
-        image = FusionClassifier(_config(strategy, ("image",))).fit(parts["train"], parts["val"])
-        tabular = FusionClassifier(_config(strategy, ("tabular",))).fit(parts["train"], parts["val"])
+        image = FusionClassifier(_config(strategy, small_tuning, ("image",))).fit(parts["train"], parts["val"])
+        tabular = FusionClassifier(_config(strategy, small_tuning, ("tabular",))).fit(parts["train"], parts["val"])
         assert image.predict_dataset(parts["test"]).shape == tabular.predict_dataset(parts["test"]).shape
 
 
-def test_auto_chooses_by_inner_cv_of_the_training_part_only(parts):
-    cfg = _config("auto")
+def test_auto_chooses_by_inner_cv_of_the_training_part_only(parts, small_tuning):
+    cfg = _config("auto", small_tuning)
     clf = FusionClassifier(cfg).fit(parts["train"], parts["val"])
     auto = clf.history_["auto"]
     assert set(auto["candidates"]) == {"network", "stacked", "gbm"} and auto["chosen"] == clf.backend_.name

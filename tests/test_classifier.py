@@ -189,12 +189,12 @@ def test_corrupt_dicom_raises_value_error(tmp_path):
         load_image(path, 32)
 
 
-def test_fit_from_python_and_save_every_model_kind(tmp_path):
+def test_fit_from_python_and_save_every_model_kind(tmp_path, small_tuning):
     from fusion import Config, load_dataset
 
     ds = load_dataset(None, image_size=32, synthetic_n=80, seed=2)
     parts = ds.split(seed=0)
-    for cfg in (Config(modalities="tabular", model="xgboost"), Config(modalities="tabular")):
+    for cfg in (Config(modalities="tabular", model="xgboost", tuning=small_tuning), Config(modalities="tabular")):
         cfg.train.epochs, cfg.train.device = 1, "cpu"  # load() puts models on the CPU: compare like with like
         clf = FusionClassifier(cfg).fit(parts["train"], parts["val"])
         assert clf.config is cfg

@@ -47,8 +47,8 @@ def parts():
 
 
 @pytest.mark.parametrize("kind", ["network", "booster"])
-def test_fit_leaves_its_parameter_alone_and_sets_fitted_state(parts, kind):
-    cfg = Config(modalities="tabular", model="xgboost") if kind == "booster" else Config()
+def test_fit_leaves_its_parameter_alone_and_sets_fitted_state(parts, kind, small_tuning):
+    cfg = Config(modalities="tabular", model="xgboost", tuning=small_tuning) if kind == "booster" else Config()
     cfg.image.image_size, cfg.train.epochs, cfg.train.device = 32, 1, "cpu"
     before = copy.deepcopy(cfg)
     clf = FusionClassifier(cfg)
@@ -70,7 +70,7 @@ def test_clone_gives_an_unfitted_estimator_with_equal_parameters(parts):
     with pytest.raises(NotFittedError):
         twin.predict({"age": 50})
     twin.set_params(config=Config(modalities="image"))
-    assert twin.get_params() == {"config": Config(modalities="image")}
+    assert twin.get_params(deep=False) == {"config": Config(modalities="image")}
     with pytest.raises(ValueError, match="no parameter"):
         twin.set_params(epochs=3)
 
@@ -99,3 +99,75 @@ def test_one_patient_and_many_patient_forms(tiny_runs):
     # A stacked (n, H, W) array is many films; an (H, W) array one.
     assert clf.predict(None, images).shape == (5,)
     assert clf.predict(None, images[0]).modalities == ("image",)
+
+
+# ------------------------------------------------------------------ issue 22
+def test_nested_parameters_name_every_setting_and_set_a_copy():
+    cfg = Config(modalities="tabular")
+    clf = FusionClassifier(cfg)
+    params = clf.get_params(deep=True)
+    assert params["config"] is cfg and params["config__train"] is cfg.train
+    assert params["config__train__lr"] == 2e-3 and params["config__tuning__inner_folds"] == 4
+    assert FusionClassifier().get_params()["config__image__backbone"] == "custom"  # the default config's
+    assert clf.set_params(config__train__lr=0.01, config__image__augment=False) is clf
+    assert clf.config.train.lr == 0.01 and not clf.config.image.augment
+    assert cfg.train.lr == 2e-3 and cfg.image.augment and clf.config is not cfg  # the given Config is untouched
+    # A section and its setting in one call: the section first, then the setting in it.
+    clf.set_params(config__train=type(cfg.train)(epochs=2), config__train__seed=5)
+    assert (clf.config.train.epochs, clf.config.train.seed, clf.config.train.lr) == (2, 5, 2e-3)
+    with pytest.raises(ValueError, match=r"no setting 'train__lrr'; known: \['train__epochs'"):
+        clf.set_params(config__train__lrr=0.1)
+    with pytest.raises(ValueError, match="no parameter"):
+        clf.set_params(lr=0.1)
+    with pytest.raises(TypeError, match="config must be a Config"):
+        FusionClassifier(config=3).set_params(config__train__lr=0.1)
+    assert FusionClassifier(config=3).get_params() == {"config": 3}
+
+
+def _searchable(ds):
+    """``ds`` as scikit-learn's cross-validation indexes samples (``X[rows, ...]``): a
+    Dataset whose rows are taken by index, each part a Dataset again. fusion fits a
+    Dataset (records and films with their schema), not a matrix and a label vector."""
+    from dataclasses import dataclass, fields
+
+    from fusion.data.dataset import Dataset
+
+    @dataclass
+    class Rows(Dataset):
+        @property
+        def shape(self) -> tuple[int]:
+            return (len(self),)
+
+        def __getitem__(self, key):
+            return self.subset(key[0] if isinstance(key, tuple) else key)
+
+    return Rows(**{f.name: getattr(ds, f.name) for f in fields(ds)})
+
+
+def test_grid_search_tunes_a_nested_setting(parts):
+    """GridSearchCV clones the estimator, sets ``config__train__lr`` on each clone and
+    fits it; the Config it was given never changes."""
+    from sklearn.model_selection import GridSearchCV
+
+    from fusion import classification_metrics, grouped_kfold
+
+    cfg = Config(modalities="tabular")
+    cfg.train.epochs, cfg.train.device = 2, "cpu"
+    before = copy.deepcopy(cfg)
+    train = parts["train"]
+
+    def macro_f1(estimator, X, y=None):
+        return classification_metrics(X.labels, estimator.predict_dataset(X), estimator.classes_)["macro_f1"]
+
+    search = GridSearchCV(
+        FusionClassifier(cfg),
+        {"config__train__lr": [1e-4, 3e-2]},
+        cv=grouped_kfold(train.labels, train.groups, k=2, seed=0),
+        scoring=macro_f1,
+    ).fit(_searchable(train))
+    assert [p["config__train__lr"] for p in search.cv_results_["params"]] == [1e-4, 3e-2]
+    scores = search.cv_results_["mean_test_score"]
+    assert np.all(np.isfinite(scores)) and scores[0] != scores[1]  # each candidate trained with its own rate
+    best = search.best_estimator_
+    assert best.config_.train.lr == search.best_params_["config__train__lr"] and best.classes_ == train.classes
+    assert search.estimator.config is cfg and cfg == before  # nothing set on the Config given

@@ -152,7 +152,7 @@ def test_imagenet_weights_absent_gives_instructions(tmp_path, monkeypatch):
 def test_config_round_trip_and_errors():
     cfg = Config(modalities="tabular", model="xgboost")
     assert Config.from_dict(cfg.to_dict()) == cfg
-    assert Config().image.image_size == 64
+    assert Config().image.image_size is None and Config().resolved().image.image_size == 64
     with pytest.raises(ValueError, match="xgboost' is tabular only"):
         Config(model="xgboost")
     with pytest.raises(ValueError, match="unknown key"):

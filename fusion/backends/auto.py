@@ -27,7 +27,6 @@ from fusion.evaluation import macro_auroc
 logger = logging.getLogger(__name__)
 
 CANDIDATES = ("network", "stacked", "gbm")
-AUTO_FOLDS = 3
 
 
 class AutoBackend:
@@ -43,7 +42,7 @@ class AutoBackend:
         from fusion.data.splits import grouped_split
 
         seed = self.spec.config.train.seed
-        folds = inner_folds(train.labels, train.groups, seed, k=AUTO_FOLDS)
+        folds = inner_folds(train.labels, train.groups, seed, self.spec.config.tuning.auto_folds)
         scores = {}
         for name in CANDIDATES:
             start = time.perf_counter()

@@ -191,7 +191,7 @@ class BoosterBackend:
 
         t, k = self.spec.config.train, len(self.spec.classes)
         X = self._X(train.records)
-        params, rounds, scores = tune_xgb(X, train.labels, train.groups, k, t.seed)
+        params, rounds, scores = tune_xgb(X, train.labels, train.groups, k, t.seed, self.spec.config.tuning)
         model = XGBoostBaseline(n_estimators=rounds, seed=t.seed)
         model.booster_ = fit_xgb(X, train.labels, k, params, t.seed, rounds)
         model.n_classes_, model.n_features_in_, model.best_iteration_ = k, X.shape[1], rounds - 1

@@ -101,7 +101,7 @@ class GBMBackend:
         X, y = self._columns(batch), train.labels
         self.embedding_mean_ = X[:, : self._n_image_columns].mean(axis=0)
         k = len(self.spec.classes)
-        params, rounds, scores = tune_xgb(X, y, train.groups, k, cfg.train.seed)
+        params, rounds, scores = tune_xgb(X, y, train.groups, k, cfg.train.seed, cfg.tuning)
         weights = np.ones(len(y))
         if len(self.spec.modalities) > 1:
             # Each row again without its image, and again without its record.

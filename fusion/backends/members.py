@@ -21,19 +21,16 @@ from fusion.checks import Where
 from fusion.evaluation import macro_auroc
 
 if TYPE_CHECKING:
+    from fusion.config import TuningConfig
     from fusion.persistence import ModelFiles
 
-# Inner cross-validation: folds of the training part, grouped by patient.
-INNER_FOLDS = 4
 
-
-def inner_folds(labels: np.ndarray, groups: np.ndarray | None, seed: int, k: int | None = None):
-    """Patient-grouped, stratified folds of a training part (fewer when it has fewer
-    patients), for tuning and out-of-fold predictions; ``k`` default
-    :data:`INNER_FOLDS`."""
+def inner_folds(labels: np.ndarray, groups: np.ndarray | None, seed: int, k: int):
+    """``k`` patient-grouped, stratified folds of a training part (fewer when it has
+    fewer patients), for tuning and out-of-fold predictions (``k``: the configuration's
+    ``tuning.inner_folds`` or ``tuning.auto_folds``)."""
     from fusion.data.splits import grouped_kfold
 
-    k = k or INNER_FOLDS
     groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
     n_groups = len(np.unique(groups))
     return grouped_kfold(labels, groups, k=max(2, min(k, n_groups)), seed=seed)
@@ -182,14 +179,11 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, C: float) -> Linear
     return LinearModel(mean, scale, coef, intercept)
 
 
-LINEAR_C = (0.01, 0.03, 0.1, 0.3, 1.0)
-
-
-def tune_linear(X, y, groups, n_classes: int, seed: int, grid=None) -> tuple[float, dict]:
-    """The regularisation of :func:`fit_linear` chosen by inner CV (``grid`` default
-    :data:`LINEAR_C`); returns (C, scores)."""
-    grid = grid or LINEAR_C
-    folds = inner_folds(y, groups, seed)
+def tune_linear(X, y, groups, n_classes: int, seed: int, tuning: TuningConfig) -> tuple[float, dict]:
+    """The regularisation of :func:`fit_linear` chosen from ``tuning.linear_c`` by
+    inner CV; returns (C, scores)."""
+    grid = tuning.linear_c
+    folds = inner_folds(y, groups, seed, tuning.inner_folds)
     scores = {}
     for C in grid:
         oof = np.zeros((len(y), n_classes))
@@ -201,18 +195,8 @@ def tune_linear(X, y, groups, n_classes: int, seed: int, grid=None) -> tuple[flo
 
 
 # ------------------------------------------------------------ boosted member
-XGB_GRID = {
-    "max_depth": (2, 4),
-    "learning_rate": (0.05, 0.15),
-    "min_child_weight": (1.0, 4.0),
-    "subsample": (0.8,),
-    "colsample_bytree": (0.8,),
-}
-XGB_ROUNDS = (25, 50, 100, 200)
-
-
-def xgb_candidates(grid: dict | None = None) -> list[dict]:
-    grid = grid or XGB_GRID
+def xgb_candidates(grid: dict) -> list[dict]:
+    """Every combination of the values of ``grid`` (XGBoost parameter -> values)."""
     keys = list(grid)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
@@ -263,18 +247,19 @@ def load_booster(data: bytes, origin: str, *, n_classes: int, n_features: int):
     return booster
 
 
-def tune_xgb(X, y, groups, n_classes: int, seed: int) -> tuple[dict, int, dict]:
-    """Depth, learning rate and minimum child weight (subsampling fixed at 0.8) and the
-    number of rounds, chosen by patient-grouped inner CV on the training part only.
+def tune_xgb(X, y, groups, n_classes: int, seed: int, tuning: TuningConfig) -> tuple[dict, int, dict]:
+    """Depth, learning rate, minimum child weight, subsampling (``tuning.xgb_grid``)
+    and the number of rounds (``tuning.xgb_rounds``), chosen by patient-grouped inner
+    CV on the training part only.
 
     Returns (params, rounds, scores by candidate).
     """
     import xgboost as xgb
 
-    folds = inner_folds(y, groups, seed)
-    checkpoints = list(XGB_ROUNDS)
+    folds = inner_folds(y, groups, seed, tuning.inner_folds)
+    checkpoints = list(tuning.xgb_rounds)
     results = {}
-    for params in xgb_candidates():
+    for params in xgb_candidates(tuning.xgb_grid):
         oof = {r: np.zeros((len(y), n_classes)) for r in checkpoints}
         for tr, te in folds:
             booster = fit_xgb(X[tr], y[tr], n_classes, params, seed, max(checkpoints))

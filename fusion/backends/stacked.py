@@ -26,7 +26,6 @@ import numpy as np
 from fusion import checks
 from fusion.backends.base import Batch, ModelSpec
 from fusion.backends.members import (
-    LINEAR_C,
     FrozenEmbedder,
     LinearModel,
     fit_linear,
@@ -49,6 +48,7 @@ from fusion.explain import (
 )
 
 if TYPE_CHECKING:
+    from fusion.config import TuningConfig
     from fusion.persistence import ModelFiles
 
 STATE = "stacked.json"
@@ -106,16 +106,19 @@ class Combiner:
         return cls(kind, linear, members)
 
 
-def fit_combiner(logps: list[np.ndarray], members: tuple[str, ...], y, groups, n_classes: int, seed: int):
-    """The combiner (fixed average, or logistic regression with C from a grid) that
-    scores best in a patient-grouped cross-validation of the out-of-fold rows.
+def fit_combiner(
+    logps: list[np.ndarray], members: tuple[str, ...], y, groups, n_classes: int, seed: int, tuning: TuningConfig
+):
+    """The combiner (fixed average, or logistic regression with C from
+    ``tuning.linear_c``) that scores best in a patient-grouped cross-validation of the
+    out-of-fold rows.
 
     Returns (combiner, scores by candidate).
     """
     X = np.concatenate(logps, axis=1)
-    folds = inner_folds(y, groups, seed + 1)
+    folds = inner_folds(y, groups, seed + 1, tuning.inner_folds)
     scores = {"average": score(y, Combiner("average").predict_proba(logps))}
-    for C in LINEAR_C:
+    for C in tuning.linear_c:
         oof = np.zeros((len(y), n_classes))
         for tr, te in folds:
             oof[te] = fit_linear(X[tr], y[tr], n_classes, C).predict_proba(X[te])
@@ -164,27 +167,29 @@ class StackedBackend:
         refit the members on the whole training part. ``val`` is not used for fitting
         (its figures stay held out); checkpoints do not apply."""
         cfg, k = self.spec.config, len(self.spec.classes)
-        y, groups, seed = train.labels, train.groups, cfg.train.seed
+        y, groups, seed, tuning = train.labels, train.groups, cfg.train.seed, cfg.tuning
         self.embedder_ = self.image_model_ = self.record_booster_ = None
         oof, history = {}, {}
         if "image" in self.spec.modalities:
             self.embedder_ = FrozenEmbedder(cfg.image.backbone, cfg.starting_weights, self.spec.image_size)
             emb = self.embedder_.fit(train.images).transform(train.images)
-            C, scores = tune_linear(emb, y, groups, k, seed)
+            C, scores = tune_linear(emb, y, groups, k, seed, tuning)
             oof["image"] = self._oof(
-                lambda tr: fit_linear(emb[tr], y[tr], k, C), lambda m, te: m.predict_proba(emb[te]), y, groups, seed
+                lambda tr: fit_linear(emb[tr], y[tr], k, C),
+                lambda m, te: m.predict_proba(emb[te]),
+                y,
+                inner_folds(y, groups, seed, tuning.inner_folds),
             )
             self.image_model_ = fit_linear(emb, y, k, C)
             history["image_member"] = {"C": C, "inner_cv_macro_auroc": scores}
         if "tabular" in self.spec.modalities:
             raw = self.spec.preprocessor.transform_raw(train.records)[0]
-            params, rounds, scores = tune_xgb(raw, y, groups, k, seed)
+            params, rounds, scores = tune_xgb(raw, y, groups, k, seed, tuning)
             oof["tabular"] = self._oof(
                 lambda tr: fit_xgb(raw[tr], y[tr], k, params, seed, rounds),
                 lambda m, te: xgb_proba(m, raw[te], k),
                 y,
-                groups,
-                seed,
+                inner_folds(y, groups, seed, tuning.inner_folds),
             )
             self.record_booster_ = fit_xgb(raw, y, k, params, seed, rounds)
             history["tabular_member"] = {
@@ -197,7 +202,7 @@ class StackedBackend:
         for members in subsets:
             key = "+".join(members)
             logps = [_log(oof[m]) for m in members]
-            self.combiners_[key], combiner_scores[key] = fit_combiner(logps, members, y, groups, k, seed)
+            self.combiners_[key], combiner_scores[key] = fit_combiner(logps, members, y, groups, k, seed, tuning)
         self.prior_ = np.bincount(y, minlength=k) / len(y)
         history["combiners"] = {
             key: {"kind": c.kind, "inner_cv_macro_auroc": combiner_scores[key]} for key, c in self.combiners_.items()
@@ -207,10 +212,11 @@ class StackedBackend:
         return self
 
     @staticmethod
-    def _oof(fit, predict, y, groups, seed) -> np.ndarray:
-        """Out-of-fold probabilities of one member over the same inner folds its tuning used."""
+    def _oof(fit, predict, y, folds) -> np.ndarray:
+        """Out-of-fold probabilities of one member over ``folds``: the inner folds its
+        tuning used."""
         out = None
-        for tr, te in inner_folds(y, groups, seed):
+        for tr, te in folds:
             proba = predict(fit(tr), te)
             out = np.zeros((len(y), proba.shape[1])) if out is None else out
             out[te] = proba

@@ -192,6 +192,7 @@ def run(
     ValueError
         Bad data or configuration, too little valid data, or a training that diverged.
     """
+    cfg = cfg.resolved()  # the derived defaults (image size, starting weights) this run trains with
     start = time.perf_counter()
     main = distributed.is_main()
     folder = distributed.on_main(lambda: prepare_folder(out, resume))
