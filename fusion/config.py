@@ -510,7 +510,7 @@ class Config:
     def params(self) -> dict[str, Any]:
         """Every section and setting by scikit-learn's nested name: ``"model"``,
         ``"train"`` (the section object) and ``"train__lr"``; what
-        :meth:`FusionClassifier.get_params` lists under ``config__``."""
+        :meth:`fusion.classifier.FusionClassifier.get_params` lists under ``config__``."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
