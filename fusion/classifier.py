@@ -39,6 +39,7 @@ from fusion.evaluation.calibration import Calibration, fit_calibration
 from fusion.explain import DEFAULT_STEPS, Explanation
 from fusion.inputs import Inputs, is_one_patient
 from fusion.model_folder import SavedModel, folder_files, read_folder
+from fusion.parameters import ConfigParameters
 from fusion.persistence import write_folder
 from fusion.prediction import Prediction, finite_probabilities
 from fusion.preprocessing import TabularPreprocessor
@@ -59,7 +60,7 @@ class NotFittedError(ValueError, AttributeError):
     """
 
 
-class FusionClassifier:
+class FusionClassifier(ConfigParameters):
     """Late-fusion classifier of chest X-rays and clinical records.
 
     Parameters
@@ -88,40 +89,6 @@ class FusionClassifier:
 
     def __init__(self, config: Config | None = None):
         self.config = config
-
-    # ------------------------------------------------------ scikit-learn params
-    def get_params(self, deep: bool = True) -> dict:
-        """``config``; with ``deep`` also its sections and settings by scikit-learn's
-        nested names (``config__train__lr``), which ``GridSearchCV`` tunes."""
-        params = {"config": self.config}
-        if deep and (self.config is None or isinstance(self.config, Config)):
-            nested = (self.config if self.config is not None else Config()).params()
-            params.update({f"config__{name}": value for name, value in nested.items()})
-        return params
-
-    def set_params(self, **params) -> FusionClassifier:
-        """Set ``config``, or its settings by nested name (``config__train__lr=1e-3``)
-        in a copy of it (:meth:`Config.with_params`): the Config given is never
-        changed. ``fit`` checks the values, as scikit-learn expects."""
-        unknown = sorted(k for k in params if k != "config" and not k.startswith("config__"))
-        if unknown:
-            raise ValueError(f"FusionClassifier has no parameter(s) {unknown}; it has 'config' and 'config__<setting>'")
-        if "config" in params:
-            self.config = params["config"]
-        nested = {k.removeprefix("config__"): v for k, v in params.items() if k != "config"}
-        if nested:
-            base = self.config if self.config is not None else Config()
-            if not isinstance(base, Config):
-                raise TypeError(f"config must be a Config to set {sorted(nested)}; got {base!r:.60}")
-            self.config = base.with_params(**nested)
-        return self
-
-    def __sklearn_tags__(self):
-        """scikit-learn's description, which ``GridSearchCV`` asks for: a classifier
-        whose labels come with its data (a Dataset), not as ``y``."""
-        from sklearn.utils import ClassifierTags, Tags, TargetTags
-
-        return Tags("classifier", TargetTags(required=False), classifier_tags=ClassifierTags())
 
     def __repr__(self) -> str:
         return f"FusionClassifier(config={self.config!r})" if self.config is not None else "FusionClassifier()"
