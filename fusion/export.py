@@ -16,7 +16,7 @@ float32) with the rest of the way to the probabilities the library returns:
   model's metadata (``metadata_props``).
 
 The preprocessing state stays in the model folder's JSON, read by the consumer; only
-the network backend (``--fusion joint``, every single-modality network) is exported.
+the joint backend (``--fusion joint``, every single-modality network) is exported.
 XGBoost models are refused with a message pointing at their own portable JSON, and the
 ``stacked`` and ``gbm`` strategies (scikit-learn and XGBoost members around a frozen
 backbone) are refused naming the strategy.
@@ -88,19 +88,20 @@ def check_exportable(clf, model_dir: str | Path = "the model") -> None:
     ValueError
         For an XGBoost booster, or a ``stacked`` or ``gbm`` model.
     """
-    name = clf.backend_.name
-    if name == "booster":
+    backend = clf.backend_
+    if backend.exportable:
+        return
+    if backend.portable_file:
         raise ValueError(
             f"{model_dir} holds an XGBoost model, which is not exported to ONNX: its booster is already in "
-            f"XGBoost's own portable JSON format, {Path(model_dir) / 'xgboost.json'} (no pickle; XGBoost loads it "
-            "from C, Java, R or Python), with preprocessing.json and calibration.json beside it"
+            f"XGBoost's own portable JSON format, {Path(model_dir) / backend.portable_file} (no pickle; XGBoost "
+            "loads it from C, Java, R or Python), with preprocessing.json and calibration.json beside it"
         )
-    if name != "network":
-        raise ValueError(
-            f"{model_dir} holds a {name!r} fusion model (fusion = {clf.config_.fusion!r}); ONNX export covers the "
-            "joint network only (--fusion joint, and single-modality networks): the stacked and gbm strategies "
-            "join scikit-learn and XGBoost members that one ONNX graph does not hold"
-        )
+    raise ValueError(
+        f"{model_dir} holds a {backend.name!r} fusion model (fusion = {clf.config_.fusion!r}); ONNX export covers "
+        "the joint network only (--fusion joint, and single-modality networks): the stacked and gbm strategies "
+        "join scikit-learn and XGBoost members that one ONNX graph does not hold"
+    )
 
 
 def export_onnx(model, path: str | Path, *, opset: int = OPSET) -> Path:

@@ -127,7 +127,7 @@ def _warn_if_other_version(files: ModelFiles) -> None:
 
 def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str, ...], str]:
     """``config.json``, checked: the configuration, classes, modalities and backend."""
-    from fusion.backends import BACKENDS
+    from fusion.backends import ALIASES, BACKENDS
     from fusion.backends.auto import CANDIDATES
 
     where = Where(files.origin(CONFIG))
@@ -145,7 +145,9 @@ def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str,
         raise ValueError(
             f"{where / 'modalities'} {list(modalities)} differ from config.modalities {list(config.modalities)}"
         )
-    name = checks.text(meta["backend"], where / "backend", choices=sorted(BACKENDS))
+    saved = meta["backend"]
+    saved = ALIASES.get(saved, saved) if isinstance(saved, str) else saved  # names before they matched the user's
+    name = checks.text(saved, where / "backend", choices=sorted(BACKENDS))
     expected = CANDIDATES if config.fusion == "auto" else (backend_name(config),)
     if name not in expected:
         raise ValueError(

@@ -110,7 +110,7 @@ def test_auto_chooses_by_inner_cv_of_the_training_part_only(parts, small_tuning)
     cfg = _config("auto", small_tuning)
     clf = FusionClassifier(cfg).fit(parts["train"], parts["val"])
     auto = clf.history_["auto"]
-    assert set(auto["candidates"]) == {"network", "stacked", "gbm"} and auto["chosen"] == clf.backend_.name
+    assert set(auto["candidates"]) == {"joint", "stacked", "gbm"} and auto["chosen"] == clf.backend_.name
     assert all(c["inner_cv_macro_auroc"] is not None for c in auto["candidates"].values())
     # Another validation split (even one with every label wrong) cannot change the choice.
     val = parts["val"]

@@ -422,11 +422,11 @@ def test_save_over_another_model_needs_overwrite_and_replaces_the_whole_folder(f
     booster = FusionClassifier.load(tiny_runs["xgboost"])
     with pytest.raises(ValueError, match=r"m1.*is not empty"):
         booster.save(folder)
-    assert FusionClassifier.load(folder).backend_.name == "network"  # untouched
+    assert FusionClassifier.load(folder).backend_.name == "joint"  # untouched
     assert booster.save(folder, overwrite=True) == folder
     assert "model.safetensors" not in _listing(folder) and "metrics.json" not in _listing(folder)
     again = FusionClassifier.load(folder)
-    assert again.backend_.name == "booster" and again.modalities_ == ("tabular",)
+    assert again.backend_.name == "xgboost" and again.modalities_ == ("tabular",)
     assert _listing(tmp_path) == ["m1"]
     # An empty folder, or none, needs no overwrite.
     (tmp_path / "empty").mkdir()

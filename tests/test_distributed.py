@@ -146,7 +146,7 @@ def _worker(rank: int, world: int, ports: list[int], root: str, jobs: list, die_
 # ~2 s of torch._dynamo (imported by the first optimizer) per process, which made these
 # tests 3x dearer. The server is a clean process (no OpenMP threads started), so
 # forking from it is safe where forking the test process itself is not.
-PRELOAD = ["torch", "torch._dynamo", "fusion.train", "fusion.training.loop", "fusion.backends.network"]
+PRELOAD = ["torch", "torch._dynamo", "fusion.train", "fusion.training.loop", "fusion.backends.joint"]
 
 
 def _job(root: Path, jobs: list, die_at_epoch: int | None = None) -> bool:

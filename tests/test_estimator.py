@@ -46,9 +46,9 @@ def parts():
     return load_dataset(None, image_size=32, synthetic_n=90, seed=4).split(seed=0)
 
 
-@pytest.mark.parametrize("kind", ["network", "booster"])
+@pytest.mark.parametrize("kind", ["joint", "xgboost"])
 def test_fit_leaves_its_parameter_alone_and_sets_fitted_state(parts, kind, small_tuning):
-    cfg = Config(modalities="tabular", model="xgboost", tuning=small_tuning) if kind == "booster" else Config()
+    cfg = Config(modalities="tabular", model="xgboost", tuning=small_tuning) if kind == "xgboost" else Config()
     cfg.image.image_size, cfg.train.epochs, cfg.train.device = 32, 1, "cpu"
     before = copy.deepcopy(cfg)
     clf = FusionClassifier(cfg)

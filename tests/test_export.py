@@ -139,7 +139,9 @@ def test_other_strategies_are_refused_naming_the_strategy(tiny_runs):
     from fusion.export import check_exportable
 
     clf = FusionClassifier.load(tiny_runs["fused"])
-    clf.backend_.name = "stacked"  # the refusal reads the backend's name alone
+    # The refusal reads the backend's own description (its name, whether it exports),
+    # never a list of names kept in export.py.
+    clf.backend_.name, clf.backend_.exportable = "stacked", False
     clf.config_.fusion = "stacked"
     with pytest.raises(ValueError, match="'stacked' fusion model"):
         check_exportable(clf, "RUN")

@@ -672,7 +672,7 @@ def test_a_model_file_of_another_model_is_refused_listed_or_not(tiny_runs, tmp_p
     with pytest.raises(ValueError, match=r"holds xgboost\.json, which manifest\.json does not list"):
         FusionClassifier.load(folder)
     rehash(folder, add=("xgboost.json",))
-    with pytest.raises(ValueError, match=r"manifest\.json lists xgboost\.json, which a network model does not use"):
+    with pytest.raises(ValueError, match=r"manifest\.json lists xgboost\.json, which a joint model does not use"):
         FusionClassifier.load(folder)
 
 
@@ -730,7 +730,7 @@ HAND_EDITS = [
     ("config.json", _set("modalities", ["image", "tabular", "audio"]), r"config\.json: modalities"),
     ("config.json", _set("modalities", ["image"]), r"config\.json: modalities"),
     ("config.json", _set("backend", "quantum"), r"config\.json: backend"),
-    ("config.json", _set("backend", "booster"), r"config\.json: backend"),
+    ("config.json", _set("backend", "xgboost"), r"config\.json: backend"),
     ("config.json", _set("extra", 1), r"config\.json has unknown key"),
     ("calibration.json", _set("temperature", -1.0), r"calibration\.json: temperature"),
     ("calibration.json", _set("temperature", 0), r"calibration\.json: temperature"),

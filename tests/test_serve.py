@@ -85,7 +85,7 @@ def patient():
 def test_health_and_schema_describe_the_model(client, clf):
     health = client.get("/health").json()
     assert health["classes"] == list(clf.classes_) and health["modalities"] == list(clf.modalities_)
-    assert health["status"] == "ok" and health["version"] and health["backend"] == "network"
+    assert health["status"] == "ok" and health["version"] and health["backend"] == "joint"
     schema = client.get("/schema").json()
     by_name = {f["name"]: f for f in schema["features"]}
     assert list(by_name) == list(clf.schema_.feature_names)

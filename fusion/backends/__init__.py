@@ -15,19 +15,21 @@ if TYPE_CHECKING:
     from fusion.config import Config
 
 BACKENDS = {
-    "network": "fusion.backends.network:NetworkBackend",
-    "booster": "fusion.backends.booster:BoosterBackend",
+    "joint": "fusion.backends.joint:JointBackend",
+    "xgboost": "fusion.backends.xgb:XGBoostBackend",
     "stacked": "fusion.backends.stacked:StackedBackend",
     "gbm": "fusion.backends.gbm:GBMBackend",
     "auto": "fusion.backends.auto:AutoBackend",
 }
-# The backend of each fusion strategy (Config.fusion); "auto" fits to one of the others.
-STRATEGIES = {"joint": "network", "stacked": "stacked", "gbm": "gbm", "auto": "auto"}
+# A backend is named as the user chooses it: the fusion strategy (Config.fusion), or
+# "xgboost" for the XGBoost baseline (Config.model). Folders saved before the names
+# matched say "network" and "booster": read as "joint" and "xgboost".
+ALIASES = {"network": "joint", "booster": "xgboost"}
 
 
 def backend_name(config: Config) -> str:
     """The backend a (validated) configuration trains."""
-    return "booster" if config.model == "xgboost" else STRATEGIES[config.fusion]
+    return "xgboost" if config.model == "xgboost" else config.fusion
 
 
 def check_distributed(cfg: Config) -> None:
@@ -43,7 +45,7 @@ def check_distributed(cfg: Config) -> None:
     from fusion.training import distributed
 
     name = backend_name(cfg)
-    if name != "network" and distributed.world_size() > 1:
+    if not backend_class(name).distributed and distributed.world_size() > 1:
         raise ValueError(
             f"model {cfg.model!r} with fusion {cfg.fusion!r} (backend {name!r}) trains in one process only, "
             f"but this job has {distributed.world_size()} processes (WORLD_SIZE); distributed training "

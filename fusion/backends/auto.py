@@ -26,13 +26,16 @@ from fusion.evaluation import macro_auroc
 
 logger = logging.getLogger(__name__)
 
-CANDIDATES = ("network", "stacked", "gbm")
+CANDIDATES = ("joint", "stacked", "gbm")
 
 
 class AutoBackend:
     """Chooses among :data:`CANDIDATES` by inner CV; ``fit`` returns the chosen backend."""
 
     name = "auto"
+    distributed = False
+    exportable = False
+    portable_file = None
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

@@ -121,6 +121,12 @@ class Backend(Protocol):
     """
 
     name: ClassVar[str]
+    # Whether the backend trains under torchrun (several processes), and whether
+    # fusion.export writes it as one ONNX graph; ``portable_file`` names the file that
+    # already is portable when it is not (XGBoost's own JSON).
+    distributed: ClassVar[bool]
+    exportable: ClassVar[bool]
+    portable_file: ClassVar[str | None]
     history_: dict
 
     def fit(

@@ -53,6 +53,9 @@ class GBMBackend:
     """
 
     name = "gbm"
+    distributed = False
+    exportable = False
+    portable_file = None
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

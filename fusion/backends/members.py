@@ -107,7 +107,7 @@ class FrozenEmbedder:
     @classmethod
     def load(cls, files: ModelFiles, backbone: str, image_size: int) -> FrozenEmbedder:
         """From a model folder's verified files; the weights must fit the backbone."""
-        from fusion.backends.network import check_fits
+        from fusion.backends.joint import check_fits
         from fusion.nets.backbones import ImageBranch, create_backbone
 
         state = files.tensors(cls.file)

@@ -146,6 +146,9 @@ class StackedBackend:
     """
 
     name = "stacked"
+    distributed = False
+    exportable = False
+    portable_file = None
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

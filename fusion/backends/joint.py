@@ -77,7 +77,7 @@ def build_network(spec: ModelSpec, train: Dataset | None = None) -> FusionModel:
     return FusionModel(branches, len(spec.classes), cfg.head.hidden, cfg.head.dropout, cfg.head.modality_dropout)
 
 
-class NetworkBackend:
+class JointBackend:
     """Joint late fusion: branches -> embeddings -> one head, trained together.
 
     Attributes
@@ -88,7 +88,10 @@ class NetworkBackend:
         Training history: per-epoch losses and scores, best epoch, device, precision.
     """
 
-    name = "network"
+    name = "joint"
+    distributed = True
+    exportable = True
+    portable_file = None
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -97,7 +100,7 @@ class NetworkBackend:
     # ----------------------------------------------------------------- fitting
     def fit(
         self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir=None, resume: bool = False
-    ) -> NetworkBackend:
+    ) -> JointBackend:
         cfg: Config = self.spec.config
         device = distributed.local_device(resolve_device(cfg.train.device))
         precision = resolve_precision(cfg.train.precision, device)
@@ -247,7 +250,7 @@ class NetworkBackend:
         return {WEIGHTS: state_dict_bytes(self.network_.state_dict())}
 
     @classmethod
-    def load(cls, spec: ModelSpec, files: ModelFiles, *, device: str = "cpu") -> NetworkBackend:
+    def load(cls, spec: ModelSpec, files: ModelFiles, *, device: str = "cpu") -> JointBackend:
         state = files.tensors(WEIGHTS)
         check_fits(lambda: build_network(spec), state, files.origin(WEIGHTS))
         network = build_network(spec)

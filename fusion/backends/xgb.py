@@ -147,7 +147,7 @@ class XGBoostBaseline:
         return model
 
 
-class BoosterBackend:
+class XGBoostBackend:
     """The XGBoost baseline behind the estimator's contract (record only).
 
     Attributes
@@ -157,7 +157,10 @@ class BoosterBackend:
         ``best_iteration``.
     """
 
-    name = "booster"
+    name = "xgboost"
+    distributed = False
+    exportable = False
+    portable_file = "xgboost.json"
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -167,7 +170,7 @@ class BoosterBackend:
 
     def fit(
         self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir=None, resume: bool = False
-    ) -> BoosterBackend:
+    ) -> XGBoostBackend:
         """Tuned by patient-grouped inner CV of the training part (``train.xgb_tune``,
         the default: depth, learning rate, minimum child weight and rounds), or the fixed
         settings with early stopping on ``val``. Boosting is fast and not checkpointed:
@@ -186,7 +189,7 @@ class BoosterBackend:
         self.history_ = {"best_iteration": self.booster_.best_iteration_}
         return self
 
-    def _fit_tuned(self, train: Dataset) -> BoosterBackend:
+    def _fit_tuned(self, train: Dataset) -> XGBoostBackend:
         from fusion.backends.members import fit_xgb, tune_xgb
 
         t, k = self.spec.config.train, len(self.spec.classes)
@@ -236,7 +239,7 @@ class BoosterBackend:
         return {BOOSTER: self.booster_.to_bytes()}
 
     @classmethod
-    def load(cls, spec: ModelSpec, files: ModelFiles, *, device: str = "cpu") -> BoosterBackend:
+    def load(cls, spec: ModelSpec, files: ModelFiles, *, device: str = "cpu") -> XGBoostBackend:
         backend = cls(spec)
         backend.booster_ = XGBoostBaseline.from_bytes(
             files.read(BOOSTER),
