@@ -13,7 +13,7 @@ import pytest
 from fusion import Config, FusionClassifier, load_dataset
 from fusion.config import ImageConfig, TuningConfig, settings
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "old_format"
 
 
 # ------------------------------------------------------- derived defaults (traps)
@@ -97,7 +97,7 @@ def test_a_model_folder_saves_the_resolved_values_and_rebuilds_the_same_network(
 
 
 def test_a_folder_saved_before_the_tuning_settings_existed_loads_unchanged(tiny_runs, tmp_path, rehash):
-    """``fixtures/config_before_issue22.json`` is the config.json of a tabular network saved
+    """``data/old_format/config_before_issue22.json`` is the config.json of a tabular network saved
     by the tree before this change (no tuning section); it loads with the defaults it
     was trained with, and the model predicts exactly as before."""
     old = json.loads((FIXTURES / "config_before_issue22.json").read_text())
