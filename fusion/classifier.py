@@ -202,7 +202,7 @@ class FusionClassifier(ConfigParameters):
         Warns
         -----
         UserWarning
-            Records given to an image-only model, or images to a record-only one: they
+            Records given to an image-only model, or images to a tabular-only one: they
             are validated, then not used (:attr:`Prediction.ignored` says it for one
             patient).
         """
@@ -228,7 +228,7 @@ class FusionClassifier(ConfigParameters):
 
         Either may be None: a fused model answers from the other one (it was trained
         with modality dropout) and ``Prediction.modalities`` says what it used. An
-        input of a modality the model lacks (an image given to a record-only model) is
+        input of a modality the model lacks (an image given to a tabular-only model) is
         validated, then not used: ``Prediction.ignored`` names it (many patients: a
         ``UserWarning``).
 

@@ -9,7 +9,7 @@ The estimator takes one patient or many in the same two arguments:
 
 Every input is validated whether or not the model uses it: a record against the
 schema, an image by decoding it. An input of a modality the model lacks (an image
-given to a record-only model) is then reported as ignored, never dropped unseen:
+given to a tabular-only model) is then reported as ignored, never dropped unseen:
 :attr:`Prediction.ignored <fusion.prediction.Prediction.ignored>` for one patient, a
 ``UserWarning`` for many. A record without one known value is a missing modality, not
 a record of imputed averages: a fused model answers from the image alone (its presence

@@ -32,7 +32,7 @@ class Prediction:
         :mod:`fusion.evaluation.calibration`): classes not to rule out.
     ignored : tuple of str
         Inputs that were given but that the model has no modality for ("image" given
-        to a record-only model, "tabular" to an image-only one): validated like any
+        to a tabular-only model, "tabular" to an image-only one): validated like any
         other input, then not used.
     """
 

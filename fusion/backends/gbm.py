@@ -71,7 +71,7 @@ class GBMBackend:
             emb = self.embedder_.transform(batch.images) if batch.images is not None else np.full((n, width), np.nan)
             blocks.append(self._mask(emb.astype(np.float32), batch, "image"))
         if "tabular" in self.spec.modalities:
-            width = len(self.record_names_)
+            width = len(self.tabular_columns_)
             raw = self.spec.preprocessor.transform_raw(batch.records)[0] if batch.records is not None else None
             rec = raw if raw is not None else np.full((n, width), np.nan, np.float32)
             blocks.append(self._mask(rec.astype(np.float32), batch, "tabular"))
@@ -99,7 +99,7 @@ class GBMBackend:
             self.embedder_ = FrozenEmbedder(cfg.image.backbone, cfg.starting_weights, self.spec.image_size)
             self.embedder_.fit(train.images)
         if "tabular" in self.spec.modalities:
-            self.record_names_ = self.spec.preprocessor.raw_columns()
+            self.tabular_columns_ = self.spec.preprocessor.raw_columns()
         batch = Batch.from_dataset(train, self.spec.modalities)
         X, y = self._columns(batch), train.labels
         self.embedding_mean_ = X[:, : self._n_image_columns].mean(axis=0)
@@ -204,15 +204,15 @@ class GBMBackend:
         backend.embedder_ = None
         if "image" in spec.modalities:
             backend.embedder_ = FrozenEmbedder.load(files, spec.config.image.backbone, spec.image_size)
-        n_record = 0
+        n_tabular = 0
         if "tabular" in spec.modalities:
-            backend.record_names_ = spec.preprocessor.raw_columns()
-            n_record = len(backend.record_names_)
+            backend.tabular_columns_ = spec.preprocessor.raw_columns()
+            n_tabular = len(backend.tabular_columns_)
         backend.booster_ = load_booster(
             files.read(BOOSTER),
             files.origin(BOOSTER),
             n_classes=len(spec.classes),
-            n_features=backend._n_image_columns + n_record,
+            n_features=backend._n_image_columns + n_tabular,
         )
         where = Where(files.origin(STATE))
         state = checks.keys(files.json(STATE), where, required=("params", "rounds", "embedding_mean"))

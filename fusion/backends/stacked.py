@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from fusion.persistence import ModelFiles
 
 STATE = "stacked.json"
-RECORD_BOOSTER = "stacked_record.json"
+TABULAR_BOOSTER = "stacked_record.json"
 FLOOR = 1e-6  # log-probabilities are clipped here: one member's certainty must not veto the other
 
 
@@ -138,7 +138,7 @@ class StackedBackend:
     ----------
     embedder_ : FrozenEmbedder or None
     image_model_ : LinearModel or None
-    record_booster_ : xgboost.Booster or None
+    tabular_booster_ : xgboost.Booster or None
     combiners_ : dict of str -> Combiner
         Keyed by the members they join ("image+tabular", "image", "tabular").
     history_ : dict
@@ -160,9 +160,9 @@ class StackedBackend:
         k = len(self.spec.classes)
         if self.embedder_ is not None and batch.images is not None:
             out["image"] = _log(self.image_model_.predict_proba(self.embedder_.transform(batch.images)))
-        if self.record_booster_ is not None and batch.records is not None:
+        if self.tabular_booster_ is not None and batch.records is not None:
             raw = self.spec.preprocessor.transform_raw(batch.records)[0]
-            out["tabular"] = _log(xgb_proba(self.record_booster_, raw, k))
+            out["tabular"] = _log(xgb_proba(self.tabular_booster_, raw, k))
         return out
 
     def fit(self, train: Dataset, val: Dataset | None, *, verbose: bool = False, checkpoint_dir=None, resume=False):
@@ -171,7 +171,7 @@ class StackedBackend:
         (its figures stay held out); checkpoints do not apply."""
         cfg, k = self.spec.config, len(self.spec.classes)
         y, groups, seed, tuning = train.labels, train.groups, cfg.train.seed, cfg.tuning
-        self.embedder_ = self.image_model_ = self.record_booster_ = None
+        self.embedder_ = self.image_model_ = self.tabular_booster_ = None
         oof, history = {}, {}
         if "image" in self.spec.modalities:
             self.embedder_ = FrozenEmbedder(cfg.image.backbone, cfg.starting_weights, self.spec.image_size)
@@ -194,7 +194,7 @@ class StackedBackend:
                 y,
                 inner_folds(y, groups, seed, tuning.inner_folds),
             )
-            self.record_booster_ = fit_xgb(raw, y, k, params, seed, rounds)
+            self.tabular_booster_ = fit_xgb(raw, y, k, params, seed, rounds)
             history["tabular_member"] = {
                 "params": params,
                 "rounds": rounds,
@@ -294,7 +294,7 @@ class StackedBackend:
         pre = self.spec.preprocessor
         raw = pre.transform_raw(batch.records)[0]
         n_classes = len(self.spec.classes)
-        phi = self.record_booster_.predict(xgb.DMatrix(raw, missing=np.nan), pred_contribs=True)
+        phi = self.tabular_booster_.predict(xgb.DMatrix(raw, missing=np.nan), pred_contribs=True)
         phi = np.asarray(phi).reshape(len(raw), n_classes, raw.shape[1] + 1)[0, :, :-1]  # (classes, columns)
         p = np.exp(logps["tabular"][0])
         change = phi - p @ phi  # each column's effect on every class's log-probability (linearised log-softmax)
@@ -336,7 +336,7 @@ class StackedBackend:
     def files(cls, modalities: tuple[str, ...]) -> tuple[str, ...]:
         return (
             STATE,
-            *((RECORD_BOOSTER,) if "tabular" in modalities else ()),
+            *((TABULAR_BOOSTER,) if "tabular" in modalities else ()),
             *((FrozenEmbedder.file,) if "image" in modalities else ()),
         )
 
@@ -350,8 +350,8 @@ class StackedBackend:
             "history": self.history_,
         }
         files = {STATE: json_bytes(state)}
-        if self.record_booster_ is not None:
-            files[RECORD_BOOSTER] = bytes(self.record_booster_.save_raw(raw_format="json"))
+        if self.tabular_booster_ is not None:
+            files[TABULAR_BOOSTER] = bytes(self.tabular_booster_.save_raw(raw_format="json"))
         if self.embedder_ is not None:
             files.update(self.embedder_.save())
         return files
@@ -364,7 +364,7 @@ class StackedBackend:
         where = Where(files.origin(STATE))
         state = checks.keys(files.json(STATE), where, required=("image_model", "combiners", "prior", "history"))
         backend = cls(spec)
-        backend.embedder_ = backend.image_model_ = backend.record_booster_ = None
+        backend.embedder_ = backend.image_model_ = backend.tabular_booster_ = None
         if "image" in spec.modalities:
             backend.embedder_ = FrozenEmbedder.load(files, spec.config.image.backbone, spec.image_size)
             backend.image_model_ = LinearModel.from_dict(
@@ -373,9 +373,9 @@ class StackedBackend:
         elif state["image_model"] is not None:
             raise ValueError(f"{where / 'image_model'} must be null: the model has no image modality")
         if "tabular" in spec.modalities:
-            backend.record_booster_ = load_booster(
-                files.read(RECORD_BOOSTER),
-                files.origin(RECORD_BOOSTER),
+            backend.tabular_booster_ = load_booster(
+                files.read(TABULAR_BOOSTER),
+                files.origin(TABULAR_BOOSTER),
                 n_classes=k,
                 n_features=len(spec.preprocessor.raw_columns()),
             )

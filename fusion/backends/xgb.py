@@ -148,7 +148,7 @@ class XGBoostBaseline:
 
 
 class XGBoostBackend:
-    """The XGBoost baseline behind the estimator's contract (record only).
+    """The XGBoost baseline behind the estimator's contract (tabular only).
 
     Attributes
     ----------

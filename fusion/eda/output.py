@@ -6,7 +6,7 @@ mistyped as the dataset's ``images/`` folder once deleted every film in it. So:
 
 - the folder may not be, contain or lie inside an input (the dataset folder, its CSV,
   its image folder, the schema file), symlinks resolved;
-- it must be new, empty, or hold :data:`RECORD`, the list of files an earlier analysis
+- it must be new, empty, or hold :data:`LEDGER`, the list of files an earlier analysis
   wrote there; each file is added to that list *before* it is written, so an
   interrupted run is still cleaned up by the next one;
 - a rerun removes exactly the listed names that are still regular files directly in
@@ -26,9 +26,9 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["RECORD", "OutputFolder", "OutputWriteError", "check_not_an_input"]
+__all__ = ["LEDGER", "OutputFolder", "OutputWriteError", "check_not_an_input"]
 
-RECORD = ".fusion-eda.json"
+LEDGER = ".fusion-eda.json"
 # What the analysis writes: figures, the report and its summary. A listed name of any
 # other form (a path, a dotfile, a CSV) is never deleted, whatever the record says.
 _OURS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.(?:png|md|json)")
@@ -83,7 +83,7 @@ class OutputFolder:
     ------
     ValueError
         The folder is, contains or lies inside an input, is not a folder, or is a
-        non-empty folder without a valid :data:`RECORD`.
+        non-empty folder without a valid :data:`LEDGER`.
     """
 
     def __init__(self, out: str | Path, inputs: Iterable[str | Path | None] = ()):
@@ -104,18 +104,18 @@ class OutputFolder:
         entries = [p.name for p in self.path.iterdir()]
         if not entries:
             return
-        if RECORD not in entries:
+        if LEDGER not in entries:
             raise ValueError(
-                f"output folder {str(self.path)!r} is not empty and holds no record ({RECORD}) of an earlier "
+                f"output folder {str(self.path)!r} is not empty and holds no record ({LEDGER}) of an earlier "
                 "analysis; choose a new or empty folder"
             )
         for name in self._earlier_files():
             _remove_regular(self.path, name)
 
     def _earlier_files(self) -> list[str]:
-        record = self.path / RECORD
+        record = self.path / LEDGER
         damaged = ValueError(
-            f"output folder {str(self.path)!r}: its record of an earlier analysis ({RECORD}) is damaged; "
+            f"output folder {str(self.path)!r}: its record of an earlier analysis ({LEDGER}) is damaged; "
             "choose a new folder (or remove this one yourself)"
         )
         st = os.stat(record, follow_symlinks=False)
@@ -133,7 +133,7 @@ class OutputFolder:
         from fusion.persistence import atomic_write_text
 
         record = {"written_by": "fusion.eda", "files": self.written}
-        atomic_write_text(self.path / RECORD, json.dumps(record, indent=1) + "\n")
+        atomic_write_text(self.path / LEDGER, json.dumps(record, indent=1) + "\n")
 
     def claim(self, name: str) -> Path:
         """The path of the new file ``name``, recorded before it is written.
