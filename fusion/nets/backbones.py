@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fusion.errors import MissingFileError
 from fusion.nets.registry import BACKBONES, backbone_spec
 
 
@@ -320,11 +321,13 @@ def imagenet_weights_path(name: str) -> Path:
         raise ValueError(f"no ImageNet weights for backbone {name!r}; available for {available}")
     path = Path(torch.hub.get_dir()) / "checkpoints" / file
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ImageNet weights for {name} are not on this machine (looked for {path}); fusion never "
             f"downloads at run time. On a machine with internet, download "
             f"https://download.pytorch.org/models/{file} and either put it at {path} "
-            f"or give that file as image.weights."
+            f"or give that file as image.weights.",
+            field="image.weights",
+            file=str(path),
         )
     return path
 
