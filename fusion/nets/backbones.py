@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fusion.errors import MissingFileError
+from fusion.errors import MissingFileError, ModelFolderError
 from fusion.nets.registry import BACKBONES, backbone_spec
 
 
@@ -207,7 +207,11 @@ def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[fl
     try:
         source = files.json("config.json")["config"]["image"]["backbone"]
     except (KeyError, TypeError):
-        raise ValueError(f"{folder}: config.json holds no config.image.backbone") from None
+        raise ModelFolderError(
+            f"{folder}: config.json holds no config.image.backbone",
+            field="config.image.backbone",
+            file=str(folder / "config.json"),
+        ) from None
     if source != name:
         raise ValueError(
             f"{folder}: that run's image backbone is {source!r}, this one is {name!r}; they must be the same"
@@ -215,7 +219,7 @@ def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[fl
     state = files.tensors(WEIGHTS) if WEIGHTS in files else {}
     tensors = {k[len(_RUN_BACKBONE) :]: v for k, v in state.items() if k.startswith(_RUN_BACKBONE)}
     if not tensors:
-        raise ValueError(f"{folder}: that run has no image branch to start from")
+        raise ModelFolderError(f"{folder}: that run has no image branch to start from", file=str(folder / WEIGHTS))
     backbone.load_state_dict(tensors)
     return float(state[_RUN_MEAN]), float(state[_RUN_STD])
 
