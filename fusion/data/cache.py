@@ -547,12 +547,8 @@ def cached_images(
         raise ValueError(f"cache workers must be at least 1; got {workers}")
     if cache_dir is None:
         if memory_map:
-            raise ConfigError(
-                "memory_map=True reads the films from the image cache, which cache_dir turns off",
-                field="memory_map",
-                value=memory_map,
-                accepted="False or None without a cache_dir",
-            )
+            message = "memory_map=True reads the films from the image cache, which cache_dir turns off"
+            raise ConfigError(message, field="memory_map", value=memory_map)
         return _decode_in_memory(files, size, decode)
     entry = _Entry(Path(cache_dir), _key(files, size))
     found, damage = _open_complete(entry, len(files), size, memory_map)

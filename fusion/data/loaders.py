@@ -306,7 +306,6 @@ def load_folder(
             raise ConfigError(
                 f"dataset {str(path)!r} needs a schema: give one (data.schema) or put schema.toml beside metadata.csv",
                 field="data.schema",
-                accepted="a schema file or built-in name",
             )
         schema = root / "schema.toml"
     if not isinstance(schema, Schema):
