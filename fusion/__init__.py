@@ -3,6 +3,7 @@
 Public names::
 
     from fusion import FusionClassifier, Config, load_dataset, load_schema, synthetic
+    from fusion import FusionError  # and its family: InputError, ImageError, SchemaError, ...
 
 Each public name is imported when first used (PEP 562), so ``import fusion`` costs
 almost nothing and a single prediction loads only what it needs (no xgboost,
@@ -17,12 +18,19 @@ from fusion.version import __version__ as __version__
 
 _EXPORTS = {
     "Config": "fusion.config",
+    "ConfigError": "fusion.errors",
     "Dataset": "fusion.data.dataset",
     "Explanation": "fusion.explain",
     "FusionClassifier": "fusion.classifier",
+    "FusionError": "fusion.errors",
+    "ImageError": "fusion.errors",
+    "InputError": "fusion.errors",
+    "MissingFileError": "fusion.errors",
+    "ModelFolderError": "fusion.errors",
     "NotFittedError": "fusion.classifier",
     "Prediction": "fusion.classifier",
     "Schema": "fusion.schema",
+    "SchemaError": "fusion.errors",
     "classification_metrics": "fusion.evaluation",
     "grouped_kfold": "fusion.data.splits",
     "grouped_split": "fusion.data.splits",

@@ -6,6 +6,10 @@ updates the hashes too: the values themselves must then say whether they make se
 Every error is a ``ValueError`` that names the file and the key at fault
 (``.../calibration.json: thresholds.covid must be a number between 0 and 1; got -0.5``),
 never an ``AttributeError``, a ``ZeroDivisionError`` or an 80 GB allocation later on.
+It carries them too (:mod:`fusion.errors`): a :class:`~fusion.errors.ModelFolderError`
+with the file and the key, or, for a configuration field (:meth:`Where.setting`), a
+:class:`~fusion.errors.ConfigError` with the field; each with the value and what is
+accepted.
 
 Example
 -------
@@ -14,6 +18,11 @@ Example
 0.5
 >>> str(where / "thresholds" / "covid")
 'calibration.json: thresholds.covid'
+>>> try:
+...     number(-1, Where.setting("train.lr"), low=0, low_open=True)
+... except ValueError as err:
+...     print(type(err).__name__, err.field, err.value, err.accepted)
+ConfigError train.lr -1 a finite number > 0
 """
 
 from __future__ import annotations
@@ -21,35 +30,51 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from fusion.errors import MISSING, ConfigError, FusionError, ModelFolderError
 from fusion.schema.values import short_repr
 
 
 @dataclass(frozen=True)
 class Where:
     """A place in a file: the file's name and the dotted key path inside it (``file``
-    empty: a value not read from a file, named by its key path alone)."""
+    empty: a value not read from a file, named by its key path alone).
+
+    ``error`` is the class of the errors raised about the place (:meth:`refuse`):
+    :class:`~fusion.errors.ModelFolderError` (saved state) unless made by
+    :meth:`setting`."""
 
     file: str
     key: str = ""
+    error: type[FusionError] = field(default=ModelFolderError, compare=False, repr=False)
+
+    @classmethod
+    def setting(cls, name: str) -> Where:
+        """A configuration field by its dotted name (``"train.lr"``): refusals are
+        :class:`~fusion.errors.ConfigError`."""
+        return cls("", name, ConfigError)
 
     def __truediv__(self, key: Any) -> Where:
-        return Where(self.file, f"{self.key}.{key}" if self.key else str(key))
+        return Where(self.file, f"{self.key}.{key}" if self.key else str(key), self.error)
 
     def item(self, index: int) -> Where:
-        return Where(self.file, f"{self.key}[{index}]")
+        return Where(self.file, f"{self.key}[{index}]", self.error)
 
     def __str__(self) -> str:
         if self.file and self.key:
             return f"{self.file}: {self.key}"
         return self.file or self.key
 
+    def refuse(self, message: str, *, value: Any = MISSING, accepted: str | None = None) -> FusionError:
+        """The error saying ``message`` about this place: its key as the field, its file."""
+        return self.error(message, field=self.key or None, value=value, accepted=accepted, file=self.file or None)
+
 
 def mapping(value: Any, where: Where) -> dict:
     if not isinstance(value, Mapping):
-        raise ValueError(f"{where} must be an object; got {short_repr(value)}")
+        raise where.refuse(f"{where} must be an object; got {short_repr(value)}", value=value, accepted="an object")
     return dict(value)
 
 
@@ -60,10 +85,13 @@ def keys(value: Any, where: Where, required: Iterable[str], optional: Iterable[s
     required = tuple(required)
     unknown = sorted(set(value) - set(required) - set(optional), key=str)
     if unknown:
-        raise ValueError(f"{where} has unknown key(s) {short_repr(unknown)}; known: {sorted({*required, *optional})}")
+        known = sorted({*required, *optional})
+        raise where.refuse(
+            f"{where} has unknown key(s) {short_repr(unknown)}; known: {known}", value=unknown, accepted=f"{known}"
+        )
     for key in required:
         if key not in value:
-            raise ValueError(f"{where / key} is missing")
+            raise (where / key).refuse(f"{where / key} is missing")
     return value
 
 
@@ -89,9 +117,8 @@ def number(value: Any, where: Where, *, low=None, high=None, low_open: bool = Fa
     """A finite number (not a bool, not a string) within the bounds given."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or not _within(value, low, high, low_open, high_open):
-        raise ValueError(
-            f"{where} must be a finite number{_range(low, high, low_open, high_open)}; got {short_repr(value)}"
-        )
+        accepted = f"a finite number{_range(low, high, low_open, high_open)}"
+        raise where.refuse(f"{where} must be {accepted}; got {short_repr(value)}", value=value, accepted=accepted)
     return float(value)
 
 
@@ -99,32 +126,44 @@ def integer(value: Any, where: Where, *, low=None, high=None) -> int:
     """A whole number (not a bool, not 2.0) within the bounds given."""
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok or not _within(value, low, high, False, False):
-        raise ValueError(f"{where} must be a whole number{_range(low, high, False, False)}; got {short_repr(value)}")
+        accepted = f"a whole number{_range(low, high, False, False)}"
+        raise where.refuse(f"{where} must be {accepted}; got {short_repr(value)}", value=value, accepted=accepted)
     return int(value)
 
 
 def text(value: Any, where: Where, *, choices: Iterable[str] | None = None) -> str:
     """A non-empty string (one of ``choices`` when given)."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{where} must be a non-empty string; got {short_repr(value)}")
+        raise where.refuse(
+            f"{where} must be a non-empty string; got {short_repr(value)}", value=value, accepted="a non-empty string"
+        )
     if choices is not None:
         choices = list(choices)
         if value not in choices:
-            raise ValueError(f"{where} must be one of {choices}; got {short_repr(value)}")
+            accepted = f"one of {choices}"
+            raise where.refuse(f"{where} must be {accepted}; got {short_repr(value)}", value=value, accepted=accepted)
     return value
 
 
 def texts(value: Any, where: Where, *, unique: bool = False, min_length: int = 0) -> tuple[str, ...]:
     """A list of non-empty strings; ``unique``: none twice."""
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"{where} must be a list of non-empty strings; got {short_repr(value)}")
+        raise where.refuse(
+            f"{where} must be a list of non-empty strings; got {short_repr(value)}",
+            value=value,
+            accepted="a list of non-empty strings",
+        )
     if len(value) < min_length:
-        raise ValueError(f"{where} must list at least {min_length}; got {short_repr(value)}")
+        raise where.refuse(
+            f"{where} must list at least {min_length}; got {short_repr(value)}",
+            value=value,
+            accepted=f"a list of at least {min_length}",
+        )
     if unique:
         seen: set[str] = set()
         for v in value:
             if v in seen:
-                raise ValueError(f"{where} lists {short_repr(v)} twice; each must be unique")
+                raise where.refuse(f"{where} lists {short_repr(v)} twice; each must be unique", value=v)
             seen.add(v)
     return tuple(value)
 
@@ -134,14 +173,19 @@ def numbers_list(
 ) -> list[float]:
     """A list of finite numbers (``length`` of them when given), each within the bound."""
     if not isinstance(value, list):
-        raise ValueError(f"{where} must be a list of numbers; got {short_repr(value)}")
+        raise where.refuse(
+            f"{where} must be a list of numbers; got {short_repr(value)}", value=value, accepted="a list of numbers"
+        )
     if length is not None and len(value) != length:
-        raise ValueError(f"{where} must hold {length} numbers; got {len(value)}")
+        raise where.refuse(
+            f"{where} must hold {length} numbers; got {len(value)}", value=value, accepted=f"{length} numbers"
+        )
     return [number(v, where.item(i), low=low, low_open=low_open) for i, v in enumerate(value)]
 
 
 def matrix(value: Any, where: Where, rows: int, columns: int) -> list[list[float]]:
     """A list of ``rows`` lists of ``columns`` finite numbers."""
     if not isinstance(value, list) or len(value) != rows:
-        raise ValueError(f"{where} must be {rows} rows of {columns} numbers; got {short_repr(value)}")
+        accepted = f"{rows} rows of {columns} numbers"
+        raise where.refuse(f"{where} must be {accepted}; got {short_repr(value)}", value=value, accepted=accepted)
     return [numbers_list(row, where.item(i), length=columns) for i, row in enumerate(value)]

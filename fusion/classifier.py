@@ -35,6 +35,7 @@ from fusion.backends import backend_class, backend_name, check_distributed
 from fusion.backends.base import Backend, Batch, ModelSpec
 from fusion.config import Config
 from fusion.data.dataset import Dataset
+from fusion.errors import ConfigError
 from fusion.evaluation.calibration import Calibration, fit_calibration
 from fusion.explain import DEFAULT_STEPS, Explanation
 from fusion.inputs import Inputs, is_one_patient
@@ -125,10 +126,18 @@ class FusionClassifier(ConfigParameters):
         cfg = (self.config if self.config is not None else Config()).resolved()
         missing = [m for m in cfg.modalities if m not in train.modalities]
         if missing:
-            raise ValueError(f"modalities: the training data have no {missing} (they hold {sorted(train.modalities)})")
+            raise ConfigError(
+                f"modalities: the training data have no {missing} (they hold {sorted(train.modalities)})",
+                field="modalities",
+                value=cfg.modalities,
+                accepted=f"modalities the training data hold, of {sorted(train.modalities)}",
+            )
         if "image" in cfg.modalities and train.image_size != cfg.image.image_size:
-            raise ValueError(
-                f"image.image_size is {cfg.image.image_size} but the training images are {train.image_size} px"
+            raise ConfigError(
+                f"image.image_size is {cfg.image.image_size} but the training images are {train.image_size} px",
+                field="image.image_size",
+                value=cfg.image.image_size,
+                accepted=f"the training images' size, {train.image_size}",
             )
         preprocessor = TabularPreprocessor(train.schema).fit(train.records) if "tabular" in cfg.modalities else None
         self._settle(cfg, tuple(train.classes), train.schema, preprocessor)

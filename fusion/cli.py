@@ -3,8 +3,9 @@ them, and where their output may go.
 
 Each setting's flag is declared once, on its field in :mod:`fusion.config`:
 :func:`add_config_arguments` turns those into options, :func:`config_from_args` reads
-them back, :data:`FIELD_FLAGS` lets an error that names a field name its flag, and
-:func:`option_table` writes the README's table of them.
+them back, :data:`FIELD_FLAGS` lets an error about a field (its ``field`` attribute,
+:mod:`fusion.errors`) name its flag, and :func:`option_table` writes the README's table
+of them.
 
 Every output a command writes is checked before anything is written: it must not be
 one of the command's inputs, must not replace an existing file, and its folder must
@@ -24,6 +25,7 @@ import typing
 from pathlib import Path
 
 from fusion.config import Config, Setting, settings
+from fusion.errors import ConfigError, MissingFileError
 
 
 def _cut(value: str) -> str:
@@ -129,29 +131,13 @@ CACHE_OPTIONS = {
         },
     ),
 }
-# The library names configuration fields in its errors; the commands speak in flags.
-# Both are declared once: the settings' flags in fusion.config, the cache's above.
+# The library's errors carry the configuration fields they are about (fusion.errors);
+# the commands speak in flags. Both are declared once: the settings' flags in
+# fusion.config, the cache's above.
 FIELD_FLAGS = {
     **{s.name: s.flag for s in settings() if s.flag},
     **{name: flag for name, (flag, _) in CACHE_OPTIONS.items()},
 }
-# How the library names a field: a dotted name anywhere (``train.epochs``), and a
-# top-level one (``model``, ``fusion``, ``modalities``, plain words in prose: "this
-# model", "a fusion model") only as the subject of a statement about it: "model must
-# be", "fusion 'gbm' reads", "modalities: ...", "fusion = 'stacked'", "memory_map=True". A user's value is
-# never a field however it is spelt: quoted values are set aside before matching, and
-# a name inside a path (``runs/model.safetensors``) is not matched.
-_DOTTED = sorted((f for f in FIELD_FLAGS if "." in f), key=len, reverse=True)
-_BARE = sorted((f for f in FIELD_FLAGS if "." not in f), key=len, reverse=True)
-_FIELD = re.compile(
-    r"(?<![\w./\\-])(?:("
-    + "|".join(map(re.escape, _DOTTED))
-    + r")(?![\w])|("
-    + "|".join(map(re.escape, _BARE))
-    + r")(?= must\b| ?[:=] | ['\"]|=\S))"
-)
-# A quoted value (as repr writes it); an apostrophe inside a word ("model's") opens none.
-_QUOTED = re.compile(r"""(?<!\w)(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
 
 
 def add_cache_arguments(p) -> None:
@@ -219,8 +205,8 @@ def config_from_args(args) -> Config:
     Raises
     ------
     TypeError, ValueError
-        A value the configuration refuses, naming its field (:func:`in_flags` adds the
-        flag).
+        A value the configuration refuses, naming its field (a
+        :class:`~fusion.errors.ConfigError`, whose flag :func:`in_flags` adds).
     """
     values = {}
     for s in settings():
@@ -261,16 +247,26 @@ def command_flags(parser) -> tuple[str, ...]:
     return tuple(s for action in parser._actions for s in action.option_strings)
 
 
-def in_flags(message: str, flags=None) -> str:
-    """A library error as a command-line user reads it: the flags that set the
-    configuration fields it names are added at its end, ``... (flag: --epochs)``.
+def flags_of(err: BaseException, flags=None) -> list[str]:
+    """The flags that set the settings ``err`` is about, read from its attributes
+    (:attr:`fusion.errors.FusionError.fields` of a :class:`~fusion.errors.ConfigError`
+    or :class:`~fusion.errors.MissingFileError`), in the order the error names them.
 
     ``flags``: the command's own flags (see :func:`command_flags`); a field whose flag
-    the command lacks is not named (None: every flag of :data:`FIELD_FLAGS`).
+    the command lacks is not named (None: every flag of :data:`FIELD_FLAGS`). A record
+    feature, a schema key or a key of a model folder's file is no setting: none is named.
     """
-    found = [dotted or bare for dotted, bare in _FIELD.findall(_QUOTED.sub("''", message))]
-    named = [FIELD_FLAGS[f] for f in found if flags is None or FIELD_FLAGS[f] in flags]
-    named = list(dict.fromkeys(named))
+    fields = err.fields if isinstance(err, (ConfigError, MissingFileError)) else ()
+    named = (FIELD_FLAGS[f] for f in fields if f in FIELD_FLAGS)
+    return list(dict.fromkeys(f for f in named if flags is None or f in flags))
+
+
+def in_flags(err: BaseException, flags=None) -> str:
+    """A library error as a command-line user reads it: the flags that set the
+    configuration fields it is about (:func:`flags_of`) are added at its end,
+    ``... (flag: --epochs)``."""
+    message = str(err)
+    named = flags_of(err, flags)
     if not named:
         return message
     return f"{message} ({'flag' if len(named) == 1 else 'flags'}: {', '.join(named)})"
@@ -278,8 +274,8 @@ def in_flags(message: str, flags=None) -> str:
 
 def fail(err: BaseException, parser=None) -> int:
     """Print a library error for a command-line user, naming the flags (of ``parser``'s
-    command) that set the fields it names; the exit code of a bad request."""
-    print(f"error: {in_flags(str(err), None if parser is None else command_flags(parser))}", file=sys.stderr)
+    command) that set the fields it is about; the exit code of a bad request."""
+    print(f"error: {in_flags(err, None if parser is None else command_flags(parser))}", file=sys.stderr)
     return 2
 
 

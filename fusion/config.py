@@ -45,6 +45,7 @@ from typing import Any
 from fusion import checks
 from fusion.checks import Where
 from fusion.data.synthetic import DEFAULT_N as SYNTHETIC_N
+from fusion.errors import MISSING, ConfigError
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE, PRETRAINED, backbone_spec
 from fusion.schema import short_repr
 
@@ -124,8 +125,12 @@ def parse_modalities(value) -> tuple[str, ...]:
         )
     unknown = [m for m in items if m not in MODALITIES]
     if unknown or not items or len(set(items)) != len(items):
-        raise ValueError(
-            f"modalities must be a non-empty set of {list(MODALITIES)} without repeats; got {short_repr(value)}"
+        accepted = f"a non-empty set of {list(MODALITIES)} without repeats"
+        raise ConfigError(
+            f"modalities must be {accepted}; got {short_repr(value)}",
+            field="modalities",
+            value=value,
+            accepted=accepted,
         )
     return tuple(m for m in MODALITIES if m in items)
 
@@ -340,15 +345,30 @@ class Config:
         try:
             backbone_spec(self.image.backbone)
         except ValueError as err:
-            raise ValueError(f"image.backbone: {err}") from None
+            raise ConfigError(
+                f"image.backbone: {err}",
+                field="image.backbone",
+                value=self.image.backbone,
+                accepted=f"one of {sorted(BACKBONES)}",
+            ) from None
         self._check_choices()
         if self.model == "xgboost" and self.modalities != ("tabular",):
-            raise ValueError(f"model 'xgboost' is tabular only: modalities must be ('tabular',); got {self.modalities}")
+            raise ConfigError(
+                f"model 'xgboost' is tabular only: modalities must be ('tabular',); got {self.modalities}",
+                field="model",
+                related=("modalities",),
+                value=self.modalities,
+                accepted="('tabular',)",
+            )
         self._derived_image()  # refuses a frozen-backbone strategy with nothing to start from
         sources = [f"image.{s}" for s in ("pretrained", "weights", "init_from") if getattr(self.image, s)]
         if len(sources) > 1:
-            raise ValueError(
-                f"image.pretrained, image.weights, image.init_from: set at most one of them; got {sources}"
+            raise ConfigError(
+                f"image.pretrained, image.weights, image.init_from: set at most one of them; got {sources}",
+                field="image.pretrained",
+                related=("image.weights", "image.init_from"),
+                value=sources,
+                accepted="at most one of them",
             )
         self._check_ranges()
         return self
@@ -382,9 +402,12 @@ class Config:
             # These strategies read the film through a frozen pretrained backbone: the
             # shipped chest X-ray weights unless others are given.
             if "cxr" not in spec.shipped:
-                raise ValueError(
+                raise ConfigError(
                     f"fusion {self.fusion!r} reads films through a frozen pretrained backbone; backbone "
-                    f"{spec.name!r} has no shipped weights: set image.pretrained, image.weights or image.init_from"
+                    f"{spec.name!r} has no shipped weights: set image.pretrained, image.weights or image.init_from",
+                    field="fusion",
+                    related=("image.pretrained", "image.weights", "image.init_from"),
+                    value=self.fusion,
                 )
             pretrained = "cxr"
         size = self.image.image_size
@@ -415,44 +438,56 @@ class Config:
             if s.choices is None or value in s.choices or (value is None and s.default is None):
                 continue
             unset = " or unset" if s.default is None else ""
-            raise ValueError(f"{s.name} must be one of {s.choices}{unset}; got {short_repr(value)}")
+            accepted = f"one of {s.choices}{unset}"
+            raise ConfigError(
+                f"{s.name} must be {accepted}; got {short_repr(value)}", field=s.name, value=value, accepted=accepted
+            )
 
     def _check_ranges(self) -> None:
         """Each number within what training and loading can honour."""
         d, img, tab, head, t = self.data, self.image, self.tabular, self.head, self.train
-        checks.integer(d.synthetic_n, Where("", "data.synthetic_n"), low=1)
+        checks.integer(d.synthetic_n, Where.setting("data.synthetic_n"), low=1)
         for name in ("val_fraction", "test_fraction"):
-            checks.number(getattr(d, name), Where("", f"data.{name}"), low=0, high=1, high_open=True)
+            checks.number(getattr(d, name), Where.setting(f"data.{name}"), low=0, high=1, high_open=True)
         if d.val_fraction + d.test_fraction >= 1:
-            raise ValueError(
-                f"data.val_fraction + data.test_fraction must be < 1; got {d.val_fraction + d.test_fraction}"
+            total = d.val_fraction + d.test_fraction
+            raise ConfigError(
+                f"data.val_fraction + data.test_fraction must be < 1; got {total}",
+                field="data.val_fraction",
+                related=("data.test_fraction",),
+                value=total,
+                accepted="< 1",
             )
         if img.image_size is not None:
-            checks.integer(img.image_size, Where("", "image.image_size"), low=16, high=MAX_IMAGE_SIZE)
-        checks.integer(img.freeze, Where("", "image.freeze"), low=0)
+            checks.integer(img.image_size, Where.setting("image.image_size"), low=16, high=MAX_IMAGE_SIZE)
+        checks.integer(img.freeze, Where.setting("image.freeze"), low=0)
         if not 1 <= len(tab.hidden) <= MAX_LAYERS:
-            raise ValueError(
-                f"tabular.hidden must list 1 to {MAX_LAYERS} layer widths; got {short_repr(list(tab.hidden))}"
+            accepted = f"1 to {MAX_LAYERS} layer widths"
+            raise ConfigError(
+                f"tabular.hidden must list {accepted}; got {short_repr(list(tab.hidden))}",
+                field="tabular.hidden",
+                value=list(tab.hidden),
+                accepted=accepted,
             )
         for i, width in enumerate(tab.hidden):
-            checks.integer(width, Where("", f"tabular.hidden[{i}]"), low=1, high=MAX_WIDTH)
-        checks.integer(head.hidden, Where("", "head.hidden"), low=1, high=MAX_WIDTH)
+            checks.integer(width, Where.setting(f"tabular.hidden[{i}]"), low=1, high=MAX_WIDTH)
+        checks.integer(head.hidden, Where.setting("head.hidden"), low=1, high=MAX_WIDTH)
         for name, value in (("tabular.dropout", tab.dropout), ("head.dropout", head.dropout)):
-            checks.number(value, Where("", name), low=0, high=1, high_open=True)
-        checks.number(head.modality_dropout, Where("", "head.modality_dropout"), low=0, high=1, high_open=True)
-        checks.number(head.aux_weight, Where("", "head.aux_weight"), low=0)
+            checks.number(value, Where.setting(name), low=0, high=1, high_open=True)
+        checks.number(head.modality_dropout, Where.setting("head.modality_dropout"), low=0, high=1, high_open=True)
+        checks.number(head.aux_weight, Where.setting("head.aux_weight"), low=0)
         for name in ("steps", "min_epochs", "batch_size", "patience", "xgb_trees"):
-            checks.integer(getattr(t, name), Where("", f"train.{name}"), low=1)
+            checks.integer(getattr(t, name), Where.setting(f"train.{name}"), low=1)
         if t.epochs is not None:
-            checks.integer(t.epochs, Where("", "train.epochs"), low=1)
-        checks.number(t.lr, Where("", "train.lr"), low=0, low_open=True)
-        checks.number(t.xgb_lr, Where("", "train.xgb_lr"), low=0, low_open=True)
-        checks.number(t.weight_decay, Where("", "train.weight_decay"), low=0)
-        checks.integer(t.seed, Where("", "train.seed"), low=0, high=MAX_SEED)
-        checks.integer(t.xgb_depth, Where("", "train.xgb_depth"), low=1, high=64)
+            checks.integer(t.epochs, Where.setting("train.epochs"), low=1)
+        checks.number(t.lr, Where.setting("train.lr"), low=0, low_open=True)
+        checks.number(t.xgb_lr, Where.setting("train.xgb_lr"), low=0, low_open=True)
+        checks.number(t.weight_decay, Where.setting("train.weight_decay"), low=0)
+        checks.integer(t.seed, Where.setting("train.seed"), low=0, high=MAX_SEED)
+        checks.integer(t.xgb_depth, Where.setting("train.xgb_depth"), low=1, high=64)
         checks.number(
             self.calibration.target_sensitivity,
-            Where("", "calibration.target_sensitivity"),
+            Where.setting("calibration.target_sensitivity"),
             low=0,
             high=1,
             low_open=True,
@@ -465,7 +500,7 @@ class Config:
         XGBoost's or scikit-learn's range."""
         tune = self.tuning
         for name in ("inner_folds", "auto_folds"):
-            checks.integer(getattr(tune, name), Where("", f"tuning.{name}"), low=2)
+            checks.integer(getattr(tune, name), Where.setting(f"tuning.{name}"), low=2)
         grids = {
             "linear_c": lambda v, w: checks.number(v, w, low=0, low_open=True),
             "xgb_max_depth": lambda v, w: checks.integer(v, w, low=1, high=64),
@@ -478,9 +513,14 @@ class Config:
         for name, check in grids.items():
             values = getattr(tune, name)
             if not values:
-                raise ValueError(f"tuning.{name} must list at least one value; got []")
+                raise ConfigError(
+                    f"tuning.{name} must list at least one value; got []",
+                    field=f"tuning.{name}",
+                    value=[],
+                    accepted="at least one value",
+                )
             for i, value in enumerate(values):
-                check(value, Where("", f"tuning.{name}[{i}]"))
+                check(value, Where.setting(f"tuning.{name}[{i}]"))
 
     def epochs_for(self, n_train: int) -> int:
         """The number of epochs a network trains on ``n_train`` rows: ``train.epochs``
@@ -534,7 +574,9 @@ class Config:
         for name in sorted(set(params) - set(known)):
             section = name.split("__")[0]
             nearby = [k for k in known if k.startswith(f"{section}__")] or [k for k in known if "__" not in k]
-            raise ValueError(f"the configuration has no setting {name!r}; known: {nearby}")
+            raise ConfigError(
+                f"the configuration has no setting {name!r}; known: {nearby}", value=name, accepted=f"one of {nearby}"
+            )
         out = copy.deepcopy(self)
         for name in sorted(params, key=lambda n: n.count("__")):  # a section before its fields
             *section, key = name.split("__")
@@ -562,7 +604,7 @@ class Config:
             wrong type or out of range, naming the key (``config.train.lr must be
             ...``).
         """
-        where = where or Where("", "config")
+        where = where or Where.setting("config")
         data = checks.keys(data, where, required=(), optional=[f.name for f in fields(cls)])
         kwargs = {}
         for key, value in data.items():
@@ -574,7 +616,11 @@ class Config:
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{where}.{err}") from None
+            # The field inside the document: config.train.lr (a TypeError names no field of its own).
+            at = where / err.field if getattr(err, "field", None) else where
+            raise at.refuse(
+                f"{where}.{err}", value=getattr(err, "value", MISSING), accepted=getattr(err, "accepted", None)
+            ) from None
 
 
 SECTIONS = {

@@ -28,6 +28,7 @@ import numpy as np
 
 from fusion.backends.base import Batch
 from fusion.data.images import MIN_SIDE, load_image
+from fusion.errors import FusionError, InputError
 from fusion.schema import is_missing, records_frame
 
 if TYPE_CHECKING:
@@ -133,13 +134,18 @@ class Inputs:
                 pixels = np.stack([load_image(img, self.image_size) for img in images])
         self._check_given(records is not None, pixels is not None)
         if values is not None and images is not None and len(values) != len(images):
-            raise ValueError(f"table has {len(values)} rows but {len(images)} images were given")
+            raise InputError(
+                f"table has {len(values)} rows but {len(images)} images were given",
+                value=len(images),
+                accepted=f"{len(values)} images, one per row",
+            )
         presence = None
         if records is not None and not has_record.all():
             if pixels is None:
-                raise ValueError(
+                raise InputError(
                     f"record {int(np.flatnonzero(~has_record)[0])} has no known value "
-                    "and there is no image to answer from"
+                    "and there is no image to answer from",
+                    field="record",
                 )
             presence = np.ones((len(pixels), len(self.modalities)), dtype=np.float32)
             presence[~has_record, self.modalities.index("tabular")] = 0.0
@@ -173,7 +179,12 @@ class Inputs:
             try:
                 values.append(self.record_values(row if row is not None else {}))
             except ValueError as err:
-                raise ValueError(f"record {i}: {err}") from None
+                # The row is named in the message; the field at fault stays the error's own.
+                if isinstance(err, FusionError):
+                    raise InputError(
+                        f"record {i}: {err}", field=err.field, value=err.value, accepted=err.accepted
+                    ) from None
+                raise InputError(f"record {i}: {err}", field="record") from None
         return values
 
     def warn_unused(self, ignored: tuple[str, ...]) -> None:
@@ -191,9 +202,11 @@ class Inputs:
         given = {"tabular": has_record, "image": has_image}
         if not any(given[m] for m in self.modalities):
             names = {"tabular": "a record", "image": "an image"}
-            raise ValueError(
-                f"this model was trained on {list(self.modalities)} and needs "
-                f"{' or '.join(names[m] for m in self.modalities)}; none was given"
+            needed = " or ".join(names[m] for m in self.modalities)
+            # About the inputs as a whole: no field.
+            raise InputError(
+                f"this model was trained on {list(self.modalities)} and needs {needed}; none was given",
+                accepted=needed,
             )
 
     def _unused(self, record_given: bool, image_given: bool) -> tuple[str, ...]:

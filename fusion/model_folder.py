@@ -28,6 +28,7 @@ from fusion import checks
 from fusion.backends import backend_class, backend_name
 from fusion.checks import Where
 from fusion.config import MAX_IMAGE_SIZE, Config, parse_modalities
+from fusion.errors import ModelFolderError
 from fusion.evaluation.calibration import Calibration
 from fusion.persistence import MANIFEST, ModelFiles, json_bytes, verify_folder
 from fusion.preprocessing import TabularPreprocessor
@@ -140,19 +141,24 @@ def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str,
     try:
         modalities = parse_modalities(list(checks.texts(meta["modalities"], where / "modalities")))
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        accepted = getattr(err, "accepted", None)
+        raise (where / "modalities").refuse(f"{where}: {err}", value=meta["modalities"], accepted=accepted) from None
     if modalities != config.modalities:
-        raise ValueError(
-            f"{where / 'modalities'} {list(modalities)} differ from config.modalities {list(config.modalities)}"
+        raise (where / "modalities").refuse(
+            f"{where / 'modalities'} {list(modalities)} differ from config.modalities {list(config.modalities)}",
+            value=list(modalities),
+            accepted=f"{list(config.modalities)}",
         )
     saved = meta["backend"]
     saved = ALIASES.get(saved, saved) if isinstance(saved, str) else saved  # names before they matched the user's
     name = checks.text(saved, where / "backend", choices=sorted(BACKENDS))
     expected = CANDIDATES if config.fusion == "auto" else (backend_name(config),)
     if name not in expected:
-        raise ValueError(
+        raise (where / "backend").refuse(
             f"{where / 'backend'} is {name!r}, but config.model {config.model!r} with config.fusion "
-            f"{config.fusion!r} is trained by {' or '.join(map(repr, expected))}"
+            f"{config.fusion!r} is trained by {' or '.join(map(repr, expected))}",
+            value=name,
+            accepted=" or ".join(map(repr, expected)),
         )
     return config, classes, modalities, name
 
@@ -178,16 +184,25 @@ def _check_listing(files: ModelFiles, backend_files: tuple[str, ...], modalities
     every = _model_file_names()
     stray = sorted((files.present & every) - files.listed)
     if stray:
-        raise ValueError(
+        raise ModelFolderError(
             f"{files.folder}: holds {stray[0]}, which {MANIFEST} does not list (a file of another model, or one "
-            "added after saving): refusing to load the folder"
+            "added after saving): refusing to load the folder",
+            file=files.origin(stray[0]),
         )
     missing = sorted(needed - files.listed)
     if missing:
-        raise ValueError(f"{files.folder}: {MANIFEST} does not list {missing[0]}, which this {name} model needs")
+        raise ModelFolderError(
+            f"{files.folder}: {MANIFEST} does not list {missing[0]}, which this {name} model needs",
+            file=files.origin(MANIFEST),
+            value=missing[0],
+        )
     unused = sorted((files.listed & every) - needed - {SCHEMA})
     if unused:
-        raise ValueError(f"{files.folder}: {MANIFEST} lists {unused[0]}, which a {name} model does not use")
+        raise ModelFolderError(
+            f"{files.folder}: {MANIFEST} lists {unused[0]}, which a {name} model does not use",
+            file=files.origin(MANIFEST),
+            value=unused[0],
+        )
 
 
 def _read_preprocessing(files: ModelFiles, config: Config, schema: Schema | None) -> TabularPreprocessor | None:
@@ -197,7 +212,9 @@ def _read_preprocessing(files: ModelFiles, config: Config, schema: Schema | None
     state = checks.keys(files.json(PREPROCESSING), where, required=("tabular", "image"))
     for modality in ("tabular", "image"):
         if modality not in config.modalities and state[modality] is not None:
-            raise ValueError(f"{where / modality} must be null: the model has no {modality} modality")
+            raise (where / modality).refuse(
+                f"{where / modality} must be null: the model has no {modality} modality", accepted="null"
+            )
     if "image" in config.modalities:
         _check_image_state(state["image"], where / "image", config.image.image_size)
     if "tabular" not in config.modalities:
@@ -211,7 +228,11 @@ def _check_image_state(state, where: Where, size: int) -> None:
     state = checks.keys(state, where, required=("size", "mean", "std", "channels"), optional=("resize",))
     saved = checks.integer(state["size"], where / "size", low=16, high=MAX_IMAGE_SIZE)
     if saved != size:
-        raise ValueError(f"{where / 'size'} {saved} differs from config.json's config.image.image_size {size}")
+        raise (where / "size").refuse(
+            f"{where / 'size'} {saved} differs from config.json's config.image.image_size {size}",
+            value=saved,
+            accepted=str(size),
+        )
     checks.number(state["mean"], where / "mean")
     checks.number(state["std"], where / "std", low=0, low_open=True)
     checks.integer(state["channels"], where / "channels", low=1, high=1)

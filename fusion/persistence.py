@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from fusion import checks
+from fusion.errors import ModelFolderError
 from fusion.schema import RepeatedKey, unique_keys
 
 FORMAT_VERSION = 1
@@ -357,16 +358,25 @@ def parse_json(data: bytes, origin: str) -> dict:
     try:
         value = json.loads(data.decode("utf-8"), object_pairs_hook=unique_keys, parse_constant=_no_constant)
     except UnicodeDecodeError as err:
-        raise ValueError(f"{origin}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start})") from None
+        raise _malformed(
+            f"{origin}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start})", origin
+        ) from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{origin}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+        raise _malformed(
+            f"{origin}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})", origin
+        ) from None
     except (_Refused, RepeatedKey) as err:
-        raise ValueError(f"{origin}: not valid JSON: {err}") from None
+        raise _malformed(f"{origin}: not valid JSON: {err}", origin) from None
     except RecursionError:
-        raise ValueError(f"{origin}: not valid JSON (nested too deeply)") from None
+        raise _malformed(f"{origin}: not valid JSON (nested too deeply)", origin) from None
     if not isinstance(value, dict):
-        raise ValueError(f"{origin}: must be a JSON object; got a {type(value).__name__}")
+        raise _malformed(f"{origin}: must be a JSON object; got a {type(value).__name__}", origin)
     return value
+
+
+def _malformed(message: str, origin: str | Path, **attributes) -> ModelFolderError:
+    """A model folder's file that cannot be read as what it must be (no key to name)."""
+    return ModelFolderError(message, file=str(origin), **attributes)
 
 
 class ModelFiles:
@@ -400,14 +410,16 @@ class ModelFiles:
     def read(self, name: str) -> bytes:
         """The verified bytes of ``name``; a file the manifest does not list is refused."""
         if name not in self._contents:
-            raise ValueError(f"{self.folder}: {MANIFEST} does not list {name}")
+            raise _malformed(f"{self.folder}: {MANIFEST} does not list {name}", self.origin(MANIFEST), value=name)
         return self._contents[name]
 
     def text(self, name: str) -> str:
         try:
             return self.read(name).decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"{self.origin(name)}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+            raise _malformed(
+                f"{self.origin(name)}: not UTF-8 text ({err.reason} at byte {err.start})", self.origin(name)
+            ) from None
 
     def json(self, name: str) -> dict:
         return parse_json(self.read(name), self.origin(name))
@@ -419,7 +431,7 @@ class ModelFiles:
         try:
             state = load(self.read(name))
         except Exception as err:
-            raise ValueError(f"{self.origin(name)}: not a valid safetensors file ({err})") from None
+            raise _malformed(f"{self.origin(name)}: not a valid safetensors file ({err})", self.origin(name)) from None
         return check_finite(state, self.origin(name))
 
 
@@ -433,14 +445,14 @@ def _read_at(folder_fd: int, name: str, origin: str, limit: int | None = None) -
         raise
     except OSError as err:
         reason = "a symlink loop" if err.errno == errno.ELOOP else err.strerror
-        raise ValueError(f"{origin}: cannot be read ({reason})") from None
+        raise _malformed(f"{origin}: cannot be read ({reason})", origin) from None
     with os.fdopen(fd, "rb") as fh:
         mode = os.fstat(fh.fileno()).st_mode
         if not stat.S_ISREG(mode):
-            raise ValueError(f"{origin} is {kind(mode)}, not a file")
+            raise _malformed(f"{origin} is {kind(mode)}, not a file", origin)
         data = fh.read(limit + 1) if limit is not None else fh.read()
     if limit is not None and len(data) > limit:
-        raise ValueError(f"{origin}: over {limit // 1024} KB, too large to be one")
+        raise _malformed(f"{origin}: over {limit // 1024} KB, too large to be one", origin)
     return data
 
 
@@ -450,23 +462,31 @@ def _check_manifest(manifest: dict, origin: str) -> dict[str, str]:
     checks.keys(manifest, where, required=("format_version", "fusion_version", "sha256"))
     version = checks.integer(manifest["format_version"], where / "format_version", low=1)
     if version > FORMAT_VERSION:
-        raise ValueError(
+        raise (where / "format_version").refuse(
             f"{origin}: model format {version} was written by fusion {manifest['fusion_version']}; "
-            f"this fusion reads format {FORMAT_VERSION}: upgrade fusion"
+            f"this fusion reads format {FORMAT_VERSION}: upgrade fusion",
+            value=version,
+            accepted=f"at most {FORMAT_VERSION}",
         )
     checks.text(manifest["fusion_version"], where / "fusion_version")
     hashes = manifest["sha256"]
     if not isinstance(hashes, dict):
-        raise ValueError(f"{where / 'sha256'} must be an object mapping each file's name to its SHA-256")
+        raise (where / "sha256").refuse(
+            f"{where / 'sha256'} must be an object mapping each file's name to its SHA-256", value=hashes
+        )
     if not hashes:
-        raise ValueError(f"{where / 'sha256'} lists no file: it would verify nothing")
+        raise (where / "sha256").refuse(f"{where / 'sha256'} lists no file: it would verify nothing", value=hashes)
     for name, digest in hashes.items():
         if Path(name).name != name or name in ("", ".", ".."):
-            raise ValueError(f"{origin}: lists {name!r}, which is not a file of the folder")
+            raise (where / "sha256").refuse(f"{origin}: lists {name!r}, which is not a file of the folder", value=name)
         if name == MANIFEST:
-            raise ValueError(f"{origin}: lists {MANIFEST} itself")
+            raise (where / "sha256").refuse(f"{origin}: lists {MANIFEST} itself", value=name)
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-            raise ValueError(f"{where / 'sha256' / name} must be 64 lowercase hexadecimal digits")
+            raise (where / "sha256" / name).refuse(
+                f"{where / 'sha256' / name} must be 64 lowercase hexadecimal digits",
+                value=digest,
+                accepted="64 lowercase hexadecimal digits",
+            )
     return hashes
 
 
@@ -509,12 +529,15 @@ def verify_folder(folder: str | Path) -> ModelFiles:
             try:
                 data = _read_at(folder_fd, name, str(folder / name))
             except FileNotFoundError:
-                raise ValueError(f"{folder}: {name} is listed in the manifest but missing") from None
+                raise _malformed(f"{folder}: {name} is listed in the manifest but missing", folder / name) from None
             actual = hashlib.sha256(data).hexdigest()
             if actual != expected:
-                raise ValueError(
+                raise _malformed(
                     f"{folder}: {name} does not match its SHA-256 in {MANIFEST} (expected {expected[:12]}..., "
-                    f"found {actual[:12]}...): the file was changed or replaced after saving; refusing to load it"
+                    f"found {actual[:12]}...): the file was changed or replaced after saving; refusing to load it",
+                    folder / name,
+                    value=actual,
+                    accepted=f"the SHA-256 {expected}",
                 )
             contents[name] = data
         present = frozenset(os.listdir(folder_fd))
@@ -538,10 +561,13 @@ def check_finite(state: dict[str, torch.Tensor], origin: str | Path) -> dict[str
             continue
         bad = int(tensor.numel() - torch.isfinite(tensor).sum())
         if bad:
-            raise ValueError(
+            raise ModelFolderError(
                 f"{origin}: tensor {name[:60]!r} holds {bad} non-finite value(s) (NaN or infinity) of "
                 f"{tensor.numel()}; weights that are not finite cannot answer (did the training diverge?): "
-                "retrain the model"
+                "retrain the model",
+                field=name,
+                file=str(origin),
+                accepted="finite values",
             )
     return state
 

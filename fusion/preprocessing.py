@@ -30,6 +30,7 @@ import numpy as np
 
 from fusion import checks
 from fusion.checks import Where
+from fusion.errors import InputError
 from fusion.schema import Schema, short_repr
 
 if TYPE_CHECKING:
@@ -136,7 +137,9 @@ class TabularPreprocessor:
         self._check_fitted()
         absent = [n for n in self.schema.feature_names if n not in values]
         if absent:
-            raise ValueError(f"record lacks feature(s) {absent} of schema {self.schema.name!r}")
+            raise InputError(
+                f"record lacks feature(s) {absent} of schema {self.schema.name!r}", field="record", value=absent
+            )
         row: list[float] = []
         for f in self.schema.features:
             row += f.encode_one(values[f.name], self.stats_.get(f.name))
@@ -205,14 +208,20 @@ class TabularPreprocessor:
         state = checks.keys(state, where, required=("schema", "columns", "sources", "stats"))
         name = checks.text(state["schema"], where / "schema")
         if name != schema.name:
-            raise ValueError(f"{where / 'schema'} is {short_repr(name)}, but the model's schema is {schema.name!r}")
+            raise (where / "schema").refuse(
+                f"{where / 'schema'} is {short_repr(name)}, but the model's schema is {schema.name!r}",
+                value=name,
+                accepted=repr(schema.name),
+            )
         pre = cls(schema)
         pre.columns_, pre.sources_ = pre._layout()
         for key, expected in (("columns", pre.columns_), ("sources", pre.sources_)):
             if list(checks.texts(state[key], where / key)) != expected:
-                raise ValueError(
+                raise (where / key).refuse(
                     f"{where / key}: saved preprocessing {key} {short_repr(state[key])} do not match schema "
-                    f"{schema.name!r} (which gives {short_repr(expected)}); was the schema changed?"
+                    f"{schema.name!r} (which gives {short_repr(expected)}); was the schema changed?",
+                    value=state[key],
+                    accepted=short_repr(expected),
                 )
         pre.stats_ = _check_stats(state["stats"], where / "stats", schema)
         return pre
@@ -225,8 +234,10 @@ def _check_stats(stats: Any, where: Where, schema: Schema) -> dict[str, dict[str
     needed = [f for f in schema.features if f.stats_keys]
     missing = [f.name for f in needed if f.name not in stats]
     if missing:
-        raise ValueError(f"{where} lacks the statistics of {short_repr(missing)}")
+        raise where.refuse(f"{where} lacks the statistics of {short_repr(missing)}", value=missing)
     unknown = sorted(set(stats) - {f.name for f in needed})
     if unknown:
-        raise ValueError(f"{where} has statistics of {short_repr(unknown)}, features whose kind keeps none")
+        raise where.refuse(
+            f"{where} has statistics of {short_repr(unknown)}, features whose kind keeps none", value=unknown
+        )
     return {f.name: f.check_stats(stats[f.name], where / f.name) for f in needed}

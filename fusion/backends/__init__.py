@@ -42,14 +42,19 @@ def check_distributed(cfg: Config) -> None:
     ValueError
         For any other backend when the job has more than one process.
     """
+    from fusion.errors import ConfigError
     from fusion.training import distributed
 
     name = backend_name(cfg)
     if not backend_class(name).distributed and distributed.world_size() > 1:
-        raise ValueError(
+        raise ConfigError(
             f"model {cfg.model!r} with fusion {cfg.fusion!r} (backend {name!r}) trains in one process only, "
             f"but this job has {distributed.world_size()} processes (WORLD_SIZE); distributed training "
-            "serves the network: model 'fusion' with fusion 'joint'. Run other strategies without torchrun."
+            "serves the network: model 'fusion' with fusion 'joint'. Run other strategies without torchrun.",
+            field="model",
+            related=("fusion", "WORLD_SIZE"),
+            value=cfg.model,
+            accepted="model 'fusion' with fusion 'joint' under torchrun",
         )
 
 

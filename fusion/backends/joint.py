@@ -18,6 +18,7 @@ from fusion.backends.base import Batch, ModelSpec
 from fusion.config import Config
 from fusion.data.cache import MappedImages
 from fusion.data.dataset import Dataset, fingerprint, intensity_stats
+from fusion.errors import ModelFolderError
 from fusion.explain import DEFAULT_STEPS, Explanation, explain_network, sum_by_source
 from fusion.nets.backbones import ImageBranch, create_backbone, freeze_blocks
 from fusion.nets.joint import FusionModel, inference_copy
@@ -276,7 +277,9 @@ def check_fits(build, state: dict[str, torch.Tensor], origin: str) -> None:
     problems += [f"{k} is {found[k]}, the configuration needs {v}" for k, v in expected.items() if found.get(k, v) != v]
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-        raise ValueError(
+        raise ModelFolderError(
             f"{origin} does not fit the model config.json describes ({'; '.join(problems[:3])}{more}): "
-            "the weights or the configuration were changed"
+            "the weights or the configuration were changed",
+            file=origin,
+            value=problems,
         )

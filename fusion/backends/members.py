@@ -18,6 +18,7 @@ import numpy as np
 from fusion import checks
 from fusion.backends.base import class_weights
 from fusion.checks import Where
+from fusion.errors import ModelFolderError
 from fusion.evaluation import macro_auroc
 
 if TYPE_CHECKING:
@@ -239,11 +240,21 @@ def load_booster(data: bytes, origin: str, *, n_classes: int, n_features: int):
         classes, columns = int(params["num_class"]), booster.num_features()
     except (xgb.core.XGBoostError, ValueError, KeyError) as err:
         reason = str(err).strip().splitlines()[0][:200]
-        raise ValueError(f"{origin}: not a valid XGBoost model ({reason})") from None
+        raise ModelFolderError(f"{origin}: not a valid XGBoost model ({reason})", file=origin) from None
     if classes != n_classes:
-        raise ValueError(f"{origin}: the booster predicts {classes} classes; config.json lists {n_classes} classes")
+        raise ModelFolderError(
+            f"{origin}: the booster predicts {classes} classes; config.json lists {n_classes} classes",
+            file=origin,
+            value=classes,
+            accepted=f"{n_classes} classes",
+        )
     if columns != n_features:
-        raise ValueError(f"{origin}: the booster reads {columns} features; this model gives it {n_features} columns")
+        raise ModelFolderError(
+            f"{origin}: the booster reads {columns} features; this model gives it {n_features} columns",
+            file=origin,
+            value=columns,
+            accepted=f"{n_features} features",
+        )
     return booster
 
 

@@ -96,10 +96,16 @@ class Combiner:
         d = checks.keys(d, where, required=("kind", "members", "linear"))
         kind = checks.text(d["kind"], where / "kind", choices=("average", "logistic"))
         if checks.texts(d["members"], where / "members") != members:
-            raise ValueError(f"{where / 'members'} must be {list(members)}; got {d['members']!r:.60}")
+            raise (where / "members").refuse(
+                f"{where / 'members'} must be {list(members)}; got {d['members']!r:.60}",
+                value=d["members"],
+                accepted=f"{list(members)}",
+            )
         if kind == "average":
             if d["linear"] is not None:
-                raise ValueError(f"{where / 'linear'} must be null for an average combiner")
+                raise (where / "linear").refuse(
+                    f"{where / 'linear'} must be null for an average combiner", value=d["linear"], accepted="null"
+                )
             return cls(kind, None, members)
         n_features = n_classes * len(members)
         linear = LinearModel.from_dict(d["linear"], where / "linear", n_classes=n_classes, n_features=n_features)
@@ -371,7 +377,9 @@ class StackedBackend:
                 state["image_model"], where / "image_model", n_classes=k, n_features=backend.embedder_.output_dim
             )
         elif state["image_model"] is not None:
-            raise ValueError(f"{where / 'image_model'} must be null: the model has no image modality")
+            raise (where / "image_model").refuse(
+                f"{where / 'image_model'} must be null: the model has no image modality", accepted="null"
+            )
         if "tabular" in spec.modalities:
             backend.tabular_booster_ = load_booster(
                 files.read(TABULAR_BOOSTER),
@@ -382,7 +390,9 @@ class StackedBackend:
         backend.combiners_ = cls._combiners(state["combiners"], where / "combiners", spec.modalities, k)
         prior = checks.numbers_list(state["prior"], where / "prior", length=k, low=0)
         if abs(sum(prior) - 1) > 1e-6:
-            raise ValueError(f"{where / 'prior'} must sum to 1; got {sum(prior):.6g}")
+            raise (where / "prior").refuse(
+                f"{where / 'prior'} must sum to 1; got {sum(prior):.6g}", value=prior, accepted="numbers that sum to 1"
+            )
         backend.prior_ = np.asarray(prior)
         backend.history_ = checks.mapping(state["history"], where / "history")
         return backend

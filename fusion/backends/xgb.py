@@ -22,6 +22,7 @@ import numpy as np
 
 from fusion.backends.base import Batch, ModelSpec, class_weights
 from fusion.data.dataset import Dataset
+from fusion.errors import ModelFolderError
 from fusion.explain import Explanation, sum_by_source
 
 if TYPE_CHECKING:
@@ -140,7 +141,9 @@ class XGBoostBaseline:
             value = model.booster_.attr(key)
             number = int(value) if value is not None and value.isdecimal() and len(value) < 19 else None
             if number is None or not low <= number <= high:
-                raise ValueError(f"{origin}: attribute {key} is {value!r:.60}, but {because}")
+                raise ModelFolderError(
+                    f"{origin}: attribute {key} is {value!r:.60}, but {because}", field=key, value=value, file=origin
+                )
             values[key] = number
         model.n_classes_, model.n_features_in_ = values["n_classes"], values["n_features"]
         model.best_iteration_ = values["best_iteration"]

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion.errors import ConfigError
 from fusion.persistence import atomic_write, to_json
 
 logger = logging.getLogger(__name__)
@@ -546,7 +547,8 @@ def cached_images(
         raise ValueError(f"cache workers must be at least 1; got {workers}")
     if cache_dir is None:
         if memory_map:
-            raise ValueError("memory_map=True reads the films from the image cache, which cache_dir turns off")
+            message = "memory_map=True reads the films from the image cache, which cache_dir turns off"
+            raise ConfigError(message, field="memory_map", value=memory_map)
         return _decode_in_memory(files, size, decode)
     entry = _Entry(Path(cache_dir), _key(files, size))
     found, damage = _open_complete(entry, len(files), size, memory_map)
@@ -591,9 +593,11 @@ def _without_cache(folder: Path, err: OSError, files: list[Path], size: int, dec
     when ``memory_map`` asked for them to stay on disk (in memory they may not fit)."""
     reason = err.strerror or str(err)
     if memory_map:
-        raise ValueError(
+        raise ConfigError(
             f"memory_map=True keeps the films on disk in the image cache, but the cache folder {folder} cannot be "
-            f"written ({reason}); free space there, make it writable or choose another cache_dir"
+            f"written ({reason}); free space there, make it writable or choose another cache_dir",
+            field="memory_map",
+            value=memory_map,
         ) from None
     megabytes = len(files) * size * size / 1e6
     logger.warning(

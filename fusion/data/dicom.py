@@ -31,6 +31,7 @@ from fusion.data.pixels import (
     float_image,
     windowed,
 )
+from fusion.errors import ImageError
 
 # What precedes a DICOM's pixel data is kB, a few MB with overlays or icons; a deflated
 # DICOM is inflated this far at most before its header is checked.
@@ -42,13 +43,13 @@ def read_dicom(fp: BinaryIO, what: str) -> Image.Image:
     try:
         return _dicom_to_gray(fp, what)
     except (ValueError, ImportError) as err:
-        if isinstance(err, ImportError) or str(err).startswith("image "):
+        if isinstance(err, (ImportError, ImageError)):
             raise
-        raise ValueError(f"image {what}: not a readable DICOM file ({err})") from None
+        raise ImageError(f"image {what}: not a readable DICOM file ({err})") from None
     except Image.DecompressionBombError:
         raise bomb_error(what) from None
     except Exception as err:  # pydicom raises many kinds for corrupt files
-        raise ValueError(f"image {what}: not a readable DICOM file ({type(err).__name__}: {err})") from None
+        raise ImageError(f"image {what}: not a readable DICOM file ({type(err).__name__}: {err})") from None
 
 
 def _dicom_to_gray(fp: BinaryIO, what: str) -> Image.Image:
@@ -82,14 +83,14 @@ def _dicom_count(ds, keyword: str, what: str, default: int | None = None) -> int
     value = ds.get(keyword)
     if value is None or value == "":
         if default is None:
-            raise ValueError(f"image {what}: the DICOM header has no {keyword} (not an image)")
+            raise ImageError(f"image {what}: the DICOM header has no {keyword} (not an image)")
         return default
     try:
         number = int(value)
     except (TypeError, ValueError):
         number = 0
     if number < 1 or number != value:
-        raise ValueError(
+        raise ImageError(
             f"image {what}: the DICOM {keyword} must be a whole number of at least 1; got {cut_repr(value)}"
         )
     return number
@@ -102,18 +103,18 @@ def _check_dicom_header(ds, what: str) -> None:
     bits = _dicom_count(ds, "BitsAllocated", what)
     frames = _dicom_count(ds, "NumberOfFrames", what, default=1)
     if samples not in (1, 3):
-        raise ValueError(f"image {what}: the DICOM SamplesPerPixel must be 1 or 3; got {samples}")
+        raise ImageError(f"image {what}: the DICOM SamplesPerPixel must be 1 or 3; got {samples}")
     if bits not in (1, 8, 16, 32, 64):
-        raise ValueError(f"image {what}: the DICOM BitsAllocated must be 1, 8, 16, 32 or 64; got {bits}")
+        raise ImageError(f"image {what}: the DICOM BitsAllocated must be 1, 8, 16, 32 or 64; got {bits}")
     check_size((columns, rows), what)
     frame = -(-rows * columns * samples * bits // 8)
     if frame > MAX_DECODED_BYTES:
-        raise ValueError(
+        raise ImageError(
             f"image {what}: a DICOM frame of {columns}x{rows} px, {samples} sample(s) of {bits} bits, is "
             f"{frame / 2**20:.0f} MB decoded, over the limit of {MAX_DECODED_BYTES // 2**20} MB"
         )
     if frame * frames > MAX_FILE_BYTES:
-        raise ValueError(
+        raise ImageError(
             f"image {what}: the DICOM's {frames} frames of {columns}x{rows} px are {frame * frames / 2**20:.0f} MB "
             f"decoded, over the limit of {MAX_FILE_BYTES // 2**20} MB (not one radiograph)"
         )
@@ -161,8 +162,8 @@ def _inflated_header(compressed: bytes, what: str):
             break
     if _tag_at(head, at) not in _PIXEL_DATA_TAGS:
         if inflater.eof:
-            raise ValueError(f"image {what}: the DICOM has no pixel data, or is cut short")
-        raise ValueError(
+            raise ImageError(f"image {what}: the DICOM has no pixel data, or is cut short")
+        raise ImageError(
             f"image {what}: the deflated DICOM's header is over {MAX_DICOM_HEADER_BYTES // 2**20} MB "
             "inflated (a decompression bomb, or not a radiograph)"
         )
@@ -179,7 +180,7 @@ def _inflated_dataset(fp: BinaryIO, meta, what: str):
     ds, head, at, inflater = _inflated_header(fp.read(), what)
     vr, length = head[at + 4 : at + 6], struct.unpack_from("<L", head, at + 8)[0]
     if head[at : at + 4] != b"\xe0\x7f\x10\x00" or vr not in (b"OB", b"OW") or length == 0xFFFFFFFF:
-        raise ValueError(f"image {what}: the deflated DICOM's pixel data are not native OB or OW data")
+        raise ImageError(f"image {what}: the deflated DICOM's pixel data are not native OB or OW data")
     _check_dicom_header(ds, what)
     ds.file_meta = meta
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -191,7 +192,7 @@ def _inflated_dataset(fp: BinaryIO, meta, what: str):
     if len(pixels) < size:  # max_length 0 would mean no limit
         pixels += inflater.decompress(inflater.unconsumed_tail, size - len(pixels))
     if len(pixels) < get_expected_length(ds, "bytes"):
-        raise ValueError(
+        raise ImageError(
             f"image {what}: the DICOM's pixel data end after {len(pixels)} of the "
             f"{get_expected_length(ds, 'bytes')} bytes its header declares"
         )
@@ -227,7 +228,7 @@ def _check_encoded_frame(ds, what: str) -> None:
         return  # not one Pillow reads (JPEG-LS...): the decoder plugin checks it
     if codestream.size != (columns, rows):
         width, height = codestream.size
-        raise ValueError(
+        raise ImageError(
             f"image {what}: its {codestream.format} frame of {width}x{height} px does not match the "
             f"{columns}x{rows} px of its DICOM header"
         )
@@ -235,14 +236,14 @@ def _check_encoded_frame(ds, what: str) -> None:
 
 def _check_rle_frame(frame: bytes, rows: int, columns: int, what: str) -> None:
     if len(frame) < 64:
-        raise ValueError(f"image {what}: its RLE frame is cut short ({len(frame)} bytes)")
+        raise ImageError(f"image {what}: its RLE frame is cut short ({len(frame)} bytes)")
     count = min(struct.unpack_from("<L", frame)[0], 15)
     bounds = [*struct.unpack_from(f"<{count}L", frame, 4), len(frame)]
     # A segment may carry a padding byte or a few beyond the plane; a run more is not padding.
     allowed = rows * columns + 128
     for start, end in itertools.pairwise(bounds):
         if _rle_decoded_length(frame, start, end, allowed) > allowed:
-            raise ValueError(
+            raise ImageError(
                 f"image {what}: an RLE segment decodes to more than the {columns}x{rows} px its header declares "
                 "(a decompression bomb, or a corrupt file)"
             )

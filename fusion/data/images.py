@@ -27,7 +27,8 @@ What each kind of input does:
 - Animated GIF/PNG: the first frame. CMYK: converted to gray.
 - A path, a PIL image, an array and the bytes of the same picture give identical
   pixels (no decoder shortcut is taken for one kind of input and not another).
-- Refused with ``ValueError`` naming the image: missing or unreadable files, folders,
+- Refused with :class:`~fusion.errors.ImageError` (a ``ValueError`` whose ``field`` is
+  ``"image"``) naming the image: missing or unreadable files, folders,
   devices and FIFOs (never opened, so never waited on), truncated or corrupt data,
   zero-size images, images under 8 px a side, images over 64 megapixels (decompression
   bombs; checked before decoding), files over 512 MB (checked before reading), arrays
@@ -59,6 +60,7 @@ from fusion.data.pixels import (
     check_size,
     pil_to_gray,
 )
+from fusion.errors import ImageError
 
 # The limits live with the code that enforces them (fusion.data.pixels, fusion.data.dicom);
 # this module, every image's way in, is where callers read them.
@@ -104,7 +106,7 @@ def _given_pil(image: Image.Image, what: str) -> Image.Image:
     format and is the caller's own."""
     fmt = image.format
     if fmt is not None and _PILLOW_ALIASES.get(fmt, fmt) not in _PILLOW_FORMATS:
-        raise ValueError(
+        raise ImageError(
             f"image {what}: a {fmt} image; the accepted formats are {FORMATS_TEXT} (or an image made in memory)"
         )
     check_size(image.size, what)
@@ -125,11 +127,11 @@ def _oriented(image: Image.Image) -> Image.Image:
 # ------------------------------------------------------------------ files and dispatch
 def _check_regular(status: os.stat_result, what: str) -> None:
     if stat.S_ISDIR(status.st_mode):
-        raise ValueError(f"image {what}: is a folder, not an image file")
+        raise ImageError(f"image {what}: is a folder, not an image file")
     if not stat.S_ISREG(status.st_mode):
-        raise ValueError(f"image {what}: is not a regular file (a device, FIFO or socket)")
+        raise ImageError(f"image {what}: is not a regular file (a device, FIFO or socket)")
     if status.st_size > MAX_FILE_BYTES:
-        raise ValueError(
+        raise ImageError(
             f"image {what}: the file is {status.st_size / 2**20:.0f} MB, over the limit of {MAX_FILE_BYTES // 2**20} MB"
         )
 
@@ -146,8 +148,8 @@ def _open_regular(path: Path, what: str) -> BinaryIO:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as err:
         if isinstance(err, (FileNotFoundError, NotADirectoryError)):
-            raise ValueError(f"image {what}: no such file") from None
-        raise ValueError(f"image {what}: cannot read the file ({err.strerror or err})") from None
+            raise ImageError(f"image {what}: no such file") from None
+        raise ImageError(f"image {what}: cannot read the file ({err.strerror or err})") from None
     try:
         _check_regular(os.fstat(fd), what)
     except BaseException:
@@ -189,16 +191,16 @@ def _decode(source: ImageSource) -> Image.Image:
                     return _read_stream(fp, Path(source).suffix.lower() in _DICOM_SUFFIXES, what)
             return _read_stream(io.BytesIO(bytes(source)), False, what)
     except ValueError as err:
-        if str(err).startswith("image "):
+        if isinstance(err, ImageError):  # already names the image and what is wrong with it
             raise
-        raise ValueError(f"image {what}: not a readable image ({err})") from None
+        raise ImageError(f"image {what}: not a readable image ({err})") from None
     except Image.DecompressionBombError:
         raise bomb_error(what) from None
     except Image.UnidentifiedImageError:
         # PIL's own message shows the in-memory buffer's address for bytes: say what is accepted.
-        raise ValueError(f"image {what}: not a readable image (not a {FORMATS_TEXT} file)") from None
+        raise ImageError(f"image {what}: not a readable image (not a {FORMATS_TEXT} file)") from None
     except Exception as err:
-        raise ValueError(f"image {what}: not a readable image ({type(err).__name__}: {err})") from None
+        raise ImageError(f"image {what}: not a readable image ({type(err).__name__}: {err})") from None
 
 
 def read_gray(source: ImageSource) -> np.ndarray | Image.Image:

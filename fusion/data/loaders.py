@@ -31,6 +31,7 @@ from fusion.data import synthetic
 from fusion.data.cache import MappedImages, cached_images, default_cache_dir, take_rows
 from fusion.data.dataset import Dataset
 from fusion.data.images import load_image
+from fusion.errors import ConfigError
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE
 from fusion.schema import Schema, builtin_schemas, load_schema, short_list, short_repr
 
@@ -302,8 +303,9 @@ def load_folder(
         raise FileNotFoundError(f"dataset {str(path)!r}: no metadata.csv (expected {csv})")
     if schema is None:
         if not (root / "schema.toml").is_file():
-            raise ValueError(
-                f"dataset {str(path)!r} needs a schema: give one (data.schema) or put schema.toml beside metadata.csv"
+            raise ConfigError(
+                f"dataset {str(path)!r} needs a schema: give one (data.schema) or put schema.toml beside metadata.csv",
+                field="data.schema",
             )
         schema = root / "schema.toml"
     if not isinstance(schema, Schema):
@@ -461,10 +463,12 @@ def _check_npz_labels(path: Path, key: str, dtype: np.dtype, text_labels: bool) 
     if dtype.kind in "iu" or (text_labels and dtype.kind == "U"):
         return
     kind = f"text ({dtype})" if dtype.kind in "US" else str(dtype)
-    raise ValueError(
-        f"{path}: {key} holds {kind} labels; expected integer class labels (0, 1, ...)"
-        + (", or text labels with a schema (data.schema) whose [label] maps them" if dtype.kind == "U" else "")
-    )
+    message = f"{path}: {key} holds {kind} labels; expected integer class labels (0, 1, ...)"
+    if dtype.kind == "U":  # text labels: what is missing is a schema to map them
+        raise ConfigError(
+            f"{message}, or text labels with a schema (data.schema) whose [label] maps them", field="data.schema"
+        )
+    raise ValueError(message)
 
 
 def load_dataset(

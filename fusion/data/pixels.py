@@ -18,6 +18,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from fusion.errors import ImageError
+
 # Chest films are at most ~4,300 px a side (18 MP); anything far beyond is refused
 # before it is decoded, so a decompression bomb cannot exhaust memory.
 MAX_PIXELS = 64_000_000
@@ -43,23 +45,23 @@ def cut_repr(value: object) -> str:
 def check_size(size: tuple[int, int], what: str) -> None:
     width, height = size
     if width < 1 or height < 1:
-        raise ValueError(f"image {what}: has zero size {size}")
+        raise ImageError(f"image {what}: has zero size {size}")
     if min(width, height) < MIN_SIDE:
-        raise ValueError(
+        raise ImageError(
             f"image {what}: {width}x{height} px is too small to be a radiograph (at least {MIN_SIDE} px a side)"
         )
     if width * height > MAX_PIXELS:
-        raise ValueError(
+        raise ImageError(
             f"image {what}: {width}x{height} px exceeds the limit of {MAX_PIXELS // 1_000_000} megapixels "
             "(a decompression bomb, or not a radiograph)"
         )
 
 
-def bomb_error(what: str) -> ValueError:
+def bomb_error(what: str) -> ImageError:
     """Pillow refused the image as a bomb from its header: say it as the library does."""
     pillow_limit = Image.MAX_IMAGE_PIXELS
     over = f"over {2 * pillow_limit // 1_000_000} megapixels, which " if pillow_limit else ""
-    return ValueError(
+    return ImageError(
         f"image {what}: {over}exceeds the limit of {MAX_PIXELS // 1_000_000} megapixels "
         "(a decompression bomb, or not a radiograph)"
     )
@@ -93,7 +95,7 @@ def _extrema(
         band = band_of(top, bottom)
         band_lo, band_hi = band.min(), band.max()  # NaN propagates to both
         if not (np.isfinite(band_lo) and np.isfinite(band_hi)):
-            raise ValueError(f"image {what}: contains NaN or infinite pixel values")
+            raise ImageError(f"image {what}: contains NaN or infinite pixel values")
         lo, hi = min(lo, float(band_lo)), max(hi, float(band_hi))
     return lo, hi
 
@@ -136,7 +138,7 @@ def windowed(
 def _check_dtype(dtype: np.dtype, what: str) -> None:
     numeric = np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_
     if not numeric or np.issubdtype(dtype, np.timedelta64):
-        raise ValueError(f"image {what}: unsupported pixel type {dtype}; expected uint8, uint16 or float")
+        raise ImageError(f"image {what}: unsupported pixel type {dtype}; expected uint8, uint16 or float")
 
 
 def array_image(array: np.ndarray, what: str) -> Image.Image:
@@ -148,7 +150,7 @@ def array_image(array: np.ndarray, what: str) -> Image.Image:
         # Through PIL, so an array gives exactly the pixels of the same picture as a file.
         return pil_to_gray(Image.fromarray(np.ascontiguousarray(array)), what)
     if array.ndim != 2 and not luma:
-        raise ValueError(
+        raise ImageError(
             f"image {what}: expected an array of shape (H, W) or (H, W, C) with C in 1, 3, 4; got {array.shape}"
         )
     check_size((array.shape[1], array.shape[0]), what)

@@ -202,14 +202,24 @@ class Calibration:
         shift = checks.numbers_list(d.get("shift", []), where / "shift")
         for key, values in (("scale", scale), ("shift", shift)):
             if (method == "vector" or values) and k is not None and len(values) != k:
-                raise ValueError(f"{where / key} must hold {k} numbers (one per class); got {len(values)}")
+                raise (where / key).refuse(
+                    f"{where / key} must hold {k} numbers (one per class); got {len(values)}",
+                    value=values,
+                    accepted=f"{k} numbers",
+                )
             if method == "vector" and not values:
-                raise ValueError(f"{where / key} must hold one number per class for vector scaling")
+                raise (where / key).refuse(
+                    f"{where / key} must hold one number per class for vector scaling",
+                    value=values,
+                    accepted="one number per class",
+                )
         thresholds = checks.mapping(d.get("thresholds", {}), where / "thresholds")
         unknown = [c for c in thresholds if classes is not None and c not in classes]
         if unknown:
-            raise ValueError(
-                f"{where / 'thresholds'} names {short_repr(unknown[0])}, which is not a class of {list(classes)}"
+            raise (where / "thresholds").refuse(
+                f"{where / 'thresholds'} names {short_repr(unknown[0])}, which is not a class of {list(classes)}",
+                value=unknown[0],
+                accepted=f"classes of {list(classes)}",
             )
         return cls(
             method=method,

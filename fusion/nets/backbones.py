@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fusion.errors import MissingFileError, ModelFolderError
 from fusion.nets.registry import BACKBONES, backbone_spec
 
 
@@ -206,7 +207,11 @@ def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[fl
     try:
         source = files.json("config.json")["config"]["image"]["backbone"]
     except (KeyError, TypeError):
-        raise ValueError(f"{folder}: config.json holds no config.image.backbone") from None
+        raise ModelFolderError(
+            f"{folder}: config.json holds no config.image.backbone",
+            field="config.image.backbone",
+            file=str(folder / "config.json"),
+        ) from None
     if source != name:
         raise ValueError(
             f"{folder}: that run's image backbone is {source!r}, this one is {name!r}; they must be the same"
@@ -214,7 +219,7 @@ def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[fl
     state = files.tensors(WEIGHTS) if WEIGHTS in files else {}
     tensors = {k[len(_RUN_BACKBONE) :]: v for k, v in state.items() if k.startswith(_RUN_BACKBONE)}
     if not tensors:
-        raise ValueError(f"{folder}: that run has no image branch to start from")
+        raise ModelFolderError(f"{folder}: that run has no image branch to start from", file=str(folder / WEIGHTS))
     backbone.load_state_dict(tensors)
     return float(state[_RUN_MEAN]), float(state[_RUN_STD])
 
@@ -320,11 +325,13 @@ def imagenet_weights_path(name: str) -> Path:
         raise ValueError(f"no ImageNet weights for backbone {name!r}; available for {available}")
     path = Path(torch.hub.get_dir()) / "checkpoints" / file
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ImageNet weights for {name} are not on this machine (looked for {path}); fusion never "
             f"downloads at run time. On a machine with internet, download "
             f"https://download.pytorch.org/models/{file} and either put it at {path} "
-            f"or give that file as image.weights."
+            f"or give that file as image.weights.",
+            field="image.weights",
+            file=str(path),
         )
     return path
 

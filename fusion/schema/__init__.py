@@ -5,7 +5,8 @@ map to classes, the patient id used to split, the image column, each feature's t
 unit, valid range or categories and missing-value policy, and every excluded column with
 the reason it must not be used. The same object validates a whole training table
 (bad rows are skipped and reported, never coerced) and a single record at prediction
-time (a ``ValueError`` that names the field, the value and what is accepted).
+time (a ``ValueError``, :class:`~fusion.errors.InputError`, that names the field, the
+value and what is accepted, and carries them as ``field``, ``value`` and ``accepted``).
 
 Example
 -------

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fusion.errors import InputError, SchemaError
 from fusion.schema.kinds import Feature
 from fusion.schema.values import is_missing, short_list
 from fusion.schema.values import raw_str as _raw_str
@@ -58,17 +59,27 @@ class LabelSpec:
 
     def __post_init__(self) -> None:
         if len(self.values) < 2:
-            raise ValueError(f"label {self.column!r}: at least two classes are needed; got {list(self.values)}")
+            raise SchemaError(
+                f"label {self.column!r}: at least two classes are needed; got {list(self.values)}",
+                field="[label] classes",
+                value=list(self.values),
+                accepted="at least two classes",
+            )
         if self.default is not None and self.default not in self.values:
-            raise ValueError(
-                f"label {self.column!r}: default {self.default!r} is not one of the classes {list(self.values)}"
+            raise SchemaError(
+                f"label {self.column!r}: default {self.default!r} is not one of the classes {list(self.values)}",
+                field="[label] default",
+                value=self.default,
+                accepted=f"one of {list(self.values)}",
             )
         seen: dict[str, str] = {}
         for cls, raws in self.values.items():
             for raw in raws:
                 if raw in seen:
-                    raise ValueError(
-                        f"label {self.column!r}: raw value {raw!r} is listed for both {seen[raw]!r} and {cls!r}"
+                    raise SchemaError(
+                        f"label {self.column!r}: raw value {raw!r} is listed for both {seen[raw]!r} and {cls!r}",
+                        field="[label] classes",
+                        value=raw,
                     )
                 seen[raw] = cls
 
@@ -81,7 +92,7 @@ class LabelSpec:
             For a missing label, or an unknown raw value when the schema has no default.
         """
         if is_missing(raw):
-            raise ValueError(f"label {self.column!r} is missing")
+            raise InputError(f"label {self.column!r} is missing", field=self.column, value=raw)
         text = _raw_str(raw)
         for index, cls in enumerate(self.values):
             if text in self.values[cls] or any(text.startswith(p) for p in self.prefixes.get(cls, ())):
@@ -89,9 +100,12 @@ class LabelSpec:
         if self.default is not None:
             return self.classes.index(self.default)
         listed = {c: list(v) + [p + "*" for p in self.prefixes.get(c, ())] for c, v in self.values.items()}
-        raise ValueError(
+        raise InputError(
             f"label {self.column!r}: unknown value {_short(raw)}; the schema maps {listed} "
-            "and declares no default class"
+            "and declares no default class",
+            field=self.column,
+            value=raw,
+            accepted=f"a raw value the schema maps: {listed}",
         )
 
 
@@ -143,23 +157,31 @@ class Schema:
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"schema {self.name!r}: features declared twice: {short_list(dupes)}")
+            raise SchemaError(f"schema {self.name!r}: features declared twice: {short_list(dupes)}", value=dupes)
         roles: dict[str, str] = {}
         for role, column in [("label", self.label.column), ("group", self.group), ("image", self.image_column)]:
             if column is not None:
                 roles.setdefault(column, role)
         for column in list(names) + list(self.excluded):
             if column in roles:
-                raise ValueError(
+                raise SchemaError(
                     f"schema {self.name!r}: column {column!r} is both the {roles[column]} column "
-                    "and a feature or excluded column"
+                    "and a feature or excluded column",
+                    value=column,
                 )
         both = sorted(set(names) & set(self.excluded))
         if both:
-            raise ValueError(f"schema {self.name!r}: columns both features and excluded: {short_list(both)}")
+            raise SchemaError(
+                f"schema {self.name!r}: columns both features and excluded: {short_list(both)}", value=both
+            )
         for column, reason in self.excluded.items():
             if not isinstance(reason, str) or not reason.strip():
-                raise ValueError(f"schema {self.name!r}: excluded column {column!r} needs a reason")
+                raise SchemaError(
+                    f"schema {self.name!r}: excluded column {column!r} needs a reason",
+                    field=f"[excluded] {column}",
+                    value=reason,
+                    accepted="a reason",
+                )
         self._check_image_folder()
 
     def _check_image_folder(self) -> None:
@@ -170,10 +192,13 @@ class Schema:
         folder = self.image_folder
         if folder is None or self.image_allow_outside or not _leaves_folder(folder):
             return
-        raise ValueError(
+        raise SchemaError(
             f"schema {self.name!r}: [image] 'folder' must be a relative folder inside the dataset folder "
             f"(no leading '/', '~' or drive, no '..' climbing out of it); got {_short(folder)}; for images kept "
-            "elsewhere on purpose, set allow_outside = true in [image]"
+            "elsewhere on purpose, set allow_outside = true in [image]",
+            field="[image] folder",
+            value=folder,
+            accepted="a relative folder inside the dataset folder",
         )
 
     @property
@@ -228,9 +253,12 @@ class Schema:
         )
         unknown = sorted(str(k) for k in record if k not in known)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"record has unknown field(s) {short_list(unknown)}; "
-                f"schema {self.name!r} accepts {short_list(self.feature_names, 20)}"
+                f"schema {self.name!r} accepts {short_list(self.feature_names, 20)}",
+                field="record",
+                value=unknown,
+                accepted=f"the fields of schema {self.name!r}",
             )
         out = {}
         for feature in self.features:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from fusion import checks
+from fusion.errors import InputError, SchemaError
 from fusion.schema.values import ASCII_SPACE, DECIMAL, is_missing
 from fusion.schema.values import raw_str as _raw_str
 from fusion.schema.values import short_repr as _short
@@ -122,10 +123,29 @@ class Feature(ABC):
     def __post_init__(self) -> None:
         where = f"feature {self.name!r}"
         if self.missing not in MISSING_POLICIES:
-            raise ValueError(f"{where}: missing must be one of {MISSING_POLICIES}; got {self.missing!r}")
+            raise self._refuse(
+                f"{where}: missing must be one of {MISSING_POLICIES}; got {self.missing!r}",
+                "missing",
+                value=self.missing,
+                accepted=f"one of {MISSING_POLICIES}",
+            )
         if self.out_of_range not in OUT_OF_RANGE_POLICIES:
-            raise ValueError(f"{where}: out_of_range must be one of {OUT_OF_RANGE_POLICIES}; got {self.out_of_range!r}")
+            raise self._refuse(
+                f"{where}: out_of_range must be one of {OUT_OF_RANGE_POLICIES}; got {self.out_of_range!r}",
+                "out_of_range",
+                value=self.out_of_range,
+                accepted=f"one of {OUT_OF_RANGE_POLICIES}",
+            )
         self._check(where)
+
+    def _refuse(self, message: str, key: str, **attributes: Any) -> SchemaError:
+        """The error for a declaration the kind refuses: ``field`` is the schema's table
+        and key (``[features.age] range``)."""
+        return SchemaError(message, field=f"[features.{self.name}] {key}", **attributes)
+
+    def _refused(self, message: str, value: Any) -> InputError:
+        """The error for a value this feature does not accept, naming it and what is accepted."""
+        return InputError(message, field=self.name, value=value, accepted=self.accepted)
 
     @abstractmethod
     def _check(self, where: str) -> None:
@@ -162,13 +182,14 @@ class Feature(ABC):
 
         Raises
         ------
-        ValueError
-            The value is not accepted; the message names the feature, the value and
-            what is accepted.
+        InputError
+            A ``ValueError``: the value is not accepted; the message names the
+            feature, the value and what is accepted, and so do ``field``, ``value`` and
+            ``accepted``.
         """
         if is_missing(value):
             if self.missing == "error":
-                raise ValueError(f"{self.name!r} is required ({self.accepted}); got a missing value")
+                raise self._refused(f"{self.name!r} is required ({self.accepted}); got a missing value", value)
             return self.missing_value, None
         return self._parse(value)
 
@@ -187,10 +208,10 @@ class Feature(ABC):
         return True
 
     def check_subgroups(self) -> None:
-        """Raise a ``ValueError`` saying why when no subgroup report can split by this
-        feature (:attr:`has_subgroups` is False)."""
+        """Raise a ``ValueError`` (a :class:`~fusion.errors.SchemaError`) saying why when
+        no subgroup report can split by this feature (:attr:`has_subgroups` is False)."""
         if not self.has_subgroups:
-            raise ValueError(f"{self.name!r} ({self.type}) declares no subgroups")
+            raise SchemaError(f"{self.name!r} ({self.type}) declares no subgroups", field=f"[features.{self.name}]")
 
     def band(self, value: Any) -> str:
         """The subgroup a parsed value falls in: its band (numeric features with
@@ -304,13 +325,27 @@ class Numeric(Feature):
 
     def _check(self, where: str) -> None:
         if self.categories:
-            raise ValueError(f"{where}: a numeric feature takes a range, not categories")
+            raise self._refuse(
+                f"{where}: a numeric feature takes a range, not categories", "categories", value=self.categories
+            )
         if self.range is not None:
             lo, hi = self.range
             if not lo < hi:
-                raise ValueError(f"{where}: range must be [low, high] with low < high; got {list(self.range)}")
+                accepted = "[low, high] with low < high"
+                raise self._refuse(
+                    f"{where}: range must be {accepted}; got {list(self.range)}",
+                    "range",
+                    value=self.range,
+                    accepted=accepted,
+                )
         if list(self.bands) != sorted(set(self.bands)):
-            raise ValueError(f"{where}: bands must be strictly ascending cut points; got {list(self.bands)}")
+            accepted = "strictly ascending cut points"
+            raise self._refuse(
+                f"{where}: bands must be {accepted}; got {list(self.bands)}",
+                "bands",
+                value=self.bands,
+                accepted=accepted,
+            )
 
     @property
     def accepted(self) -> str:
@@ -322,25 +357,25 @@ class Numeric(Feature):
     def _parse(self, value: Any) -> tuple[float, str | None]:
         bad = f"{self.name!r} must be {self.accepted}; got {_short(value)}"
         if isinstance(value, (bool, np.bool_)):
-            raise ValueError(bad)
+            raise self._refused(bad, value)
         if isinstance(value, str):
             text = value.strip(ASCII_SPACE)
             if not DECIMAL.fullmatch(text):
-                raise ValueError(bad)
+                raise self._refused(bad, value)
             number = float(text)
         elif isinstance(value, numbers.Real):
             try:
                 number = float(value)
             except OverflowError:  # an int beyond float's range, e.g. 10**400
-                raise ValueError(bad) from None
+                raise self._refused(bad, value) from None
         else:
-            raise ValueError(bad)
+            raise self._refused(bad, value)
         if not math.isfinite(number):
-            raise ValueError(bad)
+            raise self._refused(bad, value)
         if self.range is not None and not self.range[0] <= number <= self.range[1]:
             if self.out_of_range == "missing":
                 return math.nan, f"{self.name}={_short(value)} outside {self.accepted}: treated as missing"
-            raise ValueError(bad)
+            raise self._refused(bad, value)
         return number, None
 
     def missing_mask(self, values: np.ndarray) -> np.ndarray:
@@ -352,7 +387,10 @@ class Numeric(Feature):
 
     def check_subgroups(self) -> None:
         if not self.bands:
-            raise ValueError(f"{self.name!r} is numeric and its schema declares no bands (e.g. bands = [40, 65])")
+            raise SchemaError(
+                f"{self.name!r} is numeric and its schema declares no bands (e.g. bands = [40, 65])",
+                field=f"[features.{self.name}] bands",
+            )
 
     def band(self, value: Any) -> str:
         if is_missing(value):
@@ -402,14 +440,22 @@ class _Choice(Feature):
 
     def _check(self, where: str) -> None:
         if self.range is not None or self.bands:
-            raise ValueError(f"{where}: {_a(self.type)} feature takes categories, not a range or bands")
+            key = "range" if self.range is not None else "bands"
+            raise self._refuse(f"{where}: {_a(self.type)} feature takes categories, not a range or bands", key)
         self._check_count(where)
         if len(set(self.categories)) != len(self.categories):
-            raise ValueError(f"{where}: categories repeat: {list(self.categories)}")
+            raise self._refuse(
+                f"{where}: categories repeat: {list(self.categories)}", "categories", value=self.categories
+            )
 
     def _check_count(self, where: str) -> None:
         if len(self.categories) < 2:
-            raise ValueError(f"{where}: {_a(self.type)} feature needs at least two categories")
+            raise self._refuse(
+                f"{where}: {_a(self.type)} feature needs at least two categories",
+                "categories",
+                value=self.categories,
+                accepted="at least two categories",
+            )
 
     @property
     def accepted(self) -> str:
@@ -421,7 +467,7 @@ class _Choice(Feature):
         # compared through their plain text (1 -> "1", True -> "True").
         text = value if isinstance(value, str) else _raw_str(value)
         if text not in self.categories:
-            raise ValueError(f"{self.name!r} must be {self.accepted}; got {_short(value)}")
+            raise self._refused(f"{self.name!r} must be {self.accepted}; got {_short(value)}", value)
         return text, None
 
     def _check_stat(self, key: str, value: Any, where: Where) -> str:
@@ -451,9 +497,12 @@ class Binary(_Choice):
 
     def _check_count(self, where: str) -> None:
         if len(self.categories) != 2:
-            raise ValueError(
+            raise self._refuse(
                 f"{where}: a binary feature needs exactly two categories "
-                f"[negative, positive]; got {list(self.categories)}"
+                f"[negative, positive]; got {list(self.categories)}",
+                "categories",
+                value=self.categories,
+                accepted="exactly two categories [negative, positive]",
             )
 
     def fit(self, values: np.ndarray) -> dict[str, str]:
@@ -534,5 +583,10 @@ def make_feature(name: str, type: str, **fields: Any) -> Feature:
     """
     kind = KINDS.get(type) if isinstance(type, str) else None
     if kind is None:
-        raise ValueError(f"feature {name!r}: type must be one of {FEATURE_TYPES}; got {type!r}")
+        raise SchemaError(
+            f"feature {name!r}: type must be one of {FEATURE_TYPES}; got {type!r}",
+            field=f"[features.{name}] type",
+            value=type,
+            accepted=f"one of {FEATURE_TYPES}",
+        )
     return kind(name, **fields)

@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any
 
+from fusion.errors import InputError
 from fusion.schema.values import short_repr as _short
 
 # A JSON record is a few hundred bytes; a megabyte of "record" is not one. The one
@@ -20,8 +21,11 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKET = re.compile(r"[\[\]{}]")
 
 
-class RecordTooLarge(ValueError):
-    """A JSON record over :data:`MAX_RECORD_BYTES` (the service answers 413)."""
+class RecordTooLarge(InputError):
+    """A JSON record over :data:`MAX_RECORD_BYTES` (the service answers 413); its
+    field is ``"record"``."""
+
+    default_field = "record"
 
 
 class JSONNumber:
@@ -95,17 +99,21 @@ def parse_record_json(data: str | bytes, *, origin: str = "record") -> dict | No
     """
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
     if size > MAX_RECORD_BYTES:
-        raise RecordTooLarge(f"{origin} is {size} bytes; a record is at most {MAX_RECORD_BYTES} bytes")
+        raise RecordTooLarge(
+            f"{origin} is {size} bytes; a record is at most {MAX_RECORD_BYTES} bytes",
+            value=size,
+            accepted=f"at most {MAX_RECORD_BYTES} bytes",
+        )
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError(f"{origin} must be UTF-8 text holding a JSON object") from None
+            raise _refused(f"{origin} must be UTF-8 text holding a JSON object") from None
     if not data.strip():
         return None
     depth = _nesting(data)
     if depth > MAX_RECORD_DEPTH:
-        raise ValueError(
+        raise _refused(
             f"{origin} is nested {depth} levels deep; a record is one JSON object of plain values "
             f'(numbers, strings, null), such as {{"age": 61}}'
         )
@@ -113,14 +121,17 @@ def parse_record_json(data: str | bytes, *, origin: str = "record") -> dict | No
     try:
         record = json.loads(data, object_pairs_hook=unique_keys, parse_int=_json_int, parse_float=_json_float)
     except RepeatedKey as err:
-        raise ValueError(f"{origin} has the key {_short(err.key)} more than once; each field may appear once") from None
+        raise _refused(f"{origin} has the key {_short(err.key)} more than once; each field may appear once") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{origin} is not valid JSON ({err}); give a JSON object such as '{{\"age\": 61}}'") from None
+        raise _refused(f"{origin} is not valid JSON ({err}); give a JSON object such as '{{\"age\": 61}}'") from None
     if not isinstance(record, dict):
-        raise ValueError(
-            f"{origin} must be a JSON object keyed by feature name; got a JSON {_JSON_TYPES[type(record)]}"
-        )
+        raise _refused(f"{origin} must be a JSON object keyed by feature name; got a JSON {_JSON_TYPES[type(record)]}")
     return record
+
+
+def _refused(message: str) -> InputError:
+    """A record given as text that is no record: the field is the record."""
+    return InputError(message, field="record", accepted='a JSON object keyed by feature name, such as {"age": 61}')
 
 
 _JSON_TYPES = {

@@ -15,7 +15,7 @@ so a process (or a test) can hold several. Routes:
   film with its heatmap (a PNG as a ``data:`` URL).
 
 Bad input never reaches a 500: the library's ``ValueError`` message is answered as it
-is, with status 422 and the field (or record feature) and file it names; a body over
+is, with status 422 and the field (or record feature) and file the error carries; a body over
 the size limit gets 413 before it is read, one that has not arrived by its deadline
 408, a form of another type 415, a malformed one 400; a Host this service does not
 answer 400, and a request over the concurrency limit 503 with ``Retry-After`` (see
@@ -50,6 +50,7 @@ from fastapi.staticfiles import StaticFiles
 from fusion.classifier import FusionClassifier
 from fusion.data.cache import available_cores
 from fusion.data.images import FORMATS_TEXT, MAX_PIXELS, MIN_SIDE
+from fusion.errors import ImageError, InputError
 from fusion.explain import DEFAULT_STEPS
 from fusion.schema import MAX_RECORD_BYTES, RecordTooLarge, parse_record_json
 from fusion.serve.forms import ClientGone, RequestError, parse_form, read_body
@@ -207,18 +208,15 @@ class _Service:
             raise RequestError(422, str(err), field="record") from None
 
     def _refuse(self, err: ValueError, record: dict | None, filename: str | None) -> RequestError:
-        """The library's ``ValueError`` as a 422 naming what it is about: the image
-        (its messages begin with "image"), a record feature (they begin with the
-        feature's quoted name), the record as a whole, or nothing given."""
+        """The library's ``ValueError`` as a 422 naming what it is about, as the error
+        says (:mod:`fusion.errors`): the image (with the uploaded file's name), a record
+        feature, the record as a whole, or nothing given."""
         message = str(err)
-        if message.startswith("image "):
+        if isinstance(err, ImageError):
             return RequestError(422, message, field="image", file=filename)
-        if record is not None and self.schema is not None:
-            for name in self._features:
-                if message.startswith(f"{name!r} "):
-                    return RequestError(422, message, field=name)
-            if message.startswith("record "):
-                return RequestError(422, message, field="record")
+        field = err.field if isinstance(err, InputError) else None
+        if record is not None and self.schema is not None and (field in self._features or field == "record"):
+            return RequestError(422, message, field=field)
         return RequestError(422, message, field=None)
 
     # ------------------------------------------------------------------ work

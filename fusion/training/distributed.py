@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fusion.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -66,7 +68,12 @@ def _env_int(environ, name: str, low: int, high: int, accepted: str, default: in
         return default
     value = int(raw) if _WHOLE.fullmatch(raw) else -1
     if not low <= value <= high:
-        raise ValueError(f"{name} must be {accepted} (as torchrun sets it); got {_cut(raw)}")
+        raise ConfigError(
+            f"{name} must be {accepted} (as torchrun sets it); got {_cut(raw)}",
+            field=name,
+            value=raw,
+            accepted=accepted,
+        )
     return value
 
 
@@ -100,17 +107,39 @@ class DistributedEnv:
         env = os.environ if environ is None else environ
         world = _env_int(env, "WORLD_SIZE", 1, 10**6, "a positive integer", default=1)
         if world > 1 and "RANK" not in env:
-            raise ValueError(f"RANK is not set but WORLD_SIZE is {world}: start the processes with torchrun")
+            raise ConfigError(
+                f"RANK is not set but WORLD_SIZE is {world}: start the processes with torchrun",
+                field="RANK",
+                related=("WORLD_SIZE",),
+            )
         rank = _env_int(env, "RANK", 0, 10**6, "a whole number of at least 0", default=0)
         if rank >= world:
-            raise ValueError(f"RANK {rank} is not below WORLD_SIZE {world}: ranks run from 0 to {world - 1}")
+            raise ConfigError(
+                f"RANK {rank} is not below WORLD_SIZE {world}: ranks run from 0 to {world - 1}",
+                field="RANK",
+                related=("WORLD_SIZE",),
+                value=rank,
+                accepted=f"0 to {world - 1}",
+            )
         local_world = _env_int(env, "LOCAL_WORLD_SIZE", 1, 10**6, "a positive integer", default=world)
         if local_world > world:
-            raise ValueError(f"LOCAL_WORLD_SIZE {local_world} is above WORLD_SIZE {world}")
+            raise ConfigError(
+                f"LOCAL_WORLD_SIZE {local_world} is above WORLD_SIZE {world}",
+                field="LOCAL_WORLD_SIZE",
+                related=("WORLD_SIZE",),
+                value=local_world,
+                accepted=f"at most {world}",
+            )
         local_rank = _env_int(env, "LOCAL_RANK", 0, 10**6, "a whole number of at least 0", default=0)
         bound = "LOCAL_WORLD_SIZE" if "LOCAL_WORLD_SIZE" in env else "WORLD_SIZE"
         if local_rank >= local_world:
-            raise ValueError(f"LOCAL_RANK {local_rank} is not below {bound} {local_world}")
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank} is not below {bound} {local_world}",
+                field="LOCAL_RANK",
+                related=(bound,),
+                value=local_rank,
+                accepted=f"0 to {local_world - 1}",
+            )
         if world == 1:
             return cls(rank=rank, local_rank=local_rank)
         return cls(world, rank, local_rank, _master_addr(env), _master_port(env), _rendezvous_s(env))
@@ -124,7 +153,9 @@ def _master_addr(env: Mapping[str, str]) -> str:
     import ipaddress
 
     if "MASTER_ADDR" not in env:
-        raise ValueError("MASTER_ADDR is not set: the address of the process of RANK 0 (torchrun sets it)")
+        raise ConfigError(
+            "MASTER_ADDR is not set: the address of the process of RANK 0 (torchrun sets it)", field="MASTER_ADDR"
+        )
     addr = env["MASTER_ADDR"]
     try:
         ipaddress.ip_address(addr)
@@ -132,12 +163,19 @@ def _master_addr(env: Mapping[str, str]) -> str:
     except ValueError:
         if _HOST.fullmatch(addr):
             return addr
-    raise ValueError(f"MASTER_ADDR must be a host name or IP address (as torchrun sets it); got {_cut(addr)}")
+    raise ConfigError(
+        f"MASTER_ADDR must be a host name or IP address (as torchrun sets it); got {_cut(addr)}",
+        field="MASTER_ADDR",
+        value=addr,
+        accepted="a host name or IP address",
+    )
 
 
 def _master_port(env: Mapping[str, str]) -> int:
     if "MASTER_PORT" not in env:
-        raise ValueError("MASTER_PORT is not set: the port the process of RANK 0 listens on (torchrun sets it)")
+        raise ConfigError(
+            "MASTER_PORT is not set: the port the process of RANK 0 listens on (torchrun sets it)", field="MASTER_PORT"
+        )
     return _env_int(env, "MASTER_PORT", 1, 65535, "a port number from 1 to 65535")
 
 
@@ -149,9 +187,13 @@ def _rendezvous_s(env: Mapping[str, str]) -> float:
         return DEFAULT_RENDEZVOUS_S
     value = float(raw.strip()) if DECIMAL.fullmatch(raw.strip()) else math.nan
     if not 0 < value <= MAX_RENDEZVOUS_S:
-        raise ValueError(
-            f"{RENDEZVOUS_TIMEOUT_ENV} must be a number of seconds above 0 and at most {MAX_RENDEZVOUS_S:g} "
-            f"(how long the processes wait for each other); got {_cut(raw)}"
+        accepted = f"a number of seconds above 0 and at most {MAX_RENDEZVOUS_S:g}"
+        raise ConfigError(
+            f"{RENDEZVOUS_TIMEOUT_ENV} must be {accepted} (how long the processes wait for each other); "
+            f"got {_cut(raw)}",
+            field=RENDEZVOUS_TIMEOUT_ENV,
+            value=raw,
+            accepted=accepted,
         )
     return value
 
@@ -187,16 +229,19 @@ def init_from_env(device: str = "auto", timeout_s: float = 1800.0) -> bool:
     if env.world_size == 1:
         return False
     if not torch.distributed.is_available():
-        raise ValueError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed", field="WORLD_SIZE")
     if torch.distributed.is_initialized():
         return True
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if cuda:
         count = torch.cuda.device_count()
         if env.local_rank >= count:
-            raise ValueError(
+            raise ConfigError(
                 f"LOCAL_RANK {env.local_rank} names GPU cuda:{env.local_rank}, but this machine has {count}: "
-                f"start at most {count} process(es) per machine"
+                f"start at most {count} process(es) per machine",
+                field="LOCAL_RANK",
+                value=env.local_rank,
+                accepted=f"0 to {count - 1}",
             )
         torch.cuda.set_device(env.local_rank)
     backend = "nccl" if cuda else "gloo"
@@ -237,10 +282,13 @@ def _rendezvous(env: DistributedEnv):
     while joined < env.world_size:
         now = time.monotonic()
         if now >= deadline:
-            raise ValueError(
+            raise ConfigError(
                 f"only {joined} of {env.world_size} processes (WORLD_SIZE) reached {env.where} within "
                 f"{env.rendezvous_s:g} s ({RENDEZVOUS_TIMEOUT_ENV}): start every process of the job "
-                "(torchrun --nproc_per_node=N starts them all) or set WORLD_SIZE to the number started"
+                "(torchrun --nproc_per_node=N starts them all) or set WORLD_SIZE to the number started",
+                field="WORLD_SIZE",
+                related=(RENDEZVOUS_TIMEOUT_ENV,),
+                value=env.world_size,
             )
         if now - said >= _STILL_WAITING_S:
             missing = env.world_size - joined

@@ -7,13 +7,20 @@ import contextlib
 import torch
 from torch import nn
 
+from fusion.errors import ConfigError
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else CPU. Asking for CUDA without one is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device: 'cuda' was asked for but no CUDA GPU is available; use 'cpu' or 'auto'")
+        raise ConfigError(
+            "train.device: 'cuda' was asked for but no CUDA GPU is available; use 'cpu' or 'auto'",
+            field="train.device",
+            value=name,
+            accepted="'cpu' or 'auto' (no CUDA GPU is available)",
+        )
     return torch.device(name)
 
 

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from fusion.errors import ConfigError
 from fusion.training import distributed
 from fusion.training.hooks.base import Hook, TrainState
 
@@ -52,9 +53,12 @@ def check_finite(value: float, what: str, epoch: int, lr: float, batch: tuple[in
         return
     kind = "NaN" if math.isnan(value) else "infinite"
     where = f" (batch {batch[0] + 1} of {batch[1]})" if batch is not None else ""
-    raise ValueError(
+    raise ConfigError(
         f"training diverged: {what} became {kind} at epoch {epoch}{where}; lower the learning rate "
-        f"(train.lr, now {lr:g})"
+        f"(train.lr, now {lr:g})",
+        field="train.lr",
+        value=lr,
+        accepted=f"a learning rate below {lr:g}",
     )
 
 
