@@ -44,6 +44,7 @@ from fusion.training.run import (
     RunFolderError,
     RunInterrupted,
     RunResult,
+    Wording,
     run,
 )
 
@@ -82,19 +83,13 @@ def _report(result: RunResult, *, quiet: bool) -> None:
 def _stopped(cause: str, state: FolderState, out_given: bool, *, free_space: bool = False) -> str:
     """The one line for a run stopped by ``cause`` (Ctrl-C, or a full disk with
     ``free_space``): what the run folder holds and the command that continues it."""
-    folder = state.folder
-    free = "free space and " if free_space else ""
-    if state.complete:
-        return f"{cause}; the run in {folder} is complete (its model and metrics.json are saved)"
-    if state.next_epoch is None:
-        if not state.empty:
-            return f"{cause}; nothing in {folder} can be resumed: {free}rerun with a new --out folder"
-        return f"{cause} before any epoch was saved; {free}rerun the same command to start again"
-    resume = "rerun the same command with --resume" + ("" if out_given else f" --out {folder}")
-    if state.trained:
-        done = "its training is done: the model and metrics.json are written then"
-        return f"{cause}; {free}{resume} to finish the run ({done})"
-    return f"{cause}; {free}{resume} to continue from epoch {state.next_epoch}"
+    wording = Wording(
+        new_folder="rerun with a new --out folder",
+        again="rerun the same command to start again",
+        resume="rerun the same command with --resume" + ("" if out_given else " --out {folder}"),
+        finish="finish the run",
+    )
+    return state.sentence(cause, free_space=free_space, wording=wording)
 
 
 def _refused(err: RunFolderError) -> str:

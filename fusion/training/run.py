@@ -86,20 +86,34 @@ class FolderState:
             return cls(folder, complete=True, trained=trained, empty=False)
         return cls(folder, next_epoch=progress["epoch"] + 1, trained=trained, empty=False)
 
-    def sentence(self, cause: str, *, free_space: bool = False) -> str:
+    def sentence(self, cause: str, *, free_space: bool = False, wording: Wording | None = None) -> str:
         """One sentence: ``cause`` (what stopped the run), what the folder holds and
-        how to go on (after freeing space, with ``free_space``)."""
+        how to go on (after freeing space, with ``free_space``), in the library's words
+        or a command's (``wording``: the command line names its flags)."""
+        w = wording or Wording()
         free = "free space and " if free_space else ""
         if self.complete:
             return f"{cause}; the run in {self.folder} is complete (its model and metrics.json are saved)"
         if self.next_epoch is None:
             if not self.empty:
-                return f"{cause}; nothing in {self.folder} can be resumed: {free}start the run in a new folder"
-            return f"{cause} before any epoch was saved; {free}start the run again"
+                return f"{cause}; nothing in {self.folder} can be resumed: {free}{w.new_folder}"
+            return f"{cause} before any epoch was saved; {free}{w.again}"
+        resume = w.resume.format(folder=self.folder)
         if self.trained:
             done = "its training is done: the model and metrics.json are written then"
-            return f"{cause}; {free}resume the run in {self.folder} to finish it ({done})"
-        return f"{cause}; {free}resume the run in {self.folder} to continue from epoch {self.next_epoch}"
+            return f"{cause}; {free}{resume} to {w.finish} ({done})"
+        return f"{cause}; {free}{resume} to continue from epoch {self.next_epoch}"
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a stopped run's sentence says what to do: the library's words by default;
+    the command line gives its own (``rerun the same command with --resume``)."""
+
+    new_folder: str = "start the run in a new folder"
+    again: str = "start the run again"
+    resume: str = "resume the run in {folder}"
+    finish: str = "finish it"
 
 
 class RunInterrupted(KeyboardInterrupt):
