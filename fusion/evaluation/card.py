@@ -27,6 +27,8 @@ def _metrics_table(m: dict, classes) -> list[str]:
         "| metric | value [95% CI] |",
         "|---|---|",
         f"| accuracy | {_ci(m['accuracy'], ci.get('accuracy'))} |",
+        f"| balanced accuracy (mean per-class sensitivity) | "
+        f"{_ci(m.get('balanced_accuracy'), ci.get('balanced_accuracy'))} |",
         f"| macro-F1 | {_ci(m['macro_f1'], ci.get('macro_f1'))} |",
         f"| macro AUROC | {_ci(m['auroc_macro'], ci.get('auroc_macro'))} |",
         f"| ECE | {_ci(m['ece'], ci.get('ece'))} |",
