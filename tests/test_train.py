@@ -1,5 +1,6 @@
 """End to end: tiny training runs through the CLI, evaluation, save and load."""
 
+import importlib.util
 import json
 import re
 import runpy
@@ -149,6 +150,19 @@ def test_values_a_schema_declares_not_known_are_kept_and_counted_in_metrics_and_
     scores = tmp_path / "scores.json"
     assert evaluate_main(["--model", str(out), "--data", str(folder_dataset), "--out", str(scores)]) == 0
     assert json.loads(scores.read_text())["missing_tokens"] == {"sex": {"unknown": 3}}
+    if all(importlib.util.find_spec(m) for m in ("fastapi", "httpx", "python_multipart")):  # the serve extra
+        from fastapi.testclient import TestClient
+
+        from fusion.serve import create_app
+
+        with TestClient(create_app(out), base_url="http://127.0.0.1:8000") as client:
+            sex = {f["name"]: f for f in client.get("/schema").json()["features"]}["sex"]
+            assert sex["missing_tokens"] == ["unknown"]
+            answers = [
+                client.post("/predict", files={"record": (None, json.dumps(record))}).json()
+                for record in ({"sex": "unknown", "age": 50}, {"age": 50})
+            ]
+        assert answers[0]["probabilities"] == pytest.approx(answers[1]["probabilities"])
 
 
 def test_non_empty_out_is_refused(fused_run, capsys):
