@@ -203,7 +203,6 @@ class ImageConfig:
         None,
         flag="--channels",
         choices=CHANNELS,
-        metavar="N",
         help="image channels the branch reads: 1 (gray films) or 3 (colour: dermatoscopy, fundus, pathology)",
         shown="the data's: the schema's [image] channels, an .npz's own arrays, else 1",
     )

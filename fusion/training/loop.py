@@ -184,7 +184,7 @@ def predict_network(
     """
     model.eval()
     if arrays.images is not None:
-        side = int(arrays.images.shape[-1])
+        side = int(arrays.images.shape[2])  # (n, C, S, S) in memory, (n, S, S[, C]) on disk
         batch_size = max(1, min(batch_size, PREDICT_PIXELS // (side * side)))
     rows = distributed.shard(len(arrays)) if gather and distributed.is_distributed() else torch.arange(len(arrays))
     out = []
