@@ -1,13 +1,14 @@
 """What colour costs: images per second of an image branch reading 1 or 3 channels.
 
 Times the image branch as training runs it (forward, backward and an AdamW step on a
-batch of 32, channels-last, under the precision training would choose here) and as
-prediction runs it (the inference copy, batches of 256), for each size and channel
-count. The configurations are measured in turn, round after round, and each figure is
-the median over rounds, so load from other processes on a shared machine falls on all
-of them alike.
+batch of 32, channels-last, under the precision training would choose here, or
+``--precision``) and as prediction runs it (the inference copy, batches of 256), for
+each size and channel count. Gray and colour are measured back to back, round after
+round; each rate is the median over rounds and each ratio the median of the rounds'
+ratios, so load from other processes on a shared machine falls on both alike.
 
     python experiments/channels_cost.py [--backbone custom] [--sizes 64 96] [--rounds 5] [--seconds 1.5]
+        [--precision auto|fp32|bf16] [--threads N]
 """
 
 from __future__ import annotations
@@ -67,15 +68,22 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 96])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=1.5)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    precision = resolve_precision("auto", torch.device("cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    precision = resolve_precision(args.precision, torch.device("cpu"))
     cases = [(kind, size, channels) for kind in ("train", "predict") for size in args.sizes for channels in (1, 3)]
     built = {c: (_trainer if c[0] == "train" else _predictor)(args.backbone, c[1], c[2], precision) for c in cases}
     rates: dict = {c: [] for c in cases}
+    ratios: dict = {(k, s): [] for k, s, c in cases if c == 1}
     for _ in range(args.rounds):
-        for case in cases:
-            step, batch = built[case]
-            rates[case].append(_rate(step, batch, args.seconds))
+        for kind, size in ratios:
+            for channels in (1, 3):
+                step, batch = built[(kind, size, channels)]
+                rates[(kind, size, channels)].append(_rate(step, batch, args.seconds))
+            ratios[(kind, size)].append(rates[(kind, size, 3)][-1] / rates[(kind, size, 1)][-1])
     out = {
         "backbone": args.backbone,
         "precision": precision,
@@ -86,10 +94,8 @@ def main() -> None:
             f"{k} {s} px, {c} channel(s)": round(statistics.median(rates[(k, s, c)])) for k, s, c in cases
         },
     }
-    for kind in ("train", "predict"):
-        for size in args.sizes:
-            gray, colour = (statistics.median(rates[(kind, size, c)]) for c in (1, 3))
-            out[f"colour / gray, {kind} {size} px"] = round(colour / gray, 3)
+    for (kind, size), values in ratios.items():
+        out[f"colour / gray, {kind} {size} px"] = round(statistics.median(values), 3)
     print(json.dumps(out, indent=2))
 
 
