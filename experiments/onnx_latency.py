@@ -34,7 +34,7 @@ def _inputs(clf, batch: int, rng) -> dict[str, np.ndarray]:
     out = {}
     for m in clf.modalities_:
         if m == "image":
-            out["image"] = rng.random((batch, 1, clf.image_size_, clf.image_size_), dtype=np.float32)
+            out["image"] = rng.random((batch, clf.image_channels_, clf.image_size_, clf.image_size_), dtype=np.float32)
         else:
             out["tabular"] = rng.standard_normal((batch, clf.preprocessor_.n_features_out), dtype=np.float32)
     if len(clf.modalities_) > 1:

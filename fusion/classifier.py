@@ -80,6 +80,9 @@ class FusionClassifier(ConfigParameters):
         The schema of the clinical records (None for image-only data without one).
     preprocessor_ : TabularPreprocessor or None
     image_size_ : int or None
+    image_channels_ : int or None
+        The channels of the images the model reads: 1 (gray films) or 3 (colour); None
+        without the image modality.
     n_features_in_ : int
         Number of record features (schema features) the model reads; 0 without records.
     backend_ : Backend
@@ -123,7 +126,8 @@ class FusionClassifier(ConfigParameters):
             When the data lack a modality the configuration asks for (naming the
             ``modalities`` field), or a checkpoint does not match.
         """
-        cfg = (self.config if self.config is not None else Config()).resolved()
+        # image.channels follows the training images when unset.
+        cfg = (self.config if self.config is not None else Config()).resolved(channels=train.image_channels)
         missing = [m for m in cfg.modalities if m not in train.modalities]
         if missing:
             raise ConfigError(
@@ -161,11 +165,21 @@ class FusionClassifier(ConfigParameters):
         """The learned state every model has, fitted or loaded, but its backend."""
         self.config_, self.classes_, self.modalities_ = config, classes, config.modalities
         self.schema_, self.preprocessor_ = schema, preprocessor
-        self.image_size_ = config.image.image_size if "image" in config.modalities else None
+        image = "image" in config.modalities
+        self.image_size_ = config.image.image_size if image else None
+        # A folder saved before channels existed holds gray films: unset is 1.
+        self.image_channels_ = (config.image.channels or 1) if image else None
         self.n_features_in_ = len(schema.features) if preprocessor is not None else 0
 
     def _spec(self) -> ModelSpec:
-        return ModelSpec(self.config_, self.classes_, self.modalities_, self.preprocessor_, self.image_size_)
+        return ModelSpec(
+            self.config_,
+            self.classes_,
+            self.modalities_,
+            self.preprocessor_,
+            self.image_size_,
+            self.image_channels_ or 1,
+        )
 
     @property
     def network_(self):
@@ -182,7 +196,7 @@ class FusionClassifier(ConfigParameters):
     def _inputs(self) -> Inputs:
         """What this fitted model accepts (:mod:`fusion.inputs`)."""
         self._fitted_backend()
-        return Inputs(self.modalities_, self.schema_, self.image_size_)
+        return Inputs(self.modalities_, self.schema_, self.image_size_, self.image_channels_ or 1)
 
     def _probabilities(self, batch: Batch) -> np.ndarray:
         """Calibrated probabilities of a validated batch, refused when not finite."""
@@ -197,7 +211,8 @@ class FusionClassifier(ConfigParameters):
             Raw records keyed by schema feature names (validated like :meth:`predict`);
             a single dict is one patient.
         images : sequence of image sources, or uint8 array (n, H, W), optional
-            Paths, PIL images, arrays or bytes, row-aligned with ``X``.
+            Paths, PIL images, arrays or bytes, row-aligned with ``X``; a colour
+            model's as (n, H, W, 3).
 
         Returns
         -------
@@ -233,7 +248,9 @@ class FusionClassifier(ConfigParameters):
             value) or many.
         images : path, PIL image, array or bytes, or a list of them, optional
             One image (PNG, JPEG or DICOM; any size; gray, RGB or RGBA; 8 or 16 bit) or
-            many, row-aligned with ``X``.
+            many, row-aligned with ``X``; read as the model reads images, one gray
+            channel or three colour ones (a gray image given to a colour model is
+            replicated into its three channels).
 
         Either may be None: a fused model answers from the other one (it was trained
         with modality dropout) and ``Prediction.modalities`` says what it used. An
@@ -307,7 +324,8 @@ class FusionClassifier(ConfigParameters):
         Returns
         -------
         Explanation
-            ``image_attribution`` (H x W), ``tabular_attribution`` (feature -> value),
+            ``image_attribution`` (H x W; a colour image's channels summed),
+            ``tabular_attribution`` (feature -> value),
             ``modality_share`` (sums to 1), ``target``, ``probability``, ``ignored`` (as
             :attr:`Prediction.ignored`); ``save(path)`` writes a PNG.
 

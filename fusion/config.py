@@ -10,12 +10,13 @@ errors use and the README's option table are derived from these declarations
 (:func:`settings`; :mod:`fusion.cli`), so a new setting is one field.
 
 What the user set is kept apart from what is derived from it: ``None`` in
-``image.image_size``, ``image.pretrained`` and ``train.epochs`` means "follow the other
-settings", and stays so however often the configuration is changed and validated.
-:meth:`Config.resolved` returns a copy with the derived values filled in (the input
-size of the backbone or of its starting weights; the shipped chest X-ray weights of
-the frozen-backbone strategies): what a model is trained with and what its folder
-saves. ``train.epochs`` follows the data and is derived when training starts
+``image.image_size``, ``image.pretrained``, ``image.channels`` and ``train.epochs``
+means "follow the other settings" (or the data), and stays so however often the
+configuration is changed and validated. :meth:`Config.resolved` returns a copy with the
+derived values filled in (the input size of the backbone or of its starting weights;
+the shipped chest X-ray weights of the frozen-backbone strategies; given the data's,
+the image channels): what a model is trained with and what its folder saves.
+``train.epochs`` follows the data and is derived when training starts
 (:meth:`Config.epochs_for`).
 
 Example
@@ -50,6 +51,8 @@ from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE, PRETRAINED, backbo
 from fusion.schema import short_repr
 
 MODALITIES = ("image", "tabular")
+# What the image branch reads: one gray channel (films) or three colour channels.
+CHANNELS = (1, 3)
 MODELS = ("fusion", "xgboost")
 FUSIONS = ("joint", "stacked", "gbm", "auto")
 # Strategies whose image model is a frozen pretrained backbone (auto: its candidates).
@@ -187,7 +190,8 @@ class ImageConfig:
         None,
         flag="--weights",
         metavar="FILE",
-        help="local state-dict file to initialise the backbone (RGB stems are summed to grayscale)",
+        help="local state-dict file to initialise the backbone (its stem adapted to the channels: RGB summed to "
+        "gray, gray spread over RGB)",
     )
     init_from: str | None = setting(
         None,
@@ -195,7 +199,20 @@ class ImageConfig:
         metavar="RUN_DIR",
         help="run folder of an earlier fusion model whose image branch starts this one (transfer learning)",
     )
+    channels: int | None = setting(
+        None,
+        flag="--channels",
+        choices=CHANNELS,
+        help="image channels the branch reads: 1 (gray films) or 3 (colour: dermatoscopy, fundus, pathology)",
+        shown="the data's: the schema's [image] channels, an .npz's own arrays, else 1",
+    )
     augment: bool = setting(True, flag="--no-augment", help="train without image augmentation")
+    flip_rotate: bool = setting(
+        False,
+        flag="--flip-rotate",
+        help="augment with random mirror images and quarter turns as well: for images without an up or a side "
+        "(skin lesions, pathology), never for chest films (a mirrored chest puts the heart on the wrong side)",
+    )
 
 
 @dataclass
@@ -373,43 +390,82 @@ class Config:
         self._check_ranges()
         return self
 
-    def resolved(self) -> Config:
+    def resolved(self, channels: int | None = None) -> Config:
         """A validated copy with every derived default filled in; this one is left alone.
 
         ``image.pretrained``: the shipped chest X-ray weights (``"cxr"``) for the
         strategies that read films through a frozen backbone (stacked, gbm, auto) when
         no other starting weights are set. ``image.image_size``: the input size of
-        those weights, else the backbone's. What a model trains with and what its
-        folder saves, so that a folder rebuilds the same network; resolving again
+        those weights, else the backbone's. ``image.channels``: the data's, given as
+        ``channels`` (the training images' 1 or 3), when unset; without ``channels`` it
+        stays as set (the data are not known yet). What a model trains with and what
+        its folder saves, so that a folder rebuilds the same network; resolving again
         changes nothing. ``train.epochs`` stays as set: it follows the data
         (:meth:`epochs_for`).
 
         Raises
         ------
         TypeError, ValueError
-            As :meth:`validate`.
+            As :meth:`validate`; ``image.channels`` set to other than the data's
+            ``channels``; starting weights for gray films (the shipped ``cxr``) on a
+            colour model.
         """
         out = copy.deepcopy(self).validate()
+        if channels is not None and "image" in out.modalities:
+            out._follow_channels(channels)
         out.image.pretrained, out.image.image_size = out._derived_image()
         return out
+
+    def _follow_channels(self, channels: int) -> None:
+        """``image.channels`` set to the data's ``channels`` when unset; refused when set
+        to another count (a gray model cannot read colour images, nor the reverse)."""
+        if self.image.channels is None:
+            self.image.channels = channels
+        elif self.image.channels != channels:
+            raise ConfigError(
+                f"image.channels is {self.image.channels} but the training images have {channels} channel(s); "
+                f"unset it to follow the data, or load the data with {self.image.channels} channel(s)",
+                field="image.channels",
+                value=self.image.channels,
+                accepted=f"the training images' channels, {channels}, or unset",
+            )
 
     def _derived_image(self) -> tuple[str | None, int]:
         """(pretrained, image_size) as :meth:`resolved` fills them, computed afresh
         from the settings as they are now."""
         spec = backbone_spec(self.image.backbone)
         pretrained = self.image.pretrained
-        if self.fusion in FROZEN_IMAGE and "image" in self.modalities and not self.starting_weights:
+        frozen = self.fusion in FROZEN_IMAGE and "image" in self.modalities
+        colour = self.image.channels == 3
+        if frozen and not self.starting_weights:
             # These strategies read the film through a frozen pretrained backbone: the
             # shipped chest X-ray weights unless others are given.
-            if "cxr" not in spec.shipped:
+            if "cxr" not in spec.shipped or colour:
+                lacks = (
+                    "the shipped weights (cxr) read gray films and this model reads colour images (image.channels = 3)"
+                    if colour and "cxr" in spec.shipped
+                    else f"backbone {spec.name!r} has no shipped weights"
+                )
                 raise ConfigError(
-                    f"fusion {self.fusion!r} reads films through a frozen pretrained backbone; backbone "
-                    f"{spec.name!r} has no shipped weights: set image.pretrained, image.weights or image.init_from",
+                    f"fusion {self.fusion!r} reads images through a frozen pretrained backbone; {lacks}: set "
+                    "image.pretrained, image.weights or image.init_from",
                     field="fusion",
                     related=("image.pretrained", "image.weights", "image.init_from"),
                     value=self.fusion,
                 )
             pretrained = "cxr"
+        if colour and pretrained in spec.shipped and spec.shipped[pretrained].channels != 3:
+            default = f" (the {self.fusion} strategy's default)" if frozen else ""
+            raise ConfigError(
+                f"image.pretrained is {pretrained!r}{default}: the shipped chest X-ray weights read gray films (one "
+                "channel) and this model reads colour images (image.channels = 3); start it from image.weights (a "
+                "file, its stem adapted), image.init_from (a colour run), image.pretrained = 'imagenet' (densenet169, "
+                "if on this machine) or from scratch",
+                field="image.pretrained",
+                related=("image.channels",),
+                value=pretrained,
+                accepted="'imagenet' or unset, on a colour model",
+            )
         size = self.image.image_size
         return pretrained, spec.input_size(pretrained) if size is None else size
 

@@ -47,6 +47,7 @@ def evaluate(
         data,
         schema if schema is not None else clf.schema_,
         image_size=clf.image_size_ or clf.config_.image.image_size,
+        channels=clf.image_channels_,
         seed=clf.config_.train.seed + 1000,
         synthetic_n=clf.config_.data.synthetic_n,
         modalities=clf.modalities_,

@@ -4,7 +4,8 @@ For one patient, :meth:`FusionClassifier.explain <fusion.classifier.FusionClassi
 answers three questions a clinician asks of a prediction:
 
 - *where on the film?* ``image_attribution``: Integrated Gradients over the pixels, an
-  H x W map (positive = evidence for the target class);
+  H x W map (positive = evidence for the target class; a colour image's three channels
+  summed, so a pixel's evidence is the sum of its channels');
 - *which values in the record?* ``tabular_attribution``: Integrated Gradients over the
   preprocessed features, summed back onto the schema's features (a one-hot group or a
   missing-value indicator counts for its feature);
@@ -17,9 +18,10 @@ answers three questions a clinician asks of a prediction:
 
 Both inputs are attributed in one Integrated Gradients call (Captum takes the tuple
 ``(image, tabular)`` and returns a tuple), against a neutral baseline: a uniform film
-at the training images' mean intensity and a record at the training means with
-nothing missing. Attributions are of the target class's probability, so a feature's
-value reads as "raised (or lowered) the probability by about this much".
+at the training images' mean intensity (a colour image: each channel's mean, a uniform
+patch of the average colour) and a record at the training means with nothing missing.
+Attributions are of the target class's probability, so a feature's value reads as
+"raised (or lowered) the probability by about this much".
 
 The XGBoost baseline is explained with XGBoost's own exact tree SHAP contributions.
 """
@@ -57,7 +59,7 @@ class Explanation:
     tabular_attribution : dict of str -> float, or None
         Signed attribution per schema feature; None without a record.
     image : numpy.ndarray or None
-        The (H, W) uint8 image as the model saw it.
+        The image as the model saw it: uint8 (H, W), or (H, W, 3) for a colour model.
     record : dict or None
         The validated record values.
     method : str
@@ -153,16 +155,21 @@ class Explanation:
     def _draw_image(self, ax) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
+        colour = self.image is not None and self.image.ndim == 3
+        name = "Image" if colour else "Chest X-ray"
         if self.image is None:
             ax.text(0.5, 0.5, "no image given", ha="center", va="center", transform=ax.transAxes)
-            ax.set_title("Chest X-ray")
+            ax.set_title(name)
             return
-        ax.imshow(self.image, cmap="gray", vmin=0, vmax=255)
+        if colour:  # the colour image as it is: its colours are part of the evidence
+            ax.imshow(self.image)
+        else:
+            ax.imshow(self.image, cmap="gray", vmin=0, vmax=255)
         heat = smooth(np.clip(self.image_attribution, 0, None))
         if heat.max() > 0:
             heat = heat / heat.max()
             ax.imshow(np.ma.masked_less(heat, 0.15), cmap="inferno", alpha=0.5, vmin=0, vmax=1)
-        ax.set_title(f"Chest X-ray: evidence for {self.target}")
+        ax.set_title(f"{name}: evidence for {self.target}")
 
     def _draw_record(self, ax) -> None:
         top = self.top_features(8)
@@ -270,7 +277,7 @@ class NetworkAttribution:
     probabilities : numpy.ndarray
         (n_classes,) float64.
     image_attribution : numpy.ndarray or None
-        (H, W).
+        (H, W), the channels summed.
     tabular_attribution : numpy.ndarray or None
         (n_columns,), one value per preprocessed column.
     modality_share : dict of str -> float
@@ -284,7 +291,7 @@ class NetworkAttribution:
 
 
 def explain_network(
-    model, inputs: dict, target: int | None, *, image_mean: float | None, n_steps: int = DEFAULT_STEPS
+    model, inputs: dict, target: int | None, *, image_mean=None, n_steps: int = DEFAULT_STEPS
 ) -> NetworkAttribution:
     """Attributions of a :class:`fusion.nets.joint.FusionModel` for one sample.
 
@@ -297,8 +304,9 @@ def explain_network(
     inputs : dict of modality -> tensor of batch 1, or None
     target : int or None
         Class index; None explains the most probable class.
-    image_mean : float or None
-        Intensity of the neutral baseline film.
+    image_mean : float, torch.Tensor or None
+        Intensity of the neutral baseline film: a float, or the image branch's ``mean``
+        buffer (a scalar, or (C, 1, 1): one intensity per colour channel).
     n_steps : int
         Integrated Gradients steps.
     """
@@ -318,7 +326,7 @@ def explain_network(
         proba = forward(*tensors)[0]
     k = int(proba.argmax()) if target is None else int(target)
     baselines = tuple(
-        torch.full_like(x, image_mean) if m == "image" else torch.zeros_like(x)
+        _uniform_like(x, image_mean) if m == "image" else torch.zeros_like(x)
         for m, x in zip(present, tensors, strict=True)
     )
     pixels = tensors[present.index("image")][0].numel() if "image" in present else 0
@@ -340,10 +348,20 @@ def explain_network(
     return NetworkAttribution(
         target=k,
         probabilities=proba.cpu().numpy().astype(np.float64),
-        image_attribution=found["image"][0] if "image" in found else None,
+        image_attribution=found["image"].sum(axis=0) if "image" in found else None,
         tabular_attribution=found.get("tabular"),
         modality_share=share,
     )
+
+
+def _uniform_like(x, mean):
+    """A baseline image of ``x``'s shape at ``mean``: a float, or a buffer of one value
+    per channel, (C, 1, 1), which broadcasts over (batch, C, H, W)."""
+    import torch
+
+    if isinstance(mean, torch.Tensor):
+        return torch.zeros_like(x) + mean.to(device=x.device, dtype=x.dtype)
+    return torch.full_like(x, mean)
 
 
 def sum_by_source(values: np.ndarray, sources: list[str], names) -> dict[str, float]:
@@ -368,14 +386,14 @@ def embedding_attribution(branch, image, readout, *, n_steps: int = DEFAULT_STEP
     branch : ImageBranch
         Frozen.
     image : torch.Tensor
-        (1, 1, H, W) in [0, 1].
+        (1, C, H, W) in [0, 1].
     readout : callable
     n_steps : int
 
     Returns
     -------
     numpy.ndarray
-        (H, W).
+        (H, W), the channels summed.
     """
     import torch
     from captum.attr import IntegratedGradients
@@ -383,10 +401,10 @@ def embedding_attribution(branch, image, readout, *, n_steps: int = DEFAULT_STEP
     def forward(x):
         return readout(branch(x).float())
 
-    baseline = torch.full_like(image, float(branch.mean))
+    baseline = _uniform_like(image, branch.mean)
     internal = n_steps if image[0].numel() <= 96 * 96 else 10
     with torch.enable_grad():
         a = IntegratedGradients(forward).attribute(
             image, baselines=baseline, n_steps=n_steps, internal_batch_size=internal
         )
-    return a.detach().float().cpu().numpy()[0, 0]
+    return a.detach().float().cpu().numpy()[0].sum(axis=0)

@@ -3,17 +3,18 @@
 The exported graph is the joint network as predictions run it (the inference copy, in
 float32) with the rest of the way to the probabilities the library returns:
 
-- inputs ``image`` (batch, 1, S, S) float32, the film decoded to one gray channel,
+- inputs ``image`` (batch, C, S, S) float32, the film decoded to one gray channel
+  (C = 1), or a colour model's image to its three RGB channels (C = 3, in that order),
   resized to the model's side ``S`` and divided by 255 (the intensity normalisation,
-  ``(x - mean) / std``, is inside the graph); ``tabular`` (batch, F) float32, the
+  ``(x - mean) / std``, per channel for colour, is inside the graph); ``tabular`` (batch, F) float32, the
   record preprocessed as ``preprocessing.json`` says; ``presence`` (batch, 2) float32,
   1 where a modality is given and 0 where it is missing (its input is then ignored:
   pass zeros), for fused models only;
 - output ``probabilities`` (batch, n_classes): softmax, then the calibration of
   ``calibration.json`` (temperature or vector scaling of the log-probabilities), so
   they equal :meth:`~fusion.classifier.FusionClassifier.predict_proba`'s;
-- a dynamic batch axis; the classes, modalities, columns and image side are in the
-  model's metadata (``metadata_props``).
+- a dynamic batch axis; the classes, modalities, columns, image side and channels are
+  in the model's metadata (``metadata_props``).
 
 The preprocessing state stays in the model folder's JSON, read by the consumer; only
 the joint backend (``--fusion joint``, every single-modality network) is exported.
@@ -143,7 +144,7 @@ def export_onnx(model, path: str | Path, *, opset: int = OPSET) -> Path:
     examples, names = [], []
     for m in clf.modalities_:
         if m == "image":
-            examples.append(torch.rand(2, 1, clf.image_size_, clf.image_size_))
+            examples.append(torch.rand(2, clf.image_channels_, clf.image_size_, clf.image_size_))
         else:
             examples.append(torch.zeros(2, clf.preprocessor_.n_features_out))
         names.append(m)
@@ -188,11 +189,12 @@ def _metadata(clf) -> dict[str, str]:
         "classes": json.dumps(list(clf.classes_)),
         "modalities": json.dumps(list(clf.modalities_)),
         "calibration": clf.calibration_.method,
-        "inputs": "image: (batch, 1, S, S) float32, pixels / 255; tabular: (batch, F) float32, preprocessed as "
-        "preprocessing.json says; presence: (batch, n_modalities) float32, 1 given / 0 missing",
+        "inputs": "image: (batch, C, S, S) float32, pixels / 255 (C = 1 gray, 3 RGB); tabular: (batch, F) float32, "
+        "preprocessed as preprocessing.json says; presence: (batch, n_modalities) float32, 1 given / 0 missing",
     }
     if clf.image_size_:
         meta["image_size"] = str(clf.image_size_)
+        meta["image_channels"] = str(clf.image_channels_)
     if clf.preprocessor_ is not None:
         meta["tabular_columns"] = json.dumps(clf.preprocessor_.columns_)
     return meta

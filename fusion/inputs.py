@@ -86,11 +86,14 @@ class Inputs:
         for image-only data without a schema.
     image_size : int or None
         The side images are decoded to; None without the image modality.
+    image_channels : int
+        The channels they are decoded to: 1 (gray) or 3 (colour).
     """
 
     modalities: tuple[str, ...]
     schema: Schema | None
     image_size: int | None
+    image_channels: int = 1
 
     def one(self, record, image) -> tuple[Batch, tuple[str, ...], tuple[str, ...]]:
         """One patient's inputs, validated: a batch of one, the modalities used and
@@ -108,7 +111,7 @@ class Inputs:
         use_image = image is not None and "image" in self.modalities
         self._check_given(use_record, use_image)
         records = {n: [values[n]] for n in self.schema.feature_names} if use_record else None
-        pixels = load_image(image, self.image_size)[None] if use_image else None
+        pixels = self._load(image)[None] if use_image else None
         if image is not None and not use_image:
             _check_image(image)
         used = tuple(m for m, on in (("image", use_image), ("tabular", use_record)) if on)
@@ -131,7 +134,7 @@ class Inputs:
                 for img in images:
                     _check_image(img)
             elif len(images):
-                pixels = np.stack([load_image(img, self.image_size) for img in images])
+                pixels = np.stack([self._load(img) for img in images])
         self._check_given(records is not None, pixels is not None)
         if values is not None and images is not None and len(values) != len(images):
             raise InputError(
@@ -151,6 +154,10 @@ class Inputs:
             presence[~has_record, self.modalities.index("tabular")] = 0.0
         ignored = self._unused(has_record is not None and has_record.any(), images is not None and len(images) > 0)
         return Batch(images=pixels, records=records, presence=presence), ignored
+
+    def _load(self, image) -> np.ndarray:
+        """One image as the model reads it: (S, S) gray or (S, S, 3) colour."""
+        return load_image(image, self.image_size, self.image_channels)
 
     def record_values(self, record) -> dict[str, Any]:
         """One record validated against the schema, whether or not the model reads

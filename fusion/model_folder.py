@@ -216,15 +216,17 @@ def _read_preprocessing(files: ModelFiles, config: Config, schema: Schema | None
                 f"{where / modality} must be null: the model has no {modality} modality", accepted="null"
             )
     if "image" in config.modalities:
-        _check_image_state(state["image"], where / "image", config.image.image_size)
+        # A config.json from before channels existed has none: its model reads gray films.
+        _check_image_state(state["image"], where / "image", config.image.image_size, config.image.channels or 1)
     if "tabular" not in config.modalities:
         return None
     return TabularPreprocessor.from_dict(state["tabular"], schema, where=where / "tabular")
 
 
-def _check_image_state(state, where: Where, size: int) -> None:
-    """The image preprocessing consumers outside Python follow: the model's size, a
-    finite mean, a positive std, one channel."""
+def _check_image_state(state, where: Where, size: int, channels: int = 1) -> None:
+    """The image preprocessing consumers outside Python follow: the model's size and
+    channels (1, or 3 for colour), a finite mean and a positive std (one number for a
+    gray model, one per channel for a colour one)."""
     state = checks.keys(state, where, required=("size", "mean", "std", "channels"), optional=("resize",))
     saved = checks.integer(state["size"], where / "size", low=16, high=MAX_IMAGE_SIZE)
     if saved != size:
@@ -233,8 +235,18 @@ def _check_image_state(state, where: Where, size: int) -> None:
             value=saved,
             accepted=str(size),
         )
-    checks.number(state["mean"], where / "mean")
-    checks.number(state["std"], where / "std", low=0, low_open=True)
-    checks.integer(state["channels"], where / "channels", low=1, high=1)
+    saved = checks.integer(state["channels"], where / "channels", low=1, high=3)
+    if saved != channels:
+        raise (where / "channels").refuse(
+            f"{where / 'channels'} {saved} differs from config.json's config.image.channels {channels}",
+            value=saved,
+            accepted=str(channels),
+        )
+    if channels == 1:
+        checks.number(state["mean"], where / "mean")
+        checks.number(state["std"], where / "std", low=0, low_open=True)
+    else:
+        checks.numbers_list(state["mean"], where / "mean", length=channels)
+        checks.numbers_list(state["std"], where / "std", length=channels, low=0, low_open=True)
     if "resize" in state:
         checks.text(state["resize"], where / "resize")

@@ -188,7 +188,7 @@ def _example(s):
         return [], not s.default
     if s.choices:
         value = next(c for c in s.choices if c != s.default)
-        return [value], value
+        return [str(value)], value  # typed as text (image.channels' choices are numbers)
     if s.name == "modalities":
         return ["tabular"], ("tabular",)
     kind = s.hint if s.hint in (int, float, str) else next(a for a in s.hint.__args__ if a is not type(None))

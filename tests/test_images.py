@@ -510,3 +510,79 @@ def test_a_pillow_decompression_bomb_is_refused_in_the_librarys_words(tmp_path):
             load_image(source, 32)
         assert name in str(err.value) and "DecompressionBomb" not in str(err.value)
         assert "could be decompression bomb DOS attack" not in str(err.value)
+
+
+# ------------------------------------------------------------------ colour (issue 23): three channels
+def _rgb(height: int = 50, width: int = 60, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3)).astype(np.uint8)
+
+
+def test_a_colour_image_gives_the_same_rgb_pixels_from_a_path_a_pil_image_an_array_and_bytes(tmp_path):
+    rgb = _rgb()
+    path = tmp_path / "lesion.png"
+    Image.fromarray(rgb).save(path)
+    reference = load_image(path, 24, 3)
+    assert reference.shape == (24, 24, 3) and reference.dtype == np.uint8
+    for source in (Image.open(path), rgb, path.read_bytes()):
+        np.testing.assert_array_equal(load_image(source, 24, 3), reference)
+    # Read as one channel, the same picture is its luma, as before colour existed.
+    np.testing.assert_array_equal(load_image(path, 24), load_image(Image.fromarray(rgb).convert("L"), 24))
+    assert reference.std(axis=2).mean() > 10  # the channels differ: it is colour, not gray
+
+
+def test_in_colour_a_gray_image_is_replicated_and_transparency_is_composited_on_black():
+    gray = _rgb()[..., 0]
+    colour = load_image(gray, 24, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(colour[..., c], load_image(gray, 24))
+    deep = gray.astype(np.uint16) * 257 + 3  # 16 bit gray: windowed, then replicated
+    np.testing.assert_array_equal(load_image(deep, 24, 3)[..., 1], load_image(deep, 24))
+    rgba = np.concatenate([_rgb(), np.zeros((50, 60, 1), np.uint8)], axis=2)  # fully transparent
+    assert load_image(rgba, 24, 3).max() == 0
+    cmyk = Image.fromarray(_rgb()).convert("CMYK")
+    assert load_image(cmyk, 24, 3).shape == (24, 24, 3)
+
+
+def test_a_deep_colour_image_is_windowed_with_one_window_for_its_channels():
+    rgb = _rgb().astype(np.float64)
+    deep = (rgb * 10 + 500).astype(np.uint16)  # one range for all three channels
+    got = load_image(deep, 24, 3).astype(int)
+    eight_bit = load_image(((deep - deep.min()) / (deep.max() - deep.min()) * 255).round().astype(np.uint8), 24, 3)
+    assert np.abs(got - eight_bit).max() <= 2  # hues kept: no channel stretched on its own
+    floats = load_image((rgb / 255).astype(np.float32), 24, 3).astype(int)
+    assert np.abs(floats - load_image(_rgb(), 24, 3).astype(int)).max() <= 1
+
+
+def test_a_deep_colour_image_is_built_one_channel_at_a_time_without_float64_copies():
+    side = 1500
+    ramp = (np.add.outer(np.arange(side), np.arange(side)) * 9 + 1000).astype(np.uint16)
+    source = np.stack([ramp, ramp // 2, ramp // 3], axis=-1)
+    peak, got = _peak_bytes(load_image, source, 64, 3)
+    assert isinstance(got, np.ndarray) and got.shape == (64, 64, 3), got
+    assert peak < side * side * 4 // 2, f"{peak / MB:.1f} MB"  # under one float32 plane
+    assert got[..., 0].mean() > got[..., 1].mean() > got[..., 2].mean()
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_colour_dicom_is_read_in_colour_and_as_its_luma_in_gray(bits):
+    rgb = _rgb(48, 64)
+    pixels = rgb.astype(np.uint16) * 257 if bits == 16 else rgb
+    data = _file(_dataset(48, 64, bits=bits, samples=3), ExplicitVRLittleEndian, pixels.tobytes())
+    colour = load_image(data, 32, 3).astype(int)
+    assert colour.shape == (32, 32, 3)
+    assert np.abs(colour - load_image(rgb, 32, 3).astype(int)).max() <= 1
+    assert load_image(data, 32).shape == (32, 32)
+
+
+def test_channels_other_than_one_or_three_are_refused():
+    for channels in (0, 2, 4):
+        with pytest.raises(ValueError, match="channels must be 1 or 3"):
+            load_image(_rgb(), 16, channels)
+
+
+def test_a_colour_bomb_is_refused_before_decoding_as_a_gray_one_is(tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("RGB", (9000, 8000)).save(big)  # 72 megapixels, a few hundred KB of PNG
+    for channels in (1, 3):
+        with pytest.raises(ValueError, match="exceeds the limit of 64 megapixels"):
+            load_image(big, 32, channels)

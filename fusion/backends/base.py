@@ -38,6 +38,9 @@ class ModelSpec:
         None for image-only models.
     image_size : int or None
         Side of the images the model takes; None without the image modality.
+    image_channels : int
+        The channels of the images the model takes: 1 (gray films, and every model
+        without images) or 3 (colour).
     """
 
     config: Config
@@ -45,6 +48,7 @@ class ModelSpec:
     modalities: tuple[str, ...]
     preprocessor: TabularPreprocessor | None
     image_size: int | None
+    image_channels: int = 1
 
     @property
     def units(self) -> dict[str, str]:
@@ -61,7 +65,7 @@ class Batch:
     Attributes
     ----------
     images : numpy.ndarray or None
-        uint8, shape (n, S, S) at the model's size.
+        uint8, shape (n, S, S) at the model's size, or (n, S, S, 3) for a colour model.
     records : pandas.DataFrame, dict or None
         Parsed record values, one column per schema feature: a DataFrame, or a mapping
         feature -> list of values (the one-patient path, which skips pandas).

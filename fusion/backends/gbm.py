@@ -96,7 +96,9 @@ class GBMBackend:
         cfg = self.spec.config
         self.embedder_ = None
         if "image" in self.spec.modalities:
-            self.embedder_ = FrozenEmbedder(cfg.image.backbone, cfg.starting_weights, self.spec.image_size)
+            self.embedder_ = FrozenEmbedder(
+                cfg.image.backbone, cfg.starting_weights, self.spec.image_size, self.spec.image_channels
+            )
             self.embedder_.fit(train.images)
         if "tabular" in self.spec.modalities:
             self.tabular_columns_ = self.spec.preprocessor.raw_columns()
@@ -154,7 +156,7 @@ class GBMBackend:
             change = emb - self.embedding_mean_
             w = np.where(np.abs(change) > 1e-6, contrib[:n_img] / np.where(change == 0, 1, change), 0.0)
             weight = torch.from_numpy(w.astype(np.float32))
-            image = torch.from_numpy(batch.images[:1]).unsqueeze(1).float().div_(255.0)
+            image = FrozenEmbedder.pixels(batch.images[:1])
             image_map = embedding_attribution(self.embedder_.branch_, image, lambda e: e @ weight, n_steps=n_steps)
         present = [m for m in self.spec.modalities if (batch.images if m == "image" else batch.records) is not None]
         return Explanation(
@@ -203,7 +205,9 @@ class GBMBackend:
         backend = cls(spec)
         backend.embedder_ = None
         if "image" in spec.modalities:
-            backend.embedder_ = FrozenEmbedder.load(files, spec.config.image.backbone, spec.image_size)
+            backend.embedder_ = FrozenEmbedder.load(
+                files, spec.config.image.backbone, spec.image_size, spec.image_channels
+            )
         n_tabular = 0
         if "tabular" in spec.modalities:
             backend.tabular_columns_ = spec.preprocessor.raw_columns()

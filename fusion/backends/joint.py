@@ -25,7 +25,7 @@ from fusion.nets.joint import FusionModel, inference_copy
 from fusion.nets.tabular import TabularMLP
 from fusion.persistence import WEIGHTS, ModelFiles, state_dict_bytes
 from fusion.training import distributed
-from fusion.training.hardware import prepare_model, resolve_device, resolve_precision
+from fusion.training.hardware import channels_first, prepare_model, resolve_device, resolve_precision
 from fusion.training.hooks import standard_hooks
 from fusion.training.loop import Arrays, fit_network, predict_network
 
@@ -65,7 +65,8 @@ def build_network(spec: ModelSpec, train: Dataset | None = None) -> FusionModel:
     cfg = spec.config
     branches: dict[str, torch.nn.Module] = {}
     if "image" in spec.modalities:
-        backbone = create_backbone(cfg.image.backbone, cfg.starting_weights if train is not None else None)
+        weights = cfg.starting_weights if train is not None else None
+        backbone = create_backbone(cfg.image.backbone, weights, in_chans=spec.image_channels)
         mean, std = 0.5, 0.25
         if train is not None:
             # A transferred branch keeps the intensity scale it was trained with.
@@ -126,6 +127,7 @@ class JointBackend:
                 cfg.head,
                 epochs=cfg.epochs_for(len(train)),
                 augment=cfg.image.augment,
+                flip_rotate=cfg.image.flip_rotate,
                 device=device,
                 precision=precision,
                 hooks=hooks,
@@ -147,12 +149,11 @@ class JointBackend:
         """Model-ready tensors of a batch (the record preprocessed, images as uint8)."""
         images = tabular = presence = None
         if batch.images is not None:
-            if batch.images.shape[-1] != self.spec.image_size:
-                raise ValueError(f"images are {batch.images.shape[-1]} px; this model takes {self.spec.image_size} px")
+            check_images(batch.images, self.spec)
             if isinstance(batch.images, MappedImages):
                 images = batch.images  # stays on disk: the training loop reads each batch
             else:
-                images = torch.from_numpy(np.ascontiguousarray(batch.images)).unsqueeze(1)
+                images = channels_first(torch.from_numpy(np.ascontiguousarray(batch.images)))
         if batch.records is not None:
             tabular = torch.from_numpy(self.spec.preprocessor.transform(batch.records))
         if batch.presence is not None:
@@ -195,7 +196,7 @@ class JointBackend:
         arrays = self.arrays(batch)
         image = arrays.images
         if image is not None and not isinstance(image, torch.Tensor):  # MappedImages
-            image = torch.from_numpy(image[:]).unsqueeze(1)
+            image = channels_first(torch.from_numpy(image[:]))
         image = None if image is None else image.to(device).float().div_(255.0)
         tabular = None if arrays.tabular is None else arrays.tabular.to(device)
         return {"image": image, "tabular": tabular}
@@ -209,7 +210,7 @@ class JointBackend:
             rt.network,
             self.tensors(batch, rt.device),
             target,
-            image_mean=float(branch.mean) if branch is not None else None,
+            image_mean=branch.mean if branch is not None else None,
             n_steps=n_steps,
         )
         classes = self.spec.classes
@@ -234,12 +235,12 @@ class JointBackend:
     def image_state(self) -> dict | None:
         if "image" not in self.spec.modalities:
             return None
-        branch = self.network_.branches["image"]
+        mean, std = self.network_.branches["image"].stats()
         return {
             "size": self.spec.image_size,
-            "mean": float(branch.mean),
-            "std": float(branch.std),
-            "channels": 1,
+            "mean": mean,
+            "std": std,
+            "channels": self.spec.image_channels,
             "resize": "bilinear, squash to square",
         }
 
@@ -261,6 +262,19 @@ class JointBackend:
         backend.network_ = prepare_model(network, dev, resolve_precision(spec.config.train.precision, dev)).eval()
         backend.history_ = {}
         return backend
+
+
+def check_images(images, spec: ModelSpec) -> None:
+    """Images of the model's size and channels: (n, S, S) for a gray model, (n, S, S, 3)
+    for a colour one."""
+    size, channels = int(images.shape[1]), 1 if images.ndim == 3 else int(images.shape[-1])
+    if size != spec.image_size:
+        raise ValueError(f"images are {size} px; this model takes {spec.image_size} px")
+    if channels != spec.image_channels:
+        raise ValueError(
+            f"images have {channels} channel(s); this model reads {spec.image_channels} "
+            f"({'gray' if spec.image_channels == 1 else 'colour'}): load them with channels={spec.image_channels}"
+        )
 
 
 def check_fits(build, state: dict[str, torch.Tensor], origin: str) -> None:

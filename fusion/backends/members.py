@@ -62,43 +62,56 @@ class FrozenEmbedder:
         Starting weights as :func:`~fusion.nets.backbones.create_backbone` takes them
         (``"cxr"``, a file, a run folder).
     image_size : int
+    channels : {1, 3}
+        The images' channels: gray films (n, S, S) or colour images (n, S, S, 3).
     """
 
     file = "embedder.safetensors"
 
-    def __init__(self, backbone: str, weights, image_size: int):
+    def __init__(self, backbone: str, weights, image_size: int, channels: int = 1):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
+        self.channels = channels
 
     def fit(self, images: np.ndarray | None = None) -> FrozenEmbedder:
         from fusion.data.dataset import intensity_stats
         from fusion.nets.backbones import ImageBranch, create_backbone
 
-        net = create_backbone(self.backbone, self.weights)
+        net = create_backbone(self.backbone, self.weights, in_chans=self.channels)
         mean, std = net.input_stats or intensity_stats(images)
         self.branch_ = ImageBranch(net, mean, std).eval().requires_grad_(False)
         self.output_dim = net.output_dim
         return self
 
+    @staticmethod
+    def pixels(images: np.ndarray):
+        """uint8 images (n, S, S) or (n, S, S, C) as the branch takes them: float in
+        [0, 1], (n, C, S, S), channels-last in memory."""
+        import torch
+
+        from fusion.training.hardware import channels_first
+
+        x = channels_first(torch.from_numpy(np.ascontiguousarray(images)))
+        return x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
     def transform(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Embeddings, float32 (n, output_dim), of uint8 films (n, S, S)."""
+        """Embeddings, float32 (n, output_dim), of uint8 films (n, S, S) or colour
+        images (n, S, S, 3)."""
         import torch
 
         out = []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).unsqueeze(1)
-                x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
-                out.append(self.branch_(x).float().numpy())
+                out.append(self.branch_(self.pixels(images[start : start + batch_size])).float().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.output_dim), np.float32)
 
     @property
     def image_state(self) -> dict:
         """The image preprocessing a consumer of the model folder must apply
-        (``preprocessing.json``): size and the branch's normalisation."""
-        branch = self.branch_
-        return {"size": self.image_size, "mean": float(branch.mean), "std": float(branch.std), "channels": 1}
+        (``preprocessing.json``): size, channels and the branch's normalisation."""
+        mean, std = self.branch_.stats()
+        return {"size": self.image_size, "mean": mean, "std": std, "channels": self.channels}
 
     def save(self) -> dict[str, bytes]:
         from fusion.persistence import state_dict_bytes
@@ -106,15 +119,15 @@ class FrozenEmbedder:
         return {self.file: state_dict_bytes(self.branch_.state_dict())}
 
     @classmethod
-    def load(cls, files: ModelFiles, backbone: str, image_size: int) -> FrozenEmbedder:
+    def load(cls, files: ModelFiles, backbone: str, image_size: int, channels: int = 1) -> FrozenEmbedder:
         """From a model folder's verified files; the weights must fit the backbone."""
         from fusion.backends.joint import check_fits
         from fusion.nets.backbones import ImageBranch, create_backbone
 
         state = files.tensors(cls.file)
-        check_fits(lambda: ImageBranch(create_backbone(backbone)), state, files.origin(cls.file))
-        embedder = cls(backbone, None, image_size)
-        net = create_backbone(backbone)
+        check_fits(lambda: ImageBranch(create_backbone(backbone, in_chans=channels)), state, files.origin(cls.file))
+        embedder = cls(backbone, None, image_size, channels)
+        net = create_backbone(backbone, in_chans=channels)
         embedder.branch_ = ImageBranch(net).eval().requires_grad_(False)
         embedder.branch_.load_state_dict(state)
         embedder.output_dim = net.output_dim

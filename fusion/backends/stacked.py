@@ -180,7 +180,9 @@ class StackedBackend:
         self.embedder_ = self.image_model_ = self.tabular_booster_ = None
         oof, history = {}, {}
         if "image" in self.spec.modalities:
-            self.embedder_ = FrozenEmbedder(cfg.image.backbone, cfg.starting_weights, self.spec.image_size)
+            self.embedder_ = FrozenEmbedder(
+                cfg.image.backbone, cfg.starting_weights, self.spec.image_size, self.spec.image_channels
+            )
             emb = self.embedder_.fit(train.images).transform(train.images)
             C, scores = tune_linear(emb, y, groups, k, seed, tuning)
             oof["image"] = self._oof(
@@ -330,7 +332,7 @@ class StackedBackend:
             logp = torch.log_softmax(z, dim=1)[:, k]
             return logp - torch.log1p(-logp.exp().clamp_max(1 - 1e-6))
 
-        image = torch.from_numpy(batch.images[:1]).unsqueeze(1).float().div_(255.0)
+        image = FrozenEmbedder.pixels(batch.images[:1])
         return embedding_attribution(self.embedder_.branch_, image, readout, n_steps=n_steps)
 
     # ------------------------------------------------------------- persistence
@@ -372,7 +374,9 @@ class StackedBackend:
         backend = cls(spec)
         backend.embedder_ = backend.image_model_ = backend.tabular_booster_ = None
         if "image" in spec.modalities:
-            backend.embedder_ = FrozenEmbedder.load(files, spec.config.image.backbone, spec.image_size)
+            backend.embedder_ = FrozenEmbedder.load(
+                files, spec.config.image.backbone, spec.image_size, spec.image_channels
+            )
             backend.image_model_ = LinearModel.from_dict(
                 state["image_model"], where / "image_model", n_classes=k, n_features=backend.embedder_.output_dim
             )

@@ -2,11 +2,12 @@
 
 Decoding a large PNG or JPEG costs milliseconds; reading the same picture, already at
 model size, from a uint8 array on disk costs microseconds. A dataset's decoded images
-are stored as one ``.npy`` array per (file list, image size), keyed by every file's
-path, modification time and size, so a changed or replaced file changes the key and
-is decoded afresh. Entries live in a user cache folder (the loaders' ``cache_dir``,
-``$FUSION_CACHE_DIR``, or ``$XDG_CACHE_HOME/fusion``, default ``~/.cache/fusion``),
-never beside the data, which may be read-only.
+are stored as one ``.npy`` array per (file list, image size, channels), keyed by every
+file's path, modification time and size, so a changed or replaced file changes the key
+and is decoded afresh. Gray films are rows (S, S), colour images rows (S, S, 3).
+Entries live in a user cache folder (the loaders' ``cache_dir``, ``$FUSION_CACHE_DIR``,
+or ``$XDG_CACHE_HOME/fusion``, default ``~/.cache/fusion``), never beside the data,
+which may be read-only.
 
 The array is written in place on disk, row by row, by worker processes, so a cache
 can be far larger than memory: 60,000 films at 224 px are 3 GB. Progress is kept in a
@@ -79,8 +80,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _key(files: list[Path], size: int) -> str:
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{size}".encode())
+def _key(files: list[Path], size: int, channels: int = 1) -> str:
+    # One channel keeps the key it had before colour existed, so gray caches stay valid.
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{size}{'' if channels == 1 else f'|c{channels}'}".encode())
     for path in files:
         try:
             st = path.stat()
@@ -102,8 +104,14 @@ def _release(array: np.ndarray) -> None:
         mm.madvise(mmap.MADV_DONTNEED)
 
 
+def row_shape(size: int, channels: int = 1) -> tuple[int, ...]:
+    """The shape of one decoded image: (S, S) gray, (S, S, C) colour (channels last, as
+    images are decoded and saved, and as MedMNIST's colour arrays hold them)."""
+    return (size, size) if channels == 1 else (size, size, channels)
+
+
 class MappedImages:
-    """Rows of an on-disk uint8 image array ``(n, S, S)``, read on demand.
+    """Rows of an on-disk uint8 image array ``(n, S, S)`` or ``(n, S, S, 3)``, read on demand.
 
     It stands in for the in-memory array wherever a dataset's images go: ``len``,
     ``shape``, and indexing by an integer, a slice or an index array (each returns an
@@ -116,27 +124,31 @@ class MappedImages:
     Parameters
     ----------
     path : str or Path
-        A ``.npy`` file of uint8, shape (n, S, S).
+        A ``.npy`` file of uint8, shape (n, S, S) or (n, S, S, 3).
     rows : array of int, optional
         The rows of the file this view holds, in order (default: all).
     """
 
     dtype = np.dtype(np.uint8)
-    ndim = 3
 
     def __init__(self, path: str | Path, rows: np.ndarray | None = None, *, _array: np.ndarray | None = None):
         self.path = Path(path)
         array = _array if _array is not None else np.load(self.path, mmap_mode="r", allow_pickle=False)
-        if array.ndim != 3 or array.dtype != np.uint8 or array.shape[1] != array.shape[2]:
+        square = array.ndim in (3, 4) and array.shape[1] == array.shape[2]
+        if not square or array.dtype != np.uint8 or (array.ndim == 4 and array.shape[3] != 3):
             raise ValueError(
-                f"{self.path}: expected a uint8 array of square images (n, S, S); "
+                f"{self.path}: expected a uint8 array of square images (n, S, S) or (n, S, S, 3); "
                 f"found {array.dtype} of shape {array.shape}"
             )
         self._array = array
         self.rows = np.arange(len(array), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def ndim(self) -> int:
+        return self._array.ndim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
         return (len(self.rows), *self._array.shape[1:])
 
     @property
@@ -144,7 +156,7 @@ class MappedImages:
         return int(np.prod(self.shape))
 
     @property
-    def nbytes(self) -> int:  # one byte per pixel
+    def nbytes(self) -> int:  # one byte per pixel and channel
         return self.size
 
     def __len__(self) -> int:
@@ -260,7 +272,7 @@ def _checksum(digests: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(digests).tobytes(), digest_size=DIGEST).hexdigest()
 
 
-def _open_complete(entry: _Entry, n: int, size: int, memory_map: bool | None, *, verify: bool = True):
+def _open_complete(entry: _Entry, n: int, size: int, memory_map: bool | None, *, verify: bool = True, channels=1):
     """A complete entry's ``((images, errors), None)``; ``(None, None)`` when there is
     none; ``(None, what is wrong)`` when there is one that is damaged or does not match
     the checksum in its record (``verify``: checked, which reads the whole array)."""
@@ -269,8 +281,8 @@ def _open_complete(entry: _Entry, n: int, size: int, memory_map: bool | None, *,
     try:
         meta = json.loads(entry.meta.read_text(encoding="utf-8"))
         mapped = MappedImages(entry.array)
-        if mapped.shape != (n, size, size):
-            return None, f"holds images of shape {mapped.shape}, not {(n, size, size)}"
+        if mapped.shape != (n, *row_shape(size, channels)):
+            return None, f"holds images of shape {mapped.shape}, not {(n, *row_shape(size, channels))}"
         if meta.get("n") != n:
             return None, f"has a record of {str(meta.get('n'))[:60]} films, not {n}"
         errors = {int(k): v for k, v in meta["errors"].items()}
@@ -386,7 +398,7 @@ def _allocate(path: Path) -> None:
                 raise  # a full disk, a quota: the caller falls back to memory
 
 
-def _resume(entry: _Entry, n: int, size: int) -> np.ndarray:
+def _resume(entry: _Entry, n: int, size: int, channels: int) -> np.ndarray:
     """The ``.done`` digests of an interrupted build of this entry, each row's kept only
     where the array holds exactly what was written; zeros (nothing done) when there is
     no such build or its files do not fit (another shape, a ``.done`` of the wrong length)."""
@@ -394,7 +406,7 @@ def _resume(entry: _Entry, n: int, size: int) -> np.ndarray:
         return np.zeros((n, DIGEST), dtype=np.uint8)
     try:
         array = np.load(entry.array, mmap_mode="r", allow_pickle=False)
-        if array.shape != (n, size, size) or array.dtype != np.uint8:
+        if array.shape != (n, *row_shape(size, channels)) or array.dtype != np.uint8:
             return np.zeros((n, DIGEST), dtype=np.uint8)
         marks = np.fromfile(entry.done, dtype=np.uint8).reshape(n, DIGEST)
     except (OSError, ValueError):
@@ -415,18 +427,19 @@ def _resume(entry: _Entry, n: int, size: int) -> np.ndarray:
     return kept
 
 
-def _start(entry: _Entry, n: int, size: int) -> np.memmap:
+def _start(entry: _Entry, n: int, size: int, channels: int) -> np.memmap:
     """The ``.done`` digests to build on (see :func:`_resume`), written afresh with a
     new array when nothing can be kept; the entry's record is removed first, so the
     entry is incomplete until the build writes it again."""
     entry.meta.unlink(missing_ok=True)
-    kept = _resume(entry, n, size)
+    kept = _resume(entry, n, size, channels)
     if kept.any():
         logger.info("resuming the image cache %s: %d of %d films already decoded", entry.array, kept.any(1).sum(), n)
     else:
         # A new file (a reader of an old one keeps its own), its blocks reserved.
         entry.array.unlink(missing_ok=True)
-        created = np.lib.format.open_memmap(entry.array, mode="w+", dtype=np.uint8, shape=(n, size, size))
+        shape = (n, *row_shape(size, channels))
+        created = np.lib.format.open_memmap(entry.array, mode="w+", dtype=np.uint8, shape=shape)
         del created
         _allocate(entry.array)
     with open(entry.done, "wb") as fh:
@@ -434,11 +447,13 @@ def _start(entry: _Entry, n: int, size: int) -> np.memmap:
     return np.memmap(entry.done, dtype=np.uint8, mode="r+", shape=(n, DIGEST))
 
 
-def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | None) -> tuple[dict[int, str], str]:
+def _build(
+    entry: _Entry, files: list[Path], size: int, decode, workers: int | None, channels: int = 1
+) -> tuple[dict[int, str], str]:
     """Write every not-yet-done row of the entry's array; the errors of this pass and
     the array's checksum."""
     n = len(files)
-    done = _start(entry, n, size)
+    done = _start(entry, n, size, channels)
     todo = np.flatnonzero(~done.any(axis=1)).tolist()
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     jobs = ((str(entry.array), rows, [str(files[r]) for r in rows], decode) for rows in chunks)
@@ -483,13 +498,13 @@ def _build(entry: _Entry, files: list[Path], size: int, decode, workers: int | N
     digests = np.array(done)
     if errors:  # the rows of films that failed are zeros
         digests[list(errors)] = np.frombuffer(
-            hashlib.blake2b(bytes(size * size), digest_size=DIGEST).digest(), dtype=np.uint8
+            hashlib.blake2b(bytes(size * size * channels), digest_size=DIGEST).digest(), dtype=np.uint8
         )
     return errors, _checksum(digests)
 
 
-def _decode_in_memory(files: list[Path], size: int, decode) -> tuple[np.ndarray, dict[int, str]]:
-    images = np.zeros((len(files), size, size), dtype=np.uint8)
+def _decode_in_memory(files: list[Path], size: int, decode, channels: int = 1) -> tuple[np.ndarray, dict[int, str]]:
+    images = np.zeros((len(files), *row_shape(size, channels)), dtype=np.uint8)
     errors: dict[int, str] = {}
     for i, path in enumerate(files):
         try:
@@ -507,6 +522,7 @@ def cached_images(
     *,
     workers: int | None = None,
     memory_map: bool | None = None,
+    channels: int = 1,
 ) -> tuple[np.ndarray | MappedImages, dict[int, str]]:
     """Decoded images of ``files`` at ``size``, from the cache when it is current.
 
@@ -515,7 +531,8 @@ def cached_images(
     files : list of Path
     size : int
     decode : callable
-        ``decode(path) -> uint8 (size, size)``; raises ``ValueError`` for a bad file.
+        ``decode(path) -> uint8 (size, size)``, or (size, size, 3) with ``channels`` 3;
+        raises ``ValueError`` for a bad file.
         It must pickle (a module-level function or a ``functools.partial`` of one)
         when worker processes decode.
     cache_dir : str, Path or None
@@ -526,10 +543,13 @@ def cached_images(
     memory_map : bool, optional
         Read the entry through :class:`MappedImages` (True) or into memory (False);
         default: mapped when it is larger than 256 MB.
+    channels : {1, 3}
+        What ``decode`` gives: one gray channel or three colour channels (part of the
+        entry's key, so the gray and the colour images of one folder are two entries).
 
     Returns
     -------
-    images : numpy.ndarray of uint8, shape (n, size, size), or MappedImages
+    images : numpy.ndarray of uint8, shape (n, size, size) or (n, size, size, 3), or MappedImages
         Rows of files that failed to decode are zeros.
     errors : dict of int -> str
         Index of each file that failed, with the reason (failures are cached too, and
@@ -549,32 +569,42 @@ def cached_images(
         if memory_map:
             message = "memory_map=True reads the films from the image cache, which cache_dir turns off"
             raise ConfigError(message, field="memory_map", value=memory_map)
-        return _decode_in_memory(files, size, decode)
-    entry = _Entry(Path(cache_dir), _key(files, size))
-    found, damage = _open_complete(entry, len(files), size, memory_map)
+        return _decode_in_memory(files, size, decode, channels)
+    entry = _Entry(Path(cache_dir), _key(files, size, channels))
+    found, damage = _open_complete(entry, len(files), size, memory_map, channels=channels)
     if found is not None:
         return found
     if damage:
         logger.warning("the image cache entry %s %s; it is rebuilt", entry.array, damage)
     try:
-        return _build_entry(entry, files, size, decode, workers, memory_map)
+        return _build_entry(entry, files, size, decode, workers, memory_map, channels)
     except OSError as err:
-        return _without_cache(entry.folder, err, files, size, decode, memory_map)
+        return _without_cache(entry.folder, err, files, size, decode, memory_map, channels)
 
 
-def _build_entry(entry: _Entry, files: list[Path], size: int, decode, workers: int | None, memory_map: bool | None):
+def _build_entry(
+    entry: _Entry,
+    files: list[Path],
+    size: int,
+    decode,
+    workers: int | None,
+    memory_map: bool | None,
+    channels: int = 1,
+):
     """Build the entry (unless another process did while this one waited for the lock)
     and open it. A write that fails (a full disk) removes what was written, so the
     space is given back, and raises the ``OSError``."""
     entry.folder.mkdir(parents=True, exist_ok=True)
     entry.lock.touch()
     with _exclusive(entry.lock):
-        found, _ = _open_complete(entry, len(files), size, memory_map)  # built while this one waited
+        found, _ = _open_complete(entry, len(files), size, memory_map, channels=channels)  # built while this one waited
         if found is not None:
             return found
         try:
-            errors, checksum = _build(entry, files, size, decode, workers)
+            errors, checksum = _build(entry, files, size, decode, workers, channels)
             meta = {"n": len(files), "size": size, "errors": errors, "checksum": checksum}
+            if channels != 1:
+                meta["channels"] = channels
             atomic_write(entry.meta, lambda p: p.write_text(to_json(meta), encoding="utf-8"))
             entry.done.unlink(missing_ok=True)
         except OSError:
@@ -582,13 +612,15 @@ def _build_entry(entry: _Entry, files: list[Path], size: int, decode, workers: i
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
             raise
-        found, damage = _open_complete(entry, len(files), size, memory_map, verify=False)  # just written
+        found, damage = _open_complete(entry, len(files), size, memory_map, verify=False, channels=channels)
     if found is None:
         raise OSError(f"the image cache {entry.array} could not be read back after it was written: {damage}")
     return found
 
 
-def _without_cache(folder: Path, err: OSError, files: list[Path], size: int, decode, memory_map: bool | None):
+def _without_cache(
+    folder: Path, err: OSError, files: list[Path], size: int, decode, memory_map: bool | None, channels: int = 1
+):
     """The films decoded into memory, when the cache folder cannot be written; an error
     when ``memory_map`` asked for them to stay on disk (in memory they may not fit)."""
     reason = err.strerror or str(err)
@@ -599,7 +631,7 @@ def _without_cache(folder: Path, err: OSError, files: list[Path], size: int, dec
             field="memory_map",
             value=memory_map,
         ) from None
-    megabytes = len(files) * size * size / 1e6
+    megabytes = len(files) * size * size * channels / 1e6
     logger.warning(
         "the image cache folder %s cannot be written (%s): the %d films are decoded into memory instead "
         "(%.0f MB), and again next time",
@@ -608,4 +640,4 @@ def _without_cache(folder: Path, err: OSError, files: list[Path], size: int, dec
         len(files),
         megabytes,
     )
-    return _decode_in_memory(files, size, decode)
+    return _decode_in_memory(files, size, decode, channels)

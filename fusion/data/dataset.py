@@ -24,9 +24,10 @@ class Dataset:
     classes : tuple of str
         Class names; ``labels`` index into them.
     labels : numpy.ndarray of int64, shape (n,)
-    images : numpy.ndarray of uint8, shape (n, S, S), MappedImages, or None
-        A :class:`~fusion.data.cache.MappedImages` (same shape, read from disk batch
-        by batch) for a folder whose decoded images are too large to hold in memory.
+    images : numpy.ndarray of uint8, shape (n, S, S) or (n, S, S, 3), MappedImages, or None
+        Gray films (n, S, S); colour images (n, S, S, 3), channels last as they are
+        decoded. A :class:`~fusion.data.cache.MappedImages` (same shape, read from disk
+        batch by batch) for a folder whose decoded images are too large to hold in memory.
     records : pandas.DataFrame or None
         Parsed schema features (numeric as float with NaN, categorical as str/None).
     groups : numpy.ndarray or None
@@ -73,7 +74,12 @@ class Dataset:
 
     @property
     def image_size(self) -> int | None:
-        return None if self.images is None else int(self.images.shape[-1])
+        return None if self.images is None else int(self.images.shape[1])
+
+    @property
+    def image_channels(self) -> int | None:
+        """1 for gray films (n, S, S), 3 for colour images (n, S, S, 3); None without images."""
+        return None if self.images is None else image_channels(self.images)
 
     def subset(self, index: np.ndarray) -> Dataset:
         """The rows ``index`` as a new dataset (skipped rows, notes and token counts are kept)."""
@@ -120,10 +126,21 @@ def fingerprint(*parts: Dataset | None) -> str:
     return digest.hexdigest()
 
 
-def intensity_stats(images: np.ndarray, pixels: int = 1 << 21) -> tuple[float, float]:
+def image_channels(images) -> int:
+    """The channels of a stack of decoded images: 1 for (n, S, S), C for (n, S, S, C)."""
+    return 1 if images.ndim == 3 else int(images.shape[-1])
+
+
+def intensity_stats(images: np.ndarray, pixels: int = 1 << 21) -> tuple[float, float] | tuple[list, list]:
     """Mean and standard deviation of uint8 images scaled to [0, 1], in blocks of
     about ``pixels`` pixels, so a large training set (or one on disk) is never copied
-    whole into floats: the float64 copies of one block take ~16 MB."""
+    whole into floats: the float64 copies of one block take ~16 MB.
+
+    Gray films (n, S, S): two floats. Colour images (n, S, S, C): a list of C means and
+    one of C standard deviations, one per channel (a colour image's channels differ in
+    brightness and spread, as ImageNet's per-channel normalisation says)."""
+    if images.ndim == 4:
+        return _channel_stats(images, pixels)
     total = squares = 0.0
     per_image = int(np.prod(images.shape[1:])) or 1
     chunk = max(1, pixels // per_image)
@@ -135,3 +152,17 @@ def intensity_stats(images: np.ndarray, pixels: int = 1 << 21) -> tuple[float, f
     mean = total / n
     std = max(squares / n - mean * mean, 0.0) ** 0.5
     return mean, std or 1.0
+
+
+def _channel_stats(images, pixels: int) -> tuple[list[float], list[float]]:
+    channels = int(images.shape[-1])
+    total, squares = np.zeros(channels), np.zeros(channels)
+    chunk = max(1, pixels // (int(np.prod(images.shape[1:])) or 1))
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].astype(np.float64) / 255.0
+        total += block.sum(axis=(0, 1, 2))
+        squares += np.square(block).sum(axis=(0, 1, 2))
+    n = max(images.size // channels, 1)
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
+    return [float(m) for m in mean], [float(s) or 1.0 for s in std]

@@ -24,6 +24,7 @@ from PIL import Image
 from fusion.data.pixels import (
     MAX_DECODED_BYTES,
     MAX_FILE_BYTES,
+    Planes,
     array_image,
     bomb_error,
     check_size,
@@ -39,9 +40,12 @@ MAX_DICOM_HEADER_BYTES = 16 * 1024 * 1024
 _PIXEL_DATA_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
 
 
-def read_dicom(fp: BinaryIO, what: str) -> Image.Image:
+def read_dicom(fp: BinaryIO, what: str, channels: int = 1) -> Image.Image | Planes:
+    """The first frame of the DICOM in ``fp``, windowed, as :mod:`fusion.data.pixels`
+    hands images over: gray ("L"/"F"), or with ``channels`` 3 and a colour DICOM (three
+    samples per pixel, YBR converted to RGB by pydicom), colour ("RGB" or ``Planes``)."""
     try:
-        return _dicom_to_gray(fp, what)
+        return _dicom_to_gray(fp, what, channels)
     except (ValueError, ImportError) as err:
         if isinstance(err, (ImportError, ImageError)):
             raise
@@ -52,14 +56,14 @@ def read_dicom(fp: BinaryIO, what: str) -> Image.Image:
         raise ImageError(f"image {what}: not a readable DICOM file ({type(err).__name__}: {err})") from None
 
 
-def _dicom_to_gray(fp: BinaryIO, what: str) -> Image.Image:
+def _dicom_to_gray(fp: BinaryIO, what: str, channels: int) -> Image.Image | Planes:
     try:
         from pydicom.pixels import pixel_array
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(f"reading DICOM ({what}) needs pydicom: pip install pydicom") from err
     ds = _dicom_dataset(fp, what)
     _check_encoded_frame(ds, what)
-    return _dicom_gray(pixel_array(ds, index=0), ds, what)
+    return _dicom_gray(pixel_array(ds, index=0), ds, what, channels)
 
 
 def _dicom_dataset(fp: BinaryIO, what: str):
@@ -266,13 +270,13 @@ def _rle_decoded_length(data: bytes, start: int, end: int, limit: int) -> int:
     return length
 
 
-def _dicom_gray(pixels: np.ndarray, ds, what: str) -> Image.Image:
+def _dicom_gray(pixels: np.ndarray, ds, what: str, channels: int) -> Image.Image | Planes:
     """One decoded frame, windowed by the header (VOI LUT or window, stored bits,
     MONOCHROME1) band by band into a float image."""
     from pydicom.pixels import apply_voi_lut
 
     if pixels.ndim != 2:  # several samples per pixel: RGB
-        return array_image(pixels, what)
+        return array_image(pixels, what, channels)
     height, width = pixels.shape
     check_size((width, height), what)
     # The VOI LUT is the reading window the modality chose; its output spans the stored

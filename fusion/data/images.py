@@ -1,9 +1,12 @@
-"""Reading X-ray images of any accepted format into one grayscale channel at model size.
+"""Reading images of any accepted format into one grayscale channel, or three colour
+channels, at model size.
 
 Every image the library sees, in training or prediction, passes through
 :func:`load_image`, so a file, a PIL image, an array and raw bytes of the same picture
 give the same pixels. Images are stored as uint8 at the model's size: 8 bits are what
 the networks see after normalisation anyway, and they keep decoded datasets small.
+Films are read as one gray channel (``channels=1``, the default); colour images
+(dermatoscopy, fundus, pathology: ``channels=3``) as RGB, shape (size, size, 3).
 
 What each kind of input does:
 
@@ -14,6 +17,11 @@ What each kind of input does:
 - 8-bit gray, RGB (luma), RGBA/LA (composited on black), palette images; 16-bit and
   float images are windowed to their own min..max, band by band in float64 (a float32
   image near its limits would overflow a float32 window) into one float32 image.
+- In colour (``channels=3``): RGB as it is, RGBA and transparent palettes composited on
+  black, CMYK and YCbCr converted to RGB, gray images (8-bit, 16-bit, float, gray DICOM)
+  replicated into three equal channels; a deep colour array (or a 16-bit RGB DICOM) is
+  windowed with one window for its three channels, so its hues are kept, and built one
+  channel at a time (the memory of the gray path).
 - DICOM (``.dcm`` or any bytes with the DICM marker): scaled by the stored bit depth,
   the VOI LUT / window applied when present, MONOCHROME1 inverted, the first frame of
   a multi-frame file (the only one decoded). Its header is checked before any pixel
@@ -24,7 +32,7 @@ What each kind of input does:
   would decode to more than its header declares is refused before it is decoded.
 - EXIF orientation (phones, some PACS exports store a film sideways with a tag that
   says how to turn it): applied, so the film is read upright.
-- Animated GIF/PNG: the first frame. CMYK: converted to gray.
+- Animated GIF/PNG: the first frame. CMYK: converted to gray (or to RGB in colour).
 - A path, a PIL image, an array and the bytes of the same picture give identical
   pixels (no decoder shortcut is taken for one kind of input and not another).
 - Refused with :class:`~fusion.errors.ImageError` (a ``ValueError`` whose ``field`` is
@@ -55,10 +63,11 @@ from fusion.data.pixels import (
     MAX_FILE_BYTES,
     MAX_PIXELS,
     MIN_SIDE,
+    Planes,
     array_image,
     bomb_error,
     check_size,
-    pil_to_gray,
+    pil_pixels,
 )
 from fusion.errors import ImageError
 
@@ -66,6 +75,7 @@ from fusion.errors import ImageError
 # this module, every image's way in, is where callers read them.
 __all__ = [
     "ACCEPTED_FORMATS",
+    "CHANNELS",
     "FORMATS_TEXT",
     "MAX_DECODED_BYTES",
     "MAX_DICOM_HEADER_BYTES",
@@ -78,6 +88,8 @@ __all__ = [
 ]
 
 ImageSource = Any  # str | Path | PIL.Image.Image | numpy.ndarray | bytes
+# What an image branch reads: one gray channel (films) or three colour channels.
+CHANNELS = (1, 3)
 
 # The formats read, as messages, the README and the service's /schema name them: import
 # FORMATS_TEXT rather than repeating the list.
@@ -100,7 +112,7 @@ def _describe(source: ImageSource) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _given_pil(image: Image.Image, what: str) -> Image.Image:
+def _given_pil(image: Image.Image, what: str, channels: int) -> Image.Image | Planes:
     """A PIL image the caller opened: refused if Pillow opened it from a format the library
     does not read (it would be decoded here, EPS by Ghostscript); one made in memory has no
     format and is the caller's own."""
@@ -110,7 +122,7 @@ def _given_pil(image: Image.Image, what: str) -> Image.Image:
             f"image {what}: a {fmt} image; the accepted formats are {FORMATS_TEXT} (or an image made in memory)"
         )
     check_size(image.size, what)
-    return pil_to_gray(_oriented(image), what)
+    return pil_pixels(_oriented(image), what, channels)
 
 
 def _oriented(image: Image.Image) -> Image.Image:
@@ -158,27 +170,29 @@ def _open_regular(path: Path, what: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def _read_stream(fp: BinaryIO, dicom: bool, what: str) -> Image.Image:
+def _read_stream(fp: BinaryIO, dicom: bool, what: str, channels: int) -> Image.Image | Planes:
     """The image in ``fp``: DICOM if named so or marked so, else one of Pillow's accepted
     formats, opened lazily (header first, so a bomb is refused before it is decoded)."""
     if dicom or is_dicom_bytes(fp.read(132)):
         fp.seek(0)
-        return read_dicom(fp, what)
+        return read_dicom(fp, what, channels)
     fp.seek(0)
     with Image.open(fp, formats=_PILLOW_FORMATS) as image:
         check_size(image.size, what)
         image.seek(0)  # animated GIF/PNG/TIFF: the first frame
         image.load()
-        return pil_to_gray(_oriented(image), what)
+        return pil_pixels(_oriented(image), what, channels)
 
 
-def _decode(source: ImageSource) -> Image.Image:
-    """``source`` as a PIL "L" image (8-bit) or "F" image (deeper, values in [0, 1])."""
+def _decode(source: ImageSource, channels: int = 1) -> Image.Image | Planes:
+    """``source`` as a PIL "L" image (8-bit) or "F" image (deeper, values in [0, 1]);
+    with ``channels`` 3, a colour image as a PIL "RGB" image or :class:`Planes` (deeper)
+    and a gray one as for one channel."""
     what = _describe(source)
     if isinstance(source, np.ndarray):
-        return array_image(source, what)
+        return array_image(source, what, channels)
     if isinstance(source, Image.Image):
-        return _given_pil(source, what)
+        return _given_pil(source, what, channels)
     if not isinstance(source, (str, Path, bytes, bytearray, memoryview)):
         raise TypeError(f"image must be a path, PIL image, numpy array or bytes; got {type(source).__name__}")
     try:
@@ -188,8 +202,8 @@ def _decode(source: ImageSource) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if isinstance(source, (str, Path)):
                 with _open_regular(Path(source), what) as fp:
-                    return _read_stream(fp, Path(source).suffix.lower() in _DICOM_SUFFIXES, what)
-            return _read_stream(io.BytesIO(bytes(source)), False, what)
+                    return _read_stream(fp, Path(source).suffix.lower() in _DICOM_SUFFIXES, what, channels)
+            return _read_stream(io.BytesIO(bytes(source)), False, what, channels)
     except ValueError as err:
         if isinstance(err, ImageError):  # already names the image and what is wrong with it
             raise
@@ -218,7 +232,7 @@ def read_gray(source: ImageSource) -> np.ndarray | Image.Image:
     return gray if gray.mode == "L" else np.array(gray)
 
 
-def load_image(source: ImageSource, size: int) -> np.ndarray:
+def load_image(source: ImageSource, size: int, channels: int = 1) -> np.ndarray:
     """Decode and resize one image to a ``size`` x ``size`` uint8 array.
 
     The image is resized to the square directly (no crop, so no lung field is cut
@@ -231,16 +245,36 @@ def load_image(source: ImageSource, size: int) -> np.ndarray:
         up to :data:`MAX_PIXELS`.
     size : int
         Output side in pixels.
+    channels : {1, 3}
+        1: one gray channel (a colour image becomes its luma); 3: RGB (a gray image is
+        replicated into three equal channels).
 
     Returns
     -------
     numpy.ndarray
-        uint8, shape (size, size).
+        uint8, shape (size, size) for one channel, (size, size, 3) for three.
+
+    Raises
+    ------
+    ValueError
+        As :func:`read_gray`, or ``channels`` other than 1 or 3.
     """
-    gray = _decode(source)
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 or 3; got {channels!r}")
+    decoded = _decode(source, channels)
+    if isinstance(decoded, Planes):  # deep colour: one float plane at a time
+        return np.stack([_resized(plane, size) for plane in decoded], axis=-1)
+    pixels = _resized(decoded, size)
+    if channels == 3 and pixels.ndim == 2:
+        return np.repeat(pixels[..., None], 3, axis=2)
+    return pixels
+
+
+def _resized(image: Image.Image, size: int) -> np.ndarray:
+    """A decoded "L", "RGB" or "F" image at ``size`` x ``size``, as uint8."""
     # reducing_gap: shrink by an integer box filter first, then resample; much faster for
     # large films and, per Pillow, indistinguishable from the exact result at 3.0.
-    resized = gray.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
-    if gray.mode == "F":
+    resized = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
+    if image.mode == "F":
         return np.clip(np.round(np.asarray(resized) * 255.0), 0, 255).astype(np.uint8)
     return np.array(resized, dtype=np.uint8)

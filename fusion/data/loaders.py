@@ -1,7 +1,9 @@
 """Loading datasets: the embedded synthetic cohort, folders of X-rays with a clinical
 table, and MedMNIST-style ``.npz`` files, all into one in-memory :class:`Dataset`.
 
-Images are decoded once, at load time, into uint8 arrays at the model's size; the
+Images are decoded once, at load time, into uint8 arrays at the model's size, as one
+gray channel (n, S, S) or three colour channels (n, S, S, 3): ``channels``, by default
+what the data say (the schema's ``[image] channels``, an ``.npz``'s own arrays); the
 clinical table is parsed and validated against the schema once. Rows that fail are
 skipped and reported in ``Dataset.skipped`` (row, file, reason), never coerced.
 
@@ -28,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from fusion.data import synthetic
-from fusion.data.cache import MappedImages, cached_images, default_cache_dir, take_rows
+from fusion.data.cache import MappedImages, cached_images, default_cache_dir, row_shape, take_rows
 from fusion.data.dataset import Dataset
-from fusion.data.images import load_image
+from fusion.data.images import CHANNELS, load_image
 from fusion.errors import ConfigError
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE
 from fusion.schema import Schema, builtin_schemas, load_schema, short_list, short_repr
@@ -260,11 +262,31 @@ def _locator(root: Path, folder: Path, allow_outside: bool) -> tuple[Locate, lis
     return locate, outside
 
 
-def load_synthetic(n: int = synthetic.DEFAULT_N, *, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE) -> Dataset:
-    """The embedded synthetic cohort (see :mod:`fusion.data.synthetic`) as a dataset."""
+def load_synthetic(
+    n: int = synthetic.DEFAULT_N, *, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE, channels: int | None = None
+) -> Dataset:
+    """The embedded synthetic cohort (see :mod:`fusion.data.synthetic`) as a dataset;
+    its films are gray (``channels`` 3: replicated into three equal channels, as any
+    gray image read in colour)."""
+    channels = check_channels(channels) or 1
     table, images = synthetic.make_cohort(n, seed=seed, image_size=image_size)
+    if channels == 3:
+        images = np.repeat(images[..., None], 3, axis=3)
     schema = load_schema("synthetic")
     return _from_validated("synthetic", schema, table, lambda rows, files: (images[rows], {}))
+
+
+def check_channels(channels) -> int | None:
+    """``channels`` if it is 1, 3 or None (what the data say), else a ``ConfigError``
+    naming the ``image.channels`` setting."""
+    if channels is None or (channels in CHANNELS and not isinstance(channels, bool)):
+        return channels
+    raise ConfigError(
+        f"image.channels must be 1 (gray) or 3 (colour), or unset to follow the data; got {short_repr(channels)}",
+        field="image.channels",
+        value=channels,
+        accepted="1 or 3, or unset",
+    )
 
 
 def load_folder(
@@ -276,6 +298,7 @@ def load_folder(
     cache_dir: str | Path | bool | None = None,
     cache_workers: int | None = None,
     memory_map: bool | None = None,
+    channels: int | None = None,
 ) -> Dataset:
     """A folder with ``metadata.csv`` and the schema's image folder.
 
@@ -285,6 +308,8 @@ def load_folder(
     ``cache_workers`` processes; with ``memory_map`` (default: above 256 MB) the
     dataset's images are a :class:`~fusion.data.cache.MappedImages` read from the
     cache batch by batch, so memory does not grow with the number of films.
+    ``channels``: 1 (gray) or 3 (colour); default the schema's ``[image] channels``
+    (1 when it does not say).
 
     A row whose image leads outside the dataset folder (the CSV's folder), once ``..``
     and symlinks are resolved, is skipped with that reason and never opened, unless
@@ -311,6 +336,7 @@ def load_folder(
         schema = root / "schema.toml"
     if not isinstance(schema, Schema):
         schema = load_schema(schema)
+    channels = check_channels(channels) or schema.image_channels or 1
     table = read_table(csv)
     if schema.group is None:
         warnings.warn(
@@ -332,8 +358,12 @@ def load_folder(
         cache = None if cache_dir is False else (cache_dir or default_cache_dir())
 
         def loader(rows, paths):
-            decode = functools.partial(load_image, size=image_size)  # pickles, for worker processes
-            return cached_images(paths, image_size, decode, cache, workers=cache_workers, memory_map=memory_map)
+            # A partial pickles, for worker processes; gray keeps the call it always had.
+            colour = {"channels": channels} if channels != 1 else {}
+            decode = functools.partial(load_image, size=image_size, **colour)
+            return cached_images(
+                paths, image_size, decode, cache, workers=cache_workers, memory_map=memory_map, **colour
+            )
 
     ds = _from_validated(root.name, schema, table, loader, locate)
     if outside:
@@ -346,9 +376,19 @@ def load_folder(
     return ds
 
 
-def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, image_size: int | None = None) -> Dataset:
+def load_npz(
+    path: str | Path,
+    *,
+    schema: Schema | str | Path | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+) -> Dataset:
     """An image-only dataset in MedMNIST layout: ``{split}_images`` and ``{split}_labels``
     for any subset of train/val/test. The file's own splits are kept.
+
+    ``channels``: 1 (gray) or 3 (colour); default the schema's ``[image] channels``,
+    else the file's own: 3 for colour arrays (n, H, W, 3), as MedMNIST's DermaMNIST
+    holds, 1 for gray ones.
 
     ``schema`` (optional) names the classes through its label mapping of the raw
     labels. Without it, a built-in schema whose name begins the file name is used
@@ -375,6 +415,9 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
     if schema is not None and not isinstance(schema, Schema):
         schema = load_schema(schema)
     parts = _npz_parts(path, text_labels=schema is not None)
+    first = next(iter(parts.values()))[0]
+    own = 3 if first.ndim == 4 and first.shape[-1] in (3, 4) else 1
+    channels = check_channels(channels) or (schema.image_channels if schema is not None else None) or own
     raw = np.concatenate([labels for _, labels in parts.values()])
     if schema is not None:
         classes = schema.classes
@@ -392,8 +435,8 @@ def load_npz(path: str | Path, *, schema: Schema | str | Path | None = None, ima
             except ValueError as err:
                 raise ValueError(f"{path}: {split}_labels[{i}]: {err}") from None
             try:
-                plain = img.shape[:2] == (size, size) and img.ndim == 2 and img.dtype == np.uint8
-                images.append(img if plain else load_image(img, size))
+                plain = img.shape == row_shape(size, channels) and img.dtype == np.uint8
+                images.append(img if plain else load_image(img, size, channels))
             except ValueError as err:
                 raise ValueError(f"{path}: {split}_images[{i}]: {err}") from None
             files.append(f"{split}[{i}]")
@@ -483,6 +526,7 @@ def load_dataset(
     cache_dir: str | Path | bool | None = None,
     cache_workers: int | None = None,
     memory_map: bool | None = None,
+    channels: int | None = None,
 ) -> Dataset:
     """Load any supported dataset.
 
@@ -506,14 +550,18 @@ def load_dataset(
     memory_map : bool, optional
         Read a folder's cached images batch by batch from disk (True) or hold them in
         memory (False); default: from disk when they take more than 256 MB.
+    channels : {1, 3}, optional
+        Decode images to one gray channel, (n, S, S), or three colour channels,
+        (n, S, S, 3); default what the data say: the schema's ``[image] channels``, an
+        ``.npz``'s own arrays, else 1 (the synthetic cohort is gray).
     """
     if path is None:
-        return load_synthetic(synthetic_n, seed=seed, image_size=image_size)
+        return load_synthetic(synthetic_n, seed=seed, image_size=image_size, channels=channels)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
     if path.suffix == ".npz":
-        return load_npz(path, schema=schema, image_size=image_size)
+        return load_npz(path, schema=schema, image_size=image_size, channels=channels)
     return load_folder(
         path,
         schema,
@@ -522,4 +570,5 @@ def load_dataset(
         cache_dir=cache_dir,
         cache_workers=cache_workers,
         memory_map=memory_map,
+        channels=channels,
     )

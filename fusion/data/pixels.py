@@ -1,9 +1,11 @@
 """What decoded pixels become: the size limits, deep images windowed to [0, 1], and
-every pixel layout as one gray channel.
+every pixel layout as one gray channel or as three colour channels.
 
 Shared by :mod:`fusion.data.images` (files, bytes, PIL images, arrays) and
 :mod:`fusion.data.dicom`: both hand over a PIL "L" image (8-bit) or "F" image (deeper,
-values in [0, 1]), so the resize that follows is one code path.
+values in [0, 1]), and for colour a PIL "RGB" image or :class:`Planes` (a deep colour
+image, one "F" image per channel, made one at a time), so the resize that follows is
+one code path.
 
 Deep images (16-bit, 32-bit, float) are windowed band by band: each band of about
 ``_BAND_PIXELS`` values is computed in float64 (a float32 image near its limits would
@@ -13,7 +15,8 @@ buffer, so a 64-megapixel 16-bit film costs its native decode plus 4 bytes a pix
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -100,6 +103,20 @@ def _extrema(
     return lo, hi
 
 
+@dataclass(frozen=True)
+class Planes:
+    """A deep colour image windowed to [0, 1], its channels made one at a time: each is
+    a full-size float32 "F" image, so holding one at a time keeps a deep colour image to
+    the grey path's cost (its native decode plus 4 bytes a pixel)."""
+
+    size: tuple[int, int]
+    unit_band: Callable[[int, int], np.ndarray]  # (top, bottom) -> (rows, width, 3) in [0, 1]
+
+    def __iter__(self) -> Iterator[Image.Image]:
+        for c in range(3):
+            yield float_image(self.size, lambda top, bottom, c=c: self.unit_band(top, bottom)[..., c], 3)
+
+
 def windowed(
     size: tuple[int, int],
     band_of: Callable[[int, int], np.ndarray],
@@ -107,12 +124,14 @@ def windowed(
     what: str,
     luma: bool = False,
     invert: bool = False,
-) -> Image.Image:
+    colour: bool = False,
+) -> Image.Image | Planes:
     """``band_of(top, bottom)``'s values mapped to [0, 1] as a float image: uint8 divided
     by 255, bool and floats already in [0, 1] kept, anything else windowed to the image's
     own min..max (12- or 16-bit detectors rarely use their whole range). ``luma``: bands
-    of (rows, width, 3) channels become gray."""
-    channels = 3 if luma else 1
+    of (rows, width, 3) channels become gray; ``colour``: they stay three channels, one
+    window for all three (so the hues are kept), as :class:`Planes`."""
+    channels = 3 if luma or colour else 1
     lo, hi = _extrema(size, band_of, channels, what)
     if dtype == np.uint8:
         offset, span = 0.0, 255.0
@@ -132,6 +151,8 @@ def windowed(
             values[...] = 0.0
         return values @ _LUMA if luma else values
 
+    if colour:
+        return Planes(size, unit)
     return float_image(size, unit, channels, invert)
 
 
@@ -141,14 +162,16 @@ def _check_dtype(dtype: np.dtype, what: str) -> None:
         raise ImageError(f"image {what}: unsupported pixel type {dtype}; expected uint8, uint16 or float")
 
 
-def array_image(array: np.ndarray, what: str) -> Image.Image:
-    """An array as a PIL "L" image (8-bit) or "F" image (anything deeper)."""
+def array_image(array: np.ndarray, what: str, channels: int = 1) -> Image.Image | Planes:
+    """An array as a PIL "L" image (8-bit) or "F" image (anything deeper); with
+    ``channels`` 3, a colour array as a PIL "RGB" image or :class:`Planes` (a gray array
+    stays gray: the caller replicates it)."""
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     luma = array.ndim == 3 and array.shape[-1] in (3, 4)
     if array.dtype == np.uint8 and array.size and (array.ndim == 2 or luma):
         # Through PIL, so an array gives exactly the pixels of the same picture as a file.
-        return pil_to_gray(Image.fromarray(np.ascontiguousarray(array)), what)
+        return pil_pixels(Image.fromarray(np.ascontiguousarray(array)), what, channels)
     if array.ndim != 2 and not luma:
         raise ImageError(
             f"image {what}: expected an array of shape (H, W) or (H, W, C) with C in 1, 3, 4; got {array.shape}"
@@ -157,7 +180,31 @@ def array_image(array: np.ndarray, what: str) -> Image.Image:
     _check_dtype(array.dtype, what)
     plane = array[..., :3] if luma else array
     size = (array.shape[1], array.shape[0])
-    return windowed(size, lambda top, bottom: plane[top:bottom], array.dtype, what, luma=luma)
+    colour = luma and channels == 3
+    return windowed(
+        size, lambda top, bottom: plane[top:bottom], array.dtype, what, luma=luma and not colour, colour=colour
+    )
+
+
+def pil_pixels(image: Image.Image, what: str, channels: int = 1) -> Image.Image | Planes:
+    """An opened PIL image as one gray channel (:func:`pil_to_gray`) or, with
+    ``channels`` 3, as colour (:func:`pil_to_colour`)."""
+    return pil_to_colour(image, what) if channels == 3 else pil_to_gray(image, what)
+
+
+def pil_to_colour(image: Image.Image, what: str) -> Image.Image:
+    """An image with colour becomes a PIL "RGB" image (transparency composited on black,
+    as for gray); a gray one stays as :func:`pil_to_gray` makes it ("L" or "F"), for the
+    caller to replicate into three equal channels once it is resized."""
+    check_size(image.size, what)
+    mode = image.mode
+    if mode in ("L", "1", "I", "F", "LA") or mode.startswith("I;16"):
+        return pil_to_gray(image, what)
+    if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def pil_to_gray(image: Image.Image, what: str) -> Image.Image:

@@ -91,7 +91,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         "## Model details",
         f"- Modalities: {', '.join(metrics['modalities'])}; fusion strategy `{metrics.get('fusion')}`, "
         f"backend `{metrics.get('backend')}`"
-        + (f", image backbone `{metrics['backbone']}`" if metrics.get("backbone") else ""),
+        + (f", image backbone `{metrics['backbone']}`" if metrics.get("backbone") else "")
+        + (" reading colour images (3 channels)" if _channels(metrics) == 3 else ""),
         f"- Classes (output order): {', '.join(classes)}",
         f"- Calibration: {metrics.get('calibration', {}).get('method', 'none')} (fitted on the validation split)",
     ]
@@ -191,3 +192,9 @@ def limitations(metrics: dict, schema, pretraining: dict | None) -> list[str]:
         "(DeGrave et al. 2021): check the subgroup table before trusting a figure."
     )
     return notes
+
+
+def _channels(metrics: dict) -> int | None:
+    """The image channels the run's configuration records (None: gray, or no image)."""
+    image = (metrics.get("config") or {}).get("image") or {}
+    return image.get("channels") if metrics.get("backbone") else None

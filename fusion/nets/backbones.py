@@ -1,12 +1,13 @@
-"""The image branch: grayscale X-ray backbones and the weights they start from.
+"""The image branch: X-ray (and colour image) backbones and the weights they start from.
 
-Every backbone is an ``nn.Module`` that takes one-channel images normalised to zero
-mean and unit variance, exposes ``output_dim`` and ``forward_features`` (an embedding
-of shape (batch, output_dim)), and can freeze its first blocks for fine-tuning. They
-are built by name from the registry (:mod:`fusion.nets.registry`) with
-:func:`create_backbone`, which also resolves the starting weights: a published set
-(``"imagenet"``), a local weights file, or an earlier run's folder. The
-:class:`ImageBranch` wraps a backbone with the dataset's intensity normalisation, kept
+Every backbone is an ``nn.Module`` that takes images of ``in_chans`` channels (1 for
+gray films, the default; 3 for colour) normalised to zero mean and unit variance,
+exposes ``output_dim`` and ``forward_features`` (an embedding of shape (batch,
+output_dim)), and can freeze its first blocks for fine-tuning. They are built by name
+from the registry (:mod:`fusion.nets.registry`) with :func:`create_backbone`, which also
+resolves the starting weights: a published set (``"imagenet"``), a local weights file,
+or an earlier run's folder. The :class:`ImageBranch` wraps a backbone with the
+dataset's intensity normalisation (one mean and std, or one per colour channel), kept
 as buffers so the saved weights carry it.
 
 Example
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fusion.errors import MissingFileError, ModelFolderError
+from fusion.errors import ConfigError, MissingFileError, ModelFolderError
 from fusion.nets.registry import BACKBONES, backbone_spec
 
 
@@ -46,11 +47,13 @@ class CustomCNN(nn.Module):
         Channels of each block; each block halves the resolution.
     stem_stride : int
         Stride of the first convolution.
+    in_chans : int
+        Input channels: 1 (gray films) or 3 (colour).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 192), stem_stride: int = 2):
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 192), stem_stride: int = 2, in_chans: int = 1):
         super().__init__()
-        layers, channels = [], 1
+        layers, channels = [], in_chans
         for i, width in enumerate(widths):
             layers += [
                 nn.Conv2d(channels, width, 3, stride=stem_stride if i == 0 else 1, padding=1, bias=False),
@@ -76,7 +79,8 @@ class CustomCNN(nn.Module):
 
 
 class DenseNet169(nn.Module):
-    """torchvision's DenseNet169 with a one-channel stem and no classifier.
+    """torchvision's DenseNet169 with a one-channel stem (three with ``in_chans=3``:
+    torchvision's own, which ImageNet weights fit as they are) and no classifier.
 
     The classifier of the seed project is replaced by the fusion head; ``freeze`` keeps
     the stem and the first dense blocks (and their transitions) fixed, as in classic
@@ -84,12 +88,13 @@ class DenseNet169(nn.Module):
     :func:`load_backbone_weights`.
     """
 
-    def __init__(self):
+    def __init__(self, in_chans: int = 1):
         super().__init__()
         from torchvision.models import densenet169
 
         net = densenet169(weights=None)
-        net.features.conv0 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        if in_chans != 3:
+            net.features.conv0 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.features = net.features
         self.output_dim = net.classifier.in_features
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -122,7 +127,7 @@ _OLD_DENSENET_KEY = re.compile(
 _RUN_BACKBONE, _RUN_MEAN, _RUN_STD = "branches.image.backbone.", "branches.image.mean", "branches.image.std"
 
 
-def create_backbone(name: str, weights: str | Path | None = None) -> nn.Module:
+def create_backbone(name: str, weights: str | Path | None = None, in_chans: int = 1) -> nn.Module:
     """Build a registered backbone, from scratch or from starting weights.
 
     Parameters
@@ -133,34 +138,44 @@ def create_backbone(name: str, weights: str | Path | None = None) -> nn.Module:
         A name: ``"imagenet"`` (torchvision's checkpoint, only if already on this
         machine) or the name of weights shipped inside the package (``"cxr"`` for the
         custom CNN: see ``fusion/weights/``); a local weights file (a state dict saved
-        with ``torch.save``, or safetensors); or the folder of an earlier fusion run
-        whose image branch starts this one.
+        with ``torch.save``, or safetensors; a stem of another channel count is
+        adapted, see :func:`adapt_state_dict`); or the folder of an earlier fusion run
+        whose image branch starts this one (it must read as many channels).
+    in_chans : {1, 3}
+        Input channels: 1 for gray films, 3 for colour images.
 
     Returns
     -------
     nn.Module
-        The backbone, with ``default_size`` from the registry and ``input_stats``:
-        the (mean, std) intensity normalisation the weights were trained with, or None
-        when they do not say (the training data's own is then used).
+        The backbone, with ``default_size`` from the registry, ``in_chans`` and
+        ``input_stats``: the (mean, std) intensity normalisation the weights were
+        trained with (a float each, or one per channel), or None when they do not say
+        (the training data's own is then used).
 
     Raises
     ------
     ValueError
         An unknown name (the message lists the known ones), weights for another
-        backbone, or weights that do not fit.
+        backbone, or weights that do not fit; a
+        :class:`~fusion.errors.ConfigError` (``image.pretrained``) for shipped weights
+        of another channel count (the gray ``cxr`` on a colour backbone).
     FileNotFoundError
         The weights file or folder does not exist.
     """
     spec = backbone_spec(name)
     module_name, attribute = spec.factory.split(":")
-    backbone = getattr(importlib.import_module(module_name), attribute)()
+    factory = getattr(importlib.import_module(module_name), attribute)
+    # One channel builds exactly as before channels existed (same arguments, same draws).
+    backbone = factory() if in_chans == 1 else factory(in_chans=in_chans)
     backbone.default_size = spec.default_size
+    backbone.in_chans = in_chans
     backbone.input_stats = None
     if weights is None:
         return backbone
     if weights == "imagenet":
         load_backbone_weights(backbone, imagenet_weights_path(name))
     elif weights in spec.shipped:
+        _check_shipped_channels(name, weights, spec.shipped[weights].channels, in_chans)
         backbone.input_stats = _load_shipped(backbone, spec.shipped[weights].file)
     elif isinstance(weights, str) and weights.isidentifier() and not Path(weights).exists():
         known = ["imagenet", *spec.shipped]
@@ -170,6 +185,19 @@ def create_backbone(name: str, weights: str | Path | None = None) -> nn.Module:
     else:
         load_backbone_weights(backbone, weights)
     return backbone
+
+
+def _check_shipped_channels(name: str, weights: str, theirs: int, ours: int) -> None:
+    if theirs == ours:
+        return
+    raise ConfigError(
+        f"image.pretrained {weights!r}: the weights shipped for backbone {name!r} read {theirs} channel(s) "
+        f"({'gray films' if theirs == 1 else 'colour images'}) and this backbone reads {ours} "
+        "(image.channels); start from other weights (image.weights, image.init_from) or from scratch",
+        field="image.pretrained",
+        related=("image.channels",),
+        value=weights,
+    )
 
 
 def shipped_weights_info(file: str) -> dict:
@@ -198,14 +226,17 @@ def _load_shipped(backbone: nn.Module, file: str) -> tuple[float, float]:
     return float(info["mean"]), float(info["std"])
 
 
-def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[float, float]:
+def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple:
     """Load the image branch of an earlier run (its files verified first); returns the
-    intensity normalisation it was trained with, which a transferred branch keeps."""
+    intensity normalisation it was trained with, which a transferred branch keeps (a
+    float each, or one per colour channel). The run must read as many channels: its
+    normalisation is of those channels, and a gray branch is no start for colour."""
     from fusion.persistence import WEIGHTS, verify_folder
 
     files = verify_folder(folder)  # the bytes parsed below are the bytes verified
     try:
-        source = files.json("config.json")["config"]["image"]["backbone"]
+        image = files.json("config.json")["config"]["image"]
+        source = image["backbone"]
     except (KeyError, TypeError):
         raise ModelFolderError(
             f"{folder}: config.json holds no config.image.backbone",
@@ -216,12 +247,26 @@ def _load_run_backbone(backbone: nn.Module, name: str, folder: Path) -> tuple[fl
         raise ValueError(
             f"{folder}: that run's image backbone is {source!r}, this one is {name!r}; they must be the same"
         )
+    theirs = image.get("channels") or 1  # folders from before channels existed are gray
+    if theirs != backbone.in_chans:
+        raise ConfigError(
+            f"image.init_from: the run in {folder} reads {theirs} image channel(s), this model reads "
+            f"{backbone.in_chans} (image.channels); start from a run on images like these",
+            field="image.init_from",
+            related=("image.channels",),
+            value=str(folder),
+        )
     state = files.tensors(WEIGHTS) if WEIGHTS in files else {}
     tensors = {k[len(_RUN_BACKBONE) :]: v for k, v in state.items() if k.startswith(_RUN_BACKBONE)}
     if not tensors:
         raise ModelFolderError(f"{folder}: that run has no image branch to start from", file=str(folder / WEIGHTS))
     backbone.load_state_dict(tensors)
-    return float(state[_RUN_MEAN]), float(state[_RUN_STD])
+    return _stat(state[_RUN_MEAN]), _stat(state[_RUN_STD])
+
+
+def _stat(tensor: torch.Tensor) -> float | list[float]:
+    """A saved normalisation buffer as :class:`ImageBranch` takes it: a float, or one per channel."""
+    return float(tensor) if tensor.numel() == 1 else [float(v) for v in tensor.flatten()]
 
 
 def freeze_blocks(backbone: nn.Module, n: int) -> None:
@@ -250,8 +295,12 @@ def adapt_state_dict(state: dict[str, torch.Tensor], backbone: nn.Module) -> dic
     """Make a backbone state dict from torchvision's or our own layout fit ``backbone``.
 
     Accepts keys with or without the ``features.`` prefix, torchvision's old DenseNet key
-    names, and a three-channel (RGB) stem, which is summed over its colour axis into one
-    grayscale channel (as timm does for ``in_chans=1``). Classifier weights are dropped.
+    names, and a stem of another channel count: a three-channel (RGB) stem is summed
+    over its colour axis into one grayscale channel for a gray backbone (as timm does
+    for ``in_chans=1``), and a one-channel stem is spread over three, each a third, for
+    a colour backbone, so that a gray image (three equal channels) gives the response
+    the gray weights gave (timm's ``adapt_input_conv`` repeats and rescales alike).
+    Classifier weights are dropped.
     """
     out = {}
     for key, value in state.items():
@@ -265,8 +314,12 @@ def adapt_state_dict(state: dict[str, torch.Tensor], backbone: nn.Module) -> dic
     if not any(k in own for k in out) and any(("features." + k) in own for k in out):
         out = {"features." + k: v for k, v in out.items()}
     for key, value in list(out.items()):
-        if key in own and value.ndim == 4 and own[key].ndim == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:
+        if key not in own or value.ndim != 4 or own[key].ndim != 4:
+            continue
+        if value.shape[1] == 3 and own[key].shape[1] == 1:
             out[key] = value.sum(dim=1, keepdim=True)
+        elif value.shape[1] == 1 and own[key].shape[1] == 3:
+            out[key] = value.repeat(1, 3, 1, 1) / 3.0
     return out
 
 
@@ -339,21 +392,31 @@ def imagenet_weights_path(name: str) -> Path:
 class ImageBranch(nn.Module):
     """A backbone plus the intensity normalisation of its training data.
 
-    Input: images as float in [0, 1], shape (batch, 1, H, W). Output: embeddings of
-    shape (batch, ``output_dim``).
+    Input: images as float in [0, 1], shape (batch, C, H, W), C the backbone's channels
+    (1 for gray films). Output: embeddings of shape (batch, ``output_dim``).
+
+    ``mean`` and ``std``: one float each for a gray branch (scalar buffers, as saved
+    folders have always held them); for a colour branch one per channel (buffers of
+    shape (C, 1, 1), which broadcast over a batch), or one float for all channels.
 
     ``compute_dtype`` (default None: the input's) is the dtype the normalised image
     enters the backbone in; :func:`fusion.nets.joint.inference_copy` sets it to bfloat16
     when it stores the backbone's weights in bfloat16.
     """
 
-    def __init__(self, backbone: nn.Module, mean: float = 0.5, std: float = 0.25):
+    def __init__(self, backbone: nn.Module, mean: float | list[float] = 0.5, std: float | list[float] = 0.25):
         super().__init__()
         self.backbone = backbone
         self.output_dim = backbone.output_dim
+        self.in_chans = getattr(backbone, "in_chans", 1)
         self.compute_dtype: torch.dtype | None = None
-        self.register_buffer("mean", torch.tensor(float(mean)))
-        self.register_buffer("std", torch.tensor(float(std)))
+        self.register_buffer("mean", _normalisation(mean, self.in_chans))
+        self.register_buffer("std", _normalisation(std, self.in_chans))
+
+    def stats(self) -> tuple[float | list[float], float | list[float]]:
+        """(mean, std) as ``preprocessing.json`` writes them: floats for a gray branch,
+        a list per channel for a colour one."""
+        return _stat(self.mean), _stat(self.std)
 
     def train(self, mode: bool = True) -> ImageBranch:
         super().train(mode)
@@ -372,3 +435,11 @@ class ImageBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
+
+
+def _normalisation(value: float | list[float], channels: int) -> torch.Tensor:
+    """A mean or std as a buffer: a scalar for one channel, (C, 1, 1) for C channels."""
+    values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * channels
+    if len(values) != channels:
+        raise ValueError(f"image normalisation: {len(values)} value(s) for {channels} channel(s)")
+    return torch.tensor(values[0]) if channels == 1 else torch.tensor(values).view(channels, 1, 1)

@@ -26,10 +26,13 @@ class ShippedWeights:
         ``<file>.json`` their SHA-256, normalisation and provenance.
     image_size : int
         The input side the weights were trained at (the default when they are used).
+    channels : int
+        The image channels they read (1: gray films).
     """
 
     file: str
     image_size: int
+    channels: int = 1
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,7 @@ class Schema:
     image_column: str | None = None
     image_folder: str | None = None
     image_allow_outside: bool = False
+    image_channels: int | None = None
     excluded: dict[str, str] = field(default_factory=dict)
     description: str = ""
     text: str = ""
@@ -197,6 +198,14 @@ class Schema:
                     accepted="a reason",
                 )
         self._check_image_folder()
+        if self.image_channels not in (None, 1, 3):
+            raise SchemaError(
+                f"schema {self.name!r}: [image] 'channels' must be 1 (gray films) or 3 (colour images); "
+                f"got {_short(self.image_channels)}",
+                field="[image] channels",
+                value=self.image_channels,
+                accepted="1 or 3",
+            )
 
     def _spread_tokens(self) -> None:
         """Give every feature the table's missing tokens (frozen: ``object.__setattr__``)."""

@@ -161,6 +161,7 @@ class _Service:
             "modalities": list(self.clf.modalities_),
             "backend": self.clf.backend_.name,
             "image_size": self.clf.image_size_,
+            "image_channels": self.clf.image_channels_,
             "version": __version__,
         }
 
@@ -179,6 +180,7 @@ class _Service:
                 "max_pixels": MAX_PIXELS,
                 "min_side": MIN_SIDE,
                 "model_size": self.clf.image_size_,
+                "channels": self.clf.image_channels_,
             },
             "limits": {**self.limits, "max_record_bytes": MAX_RECORD_BYTES},
         }

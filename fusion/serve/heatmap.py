@@ -26,10 +26,11 @@ OPACITY = 0.5
 
 
 def heatmap_png(image: np.ndarray, attribution: np.ndarray | None, *, side: int = 320) -> bytes:
-    """A PNG of the (H, W) uint8 ``image`` with ``attribution``'s positive part over
-    it, enlarged to at least ``side`` px (the model may see 32 px: too small to look at)."""
-    gray = image.astype(np.float64)
-    rgb = np.repeat(gray[..., None], 3, axis=2)
+    """A PNG of the uint8 ``image``, (H, W) gray or (H, W, 3) colour (shown in its own
+    colours), with ``attribution``'s positive part (H, W) over it, enlarged to at least
+    ``side`` px (the model may see 32 px: too small to look at)."""
+    pixels = image.astype(np.float64)
+    rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2)
     if attribution is not None:
         heat = smooth(np.clip(np.asarray(attribution, dtype=np.float64), 0, None))
         if heat.max() > 0:

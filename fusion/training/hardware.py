@@ -53,3 +53,10 @@ def layout(inputs: dict) -> dict:
     if image is not None:
         inputs = {**inputs, "image": image.contiguous(memory_format=torch.channels_last)}
     return inputs
+
+
+def channels_first(images: torch.Tensor) -> torch.Tensor:
+    """A batch of decoded images, (n, S, S) gray or (n, S, S, C) colour, as the networks
+    take them: (n, C, S, S). Colour is a view whose memory is already channels-last, so
+    :func:`layout` then copies nothing."""
+    return images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)

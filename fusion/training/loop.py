@@ -14,9 +14,10 @@ NaN weights is written) and what a process group adds are each a hook.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,17 +29,18 @@ from fusion.config import HeadConfig, TrainConfig
 from fusion.data.cache import MappedImages
 from fusion.evaluation import macro_f1
 from fusion.training import distributed
-from fusion.training.hardware import autocast, layout
+from fusion.training.hardware import autocast, channels_first, layout
 from fusion.training.hooks import DistributedSync, Hook, TrainState, standard_hooks
 from fusion.training.hooks.base import call
 
 
 @dataclass
 class Arrays:
-    """Model-ready inputs of one split. ``images``: uint8 (n, 1, S, S), or a
-    :class:`~fusion.data.cache.MappedImages` (n, S, S) whose batches are read from
-    disk as they are needed; ``tabular``: float32 (n, d); either may be None when the
-    model does not use it."""
+    """Model-ready inputs of one split. ``images``: uint8 (n, C, S, S) (for colour a
+    channels-first view of the decoded (n, S, S, C)), or a
+    :class:`~fusion.data.cache.MappedImages` (n, S, S) or (n, S, S, C) whose batches are
+    read from disk as they are needed; ``tabular``: float32 (n, d); either may be None
+    when the model does not use it."""
 
     labels: torch.Tensor
     images: torch.Tensor | MappedImages | None = None
@@ -58,7 +60,7 @@ class Arrays:
         if isinstance(self.images, torch.Tensor):
             images = self.images[index]
         elif self.images is not None:
-            images = torch.from_numpy(self.images[index.numpy()]).unsqueeze(1)
+            images = channels_first(torch.from_numpy(self.images[index.numpy()]))
         if images is not None:
             images = images.to(device, non_blocking=True).float().div_(255.0)
         tabular = None if self.tabular is None else self.tabular[index].to(device, non_blocking=True)
@@ -67,7 +69,11 @@ class Arrays:
 
 # ------------------------------------------------------------- augmentation
 def augment_images(
-    x: torch.Tensor, generator: torch.Generator, part: tuple[int, int, int] | None = None
+    x: torch.Tensor,
+    generator: torch.Generator,
+    part: tuple[int, int, int] | None = None,
+    *,
+    flip_rotate: bool = False,
 ) -> torch.Tensor:
     """Random small affine transform and exposure change of a batch in [0, 1].
 
@@ -75,10 +81,18 @@ def augment_images(
     brightness +-0.06: the variation between two films of the same chest. No flips: a
     mirrored chest puts the heart on the wrong side.
 
+    ``flip_rotate``: each image is also mirrored (or not) and turned by a random number
+    of quarter turns, the eight symmetries of the square, folded into the same affine
+    transform: for images without an up or a side (skin lesions, pathology), where
+    they are label-preserving. Colour batches (three channels) also get a mild
+    saturation change, 0.9-1.1 (brightness and contrast apply to every channel alike);
+    the hue, which carries diagnoses (the blue-white veil of a melanoma), is kept.
+
     ``part``: ``x`` is rows ``start:stop`` of a global batch of ``n`` rows, given as
     ``(start, stop, n)`` (distributed training). The random draws are made for all ``n``
     rows, so each row gets the transform it would get in one process and ``generator``
-    advances identically on every process.
+    advances identically on every process. A gray batch without ``flip_rotate`` draws
+    exactly what it always drew.
     """
     b = x.shape[0]
     start, stop, n = part if part is not None else (0, b, b)
@@ -90,13 +104,43 @@ def augment_images(
     scale = uniform(0.9, 1.1)
     tx, ty = uniform(-0.06, 0.06), uniform(-0.06, 0.06)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x.device, x.dtype)
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    if flip_rotate:
+        theta = torch.cat([theta[:, :, :2] @ _symmetries(uniform(0, 8)), theta[:, :, 2:]], dim=2)
+    theta = theta.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     contrast = uniform(0.85, 1.15).to(x.device, x.dtype).view(b, 1, 1, 1)
     bright = uniform(-0.06, 0.06).to(x.device, x.dtype).view(b, 1, 1, 1)
+    if x.shape[1] == 3:
+        x = _saturate(x, uniform(0.9, 1.1).to(x.device, x.dtype).view(b, 1, 1, 1))
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * contrast + mean + bright).clamp_(0.0, 1.0)
+
+
+def _symmetries(draw: torch.Tensor) -> torch.Tensor:
+    """One of the square's eight symmetries per row, as 2 x 2 matrices: ``draw`` in
+    [0, 8) picks a number of quarter turns (its integer part mod 4) and a mirror (4 and
+    above)."""
+    k = draw.floor().long()
+    turns, mirror = k % 4, k >= 4
+    cos = torch.tensor([1.0, 0.0, -1.0, 0.0])[turns]
+    sin = torch.tensor([0.0, 1.0, 0.0, -1.0])[turns]
+    flip = torch.where(mirror, -1.0, 1.0)
+    # A quarter-turn rotation after a mirror of the x axis (diag(flip, 1)).
+    return torch.stack([torch.stack([cos * flip, -sin], 1), torch.stack([sin * flip, cos], 1)], 1)
+
+
+def _saturate(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Colour saturation scaled by ``factor`` (per row): each pixel moved towards (or
+    away from) its own gray (ITU-R 601 luma), as torchvision's ``adjust_saturation``."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    gray = (x * weights).sum(dim=1, keepdim=True)
+    return (gray + (x - gray) * factor).clamp_(0.0, 1.0)
+
+
+# How a batch is augmented: augment_images with the run's settings.
+Augment = Callable[..., torch.Tensor]
 
 
 # ------------------------------------------------------------------ the loop
@@ -140,7 +184,7 @@ def predict_network(
     """
     model.eval()
     if arrays.images is not None:
-        side = int(arrays.images.shape[-1])
+        side = int(arrays.images.shape[2])  # (n, C, S, S) in memory, (n, S, S[, C]) on disk
         batch_size = max(1, min(batch_size, PREDICT_PIXELS // (side * side)))
     rows = distributed.shard(len(arrays)) if gather and distributed.is_distributed() else torch.arange(len(arrays))
     out = []
@@ -167,6 +211,7 @@ def fit_network(
     device: torch.device,
     precision: str,
     hooks: Sequence[Hook] | None = None,
+    flip_rotate: bool = False,
 ) -> dict:
     """Train ``model`` in place for at most ``epochs`` epochs and load its best epoch's
     weights.
@@ -180,6 +225,9 @@ def fit_network(
     Under a torch.distributed process group every process calls it with the same
     data and trains on its part of every global batch (see
     :mod:`fusion.training.distributed`).
+
+    ``augment``: augment the training images (:func:`augment_images`), with mirror
+    images and quarter turns as well when ``flip_rotate``.
 
     Returns
     -------
@@ -198,6 +246,7 @@ def fit_network(
     state = _start(model, train, val, cfg, epochs, device)
     weights = torch.tensor(class_weights(train.labels.numpy(), model.n_classes), dtype=torch.float32, device=device)
     loss = _Loss(weights, head.aux_weight, device, precision)
+    augment = functools.partial(augment_images, flip_rotate=flip_rotate) if augment else None
     stop = call(hooks, "on_fit_start", state)
     while not stop and state.epoch < epochs:
         state.epoch += 1
@@ -219,7 +268,7 @@ def fit_network(
 
 
 def _epoch(
-    state: TrainState, train: Arrays, val: Arrays | None, batch_size: int, augment: bool, loss: _Loss, hooks
+    state: TrainState, train: Arrays, val: Arrays | None, batch_size: int, augment: Augment | None, loss: _Loss, hooks
 ) -> dict:
     """Train one epoch, then validate: the epoch's line of the history."""
     t0 = time.perf_counter()
@@ -286,7 +335,9 @@ class _Loss:
         return loss
 
 
-def _train_epoch(state: TrainState, train: Arrays, batch_size: int, augment: bool, loss: _Loss, hooks) -> None:
+def _train_epoch(
+    state: TrainState, train: Arrays, batch_size: int, augment: Augment | None, loss: _Loss, hooks
+) -> None:
     """One pass over ``train`` in a seeded order, one optimiser step per batch."""
     state.model.train()
     order = torch.randperm(len(train), generator=state.generator)
@@ -307,14 +358,14 @@ def _train_epoch(state: TrainState, train: Arrays, batch_size: int, augment: boo
         state.seen += len(index)
 
 
-def _step(state: TrainState, train: Arrays, index: torch.Tensor, span, augment: bool, loss: _Loss) -> float:
+def _step(state: TrainState, train: Arrays, index: torch.Tensor, span, augment: Augment | None, loss: _Loss) -> float:
     """One optimiser step on this process's rows ``span`` of the global batch ``index``;
     its loss."""
     start, stop = span
     part = index[start:stop]
     inputs = train.batch(part, state.device)
-    if augment and inputs["image"] is not None:
-        inputs["image"] = augment_images(
+    if augment is not None and inputs["image"] is not None:
+        inputs["image"] = augment(
             inputs["image"], state.generator, (start, stop, len(index)) if state.world > 1 else None
         )
     labels = train.labels[part].to(state.device)

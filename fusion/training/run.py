@@ -215,7 +215,8 @@ def run(
         cache = {"cache_dir": cache_dir, "cache_workers": cache_workers, "memory_map": memory_map}
         ds, parts, clf = _fit(cfg, folder, verbose=verbose and main, resume=resume, **cache)
         trained = True
-        return RunResult(clf, _finish(cfg, folder, ds, parts, clf, start=start), folder)
+        # What the model was trained with: the image channels followed the data.
+        return RunResult(clf, _finish(clf.config_, folder, ds, parts, clf, start=start), folder)
     except KeyboardInterrupt:
         if main:
             remove_temporary(folder)
@@ -291,6 +292,7 @@ def _fit(cfg: Config, folder: Path, *, verbose: bool, resume: bool, **cache) -> 
             seed=cfg.train.seed,
             synthetic_n=cfg.data.synthetic_n,
             modalities=cfg.modalities,
+            channels=cfg.image.channels,
             **cache,
         )
     )
@@ -309,7 +311,8 @@ def _fit(cfg: Config, folder: Path, *, verbose: bool, resume: bool, **cache) -> 
     logger.info(
         "data: %s (%d rows; %s; %d skipped); classes %s", ds.name, len(ds), sizes, len(ds.skipped), list(ds.classes)
     )
-    image = f", backbone {cfg.image.backbone} at {cfg.image.image_size} px" if "image" in cfg.modalities else ""
+    colour = ", colour" if ds.image_channels == 3 else ""
+    image = f", backbone {cfg.image.backbone} at {cfg.image.image_size} px{colour}" if "image" in cfg.modalities else ""
     logger.info("model: %s, modalities %s%s", cfg.model, ",".join(cfg.modalities), image)
     clf = FusionClassifier(cfg).fit(train, parts.get("val"), verbose=verbose, checkpoint_dir=folder, resume=resume)
     return ds, parts, clf

@@ -75,7 +75,8 @@ async function init() {
     } else {
       $("image-limits").textContent =
         `${schema.image.formats}; up to ${(schema.image.max_bytes / 2 ** 20).toFixed(0)} MB ` +
-        `and ${schema.image.max_pixels / 1e6} megapixels.`;
+        `and ${schema.image.max_pixels / 1e6} megapixels.` +
+        (schema.image.channels === 3 ? " Read in colour (RGB)." : "");
     }
     document.body.dataset.state = "ready";
   } catch (err) {
