@@ -46,6 +46,7 @@ from fusion import checks
 from fusion.checks import Where
 from fusion.data.synthetic import DEFAULT_N as SYNTHETIC_N
 from fusion.errors import MISSING, ConfigError
+from fusion.nets.heads import DEFAULT_HEAD, HEADS
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE, PRETRAINED, backbone_spec
 from fusion.schema import short_repr
 
@@ -221,8 +222,18 @@ class CalibrationConfig:
 
 @dataclass
 class HeadConfig:
-    """The late-fusion head."""
+    """The late-fusion head: how the joint network joins its branches, and the
+    classifier after it."""
 
+    kind: str = setting(
+        DEFAULT_HEAD,
+        flag="--head",
+        choices=tuple(HEADS),
+        help="how the joint network joins its branches: concat (embeddings side by side with presence flags), "
+        "film (the record scales and shifts each channel of the image features; the image alone answers "
+        "without a record), attention (one token per modality, a small transformer with missing modalities "
+        "masked); a one-modality network is the same whatever the head",
+    )
     hidden: int = setting(64, help="width of the fusion head's hidden layer")
     dropout: float = setting(0.2, help="dropout of the fusion head")
     modality_dropout: float = setting(0.25, help="probability of hiding one modality of a training row")
