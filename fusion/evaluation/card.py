@@ -79,7 +79,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         "## Model details",
         f"- Modalities: {', '.join(metrics['modalities'])}; fusion strategy `{metrics.get('fusion')}`, "
         f"backend `{metrics.get('backend')}`"
-        + (f", image backbone `{metrics['backbone']}`" if metrics.get("backbone") else ""),
+        + (f", image backbone `{metrics['backbone']}`" if metrics.get("backbone") else "")
+        + _head(metrics),
         f"- Classes (output order): {', '.join(classes)}",
         f"- Calibration: {metrics.get('calibration', {}).get('method', 'none')} (fitted on the validation split)",
     ]
@@ -176,3 +177,12 @@ def limitations(metrics: dict, schema, pretraining: dict | None) -> list[str]:
         "(DeGrave et al. 2021): check the subgroup table before trusting a figure."
     )
     return notes
+
+
+def _head(metrics: dict) -> str:
+    """ ", fusion head `film`" for a joint network that joins two or more modalities
+    (a one-modality network has nothing to join; other strategies have no head)."""
+    kind = metrics.get("config", {}).get("head", {}).get("kind")
+    if kind is None or metrics.get("backend") != "joint" or len(metrics.get("modalities", ())) < 2:
+        return ""
+    return f", fusion head `{kind}`"
