@@ -229,12 +229,12 @@ class HeadConfig:
         DEFAULT_HEAD,
         flag="--head",
         choices=tuple(HEADS),
-        help="how the joint network joins its branches: concat (embeddings side by side with presence flags), "
-        "film (the record scales and shifts each channel of the image features; the image alone answers "
-        "without a record), attention (one token per modality, a small transformer with missing modalities "
-        "masked); a one-modality network is the same whatever the head",
+        help="how the joint network joins its branches: concat (side by side, with presence flags), film (the "
+        "record scales and shifts the image features), attention (a small transformer over one token per modality)",
     )
-    hidden: int = setting(64, help="width of the fusion head's hidden layer")
+    hidden: int = setting(
+        64, help="width of the fusion head: the classifier's hidden layer, the attention head's tokens"
+    )
     dropout: float = setting(0.2, help="dropout of the fusion head")
     modality_dropout: float = setting(0.25, help="probability of hiding one modality of a training row")
     aux_weight: float = setting(0.5, help="weight of each branch's auxiliary loss")
