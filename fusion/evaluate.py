@@ -81,6 +81,7 @@ def evaluate(
         "n": len(ds),
         **metrics,
         "skipped": ds.skipped,
+        "missing_tokens": ds.missing_tokens,
     }
 
 

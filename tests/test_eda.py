@@ -317,6 +317,19 @@ def test_skipped_rows_are_counted_by_reason(folder_dataset, tmp_path, quick_figu
     assert frame["rows"].to_dict() == {"age: invalid value": 1, "label: missing": 1}
 
 
+def test_values_declared_not_known_are_counted_not_skipped(folder_dataset, tmp_path, quick_figures):
+    table = read_table(folder_dataset / "metadata.csv")
+    table.loc[[0, 1], "sex"] = "unknown"
+    table.to_csv(folder_dataset / "metadata.csv", index=False)
+    schema = tmp_path / "schema.toml"
+    text = (Path(__file__).parents[1] / "data" / "schema" / "synthetic.toml").read_text()
+    schema.write_text(text.replace('categories = ["F", "M"]', 'categories = ["F", "M"]\nmissing_tokens = ["unknown"]'))
+    report = run_eda(folder_dataset, str(schema), tmp_path / "eda", image_size=16)
+    summary = _summary(report)
+    assert summary["n_skipped"] == 0 and summary["missing_tokens"] == {"sex": {"unknown": 2}}
+    assert "kept as missing: sex 'unknown' (2)" in report.read_text()
+
+
 def test_class_balance_counts_images_patients_and_splits():
     got = class_balance([0, 0, 1, 1, 1], ["a", "b"], groups=["p", "p", "p", "q", "r"])
     assert got["images"].tolist() == [2, 3] and got["patients"].tolist() == [1, 3]

@@ -36,3 +36,29 @@ def test_ece_of_overconfident_model():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         classification_metrics(np.array([0, 1]), np.ones((3, 2)), ("a", "b"))
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from fusion.evaluation import balanced_accuracy
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(4, 300, p=[0.7, 0.2, 0.08, 0.02])
+    pred = np.where(rng.random(300) < 0.6, y, 0)  # the majority class wins the doubtful rows
+    assert balanced_accuracy(y, pred) == pytest.approx(balanced_accuracy_score(y, pred))
+    # Everything called the majority class: accuracy 0.7, balanced accuracy 1/4 (chance).
+    majority = np.zeros(300, dtype=int)
+    assert balanced_accuracy(y, majority) == pytest.approx(0.25)
+    proba = np.eye(4)[pred] * 0.7 + 0.075
+    m = classification_metrics(y, proba, ("a", "b", "c", "d"))
+    assert m["balanced_accuracy"] == pytest.approx(np.mean([m["per_class"][c]["recall"] for c in "abcd"]))
+    assert "balanced accuracy" in format_metrics(m)
+    # A class absent from the labels is left out, as macro-F1 leaves it out.
+    assert balanced_accuracy(np.array([0, 0, 1]), np.array([0, 2, 1])) == pytest.approx(0.75)
+
+
+def test_metrics_written_before_balanced_accuracy_still_format():
+    m = classification_metrics(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), ("a", "b"))
+    del m["balanced_accuracy"]
+    assert "balanced accuracy" not in format_metrics(m) and "macro-F1" in format_metrics(m)

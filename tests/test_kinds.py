@@ -91,6 +91,26 @@ def test_a_required_value_of_any_kind_is_refused_when_missing():
             feature.parse(None)
 
 
+@pytest.mark.parametrize("word", list(KINDS))
+def test_every_kind_takes_missing_tokens_as_missing_values(word):
+    categories = () if word == "numeric" else ("a", "b")
+    feature = make_feature("x", word, categories=categories, missing_tokens=["unknown", "999"])
+    assert feature.missing_tokens == ("unknown", "999")  # a Python list is kept as a tuple
+    for raw in ("unknown", "999", 999):
+        value, note = feature.parse(raw)
+        assert feature.missing_token(raw) is not None and note is None and (value is None or math.isnan(value))
+    assert feature.missing_token("NA") is None and feature.missing_token(None) is None
+
+
+def test_a_numeric_token_matches_the_number_however_written_but_not_a_boolean():
+    age = Numeric("age", range=(0.0, 120.0), missing_tokens=("0",))
+    assert [age.missing_token(v) for v in ("0", "0.0", " 0 ", 0, 0.0, "-0")] == ["0"] * 6
+    assert [age.missing_token(v) for v in (False, "zero", 10**400, math.inf, "1")] == [None] * 5
+    assert age.parse("45") == (45.0, None)
+    with pytest.raises(ValueError, match=r"\(or '0' for not known\); got False"):
+        age.parse(False)
+
+
 # ------------------------------------------------------------------ encoding
 ENCODED = [
     # feature, training values, values to encode, network columns, raw columns

@@ -16,6 +16,7 @@ from tests.conftest import SHARED_DATA
 COVID = SHARED_DATA / "covid-chestxray"
 NIH = SHARED_DATA / "nih-pneumonia"
 KERMANY = SHARED_DATA / "kermany-cxr"
+HAM = SHARED_DATA / "ham10000"
 
 
 @pytest.mark.skipif(not NIH.is_dir(), reason="../shared/data/nih-pneumonia is not on this machine")
@@ -26,6 +27,30 @@ def test_nih_schema_loads_every_row_and_keeps_the_shortcuts_out():
     columns = {f.name for f in ds.schema.features}
     assert {"age", "sex", "view", "follow_up"} <= columns
     assert not columns & {"finding_labels", "original_width", "original_height", "pixel_spacing_x"}
+
+
+@pytest.mark.skipif(not HAM.is_dir(), reason="../shared/data/ham10000 is not on this machine")
+def test_ham10000_schema_keeps_every_row_and_counts_the_values_not_known():
+    ds = load_dataset(HAM, "ham10000", modalities=("tabular",))
+    table = pd.read_csv(HAM / "metadata.csv", dtype=str, keep_default_na=False)
+    # Every row kept: "unknown" (sex, body site) and age 0 are missing values, not reasons to skip.
+    assert len(ds) == len(table) == 7511 and not ds.skipped
+    assert ds.classes == ("nv", "mel", "bkl", "bcc", "akiec", "vasc", "df")
+    assert len(set(ds.groups)) == table["lesion_id"].nunique()
+    unknown = {c: int((table[c] == "unknown").sum()) for c in ("sex", "localization")}
+    assert ds.missing_tokens == {
+        "age": {"0": int((table["age"] == "0.0").sum())},
+        "sex": {"unknown": unknown["sex"]},
+        "localization": {"unknown": unknown["localization"]},
+    }
+    assert ds.records.isna().sum().to_dict() == {
+        "age": int(table["age"].isin(["", "0.0"]).sum()),
+        **unknown,
+    }
+    # Every column has a role; the leak and the id are excluded with their reasons.
+    assert not ds.schema.undeclared_columns(table.columns)
+    assert "follow_up occurs only for naevi" in ds.schema.excluded["dx_type"] and "image_id" in ds.schema.excluded
+    assert all((HAM / "images" / name).is_file() for name in table["filename"].iloc[::500])
 
 
 @pytest.mark.skipif(not KERMANY.is_dir(), reason="../shared/data/kermany-cxr is not on this machine")

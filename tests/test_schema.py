@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -413,9 +414,10 @@ BASE = {
     "features": {
         "age": {"type": "numeric", "unit": "years", "range": [0, 120], "missing": "indicator", "description": "age"},
         "sex": {"type": "categorical", "categories": ["F", "M"], "missing": "impute"},
-        "po2": {"type": "numeric", "range": [50, 100], "out_of_range": "missing"},
+        "po2": {"type": "numeric", "range": [50, 100], "out_of_range": "missing", "missing_tokens": ["-1"]},
     },
     "excluded": {"survival": {"reason": "outcome"}, "url": "provenance"},
+    "missing": {"tokens": ["unknown", "?"]},
 }
 # Where each key lives, as error messages name it.
 TABLES = {
@@ -424,11 +426,12 @@ TABLES = {
     ("group",): "[group]",
     ("image",): "[image]",
     ("excluded",): "[excluded]",
+    ("missing",): "[missing]",
     ("features", "age"): "[features.age]",
     ("features", "sex"): "[features.sex]",
     ("features", "po2"): "[features.po2]",
 }
-OPTIONAL_TABLES = ["group", "image", "features", "excluded"]
+OPTIONAL_TABLES = ["group", "image", "features", "excluded", "missing"]
 
 
 def _toml_value(v) -> str:
@@ -492,6 +495,7 @@ def test_schema_mutations_are_refused_naming_table_and_key_or_harmless(data):
             "image": schema.image_column,
             "features": schema.features,
             "excluded": schema.excluded,
+            "missing": schema.missing_tokens,
         }[table] in (None, (), {})
         return
     path = data.draw(st.sampled_from(sorted(TABLES)))
@@ -535,3 +539,103 @@ def test_a_schema_with_thousands_of_unknown_keys_gets_a_short_message():
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['k0', .*and 4,995 more\]") as err:
         parse_schema(toml, origin="big.toml")
     assert len(str(err.value)) < 600
+
+
+# ------------------------------------------------------------------ missing tokens
+TOKENS = """
+name = "tokens"
+[label]
+column = "dx"
+classes = { a = ["a"], b = ["b"] }
+[missing]
+tokens = ["?"]
+[features.sex]
+type = "categorical"
+categories = ["female", "male"]
+missing_tokens = ["unknown"]
+[features.age]
+type = "numeric"
+range = [0, 120]
+missing_tokens = ["0"]
+missing = "impute"
+[features.site]
+type = "categorical"
+categories = ["face", "back"]
+"""
+
+
+def test_missing_tokens_keep_the_row_with_the_value_missing_and_are_counted():
+    schema = parse_schema(TOKENS)
+    # The table's tokens apply to every feature, after the feature's own.
+    assert [f.missing_tokens for f in schema.features] == [("unknown", "?"), ("0", "?"), ("?",)]
+    table = pd.DataFrame(
+        {
+            "dx": ["a", "b", "a", "b", "a"],
+            "sex": ["male", "unknown", "?", "female", "unknown"],
+            "age": ["0.0", "?", "45", "", "0"],
+            "site": ["face", "?", "back", "NA", "face"],
+        }
+    )
+    checked = schema.validate_table(table)
+    assert not checked.skipped and len(checked.labels) == 5
+    assert checked.features["sex"].tolist() == ["male", None, None, "female", None]
+    assert np.isnan(checked.features["age"].to_numpy()[[0, 1, 3, 4]]).all()
+    # Per feature then token, in the schema's order; an empty value ("", "NA") is no token.
+    assert checked.missing_tokens == {"sex": {"unknown": 2, "?": 1}, "age": {"0": 2, "?": 1}, "site": {"?": 1}}
+    assert not checked.notes  # a declared token is counted, not listed row by row
+
+
+def test_a_row_skipped_for_another_reason_does_not_count_its_tokens():
+    schema = parse_schema(TOKENS)
+    table = pd.DataFrame({"dx": ["a", "zzz"], "sex": ["unknown", "unknown"], "age": ["1", "2"], "site": ["face"] * 2})
+    checked = schema.validate_table(table)
+    assert len(checked.skipped) == 1 and checked.missing_tokens == {"sex": {"unknown": 1}}
+
+
+def test_missing_tokens_apply_to_a_single_record_and_are_matched_as_written():
+    schema = parse_schema(TOKENS)
+    record = schema.validate_record({"sex": "unknown", "age": 0, "site": "?"})
+    assert record["sex"] is None and math.isnan(record["age"]) and record["site"] is None
+    assert math.isnan(schema.validate_record({"age": 0.0})["age"])  # numbers as numbers: 0.0 is "0"
+    for value in ("Unknown", " unknown", "unknown "):  # not cleaned: a different text is refused
+        with pytest.raises(ValueError, match=r"'sex' must be one of 'female', 'male' \(or 'unknown' or '\?' for not"):
+            schema.validate_record({"sex": value})
+    assert schema.feature("sex").form_field()["missing_tokens"] == ["unknown", "?"]
+
+
+def test_a_required_value_given_as_a_missing_token_is_refused_saying_so():
+    schema = parse_schema(
+        TOKENS.replace('missing_tokens = ["unknown"]', 'missing_tokens = ["unknown"]\nmissing = "error"')
+    )
+    with pytest.raises(ValueError, match=r"'sex' is required .*got 'unknown', which means not known"):
+        schema.validate_record({"sex": "unknown"})
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "message"),
+    [
+        (
+            'missing_tokens = ["unknown"]',
+            'missing_tokens = ["male"]',
+            "[features.sex] missing_tokens",
+            "'male' is also",
+        ),
+        ('missing_tokens = ["unknown"]', 'missing_tokens = ["x", "x"]', "[features.sex] missing_tokens", "repeats"),
+        ('missing_tokens = ["unknown"]', 'missing_tokens = [" "]', "[features.sex] missing_tokens", "non-blank"),
+        ('missing_tokens = ["unknown"]', 'missing_tokens = "unknown"', "[features.sex] missing_tokens", "a list"),
+        ('tokens = ["?"]', 'tokens = ["face"]', "[missing] tokens", "a category of feature 'site'"),
+        ('tokens = ["?"]', 'tokens = ["?", "?"]', "[missing] tokens", "distinct"),
+        ('tokens = ["?"]', 'token = ["?"]', "[missing]", "unknown key"),
+    ],
+)
+def test_bad_missing_tokens_are_refused_naming_table_and_key(old, new, field, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        parse_schema(TOKENS.replace(old, new), origin="t.toml")
+    assert err.value.field == field and err.value.file == "t.toml"
+
+
+def test_schemas_without_tokens_load_as_before():
+    for name in builtin_schemas():
+        schema = load_schema(name)
+        if name != "ham10000":
+            assert schema.missing_tokens == () and not any(f.missing_tokens for f in schema.features)

@@ -1,17 +1,21 @@
 """End to end: tiny training runs through the CLI, evaluation, save and load."""
 
+import importlib.util
 import json
 import re
 import runpy
 import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fusion import FusionClassifier, load_dataset
 from fusion.evaluate import main as evaluate_main
 from fusion.train import main as train_main
 
+ROOT = Path(__file__).parents[1]
 TINY = ["--synthetic-n", "90", "--image-size", "32", "--epochs", "2", "--quiet"]
 METRIC_KEYS = {"accuracy", "macro_f1", "auroc_macro", "ece", "per_class", "confusion_matrix"}
 
@@ -124,6 +128,41 @@ def test_skipped_rows_reach_metrics_json(folder_dataset, tmp_path):
         )
     skipped = json.loads((out / "metrics.json").read_text())["skipped"]
     assert len(skipped) == 1 and skipped[0]["row"] == 0 and "'age'" in skipped[0]["reason"]
+
+
+def test_values_a_schema_declares_not_known_are_kept_and_counted_in_metrics_and_card(folder_dataset, tmp_path):
+    table = pd.read_csv(folder_dataset / "metadata.csv", dtype=str, keep_default_na=False)
+    table.loc[[0, 5, 9], "sex"] = "unknown"
+    table.to_csv(folder_dataset / "metadata.csv", index=False)
+    schema = tmp_path / "schema.toml"
+    text = (ROOT / "data" / "schema" / "synthetic.toml").read_text()
+    schema.write_text(text.replace('categories = ["F", "M"]', 'categories = ["F", "M"]\nmissing_tokens = ["unknown"]'))
+    out = tmp_path / "run"
+    args = ["--data", str(folder_dataset), "--schema", str(schema), "--modalities", "tabular", "--epochs", "1"]
+    assert train_main([*args, "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert not metrics["skipped"] and metrics["missing_tokens"] == {"sex": {"unknown": 3}}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "kept as missing: sex 'unknown' 3" in card and "'unknown' taken as not known" in card
+    # The saved folder's schema keeps the tokens: a record saying "unknown" is a missing value.
+    clf = FusionClassifier.load(out)
+    assert clf.predict_proba({"sex": "unknown", "age": 50}).shape == (1, 3)
+    scores = tmp_path / "scores.json"
+    assert evaluate_main(["--model", str(out), "--data", str(folder_dataset), "--out", str(scores)]) == 0
+    assert json.loads(scores.read_text())["missing_tokens"] == {"sex": {"unknown": 3}}
+    if all(importlib.util.find_spec(m) for m in ("fastapi", "httpx", "python_multipart")):  # the serve extra
+        from fastapi.testclient import TestClient
+
+        from fusion.serve import create_app
+
+        with TestClient(create_app(out), base_url="http://127.0.0.1:8000") as client:
+            sex = {f["name"]: f for f in client.get("/schema").json()["features"]}["sex"]
+            assert sex["missing_tokens"] == ["unknown"]
+            answers = [
+                client.post("/predict", files={"record": (None, json.dumps(record))}).json()
+                for record in ({"sex": "unknown", "age": 50}, {"age": 50})
+            ]
+        assert answers[0]["probabilities"] == pytest.approx(answers[1]["probabilities"])
 
 
 def test_non_empty_out_is_refused(fused_run, capsys):

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from fusion import load_dataset
-from fusion.evaluation import bootstrap_interval, macro_auroc, metric_intervals
+from fusion.evaluation import (
+    balanced_accuracy,
+    bootstrap_interval,
+    classification_metrics,
+    macro_auroc,
+    metric_intervals,
+)
 from fusion.evaluation.calibration import Calibration, nll
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.explain import explain_network, modality_shares
@@ -74,10 +80,24 @@ def test_intervals_contain_the_point_and_narrow_as_n_grows():
         m = metric_intervals(y, proba, ("a", "b", "c"), n_boot=400, seed=0)
         assert m["accuracy"]["low"] <= float((proba.argmax(1) == y).mean()) <= m["accuracy"]["high"]
         assert m["ece"]["low"] <= m["ece"]["high"]
+        balanced = classification_metrics(y, proba, ("a", "b", "c"))["balanced_accuracy"]
+        assert m["balanced_accuracy"]["low"] <= balanced <= m["balanced_accuracy"]["high"]
         widths.append(r["high"] - r["low"])
     assert widths[0] > widths[1] > widths[2]
     # Seeded: the same interval every time.
     assert bootstrap_interval(y, proba, n_boot=100, seed=3) == bootstrap_interval(y, proba, n_boot=100, seed=3)
+
+
+def test_the_balanced_accuracy_interval_agrees_with_a_patient_bootstrap_of_it():
+    # The vectorised bootstrap (metric_intervals) and the plain one (bootstrap_interval)
+    # draw the same patients from the same seed: the same interval.
+    y, proba = _overconfident(300, seed=4)
+    groups = np.arange(300) // 3
+    fast = metric_intervals(y, proba, ("a", "b", "c"), groups, n_boot=200, seed=5)["balanced_accuracy"]
+    plain = bootstrap_interval(
+        y, proba, groups, metric=lambda t, p: balanced_accuracy(t, p.argmax(1)), n_boot=200, seed=5
+    )
+    assert fast["low"] == pytest.approx(plain["low"]) and fast["high"] == pytest.approx(plain["high"])
 
 
 def test_patients_are_resampled_whole():
@@ -189,4 +209,9 @@ def test_every_run_folder_has_a_model_card_naming_its_test_n_and_intervals(tiny_
         assert f"| macro AUROC | {auroc:.3f} [{interval['low']:.3f}, {interval['high']:.3f}] |" in card
         assert "Not a medical device" in card and "## Known limitations" in card
         assert "Calibration on test: ECE" in card
+        balanced, interval = metrics["test"]["balanced_accuracy"], metrics["test"]["intervals"]["balanced_accuracy"]
+        assert (
+            f"| balanced accuracy (mean per-class sensitivity) | {balanced:.3f} "
+            f"[{interval['low']:.3f}, {interval['high']:.3f}] |" in card
+        )
     assert macro_auroc(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]])) == 1.0

@@ -40,6 +40,9 @@ class Dataset:
         Rows that were not loaded: ``{"row", "file", "reason"}``.
     notes : list of dict
         Values the schema's declared policies changed (e.g. out of range -> missing).
+    missing_tokens : dict of str -> dict of str -> int
+        How many values each of the schema's declared missing tokens made missing, by
+        feature then token (``{"sex": {"unknown": 34}}``), over the rows validated.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Dataset:
     splits: dict[str, np.ndarray] | None = None
     skipped: list[dict] = field(default_factory=list)
     notes: list[dict] = field(default_factory=list)
+    missing_tokens: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -72,7 +76,7 @@ class Dataset:
         return None if self.images is None else int(self.images.shape[-1])
 
     def subset(self, index: np.ndarray) -> Dataset:
-        """The rows ``index`` as a new dataset (skipped rows and notes are kept)."""
+        """The rows ``index`` as a new dataset (skipped rows, notes and token counts are kept)."""
         from fusion.data.cache import take_rows
 
         index = np.asarray(index, dtype=np.int64)

@@ -218,6 +218,7 @@ def _from_validated(
         schema=schema,
         skipped=skipped,
         notes=checked.notes,
+        missing_tokens=checked.missing_tokens,
     )
 
 

@@ -177,6 +177,15 @@ def add_skipped(parts: ReportParts, ds: Dataset) -> None:
             "",
         ]
         parts.summary["values_made_missing"] = dict(noted)
+    if ds.missing_tokens:
+        counts = [
+            f"{name} {token!r} ({n})" for name, tokens in ds.missing_tokens.items() for token, n in tokens.items()
+        ]
+        parts.body += [
+            "Values the schema declares as not known (`missing_tokens`), kept as missing: " + ", ".join(counts) + ".",
+            "",
+        ]
+        parts.summary["missing_tokens"] = ds.missing_tokens
 
 
 # ------------------------------------------------------------- tabular datasets

@@ -4,6 +4,7 @@
 
 from fusion.evaluation.intervals import bootstrap_interval, macro_auroc, metric_intervals, rank_auroc
 from fusion.evaluation.metrics import (
+    balanced_accuracy,
     classification_metrics,
     expected_calibration_error,
     format_metrics,
@@ -11,6 +12,7 @@ from fusion.evaluation.metrics import (
 )
 
 __all__ = [
+    "balanced_accuracy",
     "bootstrap_interval",
     "classification_metrics",
     "expected_calibration_error",

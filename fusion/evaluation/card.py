@@ -27,6 +27,8 @@ def _metrics_table(m: dict, classes) -> list[str]:
         "| metric | value [95% CI] |",
         "|---|---|",
         f"| accuracy | {_ci(m['accuracy'], ci.get('accuracy'))} |",
+        f"| balanced accuracy (mean per-class sensitivity) | "
+        f"{_ci(m.get('balanced_accuracy'), ci.get('balanced_accuracy'))} |",
         f"| macro-F1 | {_ci(m['macro_f1'], ci.get('macro_f1'))} |",
         f"| macro AUROC | {_ci(m['auroc_macro'], ci.get('auroc_macro'))} |",
         f"| ECE | {_ci(m['ece'], ci.get('ece'))} |",
@@ -41,6 +43,16 @@ def _metrics_table(m: dict, classes) -> list[str]:
             f"| {_ci(pc['specificity'], iv.get('specificity'), 2)} | {_ci(pc['auroc'], iv.get('auroc'), 2)} |"
         )
     return lines
+
+
+def _token_counts(metrics: dict) -> str:
+    """``sex 'unknown' 34, localization 'unknown' 179``: how many values each declared
+    missing token made missing (``metrics.json``'s ``missing_tokens``)."""
+    return ", ".join(
+        f"{feature} {token!r} {n}"
+        for feature, counts in metrics["missing_tokens"].items()
+        for token, n in counts.items()
+    )
 
 
 def _subgroup_lines(report: dict) -> list[str]:
@@ -105,6 +117,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         f"- Rows skipped for bad values or unreadable images: {len(metrics.get('skipped', []))} "
         "(listed in metrics.json).",
     ]
+    if metrics.get("missing_tokens"):
+        out.append(f"- Values the schema declares as not known, kept as missing: {_token_counts(metrics)}.")
     if pretraining:
         out += [
             f"- Image backbone pretrained on: {pretraining.get('data')}",
@@ -113,7 +127,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
     if schema is not None:
         out += ["", "## Preprocessing and exclusions (from the schema)"]
         for f in schema.features:
-            out.append(f"- `{f.name}`: {f.card_entry()}; missing values: {f.missing}")
+            tokens = f"; {', '.join(repr(t) for t in f.missing_tokens)} taken as not known" if f.missing_tokens else ""
+            out.append(f"- `{f.name}`: {f.card_entry()}; missing values: {f.missing}{tokens}")
         for column, reason in schema.excluded.items():
             out.append(f"- excluded `{column}`: {reason}")
     for split in ("val", "test"):

@@ -137,8 +137,8 @@ def _weighted_auroc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray
 
 def _headline(y: np.ndarray, proba: np.ndarray, k: int, weights: np.ndarray) -> dict[str, np.ndarray]:
     """The headline figures of many resamples at once, each resample given as row
-    weights (shape (replicates, n)): accuracy, macro-F1 and macro AUROC over the
-    classes present, ECE, and each class's sensitivity, specificity and AUROC. NaN
+    weights (shape (replicates, n)): accuracy, balanced accuracy, macro-F1 and macro
+    AUROC over the classes present, ECE, and each class's sensitivity, specificity and AUROC. NaN
     where a figure is undefined in a replicate. A thousand replicates cost a few
     matrix products instead of a thousand Python loops."""
     pred = proba.argmax(axis=1)
@@ -151,6 +151,7 @@ def _headline(y: np.ndarray, proba: np.ndarray, k: int, weights: np.ndarray) -> 
     support = cm.sum(axis=2)
     present = support > 0
     f1 = np.zeros_like(support)
+    recall = np.zeros_like(support)
     aurocs = np.full_like(support, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         for i in range(k):
@@ -158,10 +159,12 @@ def _headline(y: np.ndarray, proba: np.ndarray, k: int, weights: np.ndarray) -> 
             fn, fp = support[:, i] - tp, cm[:, :, i].sum(axis=1) - tp
             tn = total - tp - fn - fp
             out[f"sensitivity.{i}"] = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+            recall[:, i] = np.where(present[:, i], out[f"sensitivity.{i}"], 0.0)
             out[f"specificity.{i}"] = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
             aurocs[:, i] = out[f"auroc.{i}"] = _weighted_auroc(y == i, proba[:, i], weights)
             f1[:, i] = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
     n_present = present.sum(axis=1)
+    out["balanced_accuracy"] = recall.sum(axis=1) / n_present
     out["macro_f1"] = (f1 * present).sum(axis=1) / n_present
     defined = (n_present > 1) & ~np.isnan(np.where(present, aurocs, 0.0)).any(axis=1)
     out["auroc_macro"] = np.where(defined, np.nansum(np.where(present, aurocs, 0.0), axis=1) / n_present, np.nan)
@@ -199,7 +202,8 @@ def metric_intervals(
     Returns
     -------
     dict
-        ``accuracy``, ``macro_f1``, ``auroc_macro``, ``ece``: each ``{"low", "high"}``
+        ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``auroc_macro``, ``ece``:
+        each ``{"low", "high"}``
         (percentile intervals; for ECE, whose resamples are biased upwards, the basic
         bootstrap interval around the point estimate);
         ``per_class``: class -> ``{"sensitivity", "specificity", "auroc"}`` intervals;
@@ -234,7 +238,7 @@ def metric_intervals(
             low, high = max(0.0, 2 * point["ece"] - high), 2 * point["ece"] - low
         return {"low": float(low), "high": float(high)}
 
-    out = {name: interval(name) for name in ("accuracy", "macro_f1", "auroc_macro", "ece")}
+    out = {name: interval(name) for name in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_macro", "ece")}
     out["per_class"] = {
         c: {m: interval(f"{m}.{i}") for m in ("sensitivity", "specificity", "auroc")} for i, c in enumerate(classes)
     }

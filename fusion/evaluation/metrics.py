@@ -2,6 +2,8 @@
 
 Macro metrics come first because clinical classes are imbalanced (normal films are
 rare in COVID-19 collections): accuracy alone rewards ignoring the small class.
+Balanced accuracy (the mean of the per-class recalls, the ISIC challenges' metric)
+weighs every class alike, so a model that buys accuracy with a rare class loses it.
 
 Example
 -------
@@ -43,6 +45,16 @@ def macro_f1(y_true: np.ndarray, pred: np.ndarray) -> float:
     return float(f1_score(y_true, pred, labels=present, average="macro", zero_division=0))
 
 
+def balanced_accuracy(y_true: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall (sensitivity) over the classes present in ``y_true``: accuracy with
+    every class weighted alike (scikit-learn's ``balanced_accuracy_score``; chance is
+    1 / number of classes). A class absent from ``y_true`` is left out, as
+    :func:`macro_f1` leaves it out."""
+    y_true, pred = np.asarray(y_true), np.asarray(pred)
+    present = np.unique(y_true)
+    return float(np.mean([(pred[y_true == c] == c).mean() for c in present]))
+
+
 def _auroc(y_binary: np.ndarray, score: np.ndarray) -> float | None:
     if y_binary.min() == y_binary.max():
         return None  # undefined with one class present
@@ -52,8 +64,8 @@ def _auroc(y_binary: np.ndarray, score: np.ndarray) -> float | None:
 
 
 def classification_metrics(y_true, proba, classes) -> dict:
-    """Accuracy, macro-F1, macro one-vs-rest AUROC, ECE, per-class figures and the
-    confusion matrix.
+    """Accuracy, balanced accuracy, macro-F1, macro one-vs-rest AUROC, ECE, per-class
+    figures and the confusion matrix.
 
     Parameters
     ----------
@@ -64,7 +76,8 @@ def classification_metrics(y_true, proba, classes) -> dict:
     Returns
     -------
     dict
-        JSON-ready: ``accuracy``, ``macro_f1``, ``auroc_macro`` (None when undefined),
+        JSON-ready: ``accuracy``, ``balanced_accuracy`` (mean per-class recall over
+        the classes present), ``macro_f1``, ``auroc_macro`` (None when undefined),
         ``ece``, ``per_class`` (``precision``, ``recall``, ``sensitivity``,
         ``specificity``, ``f1``, ``auroc``, ``support`` per class) and
         ``confusion_matrix`` (rows: true class, columns: predicted).
@@ -103,6 +116,7 @@ def classification_metrics(y_true, proba, classes) -> dict:
     present = sorted(set(y_true.tolist()))
     return {
         "accuracy": float((pred == y_true).mean()),
+        "balanced_accuracy": balanced_accuracy(y_true, pred),
         "macro_f1": macro_f1(y_true, pred),
         "auroc_macro": float(np.mean(aurocs)) if len(aurocs) == len(present) and len(present) > 1 else None,
         "ece": expected_calibration_error(y_true, proba),
@@ -123,9 +137,11 @@ def format_metrics(metrics: dict, title: str = "") -> str:
         return num(value) + (f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else "")
 
     lines = [title] if title else []
+    balanced = metrics.get("balanced_accuracy")  # absent from metrics written before it existed
     lines.append(
         f"accuracy {with_ci(metrics['accuracy'], ci.get('accuracy'))}   "
-        f"macro-F1 {with_ci(metrics['macro_f1'], ci.get('macro_f1'))}\n"
+        + (f"balanced accuracy {with_ci(balanced, ci.get('balanced_accuracy'))}\n" if balanced is not None else "")
+        + f"macro-F1 {with_ci(metrics['macro_f1'], ci.get('macro_f1'))}   "
         f"macro AUROC {with_ci(metrics['auroc_macro'], ci.get('auroc_macro'))}   "
         f"ECE {with_ci(metrics['ece'], ci.get('ece'))}"
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import sys
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +129,10 @@ class TableValidation:
         ``{"row": index, "file": image or None, "reason": str}`` for each rejected row.
     notes : list of dict
         Values the schema's declared policies turned into missing values (row, reason).
+    missing_tokens : dict of str -> dict of str -> int
+        How many values of the rows kept each declared missing token turned into a
+        missing value, by feature then token (``{"sex": {"unknown": 34}}``); features
+        and tokens that never occurred are left out.
     """
 
     features: pd.DataFrame
@@ -136,11 +141,18 @@ class TableValidation:
     images: np.ndarray | None
     skipped: list[dict]
     notes: list[dict]
+    missing_tokens: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Schema:
-    """A declarative description of a multimodal table; see the module docstring."""
+    """A declarative description of a multimodal table; see the module docstring.
+
+    ``missing_tokens`` are the values that mean "not known" in every feature column of
+    the table (the TOML's ``[missing] tokens``): each feature's own ``missing_tokens``
+    gain them (after its own), so a feature, the form and the card list all the tokens
+    that apply to it. A table token may not be a category of any feature.
+    """
 
     name: str
     label: LabelSpec
@@ -152,8 +164,10 @@ class Schema:
     excluded: dict[str, str] = field(default_factory=dict)
     description: str = ""
     text: str = ""
+    missing_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._spread_tokens()
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -183,6 +197,33 @@ class Schema:
                     accepted="a reason",
                 )
         self._check_image_folder()
+
+    def _spread_tokens(self) -> None:
+        """Give every feature the table's missing tokens (frozen: ``object.__setattr__``)."""
+        tokens = tuple(self.missing_tokens)
+        object.__setattr__(self, "missing_tokens", tokens)
+        if not tokens:
+            return
+        accepted = "distinct, non-blank strings that are no feature's category"
+        blank = [t for t in tokens if not isinstance(t, str) or not t.strip()]
+        clash = next(((t, f.name) for f in self.features for t in tokens if t in f.categories), None)
+        if blank or len(set(tokens)) != len(tokens) or clash:
+            why = (
+                f"{_short(clash[0])} is a category of feature {clash[1]!r} (declare tokens per feature instead)"
+                if clash
+                else f"got {_short(list(tokens))}"
+            )
+            raise SchemaError(
+                f"schema {self.name!r}: [missing] tokens must be {accepted}; {why}",
+                field="[missing] tokens",
+                value=list(tokens),
+                accepted=accepted,
+            )
+        features = tuple(
+            replace(f, missing_tokens=(*f.missing_tokens, *(t for t in tokens if t not in f.missing_tokens)))
+            for f in self.features
+        )
+        object.__setattr__(self, "features", features)
 
     def _check_image_folder(self) -> None:
         """The image folder lies inside the dataset folder unless the schema says otherwise:
@@ -302,19 +343,12 @@ class Schema:
             )
         parsed: dict[str, list] = {f.name: [] for f in self.features}
         labels, groups, images, kept, skipped, notes = [], [], [], [], [], []
+        tokens: Counter[tuple[str, str]] = Counter()
         # Only the columns read: a 10,000-column table is not turned into rows x 10,000 objects.
         for index, row in zip(table.index, table[used].to_dict("records"), strict=True):
             file = row.get(self.image_column) if self.image_column else None
             file = None if is_missing(file) else str(file)
-            reasons, row_notes, values = [], [], {}
-            for feature in self.features:
-                try:
-                    values[feature.name], note = feature.parse(row[feature.name])
-                except ValueError as err:
-                    reasons.append(str(err))
-                    continue
-                if note:
-                    row_notes.append(note)
+            values, reasons, row_notes, row_tokens = self._parse_features(row)
             label = -1
             if with_label:
                 try:
@@ -333,6 +367,7 @@ class Schema:
                 skipped.append({"row": _jsonable(index), "file": file, "reason": "; ".join(reasons)})
                 continue
             notes.extend({"row": _jsonable(index), "file": file, "reason": n} for n in row_notes)
+            tokens.update(row_tokens)
             for name, value in values.items():
                 parsed[name].append(value)
             labels.append(label)
@@ -349,7 +384,36 @@ class Schema:
             images=np.asarray(images, dtype=object) if self.image_column else None,
             skipped=skipped,
             notes=notes,
+            missing_tokens=self._token_counts(tokens),
         )
+
+    def _parse_features(self, row: Mapping[str, Any]) -> tuple[dict, list[str], list[str], list[tuple[str, str]]]:
+        """One table row's features: the parsed values, the reasons of the values
+        refused, the notes of values a declared policy made missing, and the
+        ``(feature, token)`` of each value a declared missing token made missing."""
+        values, reasons, notes, tokens = {}, [], [], []
+        for feature in self.features:
+            raw = row[feature.name]
+            try:
+                values[feature.name], note = feature.parse(raw)
+            except ValueError as err:
+                reasons.append(str(err))
+                continue
+            if note:
+                notes.append(note)
+            token = feature.missing_token(raw) if feature.missing_tokens else None
+            if token is not None:
+                tokens.append((feature.name, token))
+        return values, reasons, notes, tokens
+
+    def _token_counts(self, counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+        """``{feature: {token: count}}`` in the schema's order of features and tokens."""
+        out = {}
+        for feature in self.features:
+            found = {t: counts[feature.name, t] for t in feature.missing_tokens if counts[feature.name, t]}
+            if found:
+                out[feature.name] = found
+        return out
 
 
 def records_frame(schema: Schema, columns: Mapping[str, list], index=None) -> pd.DataFrame:

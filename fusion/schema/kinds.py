@@ -21,7 +21,10 @@ The kinds:
 
 Every kind follows the feature's ``missing`` policy: ``indicator`` adds a 0/1 "was
 missing" column for the network (the trees see NaN and learn where it goes),
-``impute`` fills without telling the model, ``error`` refuses a missing value.
+``impute`` fills without telling the model, ``error`` refuses a missing value. A value
+is missing when it is empty or a word such as ``NA`` (:data:`~fusion.schema.values.MISSING_STRINGS`),
+or one of the feature's ``missing_tokens``: the values its source writes for "not
+known" (``unknown``, ``?``, a numeric ``999``), which would otherwise be refused.
 
 Example
 -------
@@ -83,6 +86,12 @@ class Feature(ABC):
     missing : {"indicator", "impute", "error"}
         ``indicator``: impute and add a 0/1 missing-value column (use when missingness
         may carry information); ``impute``: impute only; ``error``: the value is required.
+    missing_tokens : tuple of str
+        Values that mean "not known" in this column (``("unknown",)``): parsed as a
+        missing value, which the ``missing`` policy then handles, instead of being
+        refused. Matched exactly as written (``"Unknown"`` is not ``"unknown"``); a
+        numeric feature also matches a number token by value (``"0"`` matches
+        ``0.0``). A token may not be one of the feature's categories.
     out_of_range : {"error", "missing"}
         What a numeric value outside ``range`` means: an invalid row or record
         (``error``), or a value known to be recorded in another unit or scale that is
@@ -111,6 +120,7 @@ class Feature(ABC):
     range: tuple[float, float] | None = None
     categories: tuple[str, ...] = ()
     missing: str = "indicator"
+    missing_tokens: tuple[str, ...] = ()
     out_of_range: str = "error"
     bands: tuple[float, ...] = ()
     description: str = ""
@@ -136,7 +146,31 @@ class Feature(ABC):
                 value=self.out_of_range,
                 accepted=f"one of {OUT_OF_RANGE_POLICIES}",
             )
+        self._check_tokens(where)
         self._check(where)
+
+    def _check_tokens(self, where: str) -> None:
+        """Tokens are distinct non-blank strings, none of them a value the feature takes."""
+        tokens = self.missing_tokens
+        if isinstance(tokens, list):  # as Python callers write a list; frozen, hence object.__setattr__
+            object.__setattr__(self, "missing_tokens", tokens := tuple(tokens))
+        accepted = "distinct, non-blank strings that are not categories of the feature"
+        if not isinstance(tokens, tuple) or not all(isinstance(t, str) and t.strip(ASCII_SPACE) for t in tokens):
+            raise self._refuse(
+                f"{where}: missing_tokens must be {accepted}; got {_short(tokens)}",
+                "missing_tokens",
+                value=tokens,
+                accepted=accepted,
+            )
+        clash = [t for t in tokens if t in self.categories]
+        if len(set(tokens)) != len(tokens) or clash:
+            why = f"{_short(clash[0])} is also a category" if clash else "a token repeats"
+            raise self._refuse(
+                f"{where}: missing_tokens must be {accepted}; {why}: {list(tokens)}",
+                "missing_tokens",
+                value=tokens,
+                accepted=accepted,
+            )
 
     def _refuse(self, message: str, key: str, **attributes: Any) -> SchemaError:
         """The error for a declaration the kind refuses: ``field`` is the schema's table
@@ -187,11 +221,29 @@ class Feature(ABC):
             feature, the value and what is accepted, and so do ``field``, ``value`` and
             ``accepted``.
         """
-        if is_missing(value):
+        token = self.missing_token(value)
+        if token is not None or is_missing(value):
             if self.missing == "error":
-                raise self._refused(f"{self.name!r} is required ({self.accepted}); got a missing value", value)
+                got = f"{_short(token)}, which means not known" if token is not None else "a missing value"
+                raise self._refused(f"{self.name!r} is required ({self.accepted}); got {got}", value)
             return self.missing_value, None
         return self._parse(value)
+
+    def missing_token(self, value: Any) -> str | None:
+        """The declared ``missing_tokens`` entry ``value`` is (None: it is none of them).
+
+        A string matches a token exactly; a number or boolean through its plain text
+        (``999`` and ``999.0`` match ``"999"``), as categories are matched."""
+        if not self.missing_tokens or (not isinstance(value, str) and is_missing(value)):
+            return None
+        text = value if isinstance(value, str) else _raw_str(value)
+        return text if text in self.missing_tokens else None
+
+    def _tokens_note(self) -> str:
+        """What :attr:`accepted` adds for the tokens that mean not known."""
+        if not self.missing_tokens:
+            return ""
+        return f" (or {' or '.join(repr(t) for t in self.missing_tokens)} for not known)"
 
     @abstractmethod
     def _parse(self, value: Any) -> tuple[Any, str | None]:
@@ -304,6 +356,8 @@ class Feature(ABC):
             # so it is not refused (neither by the server nor by the page).
             "out_of_range": self.out_of_range,
             "categories": list(self.categories),
+            # Values that mean "not known": the page offers them beside the categories.
+            "missing_tokens": list(self.missing_tokens),
             "required": self.missing == "error",
             "accepted": self.accepted,
             "description": self.description,
@@ -351,8 +405,29 @@ class Numeric(Feature):
     def accepted(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
         if self.range is None:
-            return f"a finite number{unit}"
-        return f"a number in [{self.range[0]:g}, {self.range[1]:g}]{unit}"
+            return f"a finite number{unit}{self._tokens_note()}"
+        return f"a number in [{self.range[0]:g}, {self.range[1]:g}]{unit}{self._tokens_note()}"
+
+    def missing_token(self, value: Any) -> str | None:
+        """As :meth:`Feature.missing_token`, and a number token also matches the same
+        number written otherwise (``"0"`` matches ``"0.0"`` and ``0``): a column of
+        numbers is compared as numbers."""
+        token = super().missing_token(value)
+        if token is not None or not self.missing_tokens or isinstance(value, (bool, np.bool_)):
+            return token
+        if isinstance(value, str):
+            text = value.strip(ASCII_SPACE)
+            number = float(text) if DECIMAL.fullmatch(text) else None
+        elif isinstance(value, numbers.Real):
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float's range: no token's number
+                return None
+        else:
+            return None
+        if number is None or not math.isfinite(number):
+            return None
+        return next((t for t in self.missing_tokens if DECIMAL.fullmatch(t) and float(t) == number), None)
 
     def _parse(self, value: Any) -> tuple[float, str | None]:
         bad = f"{self.name!r} must be {self.accepted}; got {_short(value)}"
@@ -459,7 +534,7 @@ class _Choice(Feature):
 
     @property
     def accepted(self) -> str:
-        return "one of " + ", ".join(repr(c) for c in self.categories)
+        return "one of " + ", ".join(repr(c) for c in self.categories) + self._tokens_note()
 
     def _parse(self, value: Any) -> tuple[str, None]:
         # A string must be one declared value exactly: " M " is not "M" (a value that

@@ -121,11 +121,20 @@ def _str_list(spec: Mapping[str, Any], key: str, where: _Where) -> tuple:
     return tuple(values)
 
 
+def _tokens(spec: Mapping[str, Any], key: str, where: _Where) -> tuple[str, ...]:
+    """A list of missing tokens: strings (a number is taken as its text, ``0`` as ``"0"``)."""
+    return tuple(_raw_str(t) if not isinstance(t, str) else t for t in _str_list(spec, key, where))
+
+
 def _feature_from_toml(name: str, spec: Any, origin: str) -> Feature:
     where = _Where(origin, f"[features.{name}]")
     if not isinstance(spec, Mapping):
         raise where.refuse(f"{where} must be a table (type, unit, range, ...); got {_short(spec)}", value=spec)
-    _check_keys(spec, {"type", "unit", "range", "categories", "missing", "out_of_range", "bands", "description"}, where)
+    _check_keys(
+        spec,
+        {"type", "unit", "range", "categories", "missing", "missing_tokens", "out_of_range", "bands", "description"},
+        where,
+    )
     if "type" not in spec:
         raise where.refuse(
             f"{where} needs a 'type', one of {FEATURE_TYPES}", "type", accepted=f"one of {FEATURE_TYPES}"
@@ -152,6 +161,7 @@ def _feature_from_toml(name: str, spec: Any, origin: str) -> Feature:
             range=rng,
             categories=tuple(_raw_str(c) for c in _str_list(spec, "categories", where)),
             missing=_get(spec, "missing", str, where, "indicator"),
+            missing_tokens=_tokens(spec, "missing_tokens", where),
             out_of_range=_get(spec, "out_of_range", str, where, "error"),
             bands=tuple(float(v) for v in bands),
             description=_get(spec, "description", str, where, ""),
@@ -235,7 +245,7 @@ def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
     except tomllib.TOMLDecodeError as err:
         raise SchemaError(f"{origin}: not valid TOML: {err}", file=origin) from None
     top = _Where(origin)
-    _check_keys(doc, {"name", "description", "label", "group", "image", "features", "excluded"}, top)
+    _check_keys(doc, {"name", "description", "label", "group", "image", "features", "excluded", "missing"}, top)
     if "label" not in doc:
         raise SchemaError(
             f"{origin}: a schema needs a [label] table (column and classes)", field="[label]", file=origin
@@ -247,6 +257,8 @@ def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
     image = _table(doc, "image", top)
     _check_keys(image, {"column", "folder", "allow_outside"}, image_at)
     features = _table(doc, "features", top)
+    missing, missing_at = _table(doc, "missing", top), _Where(origin, "[missing]")
+    _check_keys(missing, {"tokens"}, missing_at)
     try:
         return Schema(
             name=_get(doc, "name", str, top, Path(origin).stem),
@@ -258,6 +270,7 @@ def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
             image_allow_outside=_true_or_false(image, "allow_outside", image_at),
             features=tuple(_feature_from_toml(n, s, origin) for n, s in features.items()),
             excluded=_excluded_from_toml(_table(doc, "excluded", top), origin),
+            missing_tokens=_tokens(missing, "tokens", missing_at),
             text=text,
         )
     except ValueError as err:

@@ -361,6 +361,7 @@ def _finish(cfg: Config, folder: Path, ds: Dataset, parts: dict, clf: FusionClas
     metrics["history"] = clf.history_.get("history", [])
     metrics["skipped"] = ds.skipped
     metrics["notes"] = ds.notes
+    metrics["missing_tokens"] = ds.missing_tokens
     metrics["config"] = cfg.to_dict()
     metrics["fusion_version"] = __version__
     if main:
