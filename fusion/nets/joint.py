@@ -125,7 +125,10 @@ class FusionModel(nn.Module):
             given = torch.ones(1, len(self.modalities), device=device)
             given[:, absent] = 0.0
             presence = given.expand(batch, -1) if presence is None else presence * given
-        return self.fuse(parts, presence), embeddings
+        # The fusion head runs in float32 even under autocast: its few small layers
+        # gain nothing from bf16 and would pay a cast per operation.
+        with torch.autocast(device.type, enabled=False):
+            return self.fuse(parts, presence), embeddings
 
     def _modality_mask(self, batch: int, device) -> torch.Tensor | None:
         """Training's modality dropout as a (batch, n_modalities) 0/1 mask; None when
