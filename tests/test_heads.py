@@ -302,3 +302,32 @@ def test_every_head_exports_to_onnx_and_matches_predict_proba(head_runs, patient
         presence = np.tile(np.array([flags], dtype=np.float32), (n, 1))
         got = session.run(["probabilities"], {"image": image_in, "tabular": tabular_in, "presence": presence})[0]
         assert np.abs(got - expected).max() <= tolerance, (kind, name, float(np.abs(got - expected).max()))
+
+
+def _edited_copy(folder, tmp_path, rehash, kind):
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    meta = json.loads((copy / "config.json").read_text())
+    meta["config"]["head"]["kind"] = kind
+    (copy / "config.json").write_text(json.dumps(meta))
+    rehash(copy)
+    return copy
+
+
+def test_a_saved_unknown_head_is_refused_naming_the_setting(head_runs, tmp_path, rehash):
+    from fusion.errors import ModelFolderError
+
+    folder = _edited_copy(head_runs["film"], tmp_path, rehash, "gated")
+    with pytest.raises(ModelFolderError, match=r"config\.head\.kind must be one of") as err:
+        FusionClassifier.load(folder)
+    assert "'attention'" in str(err.value) and "config.json" in str(err.value)
+
+
+def test_weights_of_another_head_are_refused(head_runs, tmp_path, rehash):
+    from fusion.errors import ModelFolderError
+
+    folder = _edited_copy(head_runs["film"], tmp_path, rehash, "concat")
+    with pytest.raises(ModelFolderError, match=r"does not fit the model config\.json describes"):
+        FusionClassifier.load(folder)

@@ -4,8 +4,9 @@ Each modality's embedding is projected to a token of the head's width (the proje
 bias tells the tokens apart); a learned summary token ([CLS], as in BERT and ViT) is
 put first, two pre-norm transformer layers (four attention heads, a feed-forward layer
 twice as wide) let every token read the others, and the summary token, normalised, is
-what the classifier reads. In the first layer the image token can read the record's
-and the other way round; the second lets the summary token read both.
+what the classifier reads. In the first layer the image token reads the record's and
+the other way round (an interaction that depends on both); in the second the summary
+token reads tokens that have already read each other.
 
 Missing modalities are masked out of attention through their presence weights ``w``:
 a token's attention weights are ``w_j exp(s_j) / sum_k w_k exp(s_k)`` (the scores
