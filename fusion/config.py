@@ -47,6 +47,7 @@ from fusion import checks
 from fusion.checks import Where
 from fusion.data.synthetic import DEFAULT_N as SYNTHETIC_N
 from fusion.errors import MISSING, ConfigError
+from fusion.nets.heads import DEFAULT_HEAD, HEADS
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE, PRETRAINED, backbone_spec
 from fusion.schema import short_repr
 
@@ -238,9 +239,19 @@ class CalibrationConfig:
 
 @dataclass
 class HeadConfig:
-    """The late-fusion head."""
+    """The late-fusion head: how the joint network joins its branches, and the
+    classifier after it."""
 
-    hidden: int = setting(64, help="width of the fusion head's hidden layer")
+    kind: str = setting(
+        DEFAULT_HEAD,
+        flag="--head",
+        choices=tuple(HEADS),
+        help="how the joint network joins its branches: concat (side by side, with presence flags), film (the "
+        "record scales and shifts the image features), attention (a small transformer over one token per modality)",
+    )
+    hidden: int = setting(
+        64, help="width of the fusion head: the classifier's hidden layer, the attention head's tokens"
+    )
     dropout: float = setting(0.2, help="dropout of the fusion head")
     modality_dropout: float = setting(0.25, help="probability of hiding one modality of a training row")
     aux_weight: float = setting(0.5, help="weight of each branch's auxiliary loss")

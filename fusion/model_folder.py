@@ -44,6 +44,12 @@ PREPROCESSING = "preprocessing.json"
 CALIBRATION = "calibration.json"
 SCHEMA = "schema.toml"
 
+# Settings added after model folders were first saved, with the value every folder saved
+# before them was trained with. A folder without them loads as it was trained even when
+# the default changes later (a new default head must not rebuild an old folder's
+# network with another head).
+BEFORE_SETTING = {"head": {"kind": "concat"}}
+
 
 @dataclass
 class SavedModel:
@@ -137,7 +143,7 @@ def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str,
     )
     checks.text(meta["fusion_version"], where / "fusion_version")
     classes = checks.texts(meta["classes"], where / "classes", unique=True, min_length=2)
-    config = Config.from_dict(meta["config"], where=where / "config").resolved()
+    config = Config.from_dict(with_earlier_settings(meta["config"]), where=where / "config").resolved()
     try:
         modalities = parse_modalities(list(checks.texts(meta["modalities"], where / "modalities")))
     except ValueError as err:
@@ -161,6 +167,20 @@ def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str,
             accepted=" or ".join(map(repr, expected)),
         )
     return config, classes, modalities, name
+
+
+def with_earlier_settings(config):
+    """A saved configuration with the settings it predates (:data:`BEFORE_SETTING`)
+    filled in with the values it was trained with; anything else, a malformed section
+    included, is left for :meth:`Config.from_dict` to check."""
+    if not isinstance(config, dict):
+        return config
+    out = dict(config)
+    for section, values in BEFORE_SETTING.items():
+        saved = out.get(section, {})
+        if isinstance(saved, dict):
+            out[section] = {**values, **saved}
+    return out
 
 
 def _model_file_names() -> frozenset[str]:

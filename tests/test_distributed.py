@@ -407,3 +407,18 @@ def test_train_names_the_missing_process_and_exits_2(monkeypatch, tmp_path, caps
     err = capsys.readouterr().err
     assert "only 1 of 2 processes" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_every_fusion_head_trains_under_two_processes(tmp_path):
+    """The film and attention heads through DistributedDataParallel: every parameter
+    gets a gradient on every step (DDP would stop otherwise), and the ranks end with
+    the same weights."""
+    heads = ["film", "attention"]
+    jobs = [[*ARGS, "--epochs", "1", "--head", h, "--out", h] for h in heads]
+    assert _job(tmp_path, jobs)
+    for h in heads:
+        a = load_file(str(tmp_path / f"{h}-rank0.safetensors"))
+        b = load_file(str(tmp_path / f"{h}-rank1.safetensors"))
+        assert any(k.startswith("fuse.") for k in a)
+        assert all(torch.equal(a[k], b[k]) for k in a), h
+        assert json.loads((tmp_path / "rank0" / h / "config.json").read_text())["config"]["head"]["kind"] == h

@@ -76,7 +76,8 @@ def build_network(spec: ModelSpec, train: Dataset | None = None) -> FusionModel:
         branches["image"] = ImageBranch(backbone, mean, std)
     if "tabular" in spec.modalities:
         branches["tabular"] = TabularMLP(spec.preprocessor.n_features_out, cfg.tabular.hidden, cfg.tabular.dropout)
-    return FusionModel(branches, len(spec.classes), cfg.head.hidden, cfg.head.dropout, cfg.head.modality_dropout)
+    head = cfg.head
+    return FusionModel(branches, len(spec.classes), head.hidden, head.dropout, head.modality_dropout, head.kind)
 
 
 class JointBackend:

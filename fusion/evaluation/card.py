@@ -92,7 +92,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         f"- Modalities: {', '.join(metrics['modalities'])}; fusion strategy `{metrics.get('fusion')}`, "
         f"backend `{metrics.get('backend')}`"
         + (f", image backbone `{metrics['backbone']}`" if metrics.get("backbone") else "")
-        + (" reading colour images (3 channels)" if _channels(metrics) == 3 else ""),
+        + (" reading colour images (3 channels)" if _channels(metrics) == 3 else "")
+        + _head(metrics),
         f"- Classes (output order): {', '.join(classes)}",
         f"- Calibration: {metrics.get('calibration', {}).get('method', 'none')} (fitted on the validation split)",
     ]
@@ -198,3 +199,12 @@ def _channels(metrics: dict) -> int | None:
     """The image channels the run's configuration records (None: gray, or no image)."""
     image = (metrics.get("config") or {}).get("image") or {}
     return image.get("channels") if metrics.get("backbone") else None
+
+
+def _head(metrics: dict) -> str:
+    """ ", fusion head `film`" for a joint network that joins two or more modalities
+    (a one-modality network has nothing to join; other strategies have no head)."""
+    kind = metrics.get("config", {}).get("head", {}).get("kind")
+    if kind is None or metrics.get("backend") != "joint" or len(metrics.get("modalities", ())) < 2:
+        return ""
+    return f", fusion head `{kind}`"

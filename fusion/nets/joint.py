@@ -1,8 +1,10 @@
 """The late-fusion network: enabled branches, their embeddings joined, one classifier.
 
 Modalities are data: the same :class:`FusionModel` serves image-only, tabular-only and
-fused models; the head is sized from the enabled branches' ``output_dim``. With more
-than one modality, the head also sees a 0/1 "present" flag per modality, and training
+fused models; the head is sized from the enabled branches' ``output_dim``. A fusion
+head (:mod:`fusion.nets.heads`: ``concat``, ``film``, ``attention``) joins the
+embeddings, given each modality's presence (0 where it is missing), and a small
+classifier reads what it joined. With more than one modality, training
 drops a whole modality at random for some samples (modality dropout), so that the
 fused model still answers when an image or a record is missing. Each branch also has
 an auxiliary classifier trained beside the fused one: it keeps both branches learning
@@ -27,10 +29,11 @@ import torch
 from torch import nn
 
 from fusion.config import parse_modalities
+from fusion.nets.heads import DEFAULT_HEAD, create_head
 
 
 class FusionModel(nn.Module):
-    """Branches -> concatenated embeddings (+ presence flags) -> MLP head -> logits.
+    """Branches -> embeddings -> fusion head -> classifier MLP -> logits.
 
     Parameters
     ----------
@@ -38,12 +41,25 @@ class FusionModel(nn.Module):
         Keyed by modality; each module has ``output_dim``.
     n_classes : int
     hidden : int
-        Width of the head's hidden layer.
+        Width of the classifier's hidden layer (and of the fusion head, for heads
+        that have a width).
     dropout : float
-        Dropout in the head.
+        Dropout in the classifier.
     modality_dropout : float
         Training only, with two or more modalities: probability that a sample loses one
         (randomly chosen) modality.
+    head_kind : str
+        How the embeddings are joined: a name of :data:`fusion.nets.heads.HEADS`
+        (``concat``, ``film``, ``attention``); with one modality every kind is
+        ``concat``.
+
+    Attributes
+    ----------
+    fuse : FusionHead
+        Joins the embeddings into one vector of ``fuse.output_dim``.
+    head : nn.Sequential
+        The classifier reading it (dropout, linear, ReLU, dropout, linear); named
+        ``head`` since the first saved models, whose weights keep loading.
     """
 
     def __init__(
@@ -53,6 +69,7 @@ class FusionModel(nn.Module):
         hidden: int = 64,
         dropout: float = 0.2,
         modality_dropout: float = 0.0,
+        head_kind: str = DEFAULT_HEAD,
     ):
         super().__init__()
         modalities = parse_modalities(list(branches))
@@ -60,11 +77,14 @@ class FusionModel(nn.Module):
         self.branches = nn.ModuleDict({m: branches[m] for m in modalities})
         self.modality_dropout = float(modality_dropout)
         self.n_classes = n_classes
-        in_dim = sum(b.output_dim for b in self.branches.values())
         self.flags = len(modalities) > 1
-        in_dim += len(modalities) if self.flags else 0
+        self.fuse = create_head(head_kind, {m: b.output_dim for m, b in self.branches.items()}, hidden)
         self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+            nn.Dropout(dropout),
+            nn.Linear(self.fuse.output_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes),
         )
         self.aux_heads = (
             nn.ModuleDict({m: nn.Linear(b.output_dim, n_classes) for m, b in self.branches.items()})
@@ -75,14 +95,14 @@ class FusionModel(nn.Module):
     def embed(
         self, inputs: dict[str, torch.Tensor | None], presence: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Joined embedding of shape (batch, head input), and each present branch's own
-        embedding.
+        """Joined embedding of shape (batch, ``fuse.output_dim``), and each present
+        branch's own embedding.
 
-        An absent modality (``None``) is zeros with its presence flag 0. ``presence``
-        (batch, n_modalities) in [0, 1], optional, scales each modality's embedding and
-        flag: 0 removes a modality exactly as a missing input does, which is what the
-        modality-share explanation ablates. Without it, training applies modality
-        dropout and evaluation keeps everything.
+        An absent modality (``None``) is zeros with presence 0. ``presence``
+        (batch, n_modalities) in [0, 1], optional, weighs each modality: 0 removes a
+        modality exactly as a missing input does, which is what the modality-share
+        explanation ablates; every fusion head honours it. Without it, training
+        applies modality dropout and evaluation keeps everything.
         """
         batch = next((x.shape[0] for x in inputs.values() if x is not None), None)
         if batch is None:
@@ -93,25 +113,22 @@ class FusionModel(nn.Module):
         device = next(self.parameters()).device
         if presence is None:
             presence = self._modality_mask(batch, device)
-        parts, flags, embeddings = [], [], {}
+        parts, embeddings, absent = {}, {}, []
         for i, (name, branch) in enumerate(self.branches.items()):
             x = inputs.get(name)
             if x is None:
-                parts.append(torch.zeros(batch, branch.output_dim, device=device))
-                flags.append(torch.zeros(batch, 1, device=device))
+                parts[name] = torch.zeros(batch, branch.output_dim, device=device)
+                absent.append(i)
                 continue
-            emb = branch(x).float()
-            embeddings[name] = emb
-            if presence is None:  # everything kept: no mask arithmetic on the prediction path
-                parts.append(emb)
-                flags.append(torch.ones(batch, 1, device=device))
-                continue
-            weight = presence[:, i : i + 1].to(emb.dtype)
-            parts.append(emb * weight)
-            flags.append(weight)
-        if self.flags:
-            parts += flags
-        return torch.cat(parts, dim=1), embeddings
+            parts[name] = embeddings[name] = branch(x).float()
+        if absent:
+            given = torch.ones(1, len(self.modalities), device=device)
+            given[:, absent] = 0.0
+            presence = given.expand(batch, -1) if presence is None else presence * given
+        # The fusion head runs in float32 even under autocast: its few small layers
+        # gain nothing from bf16 and would pay a cast per operation.
+        with torch.autocast(device.type, enabled=False):
+            return self.fuse(parts, presence), embeddings
 
     def _modality_mask(self, batch: int, device) -> torch.Tensor | None:
         """Training's modality dropout as a (batch, n_modalities) 0/1 mask; None when
