@@ -75,7 +75,9 @@ class FusionClassifier(ConfigParameters):
         The validated configuration the model was fitted (or saved) with.
     classes_ : tuple of str
     modalities_ : tuple of str
-        The modalities the model was trained on.
+        The modalities the model uses: those of the configuration, or fewer when
+        ``fusion="auto"`` found by inner CV that a modality added nothing (then an
+        input of the other is validated and reported ignored).
     schema_ : Schema or None
         The schema of the clinical records (None for image-only data without one).
     preprocessor_ : TabularPreprocessor or None
@@ -140,10 +142,14 @@ class FusionClassifier(ConfigParameters):
                 accepted=f"the training images' size, {train.image_size}",
             )
         preprocessor = TabularPreprocessor(train.schema).fit(train.records) if "tabular" in cfg.modalities else None
-        self._settle(cfg, tuple(train.classes), train.schema, preprocessor)
+        self._settle(cfg, tuple(train.classes), cfg.modalities, train.schema, preprocessor)
         check_distributed(cfg)
         backend = backend_class(backend_name(cfg))(self._spec())
         self.backend_ = backend.fit(train, val, verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume)
+        # What was fitted may use fewer modalities than were asked for (auto, when inner
+        # CV found one added nothing): the model answers as what it is.
+        fitted = self.backend_.spec
+        self._settle(cfg, self.classes_, fitted.modalities, train.schema, fitted.preprocessor)
         self.history_ = self.backend_.history_
         self.calibration_ = self._calibrate(val)
         return self
@@ -157,11 +163,15 @@ class FusionClassifier(ConfigParameters):
         raw = finite_probabilities(self._raw_proba(Batch.from_dataset(val, self.modalities_), gather=True))
         return fit_calibration(val.labels, raw, self.classes_, cal_cfg, seed=self.config_.train.seed)
 
-    def _settle(self, config: Config, classes: tuple[str, ...], schema, preprocessor) -> None:
-        """The learned state every model has, fitted or loaded, but its backend."""
-        self.config_, self.classes_, self.modalities_ = config, classes, config.modalities
+    def _settle(
+        self, config: Config, classes: tuple[str, ...], modalities: tuple[str, ...], schema, preprocessor
+    ) -> None:
+        """The learned state every model has, fitted or loaded, but its backend;
+        ``modalities`` are those the model uses (``config.modalities``, or fewer for an
+        auto model)."""
+        self.config_, self.classes_, self.modalities_ = config, classes, modalities
         self.schema_, self.preprocessor_ = schema, preprocessor
-        self.image_size_ = config.image.image_size if "image" in config.modalities else None
+        self.image_size_ = config.image.image_size if "image" in modalities else None
         self.n_features_in_ = len(schema.features) if preprocessor is not None else 0
 
     def _spec(self) -> ModelSpec:
@@ -386,7 +396,7 @@ class FusionClassifier(ConfigParameters):
         """
         saved, name, files = read_folder(folder)
         clf = cls(saved.config)
-        clf._settle(saved.config, saved.classes, saved.schema, saved.preprocessor)
+        clf._settle(saved.config, saved.classes, saved.modalities, saved.schema, saved.preprocessor)
         clf.calibration_ = saved.calibration
         clf.backend_ = backend_class(name).load(clf._spec(), files, device=device)
         clf.history_ = clf.backend_.history_

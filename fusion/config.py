@@ -66,6 +66,8 @@ MAX_IMAGE_SIZE = 1024
 MAX_WIDTH = 4096
 MAX_LAYERS = 8
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes no more
+# The models the auto strategy can choose among (fusion.backends.auto.candidates).
+AUTO_CANDIDATES = ("joint", "stacked", "gbm", "image_joint", "image_stacked", "image_gbm", "tabular_xgboost")
 
 
 def setting(
@@ -271,6 +273,16 @@ class TuningConfig:
 
     inner_folds: int = setting(4, help="folds of the inner CV that tunes and stacks the members")
     auto_folds: int = setting(3, help="folds of the inner CV that the auto strategy chooses by")
+    auto_candidates: tuple[str, ...] = setting(
+        AUTO_CANDIDATES,
+        help="the models auto chooses among: joint, stacked, gbm (on the modalities asked for) and, when both are "
+        "asked for, image_joint, image_stacked, image_gbm (the image alone) and tabular_xgboost (the record alone)",
+    )
+    auto_margin_se: float = setting(
+        1.0,
+        help="standard errors (patient bootstrap of the paired inner-CV gain in macro AUROC) by which auto's best "
+        "fused model must beat the best single-modality one to be shipped; 0: the higher score wins",
+    )
     linear_c: tuple[float, ...] = setting(
         (0.01, 0.03, 0.1, 0.3, 1.0), help="regularisation strengths C of the logistic models (image member, combiner)"
     )
@@ -501,6 +513,16 @@ class Config:
         tune = self.tuning
         for name in ("inner_folds", "auto_folds"):
             checks.integer(getattr(tune, name), Where.setting(f"tuning.{name}"), low=2)
+        checks.number(tune.auto_margin_se, Where.setting("tuning.auto_margin_se"), low=0, high=5)
+        unknown = [c for c in tune.auto_candidates if c not in AUTO_CANDIDATES]
+        if unknown or not tune.auto_candidates or len(set(tune.auto_candidates)) != len(tune.auto_candidates):
+            accepted = f"a non-empty list of {list(AUTO_CANDIDATES)} without repeats"
+            raise ConfigError(
+                f"tuning.auto_candidates must be {accepted}; got {short_repr(list(tune.auto_candidates))}",
+                field="tuning.auto_candidates",
+                value=list(tune.auto_candidates),
+                accepted=accepted,
+            )
         grids = {
             "linear_c": lambda v, w: checks.number(v, w, low=0, low_open=True),
             "xgb_max_depth": lambda v, w: checks.integer(v, w, low=1, high=64),

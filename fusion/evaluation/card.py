@@ -54,6 +54,21 @@ def _subgroup_lines(report: dict) -> list[str]:
     return lines
 
 
+def _auto_lines(auto: dict) -> list[str]:
+    """What ``--fusion auto`` chose, why, and every candidate's inner-CV score."""
+    lines = [f"- Strategy chosen by inner cross-validation of the training part (`--fusion auto`): `{auto['chosen']}`"]
+    if auto.get("reason"):  # runs before auto weighed single modalities have none
+        lines[0] += f": {auto['reason']}."
+    lines += ["", "| candidate | modalities | inner-CV macro AUROC | seconds |", "|---|---|---|---|"]
+    for name, c in auto["candidates"].items():
+        auroc = "n/a" if c["inner_cv_macro_auroc"] is None else f"{c['inner_cv_macro_auroc']:.4f}"
+        modalities = ", ".join(c.get("modalities", [])) or "as asked"
+        lines.append(
+            f"| {name}{' (chosen)' if name == auto['chosen'] else ''} | {modalities} | {auroc} | {c['seconds']} |"
+        )
+    return [*lines, ""]
+
+
 def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versions: dict | None = None) -> str:
     """The card's Markdown, from a run's ``metrics.json`` content and its schema.
 
@@ -84,8 +99,7 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         f"- Calibration: {metrics.get('calibration', {}).get('method', 'none')} (fitted on the validation split)",
     ]
     if metrics.get("auto"):
-        scores = {k: v["inner_cv_macro_auroc"] for k, v in metrics["auto"]["candidates"].items()}
-        out.append(f"- Strategy chosen by inner cross-validation of the training part: {scores}")
+        out += _auto_lines(metrics["auto"])
     out += [
         "",
         "## Intended use",

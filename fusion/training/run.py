@@ -320,12 +320,12 @@ def _describe(cfg: Config, ds: Dataset, parts: dict, clf: FusionClassifier) -> d
     return {
         "task": f"{ds.name}: {' / '.join(ds.classes)}",
         "classes": list(ds.classes),
-        "modalities": list(cfg.modalities),
+        "modalities": list(clf.modalities_),  # what the model uses (auto may drop one: see "auto")
         "model": cfg.model,
         "fusion": cfg.fusion,
         "backend": clf.backend_.name,
         "auto": clf.history_.get("auto"),
-        "backbone": cfg.image.backbone if "image" in cfg.modalities else None,
+        "backbone": cfg.image.backbone if "image" in clf.modalities_ else None,
         "data": cfg.data.path or "synthetic (embedded)",
         **{f"n_{name}": len(parts[name]) if parts.get(name) is not None else 0 for name in ("train", "val", "test")},
         "epochs": clf.history_.get("epochs"),
@@ -464,7 +464,7 @@ def write_model_card(folder: Path, metrics: dict, schema, cfg: Config) -> None:
     from fusion.nets.registry import backbone_spec
 
     pretraining = None
-    if "image" in cfg.modalities and cfg.image.pretrained in backbone_spec(cfg.image.backbone).shipped:
+    if "image" in metrics["modalities"] and cfg.image.pretrained in backbone_spec(cfg.image.backbone).shipped:
         from fusion.nets.backbones import shipped_weights_info
 
         pretraining = shipped_weights_info(backbone_spec(cfg.image.backbone).shipped[cfg.image.pretrained].file)
