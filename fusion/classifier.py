@@ -27,13 +27,14 @@ True
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 
 from fusion.backends import backend_class, backend_name, check_distributed
 from fusion.backends.base import Backend, Batch, ModelSpec
-from fusion.config import Config
+from fusion.config import CalibrationConfig, Config
 from fusion.data.dataset import Dataset
 from fusion.errors import ConfigError
 from fusion.evaluation.calibration import Calibration, fit_calibration
@@ -151,17 +152,43 @@ class FusionClassifier(ConfigParameters):
         fitted = self.backend_.spec
         self._settle(cfg, self.classes_, fitted.modalities, train.schema, fitted.preprocessor)
         self.history_ = self.backend_.history_
-        self.calibration_ = self._calibrate(val)
+        self.calibration_ = self._calibrate(train, val)
         return self
 
-    def _calibrate(self, val: Dataset | None) -> Calibration:
+    def _calibrate(self, train: Dataset, val: Dataset | None) -> Calibration:
         """Temperature (or vector) scaling and operating points, fitted on ``val``
-        (nothing to fit without it: probabilities are then used as they are)."""
-        cal_cfg = self.config_.calibration
-        if not cal_cfg.enabled or val is None or len(val) < 2 * len(self.classes_):
+        (nothing to fit without it: probabilities are then used as they are), and the
+        decision rule, whose balanced form estimates its priors on ``val`` (on
+        ``train`` when there is no validation split)."""
+        cal_cfg, k = self.config_.calibration, len(self.classes_)
+        scaled = cal_cfg.enabled and val is not None and len(val) >= 2 * k
+        if not scaled and cal_cfg.decision == "argmax":
             return Calibration()
-        raw = finite_probabilities(self._raw_proba(Batch.from_dataset(val, self.modalities_), gather=True))
-        return fit_calibration(val.labels, raw, self.classes_, cal_cfg, seed=self.config_.train.seed)
+        rows = val if val is not None and len(val) > 0 else train
+        raw = finite_probabilities(self._raw_proba(Batch.from_dataset(rows, self.modalities_), gather=True))
+        seed = self.config_.train.seed
+        calibration = fit_calibration(rows.labels, raw, self.classes_, cal_cfg, seed=seed) if scaled else Calibration()
+        calibration.set_decision(cal_cfg.decision, rows.labels, raw)
+        return calibration
+
+    def recalibrated(self, calibration: CalibrationConfig, train: Dataset, val: Dataset | None) -> FusionClassifier:
+        """A copy of this fitted model with its calibration, operating points and
+        decision rule fitted again under other ``calibration`` settings (on ``val``, as
+        ``fit`` does; ``train`` serves the balanced decision when there is no ``val``):
+        no retraining. Its configuration says the new settings; this model is left
+        alone.
+
+        Raises
+        ------
+        ValueError
+            A calibration setting out of range (as :meth:`Config.validate`).
+        """
+        self._fitted_backend()
+        other = copy.copy(self)
+        other.config_ = self.config_.with_params(calibration=copy.deepcopy(calibration)).validate()
+        other.config = other.config_
+        other.calibration_ = other._calibrate(train, val)
+        return other
 
     def _settle(
         self, config: Config, classes: tuple[str, ...], modalities: tuple[str, ...], schema, preprocessor
@@ -258,6 +285,10 @@ class FusionClassifier(ConfigParameters):
         numpy.ndarray of str
             The predicted class of each row, for many patients.
 
+        The label is the most probable class, or with ``calibration.decision``
+        "balanced" the class whose probability most exceeds its prior (see
+        :mod:`fusion.evaluation.calibration`).
+
         Raises
         ------
         TypeError
@@ -270,11 +301,12 @@ class FusionClassifier(ConfigParameters):
         """
         if not is_one_patient(X, images):
             proba = self.predict_proba(X, images)
-            return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
+            return np.asarray(self.classes_, dtype=object)[self.calibration_.decide(proba)]
         batch, used, ignored = self._inputs().one(X, images)
         proba = self._probabilities(batch)[0]
+        cal = self.calibration_
         return Prediction.from_probabilities(
-            self.classes_, proba, self.calibration_.thresholds, modalities=used, ignored=ignored
+            self.classes_, proba, cal.thresholds, modalities=used, ignored=ignored, priors=cal.priors or None
         )
 
     def predict_dataset(self, ds: Dataset, *, calibrated: bool = True, gather: bool = False) -> np.ndarray:

@@ -55,6 +55,8 @@ FUSIONS = ("joint", "stacked", "gbm", "auto")
 # Strategies whose image model is a frozen pretrained backbone (auto: its candidates).
 FROZEN_IMAGE = ("stacked", "gbm", "auto")
 DEVICES = ("auto", "cpu", "cuda")
+BALANCES = ("weights", "sampling", "none")
+DECISIONS = ("argmax", "balanced")
 PRECISIONS = ("auto", "fp32", "bf16")
 # The largest image side: four times the largest input of any registered backbone
 # (224), and already 1 MB per film in the cache and ~4 MB per film in a float batch.
@@ -219,6 +221,14 @@ class CalibrationConfig:
     healthy: tuple[str, ...] = setting(
         ("normal", "no_finding"), help="class names that are not a disease (no operating point is set for them)"
     )
+    decision: str = setting(
+        "argmax",
+        flag="--decision",
+        choices=DECISIONS,
+        help="how a label is read off the probabilities: argmax (the most probable class) or balanced (the class "
+        "whose probability most exceeds its prior, estimated on the validation split: the rule that maximises "
+        "balanced accuracy, so rare classes are not outvoted by frequent ones)",
+    )
 
 
 @dataclass
@@ -255,6 +265,14 @@ class TrainConfig:
     device: str = setting("auto", flag="--device", choices=DEVICES, help="where to train (auto: a GPU if there is one)")
     precision: str = setting(
         "auto", flag="--precision", choices=PRECISIONS, help="auto: bf16 autocast where the hardware has it"
+    )
+    balance: str = setting(
+        "weights",
+        flag="--balance",
+        choices=BALANCES,
+        help="how the network meets imbalanced classes: weights (class-weighted loss, n / (k * count)), sampling "
+        "(class-balanced batches drawn with replacement, plain loss) or none (plain loss and order); the boosters "
+        "and logistic models keep their class weights",
     )
     # XGBoost baseline: tuned by patient-grouped inner CV of the training part, or (with
     # xgb_tune off) these fixed settings with early stopping on the validation split

@@ -54,6 +54,24 @@ def _subgroup_lines(report: dict) -> list[str]:
     return lines
 
 
+BALANCE_WORDS = {
+    "weights": "class-weighted loss (inverse class frequency)",
+    "sampling": "class-balanced batches (rows drawn with replacement, each class equally often), plain loss",
+    "none": "none (plain loss, every row once per epoch)",
+}
+
+
+def _decision_line(calibration: dict, classes) -> str:
+    """How labels are read off the probabilities (``calibration.decision``)."""
+    if calibration.get("decision", "argmax") == "argmax":
+        return "- Decision: the most probable class (argmax)"
+    priors = ", ".join(f"{c} {p:.3f}" for c, p in zip(classes, calibration["priors"], strict=True))
+    return (
+        "- Decision: balanced: the class whose probability most exceeds its prior (the rule that maximises "
+        f"balanced accuracy; priors the probabilities embody, estimated on the validation split: {priors})"
+    )
+
+
 def _auto_lines(auto: dict) -> list[str]:
     """What ``--fusion auto`` chose, why, and every candidate's inner-CV score."""
     lines = [f"- Strategy chosen by inner cross-validation of the training part (`--fusion auto`): `{auto['chosen']}`"]
@@ -97,7 +115,11 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         + (f", image backbone `{metrics['backbone']}`" if metrics.get("backbone") else ""),
         f"- Classes (output order): {', '.join(classes)}",
         f"- Calibration: {metrics.get('calibration', {}).get('method', 'none')} (fitted on the validation split)",
+        _decision_line(metrics.get("calibration", {}), classes),
     ]
+    balance = (metrics.get("config") or {}).get("train", {}).get("balance")
+    if balance and metrics.get("backend") == "joint":
+        out.append(f"- Class imbalance in training the network: {BALANCE_WORDS[balance]}")
     if metrics.get("auto"):
         out += _auto_lines(metrics["auto"])
     out += [

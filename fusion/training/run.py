@@ -388,7 +388,15 @@ def _score_split(cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf,
         by = subgroup_features(ds.schema)
         if by:
             metrics["subgroups"] = subgroup_report(
-                part.records, part.labels, proba, clf.classes_, part.groups, by, ds.schema, seed=cfg.train.seed
+                part.records,
+                part.labels,
+                proba,
+                clf.classes_,
+                part.groups,
+                by,
+                ds.schema,
+                seed=cfg.train.seed,
+                pred=clf.calibration_.decide(proba),
             )
     return metrics
 
@@ -444,8 +452,9 @@ def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.n
     whole (so every process must call it): the figures are those of the whole split."""
     raw = clf.predict_dataset(ds, calibrated=False, gather=True)
     proba = clf.calibration_.apply(raw)
-    metrics = classification_metrics(ds.labels, proba, clf.classes_)
-    metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed)
+    pred = clf.calibration_.decide(proba)  # the labels predict gives (calibration.decision)
+    metrics = classification_metrics(ds.labels, proba, clf.classes_, pred=pred)
+    metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred)
     metrics["calibration"] = calibration_report(ds.labels, raw, proba)
     metrics["operating_points"] = operating_point_report(ds.labels, proba, clf.classes_, clf.calibration_.thresholds)
     return metrics, proba, raw
