@@ -366,7 +366,7 @@ class FusionClassifier(ConfigParameters):
         if target is not None and target not in self.classes_:
             raise ValueError(f"target must be one of {list(self.classes_)}; got {target!r}")
         proba = self._probabilities(batch)[0]
-        k = int(np.argmax(proba)) if target is None else self.classes_.index(target)
+        k = int(self.calibration_.decide(proba[None])[0]) if target is None else self.classes_.index(target)
         explanation = self.backend_.explain(batch, k, n_steps=n_steps)
         # The probabilities the user is given are the calibrated ones; attributions and
         # shares stay in the model's own terms (calibration rescales, never reorders).

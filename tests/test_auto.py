@@ -98,16 +98,39 @@ def test_an_image_only_auto_model_answers_as_one_and_round_trips(noise_run, tmp_
         assert loaded.probabilities == pytest.approx(answer.probabilities, abs=1e-6)
 
 
-def test_both_modalities_with_signal_give_a_fused_model(tmp_path, cheap_tuning):
+@pytest.fixture(scope="module")
+def fused_run(tmp_path_factory, cheap_tuning):
     # The image tells pneumonia from the rest; the record tells the ill from the well.
-    _cohort(tmp_path / "data", record_noise=False, brighten=lambda c: 50 * (c == 1))
-    result = run(_auto(tmp_path / "data", cheap_tuning), tmp_path / "run")
-    auto = result.metrics["auto"]
+    root = tmp_path_factory.mktemp("auto_fused")
+    _cohort(root / "data", record_noise=False, brighten=lambda c: 50 * (c == 1))
+    return run(_auto(root / "data", cheap_tuning), root / "run")
+
+
+def test_both_modalities_with_signal_give_a_fused_model(fused_run):
+    auto = fused_run.metrics["auto"]
     assert auto["chosen"] == "stacked" and auto["modalities"] == ["image", "tabular"], auto["reason"]
     assert auto["reason"].startswith("fusion added a measurable gain in inner CV")
-    assert auto["fusion_gain"]["low"] > 0
-    assert result.classifier.modalities_ == ("image", "tabular")
-    assert FusionClassifier.load(result.folder).modalities_ == ("image", "tabular")
+    assert auto["reason"].endswith("this model uses the image and the record")
+    assert auto["fusion_gain"]["low"] > 0 and auto["fusion_gain"]["fused"] == "stacked"
+    assert fused_run.classifier.modalities_ == ("image", "tabular")
+
+
+def test_an_auto_folder_saved_before_single_modalities_were_weighed_loads_unchanged(fused_run, tmp_path, rehash):
+    """Such a folder's config.json lacks the settings added since; its outcome, a fusion
+    strategy on the modalities asked for, is still one auto chooses among."""
+    import shutil
+
+    folder = shutil.copytree(fused_run.folder, tmp_path / "old")
+    meta = json.loads((folder / "config.json").read_text())
+    for section, key in (("tuning", "auto_candidates"), ("tuning", "auto_margin_se")):
+        del meta["config"][section][key]
+    (folder / "config.json").write_text(json.dumps(meta))
+    rehash(folder)
+    old, new = FusionClassifier.load(folder), fused_run.classifier
+    assert old.backend_.name == "stacked" and old.modalities_ == ("image", "tabular")
+    assert old.config_.tuning.auto_candidates == AUTO_CANDIDATES
+    record, image = synthetic.example(seed=2, image_size=32)
+    assert old.predict(record, image).probabilities == pytest.approx(new.predict(record, image).probabilities)
 
 
 def test_the_image_network_alone_is_a_candidate_that_loads_as_itself(tmp_path, small_tuning):

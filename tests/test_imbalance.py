@@ -139,6 +139,16 @@ def test_predict_metrics_and_labels_follow_the_balanced_decision(plain, imbalanc
     assert metrics["auroc_macro"] == pytest.approx(np.mean([metrics["per_class"][c]["auroc"] for c in plain.classes_]))
 
 
+def test_an_explanation_explains_the_label_given(plain, imbalanced):
+    test = imbalanced["test"]
+    proba = plain.predict_dataset(test)
+    row = int(np.flatnonzero(plain.calibration_.decide(proba) != proba.argmax(1))[0])  # where the rules differ
+    record = test.records.iloc[row].to_dict()
+    label = plain.predict(record).label
+    assert label != plain.classes_[int(proba[row].argmax())]
+    assert plain.explain(record, n_steps=4).target == label
+
+
 def test_balanced_decision_and_balance_round_trip_in_a_folder(plain, imbalanced, tmp_path):
     folder = plain.save(tmp_path / "model")
     saved = json.loads((folder / "calibration.json").read_text())

@@ -3,9 +3,9 @@ part prefers, fused or not.
 
 Each candidate (:func:`candidates`) is trained on the training part of every inner fold
 and scored on the fold's held-out patients: the fusion strategies (joint, stacked,
-gbm) and, when both modalities are asked for, each modality alone (the image network,
-the logistic model on the frozen image embedding, the tuned XGBoost on the record). The
-validation and test splits take no part in the choice.
+gbm) and, when both modalities are asked for, each modality alone (the image as each
+strategy models it, the record by the tuned XGBoost). The validation and test splits
+take no part in the choice.
 
 A fused candidate is shipped only when it beats the best single-modality one by more
 than the inner-CV noise: the patient-bootstrap interval of its paired gain in pooled
@@ -16,7 +16,9 @@ Statistical Learning*, 7.10): of models the inner CV cannot tell apart, take the
 simpler, here the one that needs one input less. Otherwise the best single-modality
 candidate is shipped, with the reason ("the record added nothing measurable in inner
 CV; this model uses the image only"), and the model answers as a model of that modality
-(``modalities_``, ``Prediction.ignored``).
+(``modalities_``, ``Prediction.ignored``). The interval resamples the patients of the
+pooled out-of-fold rows; it does not see the randomness of training itself, so on
+small or noisy cohorts ``tuning.auto_margin_se`` may be raised.
 
 The chosen backend is what is saved, with the modalities it uses; ``config.json`` keeps
 the request (``fusion`` "auto", the modalities asked for). Its ``history_["auto"]``
@@ -49,9 +51,7 @@ logger = logging.getLogger(__name__)
 
 # The fusion strategies auto chooses among (each with the modalities asked for).
 STRATEGIES = ("joint", "stacked", "gbm")
-# Bootstrap replicates of the paired gain: its percentile at one standard error moves
-# by about 0.002 AUROC between seeds at this count.
-GAIN_REPLICATES = 500
+GAIN_REPLICATES = 500  # patient-bootstrap replicates of the paired gain
 WORDS = {"image": "the image", "tabular": "the record"}
 
 
