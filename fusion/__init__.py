@@ -36,6 +36,7 @@ _EXPORTS = {
     "grouped_split": "fusion.data.splits",
     "load_dataset": "fusion.data.loaders",
     "load_schema": "fusion.schema",
+    "select_by_validation": "fusion.selection",
     "tune_allocator": "fusion.allocator",
 }
 _MODULES = {"synthetic": "fusion.data.synthetic"}

@@ -27,13 +27,14 @@ True
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 
 from fusion.backends import backend_class, backend_name, check_distributed
 from fusion.backends.base import Backend, Batch, ModelSpec
-from fusion.config import Config
+from fusion.config import CalibrationConfig, Config
 from fusion.data.dataset import Dataset
 from fusion.errors import ConfigError
 from fusion.evaluation.calibration import Calibration, fit_calibration
@@ -75,7 +76,9 @@ class FusionClassifier(ConfigParameters):
         The validated configuration the model was fitted (or saved) with.
     classes_ : tuple of str
     modalities_ : tuple of str
-        The modalities the model was trained on.
+        The modalities the model uses: those of the configuration, or fewer when
+        ``fusion="auto"`` found by inner CV that a modality added nothing (then an
+        input of the other is validated and reported ignored).
     schema_ : Schema or None
         The schema of the clinical records (None for image-only data without one).
     preprocessor_ : TabularPreprocessor or None
@@ -144,28 +147,62 @@ class FusionClassifier(ConfigParameters):
                 accepted=f"the training images' size, {train.image_size}",
             )
         preprocessor = TabularPreprocessor(train.schema).fit(train.records) if "tabular" in cfg.modalities else None
-        self._settle(cfg, tuple(train.classes), train.schema, preprocessor)
+        self._settle(cfg, tuple(train.classes), cfg.modalities, train.schema, preprocessor)
         check_distributed(cfg)
         backend = backend_class(backend_name(cfg))(self._spec())
         self.backend_ = backend.fit(train, val, verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume)
+        # What was fitted may use fewer modalities than were asked for (auto, when inner
+        # CV found one added nothing): the model answers as what it is.
+        fitted = self.backend_.spec
+        self._settle(cfg, self.classes_, fitted.modalities, train.schema, fitted.preprocessor)
         self.history_ = self.backend_.history_
-        self.calibration_ = self._calibrate(val)
+        self.calibration_ = self._calibrate(train, val)
         return self
 
-    def _calibrate(self, val: Dataset | None) -> Calibration:
+    def _calibrate(self, train: Dataset, val: Dataset | None) -> Calibration:
         """Temperature (or vector) scaling and operating points, fitted on ``val``
-        (nothing to fit without it: probabilities are then used as they are)."""
-        cal_cfg = self.config_.calibration
-        if not cal_cfg.enabled or val is None or len(val) < 2 * len(self.classes_):
+        (nothing to fit without it: probabilities are then used as they are), and the
+        decision rule, whose balanced form estimates its priors on ``val`` (on
+        ``train`` when there is no validation split)."""
+        cal_cfg, k = self.config_.calibration, len(self.classes_)
+        scaled = cal_cfg.enabled and val is not None and len(val) >= 2 * k
+        if not scaled and cal_cfg.decision == "argmax":
             return Calibration()
-        raw = finite_probabilities(self._raw_proba(Batch.from_dataset(val, self.modalities_), gather=True))
-        return fit_calibration(val.labels, raw, self.classes_, cal_cfg, seed=self.config_.train.seed)
+        rows = val if val is not None and len(val) > 0 else train
+        raw = finite_probabilities(self._raw_proba(Batch.from_dataset(rows, self.modalities_), gather=True))
+        seed = self.config_.train.seed
+        calibration = fit_calibration(rows.labels, raw, self.classes_, cal_cfg, seed=seed) if scaled else Calibration()
+        calibration.set_decision(cal_cfg.decision, rows.labels, raw)
+        return calibration
 
-    def _settle(self, config: Config, classes: tuple[str, ...], schema, preprocessor) -> None:
-        """The learned state every model has, fitted or loaded, but its backend."""
-        self.config_, self.classes_, self.modalities_ = config, classes, config.modalities
+    def recalibrated(self, calibration: CalibrationConfig, train: Dataset, val: Dataset | None) -> FusionClassifier:
+        """A copy of this fitted model with its calibration, operating points and
+        decision rule fitted again under other ``calibration`` settings (on ``val``, as
+        ``fit`` does; ``train`` serves the balanced decision when there is no ``val``):
+        no retraining. Its configuration says the new settings; this model is left
+        alone.
+
+        Raises
+        ------
+        ValueError
+            A calibration setting out of range (as :meth:`Config.validate`).
+        """
+        self._fitted_backend()
+        other = copy.copy(self)
+        other.config_ = self.config_.with_params(calibration=copy.deepcopy(calibration)).validate()
+        other.config = other.config_
+        other.calibration_ = other._calibrate(train, val)
+        return other
+
+    def _settle(
+        self, config: Config, classes: tuple[str, ...], modalities: tuple[str, ...], schema, preprocessor
+    ) -> None:
+        """The learned state every model has, fitted or loaded, but its backend;
+        ``modalities`` are those the model uses (``config.modalities``, or fewer for an
+        auto model)."""
+        self.config_, self.classes_, self.modalities_ = config, classes, modalities
         self.schema_, self.preprocessor_ = schema, preprocessor
-        image = "image" in config.modalities
+        image = "image" in modalities
         self.image_size_ = config.image.image_size if image else None
         # A folder saved before channels existed holds gray films: unset is 1.
         self.image_channels_ = (config.image.channels or 1) if image else None
@@ -265,6 +302,10 @@ class FusionClassifier(ConfigParameters):
         numpy.ndarray of str
             The predicted class of each row, for many patients.
 
+        The label is the most probable class, or with ``calibration.decision``
+        "balanced" the class whose probability most exceeds its prior (see
+        :mod:`fusion.evaluation.calibration`).
+
         Raises
         ------
         TypeError
@@ -277,11 +318,12 @@ class FusionClassifier(ConfigParameters):
         """
         if not is_one_patient(X, images):
             proba = self.predict_proba(X, images)
-            return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
+            return np.asarray(self.classes_, dtype=object)[self.calibration_.decide(proba)]
         batch, used, ignored = self._inputs().one(X, images)
         proba = self._probabilities(batch)[0]
+        cal = self.calibration_
         return Prediction.from_probabilities(
-            self.classes_, proba, self.calibration_.thresholds, modalities=used, ignored=ignored
+            self.classes_, proba, cal.thresholds, modalities=used, ignored=ignored, priors=cal.priors or None
         )
 
     def predict_dataset(self, ds: Dataset, *, calibrated: bool = True, gather: bool = False) -> np.ndarray:
@@ -342,7 +384,7 @@ class FusionClassifier(ConfigParameters):
         if target is not None and target not in self.classes_:
             raise ValueError(f"target must be one of {list(self.classes_)}; got {target!r}")
         proba = self._probabilities(batch)[0]
-        k = int(np.argmax(proba)) if target is None else self.classes_.index(target)
+        k = int(self.calibration_.decide(proba[None])[0]) if target is None else self.classes_.index(target)
         explanation = self.backend_.explain(batch, k, n_steps=n_steps)
         # The probabilities the user is given are the calibrated ones; attributions and
         # shares stay in the model's own terms (calibration rescales, never reorders).
@@ -404,7 +446,7 @@ class FusionClassifier(ConfigParameters):
         """
         saved, name, files = read_folder(folder)
         clf = cls(saved.config)
-        clf._settle(saved.config, saved.classes, saved.schema, saved.preprocessor)
+        clf._settle(saved.config, saved.classes, saved.modalities, saved.schema, saved.preprocessor)
         clf.calibration_ = saved.calibration
         clf.backend_ = backend_class(name).load(clf._spec(), files, device=device)
         clf.history_ = clf.backend_.history_

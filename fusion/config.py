@@ -59,6 +59,8 @@ FUSIONS = ("joint", "stacked", "gbm", "auto")
 # Strategies whose image model is a frozen pretrained backbone (auto: its candidates).
 FROZEN_IMAGE = ("stacked", "gbm", "auto")
 DEVICES = ("auto", "cpu", "cuda")
+BALANCES = ("weights", "sampling", "none")
+DECISIONS = ("argmax", "balanced")
 PRECISIONS = ("auto", "fp32", "bf16")
 # The largest image side: four times the largest input of any registered backbone
 # (224), and already 1 MB per film in the cache and ~4 MB per film in a float batch.
@@ -70,6 +72,8 @@ MAX_IMAGE_SIZE = 1024
 MAX_WIDTH = 4096
 MAX_LAYERS = 8
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes no more
+# The models the auto strategy can choose among (fusion.backends.auto.candidates).
+AUTO_CANDIDATES = ("joint", "stacked", "gbm", "image_joint", "image_stacked", "image_gbm", "tabular_xgboost")
 
 
 def setting(
@@ -235,6 +239,14 @@ class CalibrationConfig:
     healthy: tuple[str, ...] = setting(
         ("normal", "no_finding"), help="class names that are not a disease (no operating point is set for them)"
     )
+    decision: str = setting(
+        "argmax",
+        flag="--decision",
+        choices=DECISIONS,
+        help="how a label is read off the probabilities: argmax (the most probable class) or balanced (the class "
+        "whose probability most exceeds its prior, estimated on the validation split: the rule that maximises "
+        "balanced accuracy, so rare classes are not outvoted by frequent ones)",
+    )
 
 
 @dataclass
@@ -282,6 +294,14 @@ class TrainConfig:
     precision: str = setting(
         "auto", flag="--precision", choices=PRECISIONS, help="auto: bf16 autocast where the hardware has it"
     )
+    balance: str = setting(
+        "weights",
+        flag="--balance",
+        choices=BALANCES,
+        help="how the network meets imbalanced classes: weights (class-weighted loss, n / (k * count)), sampling "
+        "(class-balanced batches drawn with replacement, plain loss) or none (plain loss and order); the boosters "
+        "and logistic models keep their class weights",
+    )
     # XGBoost baseline: tuned by patient-grouped inner CV of the training part, or (with
     # xgb_tune off) these fixed settings with early stopping on the validation split
     xgb_tune: bool = setting(True, help="tune the XGBoost baseline by inner CV (tuning.*) rather than fix it")
@@ -299,6 +319,16 @@ class TuningConfig:
 
     inner_folds: int = setting(4, help="folds of the inner CV that tunes and stacks the members")
     auto_folds: int = setting(3, help="folds of the inner CV that the auto strategy chooses by")
+    auto_candidates: tuple[str, ...] = setting(
+        AUTO_CANDIDATES,
+        help="the models auto chooses among: joint, stacked, gbm (on the modalities asked for) and, when both are "
+        "asked for, image_joint, image_stacked, image_gbm (the image alone) and tabular_xgboost (the record alone)",
+    )
+    auto_margin_se: float = setting(
+        1.0,
+        help="standard errors (patient bootstrap of the paired inner-CV gain in macro AUROC) by which auto's best "
+        "fused model must beat the best single-modality one to be shipped; 0: the higher score wins",
+    )
     linear_c: tuple[float, ...] = setting(
         (0.01, 0.03, 0.1, 0.3, 1.0), help="regularisation strengths C of the logistic models (image member, combiner)"
     )
@@ -568,6 +598,16 @@ class Config:
         tune = self.tuning
         for name in ("inner_folds", "auto_folds"):
             checks.integer(getattr(tune, name), Where.setting(f"tuning.{name}"), low=2)
+        checks.number(tune.auto_margin_se, Where.setting("tuning.auto_margin_se"), low=0, high=5)
+        unknown = [c for c in tune.auto_candidates if c not in AUTO_CANDIDATES]
+        if unknown or not tune.auto_candidates or len(set(tune.auto_candidates)) != len(tune.auto_candidates):
+            accepted = f"a non-empty list of {list(AUTO_CANDIDATES)} without repeats"
+            raise ConfigError(
+                f"tuning.auto_candidates must be {accepted}; got {short_repr(list(tune.auto_candidates))}",
+                field="tuning.auto_candidates",
+                value=list(tune.auto_candidates),
+                accepted=accepted,
+            )
         grids = {
             "linear_c": lambda v, w: checks.number(v, w, low=0, low_open=True),
             "xgb_max_depth": lambda v, w: checks.integer(v, w, low=1, high=64),

@@ -65,13 +65,14 @@ def evaluate(
     if len(ds) == 0:
         raise ValueError(f"{ds.name}: no valid rows to score ({len(ds.skipped)} skipped)")
     proba = clf.predict_dataset(ds)
-    metrics = classification_metrics(ds.labels, proba, clf.classes_)
-    metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed)
+    pred = clf.calibration_.decide(proba)  # the labels predict gives (calibration.decision)
+    metrics = classification_metrics(ds.labels, proba, clf.classes_, pred=pred)
+    metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred)
     if by:
         if ds.records is None or ds.schema is None:
             raise ValueError("subgroups need the dataset's records; this dataset has none")
         metrics["subgroups"] = subgroup_report(
-            ds.records, ds.labels, proba, clf.classes_, ds.groups, by, ds.schema, seed=seed
+            ds.records, ds.labels, proba, clf.classes_, ds.groups, by, ds.schema, seed=seed, pred=pred
         )
     return {
         "model": str(model),

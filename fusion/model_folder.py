@@ -4,8 +4,9 @@
 SHA-256 before anything is read; this module knows which files a model's folder has
 and what each one says:
 
-- ``config.json``: the library version, the backend, the classes, the modalities and
-  the :class:`~fusion.config.Config`;
+- ``config.json``: the library version, the backend, the classes, the modalities the
+  model uses and the :class:`~fusion.config.Config` it was asked for (the same
+  modalities, but for an ``auto`` model that found one of them added nothing);
 - ``preprocessing.json``: the record's preprocessing state (null without the tabular
   modality) and the image state (size, normalisation) consumers outside Python follow;
 - ``calibration.json``: the calibration of the probabilities and the operating points;
@@ -117,7 +118,7 @@ def read_folder(folder: str | Path) -> tuple[SavedModel, str, ModelFiles]:
     config, classes, modalities, name = _read_config(files)
     _check_listing(files, backend_class(name).files(modalities), modalities, name)
     schema = parse_schema(files.text(SCHEMA), origin=files.origin(SCHEMA)) if SCHEMA in files else None
-    preprocessor = _read_preprocessing(files, config, schema)
+    preprocessor = _read_preprocessing(files, config, modalities, schema)
     calibration = Calibration.from_dict(files.json(CALIBRATION), classes, where=Where(files.origin(CALIBRATION)))
     return SavedModel(config, classes, modalities, schema, preprocessor, calibration), name, files
 
@@ -133,9 +134,16 @@ def _warn_if_other_version(files: ModelFiles) -> None:
 
 
 def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str, ...], str]:
-    """``config.json``, checked: the configuration, classes, modalities and backend."""
+    """``config.json``, checked: the configuration, classes, modalities and backend.
+
+    ``config`` is what the model was asked to be; ``backend`` and ``modalities`` what it
+    is. They agree but for ``fusion`` "auto", whose outcome is one of its candidates
+    (:func:`fusion.backends.auto.candidates`): a fusion strategy on the modalities
+    asked for or, when inner CV found that a modality added nothing, a model of the
+    other one alone.
+    """
     from fusion.backends import ALIASES, BACKENDS
-    from fusion.backends.auto import CANDIDATES
+    from fusion.backends.auto import candidates
 
     where = Where(files.origin(CONFIG))
     meta = checks.keys(
@@ -149,22 +157,33 @@ def _read_config(files: ModelFiles) -> tuple[Config, tuple[str, ...], tuple[str,
     except ValueError as err:
         accepted = getattr(err, "accepted", None)
         raise (where / "modalities").refuse(f"{where}: {err}", value=meta["modalities"], accepted=accepted) from None
+    saved = meta["backend"]
+    saved = ALIASES.get(saved, saved) if isinstance(saved, str) else saved  # names before they matched the user's
+    name = checks.text(saved, where / "backend", choices=sorted(BACKENDS))
+    if config.fusion == "auto" and config.model == "fusion":
+        outcomes = [(c.backend, c.modalities) for c in candidates(config.modalities, config.tuning.auto_candidates)]
+        if (name, modalities) not in outcomes:
+            accepted = " or ".join(f"{b!r} on {list(m)}" for b, m in outcomes)
+            raise (where / "backend").refuse(
+                f"{where / 'backend'} {name!r} on {where / 'modalities'} {list(modalities)} is not a model that "
+                f"config.fusion 'auto' on {list(config.modalities)} chooses among: {accepted}",
+                value=[name, list(modalities)],
+                accepted=accepted,
+            )
+        return config, classes, modalities, name
     if modalities != config.modalities:
         raise (where / "modalities").refuse(
             f"{where / 'modalities'} {list(modalities)} differ from config.modalities {list(config.modalities)}",
             value=list(modalities),
             accepted=f"{list(config.modalities)}",
         )
-    saved = meta["backend"]
-    saved = ALIASES.get(saved, saved) if isinstance(saved, str) else saved  # names before they matched the user's
-    name = checks.text(saved, where / "backend", choices=sorted(BACKENDS))
-    expected = CANDIDATES if config.fusion == "auto" else (backend_name(config),)
-    if name not in expected:
+    expected = backend_name(config)
+    if name != expected:
         raise (where / "backend").refuse(
             f"{where / 'backend'} is {name!r}, but config.model {config.model!r} with config.fusion "
-            f"{config.fusion!r} is trained by {' or '.join(map(repr, expected))}",
+            f"{config.fusion!r} is trained by {expected!r}",
             value=name,
-            accepted=" or ".join(map(repr, expected)),
+            accepted=repr(expected),
         )
     return config, classes, modalities, name
 
@@ -225,20 +244,23 @@ def _check_listing(files: ModelFiles, backend_files: tuple[str, ...], modalities
         )
 
 
-def _read_preprocessing(files: ModelFiles, config: Config, schema: Schema | None) -> TabularPreprocessor | None:
+def _read_preprocessing(
+    files: ModelFiles, config: Config, modalities: tuple[str, ...], schema: Schema | None
+) -> TabularPreprocessor | None:
     """``preprocessing.json``, checked: the record's preprocessing (None without the
-    tabular modality) and the image state (size, normalisation) of an image model."""
+    tabular modality) and the image state (size, normalisation) of an image model;
+    ``modalities`` are the model's (an auto model's may be fewer than it was asked for)."""
     where = Where(files.origin(PREPROCESSING))
     state = checks.keys(files.json(PREPROCESSING), where, required=("tabular", "image"))
     for modality in ("tabular", "image"):
-        if modality not in config.modalities and state[modality] is not None:
+        if modality not in modalities and state[modality] is not None:
             raise (where / modality).refuse(
                 f"{where / modality} must be null: the model has no {modality} modality", accepted="null"
             )
-    if "image" in config.modalities:
+    if "image" in modalities:
         # A config.json from before channels existed has none: its model reads gray films.
         _check_image_state(state["image"], where / "image", config.image.image_size, config.image.channels or 1)
-    if "tabular" not in config.modalities:
+    if "tabular" not in modalities:
         return None
     return TabularPreprocessor.from_dict(state["tabular"], schema, where=where / "tabular")
 

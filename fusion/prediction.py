@@ -21,7 +21,8 @@ class Prediction:
     Attributes
     ----------
     label : str
-        The most probable class.
+        The most probable class or, under the balanced decision (``priors`` given to
+        :meth:`from_probabilities`), the class whose probability most exceeds its prior.
     probabilities : dict of str -> float
         Every class's probability; they sum to 1.
     modalities : tuple of str
@@ -57,16 +58,26 @@ class Prediction:
         *,
         modalities: tuple[str, ...],
         ignored: tuple[str, ...],
+        priors: Sequence[float] | None = None,
     ) -> Prediction:
         """The answer read off one row of (finite, calibrated) probabilities.
 
         ``thresholds`` are the operating points (class -> probability); a class
-        without one is never flagged.
+        without one is never flagged. ``priors``: the balanced decision's, one per
+        class (:func:`decide`); None: the label is the most probable class.
         """
         probabilities = {c: float(p) for c, p in zip(classes, proba, strict=True)}
         above = tuple(c for c in classes if c in thresholds and probabilities[c] >= thresholds[c])
-        label = classes[int(np.argmax(proba))]
+        label = classes[int(decide(np.asarray(proba)[None], priors)[0])]
         return cls(label, probabilities, modalities=modalities, above_threshold=above, ignored=ignored)
+
+
+def decide(proba: np.ndarray, priors: Sequence[float] | None = None) -> np.ndarray:
+    """The label index of each row of probabilities (n, k): the most probable class, or
+    given ``priors`` (the balanced decision) the class whose probability most exceeds
+    its prior, ``argmax p / prior``."""
+    proba = np.asarray(proba, dtype=np.float64)
+    return (proba if priors is None else proba / np.asarray(priors, dtype=np.float64)).argmax(axis=1)
 
 
 def finite_probabilities(proba: np.ndarray) -> np.ndarray:

@@ -107,10 +107,14 @@ def test_single_modality_strategies_train_the_same_way(parts, small_tuning):
 
 
 def test_auto_chooses_by_inner_cv_of_the_training_part_only(parts, small_tuning):
-    cfg = _config("auto", small_tuning)
+    # The fusion strategies only (tests/test_auto.py has the single-modality candidates).
+    cfg = _config(
+        "auto", small_tuning.__class__(**{**small_tuning.__dict__, "auto_candidates": ("joint", "stacked", "gbm")})
+    )
     clf = FusionClassifier(cfg).fit(parts["train"], parts["val"])
     auto = clf.history_["auto"]
     assert set(auto["candidates"]) == {"joint", "stacked", "gbm"} and auto["chosen"] == clf.backend_.name
+    assert auto["modalities"] == ["image", "tabular"] and auto["fusion_gain"] is None
     assert all(c["inner_cv_macro_auroc"] is not None for c in auto["candidates"].values())
     # Another validation split (even one with every label wrong) cannot change the choice.
     val = parts["val"]

@@ -125,6 +125,9 @@ class Backend(Protocol):
     """
 
     name: ClassVar[str]
+    # What the backend was built for: the modalities it reads may be fewer than the
+    # configuration's (auto returns the backend it chose, built for its modalities).
+    spec: ModelSpec
     # Whether the backend trains under torchrun (several processes), and whether
     # fusion.export writes it as one ONNX graph; ``portable_file`` names the file that
     # already is portable when it is not (XGBoost's own JSON).

@@ -16,6 +16,21 @@ target sensitivity on the validation split (0.95 for disease classes by default)
 it, the class should not be ruled out. Both are plain numbers saved in the model
 folder's ``calibration.json``.
 
+The decision rule (``calibration.decision``) reads a label off the calibrated
+probabilities: ``argmax``, the most probable class, which with a 58:1 imbalance lets the
+frequent classes outvote the rare ones; or ``balanced``, the class whose probability
+most exceeds its prior, ``argmax_c p(c|x) / prior(c)``. For calibrated probabilities
+that is the rule that maximises the expected balanced accuracy (mean per-class
+recall): balanced accuracy is ``(1/k) sum_c P(label c | class c)`` and ``P(x | c)`` is
+proportional to ``p(c|x) / prior(c)``. The prior to divide by is the one the
+probabilities embody, which is not always the data's: a network trained with class
+weights already gives about ``p(c|x) / prior(c)`` (dividing again would favour the
+rare classes twice), one trained without them gives ``p(c|x)``. So the priors are
+estimated on the validation split (:func:`embodied_priors`) as the adjustment that makes
+the probabilities match the split's class frequencies on average (Saerens et al.,
+Neural Computation 2002): the divisor is the class frequency for calibrated
+probabilities and about uniform for a class-weighted network.
+
 Example
 -------
 >>> import numpy as np
@@ -43,6 +58,7 @@ if TYPE_CHECKING:
 
 FLOOR = 1e-12
 METHODS = ("none", "temperature", "vector")
+DECISIONS = ("argmax", "balanced")
 VECTOR_MIN_PER_CLASS = 10  # validation rows of every class before vector scaling is tried
 
 
@@ -102,6 +118,10 @@ class Calibration:
     target_sensitivity : float
     report : dict
         NLL, ECE and Brier score on the validation split before and after.
+    decision : {"argmax", "balanced"}
+        How a label is read off the calibrated probabilities (:meth:`decide`).
+    priors : list of float
+        The balanced decision's divisors, one per class (empty for argmax).
     """
 
     method: str = "none"
@@ -111,6 +131,16 @@ class Calibration:
     thresholds: dict[str, float] = field(default_factory=dict)
     target_sensitivity: float = 0.95
     report: dict = field(default_factory=dict)
+    decision: str = "argmax"
+    priors: list[float] = field(default_factory=list)
+
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """The class index of each row of calibrated probabilities (n, k): the most
+        probable, or with the balanced decision the one whose probability most
+        exceeds its prior."""
+        from fusion.prediction import decide
+
+        return decide(proba, self.priors or None)
 
     def apply(self, proba: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, shape and class order of ``proba``."""
@@ -149,6 +179,13 @@ class Calibration:
                 scale, shift = a.tolist(), b.tolist()
         return cls(method=method, temperature=temperature, scale=scale, shift=shift)
 
+    def set_decision(self, decision: str, y: np.ndarray, proba: np.ndarray) -> None:
+        """Read labels by ``decision`` from now on; for the balanced one, estimate the
+        priors on rows ``(y, proba)`` (raw probabilities of the validation split,
+        calibrated here first)."""
+        self.decision = decision
+        self.priors = embodied_priors(y, self.apply(proba)).tolist() if decision == "balanced" else []
+
     def set_operating_points(
         self, y: np.ndarray, proba: np.ndarray, classes, disease: list[str], target: float
     ) -> None:
@@ -174,6 +211,9 @@ class Calibration:
             "thresholds": self.thresholds,
             "target_sensitivity": self.target_sensitivity,
             "report": self.report,
+            # Written only when the balanced decision is asked for: a file without them
+            # (every one written before they existed) means argmax.
+            **({"decision": self.decision, "priors": self.priors} if self.decision != "argmax" else {}),
         }
 
     @classmethod
@@ -193,7 +233,7 @@ class Calibration:
             temperature or scale would invert every prediction.
         """
         where = where or Where("calibration")
-        known = ("temperature", "scale", "shift", "thresholds", "target_sensitivity", "report")
+        known = ("temperature", "scale", "shift", "thresholds", "target_sensitivity", "report", "decision", "priors")
         d = checks.keys(d, where, required=("method",), optional=known)
         method = checks.text(d["method"], where / "method", choices=METHODS)
         k = None if classes is None else len(classes)
@@ -236,7 +276,56 @@ class Calibration:
                 high_open=True,
             ),
             report=checks.mapping(d.get("report", {}), where / "report"),
+            **_read_decision(d, where, k),
         )
+
+
+def _read_decision(d: dict, where: Where, k: int | None) -> dict:
+    """``decision`` and ``priors``, checked: the balanced decision needs one positive
+    finite prior per class; argmax none."""
+    decision = checks.text(d.get("decision", "argmax"), where / "decision", choices=DECISIONS)
+    priors = checks.numbers_list(d.get("priors", []), where / "priors", low=0, low_open=True)
+    expected = 0 if decision == "argmax" else k
+    if (expected is not None and len(priors) != expected) or (decision == "balanced" and not priors):
+        accepted = "none for argmax" if decision == "argmax" else f"{k} positive numbers (one per class)"
+        raise (where / "priors").refuse(
+            f"{where / 'priors'} must hold {accepted}; got {short_repr(priors)}", value=priors, accepted=accepted
+        )
+    return {"decision": decision, "priors": priors}
+
+
+def embodied_priors(y: np.ndarray, proba: np.ndarray, *, iterations: int = 1000, tol: float = 1e-10) -> np.ndarray:
+    """The class prior that probabilities ``proba`` (n, k) embody on rows of classes
+    ``y``: the divisor of the balanced decision (see the module's docstring).
+
+    Per-class factors ``v`` are found such that the probabilities reweighted by them,
+    ``normalise(proba * v)``, average to the class frequencies ``f`` of ``y`` (add-one
+    smoothed, so that a class absent from a small split keeps a prior); the prior is
+    ``f / v``, normalised. The factors minimise a convex function of ``log v`` (mean
+    log-sum-exp minus ``f . log v``), found by the fixed point ``v <- v * f / mean``
+    (iterative proportional fitting; Saerens, Latinne & Decaestecker 2002).
+
+    Example
+    -------
+    >>> p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    >>> embodied_priors(np.array([0, 0, 1, 0]), p).round(2)  # calibrated: about the frequencies
+    array([0.64, 0.36])
+    """
+    y = np.asarray(y, dtype=np.int64)
+    proba = np.clip(np.asarray(proba, dtype=np.float64), FLOOR, 1.0)
+    k = proba.shape[1]
+    freq = (np.bincount(y, minlength=k) + 1.0) / (len(y) + k)
+    v = np.ones(k)
+    for _ in range(iterations):
+        adjusted = proba * v
+        mean = (adjusted / adjusted.sum(axis=1, keepdims=True)).mean(axis=0)
+        step = freq / mean
+        v = v * step
+        v /= v.sum()
+        if np.max(np.abs(step - 1.0)) < tol:
+            break
+    prior = freq / v
+    return prior / prior.sum()
 
 
 def fit_calibration(

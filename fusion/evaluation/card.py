@@ -66,6 +66,39 @@ def _subgroup_lines(report: dict) -> list[str]:
     return lines
 
 
+BALANCE_WORDS = {
+    "weights": "class-weighted loss (inverse class frequency)",
+    "sampling": "class-balanced batches (rows drawn with replacement, each class equally often), plain loss",
+    "none": "none (plain loss, every row once per epoch)",
+}
+
+
+def _decision_line(calibration: dict, classes) -> str:
+    """How labels are read off the probabilities (``calibration.decision``)."""
+    if calibration.get("decision", "argmax") == "argmax":
+        return "- Decision: the most probable class (argmax)"
+    priors = ", ".join(f"{c} {p:.3f}" for c, p in zip(classes, calibration["priors"], strict=True))
+    return (
+        "- Decision: balanced: the class whose probability most exceeds its prior (the rule that maximises "
+        f"balanced accuracy; priors the probabilities embody, estimated on the validation split: {priors})"
+    )
+
+
+def _auto_lines(auto: dict) -> list[str]:
+    """What ``--fusion auto`` chose, why, and every candidate's inner-CV score."""
+    lines = [f"- Strategy chosen by inner cross-validation of the training part (`--fusion auto`): `{auto['chosen']}`"]
+    if auto.get("reason"):  # runs before auto weighed single modalities have none
+        lines[0] += f": {auto['reason']}."
+    lines += ["", "| candidate | modalities | inner-CV macro AUROC | seconds |", "|---|---|---|---|"]
+    for name, c in auto["candidates"].items():
+        auroc = "n/a" if c["inner_cv_macro_auroc"] is None else f"{c['inner_cv_macro_auroc']:.4f}"
+        modalities = ", ".join(c.get("modalities", [])) or "as asked"
+        lines.append(
+            f"| {name}{' (chosen)' if name == auto['chosen'] else ''} | {modalities} | {auroc} | {c['seconds']} |"
+        )
+    return [*lines, ""]
+
+
 def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versions: dict | None = None) -> str:
     """The card's Markdown, from a run's ``metrics.json`` content and its schema.
 
@@ -96,10 +129,13 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         + _head(metrics),
         f"- Classes (output order): {', '.join(classes)}",
         f"- Calibration: {metrics.get('calibration', {}).get('method', 'none')} (fitted on the validation split)",
+        _decision_line(metrics.get("calibration", {}), classes),
     ]
+    balance = (metrics.get("config") or {}).get("train", {}).get("balance")
+    if balance and metrics.get("backend") == "joint":
+        out.append(f"- Class imbalance in training the network: {BALANCE_WORDS[balance]}")
     if metrics.get("auto"):
-        scores = {k: v["inner_cv_macro_auroc"] for k, v in metrics["auto"]["candidates"].items()}
-        out.append(f"- Strategy chosen by inner cross-validation of the training part: {scores}")
+        out += _auto_lines(metrics["auto"])
     out += [
         "",
         "## Intended use",

@@ -135,13 +135,13 @@ def _weighted_auroc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray
         return np.where((n_pos > 0) & (n_neg > 0), numerator / (n_pos * n_neg), np.nan)
 
 
-def _headline(y: np.ndarray, proba: np.ndarray, k: int, weights: np.ndarray) -> dict[str, np.ndarray]:
+def _headline(y: np.ndarray, proba: np.ndarray, k: int, weights: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
     """The headline figures of many resamples at once, each resample given as row
     weights (shape (replicates, n)): accuracy, balanced accuracy, macro-F1 and macro
     AUROC over the classes present, ECE, and each class's sensitivity, specificity and AUROC. NaN
     where a figure is undefined in a replicate. A thousand replicates cost a few
-    matrix products instead of a thousand Python loops."""
-    pred = proba.argmax(axis=1)
+    matrix products instead of a thousand Python loops. ``pred``: the labels counted
+    (a decision rule's); ECE stays about the most probable class."""
     total = weights.sum(axis=1)
     correct = (pred == y).astype(np.float64)
     out: dict[str, np.ndarray] = {"accuracy": weights @ correct / total}
@@ -171,7 +171,8 @@ def _headline(y: np.ndarray, proba: np.ndarray, k: int, weights: np.ndarray) -> 
     confidence = proba.max(axis=1)
     bins = np.zeros((len(y), ECE_BINS))
     bins[np.arange(len(y)), np.clip(np.searchsorted(_ECE_EDGES, confidence, side="left") - 1, 0, ECE_BINS - 1)] = 1.0
-    gap = weights @ (bins * (correct - confidence)[:, None])
+    top_correct = (proba.argmax(axis=1) == y).astype(np.float64)
+    gap = weights @ (bins * (top_correct - confidence)[:, None])
     out["ece"] = np.abs(gap).sum(axis=1) / total
     return out
 
@@ -192,12 +193,14 @@ def _replicate_weights(owner: np.ndarray, n_patients: int, picks: np.ndarray) ->
 
 
 def metric_intervals(
-    y_true, proba, classes, groups=None, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+    y_true, proba, classes, groups=None, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0, pred=None
 ) -> dict:
     """95 % intervals of every headline metric, from one patient bootstrap.
 
     Replicates resample patients (``groups``) with replacement, keeping all their films
     (see :func:`bootstrap_interval`); seeded, so the intervals are reproducible.
+    ``pred``: the predicted labels the counts are of (default the most probable
+    class), as :func:`~fusion.evaluation.metrics.classification_metrics` takes them.
 
     Returns
     -------
@@ -212,6 +215,7 @@ def metric_intervals(
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     proba = np.asarray(proba, dtype=np.float64)
+    pred = proba.argmax(axis=1) if pred is None else np.asarray(pred, dtype=np.int64)
     k = len(classes)
     patients = _patient_rows(groups, len(y_true))
     rng = np.random.default_rng(seed)
@@ -221,10 +225,11 @@ def metric_intervals(
     owner = _row_owner(patients, len(y_true))
     for b in range(0, n_boot, block):
         weights = _replicate_weights(owner, len(patients), picks[b : b + block])
-        for key, values in _headline(y_true, proba, k, weights).items():
+        for key, values in _headline(y_true, proba, k, weights, pred).items():
             samples.setdefault(key, []).append(values)
     tail = (1.0 - level) / 2 * 100
-    point = {key: float(v[0]) for key, v in _headline(y_true, proba, k, np.ones((1, len(y_true)))).items()}
+    ones = np.ones((1, len(y_true)))
+    point = {key: float(v[0]) for key, v in _headline(y_true, proba, k, ones, pred).items()}
 
     def interval(key: str) -> dict | None:
         values = np.concatenate(samples[key])

@@ -63,7 +63,7 @@ def _auroc(y_binary: np.ndarray, score: np.ndarray) -> float | None:
     return float(roc_auc_score(y_binary, score))
 
 
-def classification_metrics(y_true, proba, classes) -> dict:
+def classification_metrics(y_true, proba, classes, *, pred=None) -> dict:
     """Accuracy, balanced accuracy, macro-F1, macro one-vs-rest AUROC, ECE, per-class
     figures and the confusion matrix.
 
@@ -72,6 +72,10 @@ def classification_metrics(y_true, proba, classes) -> dict:
     y_true : array of int, shape (n,)
     proba : array of float, shape (n, n_classes)
     classes : sequence of str
+    pred : array of int, shape (n,), optional
+        The predicted labels the counts are of (a model's decision rule, see
+        :meth:`~fusion.evaluation.calibration.Calibration.decide`); default the most
+        probable class. ECE stays about the top probability.
 
     Returns
     -------
@@ -89,7 +93,7 @@ def classification_metrics(y_true, proba, classes) -> dict:
         raise ValueError(f"proba must have shape ({len(y_true)}, {k}); got {proba.shape}")
     if len(y_true) == 0:
         raise ValueError("cannot score an empty set")
-    pred = proba.argmax(axis=1)
+    pred = proba.argmax(axis=1) if pred is None else np.asarray(pred, dtype=np.int64)
     from sklearn.metrics import confusion_matrix
 
     cm = confusion_matrix(y_true, pred, labels=list(range(k)))

@@ -41,7 +41,7 @@ def feature_for(schema, name: str):
 
 
 def subgroup_report(
-    records, labels, proba, classes, groups, by: list[str], schema, *, n_boot: int = 1000, seed: int = 0
+    records, labels, proba, classes, groups, by: list[str], schema, *, n_boot: int = 1000, seed: int = 0, pred=None
 ) -> dict:
     """Per-subgroup metrics for each feature in ``by``.
 
@@ -53,6 +53,9 @@ def subgroup_report(
         As for :func:`~fusion.evaluation.intervals.metric_intervals`.
     by : list of str
         Feature names (categorical, or numeric with bands; ``<name>_band`` also works).
+    pred : array of int, optional
+        The predicted labels sensitivity is of (the model's decision rule); default the
+        most probable class.
 
     Returns
     -------
@@ -62,8 +65,9 @@ def subgroup_report(
         intervals, and ``flagged`` (interval wholly below the overall one).
     """
     labels, proba = np.asarray(labels), np.asarray(proba)
+    pred = proba.argmax(axis=1) if pred is None else np.asarray(pred)
     groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-    overall = metric_intervals(labels, proba, classes, groups, n_boot=n_boot, seed=seed)
+    overall = metric_intervals(labels, proba, classes, groups, n_boot=n_boot, seed=seed, pred=pred)
     out = {"overall": {"macro_auroc": macro_auroc(labels, proba), "interval": overall["auroc_macro"]}}
     for name in by:
         feature = feature_for(schema, name)
@@ -73,16 +77,22 @@ def subgroup_report(
             rows = np.flatnonzero(bands == value)
             entry = {"n": len(rows), "patients": len(set(groups[rows]))}
             if len(rows) >= MIN_SUBGROUP:
-                ci = metric_intervals(labels[rows], proba[rows], classes, groups[rows], n_boot=n_boot, seed=seed)
+                ci = metric_intervals(
+                    labels[rows],
+                    proba[rows],
+                    classes,
+                    groups[rows],
+                    n_boot=n_boot,
+                    seed=seed,
+                    pred=pred[rows],
+                )
                 present = {c: int((labels[rows] == i).sum()) for i, c in enumerate(classes)}
                 entry.update(
                     macro_auroc=macro_auroc(labels[rows], proba[rows]),
                     interval=ci["auroc_macro"],
                     sensitivity={
                         c: {
-                            "value": float((proba[rows].argmax(1) == i)[labels[rows] == i].mean())
-                            if present[c]
-                            else None,
+                            "value": float((pred[rows] == i)[labels[rows] == i].mean()) if present[c] else None,
                             "interval": ci["per_class"][c]["sensitivity"],
                             "n": present[c],
                         }

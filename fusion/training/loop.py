@@ -2,9 +2,11 @@
 
 Data are held in memory as ready tensors (uint8 images at model size, preprocessed
 tabular arrays), so an epoch costs what the model costs: batches are sliced, turned
-to float and augmented on the tensor side. Loss: class-weighted cross-entropy on the
-fused logits plus, with several modalities, each branch's auxiliary loss. AdamW with a
-one-cycle schedule; the best epoch on validation macro-F1 is kept.
+to float and augmented on the tensor side. Loss: cross-entropy on the fused logits plus,
+with several modalities, each branch's auxiliary loss; ``train.balance`` says how the
+classes' imbalance is met (class-weighted loss by default, class-balanced batches, or
+neither). AdamW with a one-cycle schedule; the best epoch on validation macro-F1 is
+kept.
 
 The loop is plain: what surrounds it is in :mod:`fusion.training.hooks`. Early
 stopping, checkpoints and resume, progress lines, the stop of a training that
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fusion.backends.base import class_weights
 from fusion.config import HeadConfig, TrainConfig
 from fusion.data.cache import MappedImages
 from fusion.evaluation import macro_f1
@@ -144,13 +147,24 @@ Augment = Callable[..., torch.Tensor]
 
 
 # ------------------------------------------------------------------ the loop
-def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Inverse-frequency weights, n / (k * count); absent classes get weight 0."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(n_classes)
-    weights[present] = len(labels) / (present.sum() * counts[present])
-    return weights
+def loss_weights(labels: np.ndarray, n_classes: int, balance: str) -> np.ndarray:
+    """The loss's class weights: inverse frequency (:func:`~fusion.backends.base.class_weights`)
+    with ``balance`` "weights", else all 1 (class-balanced sampling already gives each
+    class its share of the gradient; "none" asks for the plain loss)."""
+    if balance == "weights":
+        return class_weights(labels, n_classes)
+    return np.ones(n_classes)
+
+
+def epoch_order(labels: torch.Tensor, balance: str, generator: torch.Generator) -> torch.Tensor:
+    """The rows one epoch visits, in order: a seeded permutation of them all or, with
+    ``balance`` "sampling", as many rows drawn with replacement, each row with
+    probability 1 / (k * its class's count), so that every class is drawn equally
+    often (rare rows recur within an epoch, frequent ones are left out of it)."""
+    if balance != "sampling":
+        return torch.randperm(len(labels), generator=generator)
+    counts = torch.bincount(labels)
+    return torch.multinomial(1.0 / counts[labels].double(), len(labels), replacement=True, generator=generator)
 
 
 # Pixels in one prediction batch: 256 films at 64 px (the default size).
@@ -244,13 +258,13 @@ def fit_network(
     begun = time.perf_counter()
     hooks = [DistributedSync(), *_checked(standard_hooks(cfg) if hooks is None else hooks)]
     state = _start(model, train, val, cfg, epochs, device)
-    weights = torch.tensor(class_weights(train.labels.numpy(), model.n_classes), dtype=torch.float32, device=device)
-    loss = _Loss(weights, head.aux_weight, device, precision)
+    weights = loss_weights(train.labels.numpy(), model.n_classes, cfg.balance)
+    loss = _Loss(torch.tensor(weights, dtype=torch.float32, device=device), head.aux_weight, device, precision)
     augment = functools.partial(augment_images, flip_rotate=flip_rotate) if augment else None
     stop = call(hooks, "on_fit_start", state)
     while not stop and state.epoch < epochs:
         state.epoch += 1
-        state.history.append(_epoch(state, train, val, cfg.batch_size, augment, loss, hooks))
+        state.history.append(_epoch(state, train, val, cfg, augment, loss, hooks))
         _keep_best(state)
         stop = call(hooks, "on_epoch_end", state)
     if state.best["state"] is not None:
@@ -268,11 +282,11 @@ def fit_network(
 
 
 def _epoch(
-    state: TrainState, train: Arrays, val: Arrays | None, batch_size: int, augment: Augment | None, loss: _Loss, hooks
+    state: TrainState, train: Arrays, val: Arrays | None, cfg: TrainConfig, augment: Augment | None, loss: _Loss, hooks
 ) -> dict:
     """Train one epoch, then validate: the epoch's line of the history."""
     t0 = time.perf_counter()
-    _train_epoch(state, train, batch_size, augment, loss, hooks)
+    _train_epoch(state, train, cfg, augment, loss, hooks)
     call(hooks, "on_train_epoch_end", state)
     record = {
         "epoch": state.epoch,
@@ -318,7 +332,7 @@ def _start(model: nn.Module, train: Arrays, val: Arrays | None, cfg: TrainConfig
 
 @dataclass
 class _Loss:
-    """Class-weighted cross-entropy of the fused logits plus ``aux_weight`` times each
+    """Cross-entropy (class-weighted by ``weights``) of the fused logits plus ``aux_weight`` times each
     branch's auxiliary loss, under ``precision``'s autocast."""
 
     weights: torch.Tensor
@@ -336,11 +350,13 @@ class _Loss:
 
 
 def _train_epoch(
-    state: TrainState, train: Arrays, batch_size: int, augment: Augment | None, loss: _Loss, hooks
+    state: TrainState, train: Arrays, cfg: TrainConfig, augment: Augment | None, loss: _Loss, hooks
 ) -> None:
-    """One pass over ``train`` in a seeded order, one optimiser step per batch."""
+    """One pass over ``train`` in a seeded order (:func:`epoch_order`), one optimiser
+    step per batch."""
     state.model.train()
-    order = torch.randperm(len(train), generator=state.generator)
+    batch_size = cfg.batch_size
+    order = epoch_order(train.labels, cfg.balance, state.generator)
     # Drop a last batch of one (per process): batch norm cannot train on it.
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     batches = [b for b in batches if len(b) >= 2 * state.world] or batches

@@ -323,12 +323,12 @@ def _describe(cfg: Config, ds: Dataset, parts: dict, clf: FusionClassifier) -> d
     return {
         "task": f"{ds.name}: {' / '.join(ds.classes)}",
         "classes": list(ds.classes),
-        "modalities": list(cfg.modalities),
+        "modalities": list(clf.modalities_),  # what the model uses (auto may drop one: see "auto")
         "model": cfg.model,
         "fusion": cfg.fusion,
         "backend": clf.backend_.name,
         "auto": clf.history_.get("auto"),
-        "backbone": cfg.image.backbone if "image" in cfg.modalities else None,
+        "backbone": cfg.image.backbone if "image" in clf.modalities_ else None,
         "data": cfg.data.path or "synthetic (embedded)",
         **{f"n_{name}": len(parts[name]) if parts.get(name) is not None else 0 for name in ("train", "val", "test")},
         "epochs": clf.history_.get("epochs"),
@@ -392,7 +392,15 @@ def _score_split(cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf,
         by = subgroup_features(ds.schema)
         if by:
             metrics["subgroups"] = subgroup_report(
-                part.records, part.labels, proba, clf.classes_, part.groups, by, ds.schema, seed=cfg.train.seed
+                part.records,
+                part.labels,
+                proba,
+                clf.classes_,
+                part.groups,
+                by,
+                ds.schema,
+                seed=cfg.train.seed,
+                pred=clf.calibration_.decide(proba),
             )
     return metrics
 
@@ -448,8 +456,9 @@ def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.n
     whole (so every process must call it): the figures are those of the whole split."""
     raw = clf.predict_dataset(ds, calibrated=False, gather=True)
     proba = clf.calibration_.apply(raw)
-    metrics = classification_metrics(ds.labels, proba, clf.classes_)
-    metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed)
+    pred = clf.calibration_.decide(proba)  # the labels predict gives (calibration.decision)
+    metrics = classification_metrics(ds.labels, proba, clf.classes_, pred=pred)
+    metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred)
     metrics["calibration"] = calibration_report(ds.labels, raw, proba)
     metrics["operating_points"] = operating_point_report(ds.labels, proba, clf.classes_, clf.calibration_.thresholds)
     return metrics, proba, raw
@@ -468,7 +477,7 @@ def write_model_card(folder: Path, metrics: dict, schema, cfg: Config) -> None:
     from fusion.nets.registry import backbone_spec
 
     pretraining = None
-    if "image" in cfg.modalities and cfg.image.pretrained in backbone_spec(cfg.image.backbone).shipped:
+    if "image" in metrics["modalities"] and cfg.image.pretrained in backbone_spec(cfg.image.backbone).shipped:
         from fusion.nets.backbones import shipped_weights_info
 
         pretraining = shipped_weights_info(backbone_spec(cfg.image.backbone).shipped[cfg.image.pretrained].file)
