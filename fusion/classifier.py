@@ -130,7 +130,9 @@ class FusionClassifier(ConfigParameters):
             ``modalities`` field), or a checkpoint does not match.
         """
         # image.channels follows the training images when unset.
-        cfg = (self.config if self.config is not None else Config()).resolved(channels=train.image_channels)
+        # ... and image.flip_rotate the schema's [image] flip_rotate.
+        flip_rotate = train.schema.image_flip_rotate if train.schema is not None else None
+        cfg = (self.config if self.config is not None else Config()).resolved(train.image_channels, flip_rotate)
         missing = [m for m in cfg.modalities if m not in train.modalities]
         if missing:
             raise ConfigError(

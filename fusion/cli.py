@@ -15,6 +15,7 @@ its output prints its answer first and then the error, so the answer is never lo
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import logging
@@ -192,6 +193,8 @@ def add_config_arguments(p) -> None:
         options = {"help": (s.help + (f" (default: {shown})" if shown else "")).replace("%", "%%")}
         if isinstance(s.default, bool):
             options["action"] = "store_true"
+        elif s.hint == (bool | None):  # unset follows the data: --flag / --no-flag
+            options["action"] = argparse.BooleanOptionalAction
         else:
             options.update(default=s.default, type=_value_type(s), choices=s.choices, metavar=s.metavar)
         p.add_argument(s.flag, **options)

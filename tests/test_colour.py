@@ -415,3 +415,49 @@ def test_flip_rotate_covers_the_eight_symmetries_and_saturation_keeps_gray_gray(
     out = augment_images(gray_in_colour, torch.Generator().manual_seed(0), flip_rotate=True)
     torch.testing.assert_close(out[:, 0], out[:, 1])
     torch.testing.assert_close(out[:, 1], out[:, 2])
+
+
+# ------------------------------------------------------------------ images without an up or a side
+def test_a_schema_says_its_images_may_be_mirrored_and_turned_and_refuses_a_non_boolean():
+    from fusion.errors import SchemaError
+    from fusion.schema import parse_schema
+
+    assert parse_schema(SCHEMA).image_flip_rotate is False  # films: not unless declared
+    assert parse_schema(SCHEMA.replace("channels = 3", "channels = 3\nflip_rotate = true")).image_flip_rotate
+    npz = '[label]\ncolumn = "y"\nclasses = { a = ["0"], b = ["1"] }\n[image]\nflip_rotate = true\n'
+    assert parse_schema(npz).image_flip_rotate  # no image column needed to say it
+    with pytest.raises(SchemaError, match="'flip_rotate' must be true or false") as err:
+        parse_schema(SCHEMA.replace("channels = 3", 'channels = 3\nflip_rotate = "yes"'))
+    assert "flip_rotate" in str(err.value.field)
+
+
+@pytest.mark.parametrize(
+    ("declared", "flag", "expected"),
+    [(True, None, True), (True, False, False), (False, None, False), (False, True, True)],
+)
+def test_flip_rotate_follows_the_schema_unless_set(hue_folder, tmp_path, declared, flag, expected):
+    """Unset, ``image.flip_rotate`` is the schema's (what the model trained with is
+    saved); set (``--flip-rotate`` / ``--no-flip-rotate``), it wins."""
+    import shutil
+
+    folder = tmp_path / "hue"
+    shutil.copytree(hue_folder, folder)
+    if declared:
+        (folder / "schema.toml").write_text(SCHEMA.replace("channels = 3", "channels = 3\nflip_rotate = true"))
+    ds = load_dataset(folder, image_size=SIZE, cache_dir=tmp_path / "cache")
+    cfg = _config(flip_rotate=flag)
+    cfg.train.epochs = 1
+    clf = FusionClassifier(cfg).fit(ds.subset(np.arange(60)), ds.subset(np.arange(60, 90)))
+    assert clf.config_.image.flip_rotate is expected
+    assert cfg.image.flip_rotate is flag  # the request is left alone
+    assert FusionClassifier.load(clf.save(tmp_path / "model")).config_.image.flip_rotate is expected
+
+
+def test_the_train_command_reads_flip_rotate_and_its_negative():
+    from fusion.cli import config_from_args
+    from fusion.train import build_parser
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args([])).image.flip_rotate is None
+    assert config_from_args(parser.parse_args(["--flip-rotate"])).image.flip_rotate is True
+    assert config_from_args(parser.parse_args(["--no-flip-rotate"])).image.flip_rotate is False

@@ -186,6 +186,8 @@ def _example(s):
     configuration holds it."""
     if isinstance(s.default, bool):
         return [], not s.default
+    if s.hint == (bool | None):  # --flag / --no-flag; unset follows the data
+        return [], True
     if s.choices:
         value = next(c for c in s.choices if c != s.default)
         return [str(value)], value  # typed as text (image.channels' choices are numbers)
@@ -218,3 +220,15 @@ def test_the_cli_default_config_is_the_library_s():
     from fusion.train import build_parser
 
     assert config_from_args(build_parser().parse_args([])).to_dict() == Config().to_dict()
+
+
+def test_mirrored_and_turned_images_train_three_times_as_many_epochs_unless_epochs_are_set():
+    """Eight views of each image take longer to learn: the derived epochs triple with
+    image.flip_rotate on an image model, not on a record-only one, not when set."""
+    cfg = Config()
+    assert cfg.epochs_for(5363) == 10  # HAM10000's training part: 168 steps an epoch, at least 10
+    cfg.image.flip_rotate = True
+    assert cfg.epochs_for(5363) == 30 and cfg.epochs_for(100) == 3 * Config().epochs_for(100)
+    assert Config(modalities=("tabular",), image=ImageConfig(flip_rotate=True)).epochs_for(5363) == 10
+    cfg.train.epochs = 7
+    assert cfg.epochs_for(5363) == 7

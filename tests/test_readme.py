@@ -31,9 +31,12 @@ def test_the_train_option_table_is_the_parser_s():
 
     parser = build_parser()
     table = _train_option_table()
-    rows = re.findall(r"^\| `(--[\w-]+)[^`]*` \| ([^|]*) \|", table, flags=re.M)
-    assert [flag for flag, _ in rows] == [f for f in command_flags(parser) if f.startswith("--") and f != "--help"]
-    defaults = {a.option_strings[-1]: a.default for a in parser._actions}
+    rows = re.findall(r"^\| `(--[\w-]+)([^`]*)` \| ([^|]*) \|", table, flags=re.M)
+    # a switch with a negative form is one row: `--flip-rotate, --no-flip-rotate`
+    named = [f for flag, rest, _ in rows for f in (flag, *re.findall(r", (--[\w-]+)", rest))]
+    assert named == [f for f in command_flags(parser) if f.startswith("--") and f != "--help"]
+    rows = [(flag, shown) for flag, _, shown in rows]
+    defaults = {o: a.default for a in parser._actions for o in a.option_strings}
     for flag, shown in rows:
         if isinstance(defaults[flag], (int, float, str)) and not isinstance(defaults[flag], bool):
             assert str(defaults[flag]) in shown, f"{flag}: the README says {shown!r}, the parser {defaults[flag]!r}"

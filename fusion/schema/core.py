@@ -152,6 +152,11 @@ class Schema:
     the table (the TOML's ``[missing] tokens``): each feature's own ``missing_tokens``
     gain them (after its own), so a feature, the form and the card list all the tokens
     that apply to it. A table token may not be a category of any feature.
+
+    ``image_flip_rotate`` (``[image] flip_rotate``): the images have no up and no side
+    (a skin lesion, a pathology slide), so training may mirror them and turn them by
+    quarter turns (``image.flip_rotate`` follows it when unset). False for films: a
+    mirrored chest puts the heart on the wrong side.
     """
 
     name: str
@@ -162,6 +167,7 @@ class Schema:
     image_folder: str | None = None
     image_allow_outside: bool = False
     image_channels: int | None = None
+    image_flip_rotate: bool = False
     excluded: dict[str, str] = field(default_factory=dict)
     description: str = ""
     text: str = ""
@@ -205,6 +211,14 @@ class Schema:
                 field="[image] channels",
                 value=self.image_channels,
                 accepted="1 or 3",
+            )
+        if not isinstance(self.image_flip_rotate, bool):
+            raise SchemaError(
+                f"schema {self.name!r}: [image] 'flip_rotate' must be true or false; "
+                f"got {_short(self.image_flip_rotate)}",
+                field="[image] flip_rotate",
+                value=self.image_flip_rotate,
+                accepted="true or false",
             )
 
     def _spread_tokens(self) -> None:
