@@ -22,6 +22,7 @@ from fusion.data.loaders import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics, metric_intervals
 from fusion.evaluation.subgroups import format_subgroups, subgroup_report
 from fusion.persistence import write_json
+from fusion.schema import group_unit
 
 
 def evaluate(
@@ -67,7 +68,9 @@ def evaluate(
     proba = clf.predict_dataset(ds)
     pred = clf.calibration_.decide(proba)  # the labels predict gives (calibration.decision)
     metrics = classification_metrics(ds.labels, proba, clf.classes_, pred=pred)
-    metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred)
+    metrics["intervals"] = metric_intervals(
+        ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred, unit=group_unit(ds.schema)
+    )
     if by:
         if ds.records is None or ds.schema is None:
             raise ValueError("subgroups need the dataset's records; this dataset has none")

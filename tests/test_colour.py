@@ -461,3 +461,20 @@ def test_the_train_command_reads_flip_rotate_and_its_negative():
     assert config_from_args(parser.parse_args([])).image.flip_rotate is None
     assert config_from_args(parser.parse_args(["--flip-rotate"])).image.flip_rotate is True
     assert config_from_args(parser.parse_args(["--no-flip-rotate"])).image.flip_rotate is False
+
+
+def test_the_card_of_a_colour_model_of_lesions_speaks_of_images_and_lesions():
+    from fusion.evaluation.card import card_words, limitations
+    from fusion.schema import load_schema
+
+    ham = load_schema("ham10000")
+    metrics = {"backbone": "custom", "config": {"image": {"channels": 3}}, "n_test": 50, "test": {"per_class": {}}}
+    assert card_words(metrics, ham) == {
+        "items": "images",
+        "image": "a colour image (dermatoscopy, fundus, pathology)",
+        "unit": "lesion",
+    }
+    notes = " ".join(limitations(metrics, ham, None))
+    assert "50 images" in notes and "dermatoscopy" in notes and "chest X-ray" not in notes
+    gray = {**metrics, "config": {"image": {"channels": 1}}}
+    assert card_words(gray, load_schema("nih_pneumonia"))["items"] == "films"

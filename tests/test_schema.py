@@ -639,3 +639,11 @@ def test_schemas_without_tokens_load_as_before():
         schema = load_schema(name)
         if name != "ham10000":
             assert schema.missing_tokens == () and not any(f.missing_tokens for f in schema.features)
+
+
+def test_the_word_for_a_group_is_the_schema_s_group_column_without_its_id():
+    from fusion.schema import group_unit, load_schema
+
+    assert group_unit(load_schema("ham10000")) == "lesion"
+    assert group_unit(load_schema("covid_chestxray")) == "patient"  # patientid
+    assert group_unit(None) == "patient"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import platform
 from datetime import date
 
+from fusion.schema import group_unit
+
 SMALL_TEST = 100  # fewer test films than this: every figure is a rough estimate
 RARE = 10  # fewer films of a class than this: its figures are not to be trusted
 
@@ -115,6 +117,7 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
     """
     classes = metrics["classes"]
     test = metrics.get("test")
+    words = card_words(metrics, schema)
     out = [
         f"# Model card: {metrics['task']}",
         "",
@@ -139,8 +142,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
     out += [
         "",
         "## Intended use",
-        "- Research on classifying patients from a chest X-ray and a clinical record together, and on what each "
-        "modality contributes.",
+        f"- Research on classifying patients from {words['image']} and a clinical record together, and on what "
+        "each modality contributes.",
         "- **Not a medical device and not for diagnosis**: no clinical decision may rest on it.",
         "",
         "## Out of scope",
@@ -149,8 +152,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         "",
         "## Training data",
         f"- Source: {metrics.get('data')}",
-        f"- Films: {metrics['n_train']} train, {metrics['n_val']} validation, {metrics['n_test']} test; splits are by "
-        "patient (no patient in two splits).",
+        f"- {words['items'].capitalize()}: {metrics['n_train']} train, {metrics['n_val']} validation, "
+        f"{metrics['n_test']} test; splits are by {words['unit']} (no {words['unit']} in two splits).",
         f"- Rows skipped for bad values or unreadable images: {len(metrics.get('skipped', []))} "
         "(listed in metrics.json).",
     ]
@@ -172,10 +175,13 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         m = metrics.get(split)
         if not m:
             continue
-        out += ["", f"## Metrics: {split} ({metrics['n_' + split]} films)", ""]
+        out += ["", f"## Metrics: {split} ({metrics['n_' + split]} {words['items']})", ""]
         out += _metrics_table(m, classes)
         out.append("")
-        out.append("95% intervals: bootstrap resampling patients (all films of a patient move together), seeded.")
+        out.append(
+            f"95% intervals: bootstrap resampling {words['unit']}s (all {words['items']} of a {words['unit']} "
+            "move together), seeded."
+        )
         cal = m.get("calibration")
         if cal:
             b, a = cal["before"], cal["after"]
@@ -204,14 +210,17 @@ def limitations(metrics: dict, schema, pretraining: dict | None) -> list[str]:
     """What the run's own numbers and schema say a reader must keep in mind."""
     notes = []
     test = metrics.get("test")
+    items = card_words(metrics, schema)["items"]
     if not test:
         notes.append("No test split: every figure here is on data that took part in training or calibration.")
     elif metrics["n_test"] < SMALL_TEST:
-        notes.append(f"The test split holds {metrics['n_test']} films: figures are rough, see their intervals.")
+        notes.append(f"The test split holds {metrics['n_test']} {items}: figures are rough, see their intervals.")
     if test:
         rare = [f"{c} ({pc['support']})" for c, pc in test["per_class"].items() if pc["support"] < RARE]
         if rare:
-            notes.append(f"Classes with fewer than {RARE} test films: {', '.join(rare)}; their figures are unreliable.")
+            notes.append(
+                f"Classes with fewer than {RARE} test {items}: {', '.join(rare)}; their figures are unreliable."
+            )
     if schema is not None:
         imputed = [f.name for f in schema.features if f.missing == "impute"]
         if imputed:
@@ -224,11 +233,29 @@ def limitations(metrics: dict, schema, pretraining: dict | None) -> list[str]:
         notes.append("The image backbone was pretrained on pediatric films of one hospital (see Training data).")
     if "synthetic" in str(metrics.get("data", "")):
         notes.append("Trained and tested on the synthetic demonstration cohort: says nothing about real patients.")
-    notes.append(
-        "Shortcuts (view, laterality markers, source hospital) are the known failure of chest X-ray models "
-        "(DeGrave et al. 2021): check the subgroup table before trusting a figure."
-    )
+    if items == "films":
+        notes.append(
+            "Shortcuts (view, laterality markers, source hospital) are the known failure of chest X-ray models "
+            "(DeGrave et al. 2021): check the subgroup table before trusting a figure."
+        )
+    else:
+        notes.append(
+            "Shortcuts (rulers, ink marks, the camera or clinic an image came from) are known failures of "
+            "dermatoscopy models (Winkler et al. 2019): check the subgroup table before trusting a figure."
+        )
     return notes
+
+
+def card_words(metrics: dict, schema) -> dict[str, str]:
+    """How the card names what it counts: ``items`` ("films" of gray chest X-rays,
+    "images" of a colour model), ``image`` (what a patient is classified from) and
+    ``unit`` (the schema's group: "patient", or "lesion" for HAM10000)."""
+    colour = _channels(metrics) == 3
+    return {
+        "items": "images" if colour else "films",
+        "image": "a colour image (dermatoscopy, fundus, pathology)" if colour else "a chest X-ray",
+        "unit": group_unit(schema),
+    }
 
 
 def _channels(metrics: dict) -> int | None:

@@ -193,7 +193,16 @@ def _replicate_weights(owner: np.ndarray, n_patients: int, picks: np.ndarray) ->
 
 
 def metric_intervals(
-    y_true, proba, classes, groups=None, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0, pred=None
+    y_true,
+    proba,
+    classes,
+    groups=None,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    pred=None,
+    unit: str = "patient",
 ) -> dict:
     """95 % intervals of every headline metric, from one patient bootstrap.
 
@@ -210,7 +219,9 @@ def metric_intervals(
         (percentile intervals; for ECE, whose resamples are biased upwards, the basic
         bootstrap interval around the point estimate);
         ``per_class``: class -> ``{"sensitivity", "specificity", "auroc"}`` intervals;
-        ``n_boot``, ``level``, ``unit`` ("patient" or "row"). An interval is None where
+        ``n_boot``, ``level``, ``unit`` (what was resampled: ``unit``, the word for
+        a group, "patient" unless the schema's group is another, e.g. "lesion"; "row"
+        without groups). An interval is None where
         the metric is undefined in most replicates (a class too rare to resample).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -247,5 +258,5 @@ def metric_intervals(
     out["per_class"] = {
         c: {m: interval(f"{m}.{i}") for m in ("sensitivity", "specificity", "auroc")} for i, c in enumerate(classes)
     }
-    out.update(n_boot=n_boot, level=level, unit="patient" if groups is not None else "row")
+    out.update(n_boot=n_boot, level=level, unit=unit if groups is not None else "row")
     return out

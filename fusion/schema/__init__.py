@@ -18,7 +18,7 @@ Example
 91.0
 """
 
-from fusion.schema.core import LabelSpec, Schema, TableValidation, records_frame
+from fusion.schema.core import LabelSpec, Schema, TableValidation, group_unit, records_frame
 from fusion.schema.kinds import (
     FEATURE_TYPES,
     KINDS,
@@ -68,6 +68,7 @@ __all__ = [
     "Schema",
     "TableValidation",
     "builtin_schemas",
+    "group_unit",
     "is_missing",
     "load_schema",
     "make_feature",

@@ -453,3 +453,13 @@ def _jsonable(index: Any) -> Any:
     if isinstance(index, np.integer):
         return int(index)
     return index
+
+
+def group_unit(schema: Schema | None) -> str:
+    """The word for one group of rows, as reports say it ("resamples of lesions"): the
+    schema's group column without an ``id`` ending (``lesion_id`` -> "lesion",
+    ``patientid`` -> "patient"); "patient" when there is no schema or group, the
+    grouping every chest X-ray cohort uses."""
+    column = (schema.group if schema is not None else None) or "patient"
+    word = re.sub(r"[\s_-]*id$", "", column.strip(), flags=re.IGNORECASE)
+    return word.replace("_", " ").lower() or "patient"

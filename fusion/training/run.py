@@ -38,7 +38,7 @@ from fusion.evaluation.card import model_card
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
 from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
-from fusion.schema import short_repr
+from fusion.schema import group_unit, short_repr
 from fusion.training import distributed
 from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
 
@@ -458,7 +458,9 @@ def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.n
     proba = clf.calibration_.apply(raw)
     pred = clf.calibration_.decide(proba)  # the labels predict gives (calibration.decision)
     metrics = classification_metrics(ds.labels, proba, clf.classes_, pred=pred)
-    metrics["intervals"] = metric_intervals(ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred)
+    metrics["intervals"] = metric_intervals(
+        ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred, unit=group_unit(ds.schema)
+    )
     metrics["calibration"] = calibration_report(ds.labels, raw, proba)
     metrics["operating_points"] = operating_point_report(ds.labels, proba, clf.classes_, clf.calibration_.thresholds)
     return metrics, proba, raw
