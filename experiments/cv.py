@@ -5,7 +5,8 @@ For each seed, patient-grouped stratified k-fold CV (grouped by the schema's gro
 column: patients for the chest X-ray cohorts, lesions for ham10000): every model sees
 the same folds, and inside each training part a grouped 20 % stops the networks early.
 The out-of-fold predictions of all folds are pooled and scored (macro AUROC, balanced
-accuracy, macro-F1, per-class sensitivity) with 95 % bootstrap intervals that resample
+accuracy, accuracy, macro-F1, per-class sensitivity: the counts of the labels each
+model's decision rule gives, ``calibration.decision``) with 95 % bootstrap intervals that resample
 groups; each fused model is compared with each single-modality model on the same
 patients and folds (the paired difference of macro AUROC and of balanced accuracy, with
 its bootstrap interval), and each fused model's per-class sensitivity is set beside the
@@ -19,6 +20,8 @@ the built-in configuration BASE with the settings given by their dotted names as
 JSON when it is JSON (``1``, ``true``, ``null``, ``[64, 32]``) and as text otherwise. So
 a new option of the library (a fusion head, an ``auto`` candidate) is compared without
 a change here. ``--spec FILE`` reads such entries one per line (``#`` comments).
+``--oof-dir DIR`` keeps each model's and seed's out-of-fold predictions there and reads
+them back on a rerun, so a long comparison can be resumed or split over processes.
 
     python experiments/cv.py --data ../shared/data/covid-chestxray --schema covid_chestxray \\
         [--models fused joint stacked gbm image image_network tabular_mlp xgboost] \\
@@ -123,8 +126,11 @@ def is_fused(cfg: Config) -> bool:
     return len(cfg.modalities) > 1
 
 
-def out_of_fold(ds, cfg: Config, folds, seed: int) -> tuple[np.ndarray, float]:
-    oof = np.zeros((len(ds), len(ds.classes)))
+def out_of_fold(ds, cfg: Config, folds, seed: int) -> tuple[dict, float]:
+    """Out-of-fold ``proba`` (calibrated probabilities) and ``pred`` (the labels the
+    model's decision rule gives, ``calibration.decision``) of every row, and the
+    training seconds."""
+    proba, pred = np.zeros((len(ds), len(ds.classes))), np.zeros(len(ds), dtype=np.int64)
     seconds = 0.0
     for i, (train_idx, test_idx) in enumerate(folds):
         part = ds.subset(train_idx)
@@ -132,16 +138,43 @@ def out_of_fold(ds, cfg: Config, folds, seed: int) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
         clf = FusionClassifier(cfg).fit(part.subset(inner["train"]), part.subset(inner["val"]))
         seconds += time.perf_counter() - start
-        oof[test_idx] = clf.predict_dataset(ds.subset(test_idx))
-    return oof, seconds
+        proba[test_idx] = clf.predict_dataset(ds.subset(test_idx))
+        pred[test_idx] = clf.calibration_.decide(proba[test_idx])
+    return {"proba": proba, "pred": pred}, seconds
+
+
+def cached_out_of_fold(ds, cfg: Config, folds, seed: int, path: Path | None) -> tuple[dict, float]:
+    """:func:`out_of_fold`, read from ``path`` when an earlier run saved it there (the
+    same model, seed and folds: the file records the configuration and fold sizes it
+    was made with, and any other is recomputed), else computed and saved there. So a
+    long comparison can be stopped and resumed, or split over processes."""
+    key = json.dumps({"config": cfg.to_dict(), "folds": [len(t) for _, t in folds], "n": len(ds)}, sort_keys=True)
+    if path is not None and path.exists():
+        with np.load(path) as saved:
+            if str(saved["key"]) == key:
+                return {"proba": saved["proba"], "pred": saved["pred"]}, float(saved["seconds"])
+    out, seconds = out_of_fold(ds, cfg, folds, seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, key=np.array(key), seconds=np.array(seconds), **out)
+    return out, seconds
 
 
 def _balanced(y: np.ndarray, proba: np.ndarray) -> float:
     return balanced_accuracy(y, proba.argmax(axis=1))
 
 
-# The metrics with intervals and paired differences: name -> metric(y, proba).
+# The metrics with intervals and paired differences: name -> metric(y, scores), and
+# which out-of-fold scores each reads: the probabilities, or the decided labels (one-hot,
+# so that their argmax is the label the model's decision rule gave).
 METRICS = {"macro_auroc": macro_auroc, "balanced_accuracy": _balanced}
+READS = {"macro_auroc": "proba", "balanced_accuracy": "decided"}
+
+
+def _scores(entry: dict, metric: str) -> np.ndarray:
+    if READS[metric] == "proba":
+        return entry["proba"]
+    return np.eye(entry["proba"].shape[1])[entry["pred"]]
 
 
 def summarise(values: list[dict]) -> dict:
@@ -156,16 +189,18 @@ def score_models(ds, oof: dict, seeds: list[int], seconds: dict, folds: int, n_b
     for name, by_seed in oof.items():
         per_seed = []
         for seed in seeds:
-            m = classification_metrics(ds.labels, by_seed[seed], ds.classes)
-            entry = {"seed": seed, "macro_f1": m["macro_f1"], "per_class": m["per_class"]}
+            got = by_seed[seed]
+            m = classification_metrics(ds.labels, got["proba"], ds.classes, pred=got["pred"])
+            entry = {"seed": seed, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "per_class": m["per_class"]}
             for metric, fn in METRICS.items():
                 entry[metric] = bootstrap_interval(
-                    ds.labels, by_seed[seed], ds.groups, metric=fn, n_boot=n_boot, seed=seed
+                    ds.labels, _scores(got, metric), ds.groups, metric=fn, n_boot=n_boot, seed=seed
                 )
             per_seed.append(entry)
         results[name] = {
             **{metric: summarise([s[metric] for s in per_seed]) for metric in METRICS},
             "macro_f1": round(float(np.mean([s["macro_f1"] for s in per_seed])), 4),
+            "accuracy": round(float(np.mean([s["accuracy"] for s in per_seed])), 4),
             "sensitivity": {
                 c: round(float(np.mean([s["per_class"][c]["sensitivity"] for s in per_seed])), 4) for c in ds.classes
             },
@@ -184,7 +219,13 @@ def paired_differences(ds, oof: dict, fused: list[str], singles: list[str], seed
             f"{f} - {s}": summarise(
                 [
                     bootstrap_interval(
-                        ds.labels, oof[f][seed], ds.groups, metric=fn, baseline=oof[s][seed], n_boot=n_boot, seed=seed
+                        ds.labels,
+                        _scores(oof[f][seed], metric),
+                        ds.groups,
+                        metric=fn,
+                        baseline=_scores(oof[s][seed], metric),
+                        n_boot=n_boot,
+                        seed=seed,
                     )
                     for seed in seeds
                 ]
@@ -234,9 +275,13 @@ def run_models(args, configs: dict[str, Config]) -> tuple[object, dict, dict]:
         for seed in args.seeds:
             cfg.train.seed = seed
             folds = grouped_kfold(ds.labels, ds.groups, k=args.folds, seed=seed)
-            oof[name][seed], s = out_of_fold(ds, cfg, folds, seed)
+            path = Path(args.oof_dir) / f"{name}_seed{seed}.npz" if args.oof_dir else None
+            oof[name][seed], s = cached_out_of_fold(ds, cfg, folds, seed, path)
             seconds[name] += s
-        scores = [(macro_auroc(ds.labels, oof[name][s]), _balanced(ds.labels, oof[name][s])) for s in args.seeds]
+        scores = [
+            (macro_auroc(ds.labels, oof[name][s]["proba"]), balanced_accuracy(ds.labels, oof[name][s]["pred"]))
+            for s in args.seeds
+        ]
         print(
             f"{name}: pooled macro AUROC / balanced accuracy by seed "
             f"{[f'{a:.3f} / {b:.3f}' for a, b in scores]} ({seconds[name]:.0f} s)",
@@ -248,13 +293,14 @@ def run_models(args, configs: dict[str, Config]) -> tuple[object, dict, dict]:
 def print_report(summary: dict) -> None:
     """The summary's tables in Markdown."""
     results, classes = summary["results"], summary["classes"]
-    print("\n| model | pooled macro AUROC [95% CI] | balanced accuracy [95% CI] | macro-F1 | s/fold |")
-    print("|---|---|---|---|---|")
+    print("\n| model | pooled macro AUROC [95% CI] | balanced accuracy [95% CI] | accuracy | macro-F1 | s/fold |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
         a, b = r["macro_auroc"], r["balanced_accuracy"]
         print(
             f"| {name} | {a['point']:.3f} [{a['low']:.3f}, {a['high']:.3f}] "
-            f"| {b['point']:.3f} [{b['low']:.3f}, {b['high']:.3f}] | {r['macro_f1']:.3f} | {r['seconds_per_fold']} |"
+            f"| {b['point']:.3f} [{b['low']:.3f}, {b['high']:.3f}] | {r['accuracy']:.3f} | {r['macro_f1']:.3f} "
+            f"| {r['seconds_per_fold']} |"
         )
     paired = summary["paired_differences"]
     if paired["macro_auroc"]:
@@ -295,6 +341,9 @@ def main() -> None:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--image-size", type=int, help="input size of every image model (default: each model's own)")
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--oof-dir", help="folder of each model's and seed's out-of-fold predictions: read when there, else saved"
+    )
     args = p.parse_args()
     builtins = model_configs()
     entries = (args.models or []) + (read_spec(args.spec) if args.spec else [])

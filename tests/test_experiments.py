@@ -81,12 +81,18 @@ def test_cv_compares_configurations_given_as_settings_with_balanced_accuracy_and
     ]
     args = ["--data", str(folder_dataset), "--schema", "synthetic", "--folds", "2", "--seeds", "0", "--n-boot", "20"]
     args += ["--image-size", "32", "--out", str(out), "--spec", str(spec), "--models", *models]
+    args += ["--oof-dir", str(tmp_path / "oof")]
     assert _run_script("cv.py", args, monkeypatch) == 0
     summary = json.loads(out.read_text())
+    assert sorted(p.name for p in (tmp_path / "oof").iterdir()) == [
+        "fused_wide_seed0.npz",
+        "image_only_seed0.npz",
+        "xgb_seed0.npz",
+    ]
     assert list(summary["results"]) == ["fused_wide", "image_only", "xgb"]
     assert summary["models"]["fused_wide"]["head"]["hidden"] == 16 and summary["group_column"] == "patient_id"
     for result in summary["results"].values():
-        assert {"macro_auroc", "balanced_accuracy", "macro_f1", "sensitivity"} <= set(result)
+        assert {"macro_auroc", "balanced_accuracy", "accuracy", "macro_f1", "sensitivity"} <= set(result)
         assert result["balanced_accuracy"]["low"] <= result["balanced_accuracy"]["high"]
     for metric in ("macro_auroc", "balanced_accuracy"):
         assert set(summary["paired_differences"][metric]) == {"fused_wide - image_only", "fused_wide - xgb"}
@@ -97,6 +103,10 @@ def test_cv_compares_configurations_given_as_settings_with_balanced_accuracy_and
     assert drop["largest_drop"]["difference"] == min(drop["difference"].values())
     stdout = capsys.readouterr().out
     assert "balanced accuracy difference" in stdout and "Per-class sensitivity beside image_only" in stdout
+    # A rerun reads the saved predictions back: the same figures, nothing trained.
+    monkeypatch.setattr("fusion.FusionClassifier.fit", lambda *a, **k: pytest.fail("retrained"))
+    assert _run_script("cv.py", args, monkeypatch) == 0
+    assert json.loads(out.read_text())["results"] == summary["results"]
 
 
 def test_cv_refuses_a_configuration_it_cannot_read(monkeypatch, capsys):
