@@ -49,7 +49,7 @@ SCHEMA = "schema.toml"
 # before them was trained with. A folder without them loads as it was trained even when
 # the default changes later (a new default head must not rebuild an old folder's
 # network with another head).
-BEFORE_SETTING = {"head": {"kind": "concat"}}
+BEFORE_SETTING = {"head": {"kind": "concat"}, "train": {"balance": "weights"}}
 
 
 @dataclass

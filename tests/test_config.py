@@ -12,6 +12,7 @@ import pytest
 
 from fusion import Config, FusionClassifier, load_dataset
 from fusion.config import ImageConfig, TuningConfig, settings
+from fusion.model_folder import with_earlier_settings
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "old_format"
 
@@ -102,7 +103,9 @@ def test_a_folder_saved_before_the_tuning_settings_existed_loads_unchanged(tiny_
     was trained with, and the model predicts exactly as before."""
     old = json.loads((FIXTURES / "config_before_issue22.json").read_text())
     assert "tuning" not in old["config"]
-    config = Config.from_dict(old["config"])
+    # trained with the class weights that were the default before train.balance existed
+    config = Config.from_dict(with_earlier_settings(old["config"]))
+    assert config.train.balance == "weights"
     assert config.resolved() == config and config.tuning == TuningConfig()
     folder = Path(shutil.copytree(tiny_runs["tabular"], tmp_path / "model"))
     shutil.copyfile(FIXTURES / "config_before_issue22.json", folder / "config.json")
