@@ -515,11 +515,17 @@ class Config:
             pretrained = "cxr"
         if colour and pretrained in spec.shipped and spec.shipped[pretrained].channels != 3:
             default = f" (the {self.fusion} strategy's default)" if frozen else ""
+            # A frozen-backbone strategy cannot start from scratch: it never trains the backbone.
+            scratch = (
+                f"; fusion {self.fusion!r} cannot start from scratch (or use fusion 'joint')"
+                if frozen
+                else (" or from scratch")
+            )
             raise ConfigError(
                 f"image.pretrained is {pretrained!r}{default}: the shipped chest X-ray weights read gray films (one "
                 "channel) and this model reads colour images (image.channels = 3); start it from image.weights (a "
                 "file, its stem adapted), image.init_from (a colour run), image.pretrained = 'imagenet' (densenet169, "
-                "if on this machine) or from scratch",
+                f"if on this machine){scratch}",
                 field="image.pretrained",
                 related=("image.channels",),
                 value=pretrained,

@@ -307,6 +307,11 @@ def test_the_gray_chest_xray_weights_are_refused_on_a_colour_model(hue_folder, t
     with pytest.raises(ConfigError, match="frozen pretrained backbone") as err:
         FusionClassifier(Config(fusion="stacked")).fit(ds)
     assert err.value.field == "fusion" and "image.weights" in err.value.fields
+    # resolved before the data were known (as the train command does): the derived cxr
+    # is refused when they arrive, without offering what the strategy cannot do
+    with pytest.raises(ConfigError, match="fusion 'auto' cannot start from scratch") as err:
+        FusionClassifier(Config(fusion="auto").resolved()).fit(ds)
+    assert "or from scratch" not in str(err.value)
 
 
 def test_the_train_command_names_the_flag_of_the_refused_weights(capsys):
