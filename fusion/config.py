@@ -496,7 +496,11 @@ class Config:
         pretrained = self.image.pretrained
         frozen = self.fusion in FROZEN_IMAGE and "image" in self.modalities
         colour = self.image.channels == 3
-        if frozen and not self.starting_weights:
+        if frozen and not self.starting_weights and colour and self.fusion == "auto":
+            # No shipped weights read colour: auto leaves out its frozen-backbone
+            # candidates (fusion.backends.auto.candidates) and weighs the networks.
+            frozen = False
+        elif frozen and not self.starting_weights:
             # These strategies read the film through a frozen pretrained backbone: the
             # shipped chest X-ray weights unless others are given.
             if "cxr" not in spec.shipped or colour:

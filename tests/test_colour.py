@@ -483,3 +483,36 @@ def test_the_card_of_a_colour_model_of_lesions_speaks_of_images_and_lesions():
     assert "50 images" in notes and "dermatoscopy" in notes and "chest X-ray" not in notes
     gray = {**metrics, "config": {"image": {"channels": 1}}}
     assert card_words(gray, load_schema("nih_pneumonia"))["items"] == "films"
+
+
+# ------------------------------------------------------------------ auto on colour images
+def test_auto_on_colour_images_weighs_the_networks_and_the_record_without_frozen_weights(
+    hue_folder, tmp_path, small_tuning
+):
+    """No shipped weights read colour, so auto leaves out its frozen-backbone candidates
+    (and says which) instead of refusing the request."""
+    from fusion.backends.auto import candidates
+
+    assert [c.name for c in candidates(("image", "tabular"), frozen=False)] == [
+        "joint",
+        "image_joint",
+        "tabular_xgboost",
+    ]
+    ds = load_dataset(hue_folder, image_size=SIZE, cache_dir=tmp_path)
+    cfg = Config(fusion="auto", tuning=small_tuning)
+    cfg.train.epochs, cfg.image.image_size, cfg.tuning.auto_folds = 1, SIZE, 2
+    clf = FusionClassifier(cfg).fit(ds.subset(np.arange(90)), ds.subset(np.arange(90, 120)))
+    auto = clf.history_["auto"]
+    assert set(auto["candidates"]) == {"joint", "image_joint", "tabular_xgboost"}
+    assert auto["left_out"] == ["stacked", "gbm", "image_stacked", "image_gbm"]
+    assert clf.config_.image.pretrained is None and clf.image_channels_ == 3
+    assert clf.predict_dataset(ds.subset(np.arange(4))).shape == (4, 2)
+
+
+def test_the_schema_s_word_on_the_images_is_read_before_the_images(hue_folder, tmp_path):
+    from fusion.data.loaders import declared_image
+
+    assert declared_image(hue_folder, None) == (3, False)  # the folder's own schema.toml
+    assert declared_image(hue_folder, "ham10000") == (3, True)
+    assert declared_image(hue_folder, "nih_pneumonia") == (None, False)
+    assert declared_image(None, None) == (None, None)  # the synthetic cohort

@@ -76,16 +76,25 @@ class Candidate:
     def spec(self, spec: ModelSpec) -> ModelSpec:
         """``spec`` narrowed to this candidate's modalities (no record preprocessing
         without the record, no image size without the image)."""
+        image = "image" in self.modalities
         return ModelSpec(
             spec.config,
             spec.classes,
             self.modalities,
             spec.preprocessor if "tabular" in self.modalities else None,
-            spec.image_size if "image" in self.modalities else None,
+            spec.image_size if image else None,
+            spec.image_channels if image else 1,
         )
 
 
-def candidates(modalities: tuple[str, ...], names: tuple[str, ...] = AUTO_CANDIDATES) -> tuple[Candidate, ...]:
+# The strategies that read images through a frozen pretrained backbone: without
+# starting weights (a colour model: no shipped weights read colour) auto leaves them out.
+FROZEN = ("stacked", "gbm")
+
+
+def candidates(
+    modalities: tuple[str, ...], names: tuple[str, ...] = AUTO_CANDIDATES, *, frozen: bool = True
+) -> tuple[Candidate, ...]:
     """What auto chooses among for a request of ``modalities``: the fusion strategies
     on all of them and, with two, the image alone as each strategy models it (the
     image network, the logistic model and XGBoost on the frozen image embedding) and
@@ -96,12 +105,23 @@ def candidates(modalities: tuple[str, ...], names: tuple[str, ...] = AUTO_CANDID
     The image alone is modelled the three ways the fused strategies model it, so that a
     fused candidate is preferred for what the record adds, not for a better image
     model (XGBoost on the embedding beats a logistic model on it, or the reverse).
+
+    ``frozen`` False (an image model without starting weights: colour images, which
+    the shipped weights cannot read) leaves out the candidates that read the image
+    through a frozen backbone (:data:`FROZEN`).
     """
     out = [Candidate(name, name, modalities) for name in STRATEGIES]
     if len(modalities) > 1:
         out += [Candidate(f"image_{name}", name, ("image",)) for name in STRATEGIES]
         out.append(Candidate("tabular_xgboost", "xgboost", ("tabular",)))
-    return tuple(c for c in out if c.name in names)
+    usable = [c for c in out if frozen or "image" not in c.modalities or c.backend not in FROZEN]
+    return tuple(c for c in usable if c.name in names)
+
+
+def _frozen_names(modalities: tuple[str, ...]) -> tuple[str, ...]:
+    """The candidates a model without starting weights leaves out."""
+    kept = {c.name for c in candidates(modalities, frozen=False)}
+    return tuple(c.name for c in candidates(modalities) if c.name not in kept)
 
 
 def _rank(score: dict) -> tuple[float, float]:
@@ -128,7 +148,9 @@ class AutoBackend:
         begun = time.perf_counter()
         seed = self.spec.config.train.seed
         folds = inner_folds(train.labels, train.groups, seed, self.spec.config.tuning.auto_folds)
-        pool = candidates(self.spec.modalities, self.spec.config.tuning.auto_candidates)
+        cfg = self.spec.config
+        frozen = "image" not in self.spec.modalities or cfg.starting_weights is not None
+        pool = candidates(self.spec.modalities, cfg.tuning.auto_candidates, frozen=frozen)
         if not pool:
             raise ConfigError(
                 f"tuning.auto_candidates {list(self.spec.config.tuning.auto_candidates)} names no model for modalities "
@@ -155,6 +177,7 @@ class AutoBackend:
             "backend": chosen.backend,
             "modalities": list(chosen.modalities),
             **decision,
+            "left_out": [] if frozen else list(_frozen_names(self.spec.modalities)),
             "inner_folds": len(folds),
             "seconds": round(time.perf_counter() - begun, 1),
         }

@@ -31,7 +31,7 @@ from fusion import __version__
 from fusion.classifier import FusionClassifier
 from fusion.config import Config
 from fusion.data.dataset import Dataset
-from fusion.data.loaders import load_dataset
+from fusion.data.loaders import declared_image, load_dataset
 from fusion.evaluation import classification_metrics, metric_intervals
 from fusion.evaluation.calibration import calibration_report, operating_point_report
 from fusion.evaluation.card import model_card
@@ -206,7 +206,10 @@ def run(
     ValueError
         Bad data or configuration, too little valid data, or a training that diverged.
     """
-    cfg = cfg.resolved()  # the derived defaults (image size, starting weights) this run trains with
+    # The derived defaults (image size, starting weights) this run trains with, given
+    # what the schema says of the images (a colour auto model starts from no weights).
+    channels, flip_rotate = declared_image(cfg.data.path, cfg.data.schema)
+    cfg = cfg.resolved(cfg.image.channels or channels, flip_rotate)
     start = time.perf_counter()
     main = distributed.is_main()
     folder = distributed.on_main(lambda: prepare_folder(out, resume))
