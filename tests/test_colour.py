@@ -505,6 +505,9 @@ def test_auto_on_colour_images_weighs_the_networks_and_the_record_without_frozen
     auto = clf.history_["auto"]
     assert set(auto["candidates"]) == {"joint", "image_joint", "tabular_xgboost"}
     assert auto["left_out"] == ["stacked", "gbm", "image_stacked", "image_gbm"]
+    from fusion.evaluation.card import _auto_lines
+
+    assert any(line.startswith("Left out: stacked, gbm, image_stacked, image_gbm") for line in _auto_lines(auto))
     assert clf.config_.image.pretrained is None and clf.image_channels_ == 3
     assert clf.predict_dataset(ds.subset(np.arange(4))).shape == (4, 2)
 

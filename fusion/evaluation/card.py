@@ -98,6 +98,12 @@ def _auto_lines(auto: dict) -> list[str]:
         lines.append(
             f"| {name}{' (chosen)' if name == auto['chosen'] else ''} | {modalities} | {auroc} | {c['seconds']} |"
         )
+    if auto.get("left_out"):
+        lines += [
+            "",
+            f"Left out: {', '.join(auto['left_out'])} (they read the image through a frozen pretrained backbone, "
+            "and no starting weights read this model's images).",
+        ]
     return [*lines, ""]
 
 
