@@ -42,6 +42,7 @@ import numpy as np
 
 from fusion import Config, FusionClassifier, classification_metrics, grouped_kfold, grouped_split, load_dataset
 from fusion.evaluation import balanced_accuracy, bootstrap_interval, macro_auroc
+from fusion.training.run import resolved_for_data
 
 
 def model_configs() -> dict[str, Config]:
@@ -261,17 +262,24 @@ def choose_reference(results: dict, configs: dict, requested: str | None) -> str
     return max(pool, key=lambda n: results[n]["balanced_accuracy"]["point"]) if pool else None
 
 
+def resolved_with_data(cfg: Config, data, schema, datasets: dict) -> tuple[Config, object]:
+    """``cfg`` resolved as the train command resolves it (knowing what the schema says
+    of the images), and the dataset at its image size, loaded once per size into
+    ``datasets``."""
+    cfg = resolved_for_data(cfg, data, schema)
+    size = cfg.image.image_size
+    if size not in datasets:
+        datasets[size] = load_dataset(data, schema, image_size=size)
+    return cfg, datasets[size]
+
+
 def run_models(args, configs: dict[str, Config]) -> tuple[object, dict, dict]:
     """Out-of-fold probabilities of every model and seed, and each model's training seconds."""
     datasets, oof, seconds = {}, {n: {} for n in configs}, dict.fromkeys(configs, 0.0)
     for name, cfg in configs.items():
         if args.image_size:
             cfg.image.image_size = args.image_size
-        cfg = cfg.resolved()
-        size = cfg.image.image_size
-        if size not in datasets:
-            datasets[size] = load_dataset(args.data, args.schema, image_size=size)
-        ds = datasets[size]
+        cfg, ds = resolved_with_data(cfg, args.data, args.schema, datasets)
         for seed in args.seeds:
             cfg.train.seed = seed
             folds = grouped_kfold(ds.labels, ds.groups, k=args.folds, seed=seed)

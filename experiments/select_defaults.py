@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cv import model_configs, parse_models
+from cv import model_configs, parse_models, resolved_with_data
 
-from fusion import FusionClassifier, grouped_split, load_dataset
+from fusion import FusionClassifier, grouped_split
 from fusion.evaluation import balanced_accuracy, macro_auroc
 
 STRENGTHS = (0.0, 0.5, 1.0)
@@ -60,11 +60,7 @@ def main() -> None:
     datasets = {}
     for name, cfg in configs.items():
         cfg.train.seed = args.seed
-        cfg = cfg.resolved()
-        size = cfg.image.image_size
-        if size not in datasets:
-            datasets[size] = load_dataset(args.data, args.schema, image_size=size)
-        ds = datasets[size]
+        cfg, ds = resolved_with_data(cfg, args.data, args.schema, datasets)
         split = grouped_split(ds.labels, ds.groups, seed=args.seed)
         prior = np.bincount(ds.labels[split["train"]], minlength=len(ds.classes)) / len(split["train"])
         start = time.perf_counter()

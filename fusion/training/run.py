@@ -206,10 +206,7 @@ def run(
     ValueError
         Bad data or configuration, too little valid data, or a training that diverged.
     """
-    # The derived defaults (image size, starting weights) this run trains with, given
-    # what the schema says of the images (a colour auto model starts from no weights).
-    channels, flip_rotate = declared_image(cfg.data.path, cfg.data.schema)
-    cfg = cfg.resolved(cfg.image.channels or channels, flip_rotate)
+    cfg = resolved_for_data(cfg, cfg.data.path, cfg.data.schema)
     start = time.perf_counter()
     main = distributed.is_main()
     folder = distributed.on_main(lambda: prepare_folder(out, resume))
@@ -229,6 +226,16 @@ def run(
             raise
         remove_temporary(folder)
         raise DiskFull(FolderState.of(folder, trained), _written(err, folder)) from None
+
+
+def resolved_for_data(cfg: Config, path, schema) -> Config:
+    """``cfg`` with the derived defaults (image size, starting weights) it will train
+    with on the data at ``path`` read with ``schema``, knowing what the schema says of
+    the images before they are loaded (``[image] channels`` unless ``image.channels``
+    is set, ``flip_rotate``): a colour ``auto`` model starts from no weights, at the
+    networks' size. What the train command and ``experiments/cv.py`` resolve alike."""
+    channels, flip_rotate = declared_image(path, schema)
+    return cfg.resolved(cfg.image.channels or channels, flip_rotate)
 
 
 def prepare_folder(out: str | Path | None, resume: bool = False) -> Path:
