@@ -79,12 +79,13 @@ DATA_NOTE = (
     "normal vs pneumonia; this script's training part only (patient-grouped), the official test split never seen"
 )
 REPRODUCIBLE_NOTE = (
-    "bit for bit: the command above with torch {torch} and {threads} thread(s) writes this file's SHA-256 again; "
-    "{isa}; another torch version or thread count gives other low bits and so other weights"
+    "bit for bit: the command above with torch {torch} and {threads} thread(s) writes this file again (its SHA-256 "
+    "and validation figures; not train_seconds or the date); {isa}; another torch version or thread count rounds "
+    "differently and so trains other weights"
 )
 PINNED_NOTE = (
-    "the kernels are pinned to AVX2 (oneDNN, PyTorch, MKL in its compatible mode), so AVX-512 and AVX2 CPUs "
-    "run the same ones (checked: two runs on one AVX-512 machine identical, and different from its native kernels)"
+    "the kernels are pinned to AVX2 (oneDNN, PyTorch, MKL in its compatible mode), so that AVX-512 CPUs run the "
+    "ones AVX2 CPUs do (repeatability checked on one AVX-512 machine, whose native kernels give other weights)"
 )
 NATIVE_NOTE = "--native-isa: each library used this CPU's widest kernels ({capability}), so other CPU kinds differ"
 
