@@ -326,7 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="train on this many films of the training part (stratified; tests)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads; the weights depend on it (default 2)")
-    p.add_argument("--native-isa", action="store_true", help="use the CPU's widest kernels, not AVX2's (see above)")
+    p.add_argument("--native-isa", action="store_true", help="the CPU's widest kernels: weights differ by CPU kind")
     p.add_argument("--ship", help="folder to write the shipped weights to (e.g. fusion/weights)")
     p.add_argument("--name", default="custom_cxr", help="file stem of the shipped weights")
     args = p.parse_args(argv)
