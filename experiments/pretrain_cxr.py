@@ -135,8 +135,8 @@ def pinned_isa(native: bool) -> str:
     return "AVX2"
 
 
-def make_deterministic(threads: int, seed: int) -> None:
-    """Same seed, same threads, same kernels: the same weights, bit for bit.
+def make_deterministic(threads: int) -> None:
+    """Same threads, same kernels, same seed (``train_probe``): the same weights, bit for bit.
 
     Thread counts change how reductions (batch-norm statistics, weight gradients) are
     split and so their rounding; deterministic algorithms rule out the kernels that add
@@ -148,7 +148,6 @@ def make_deterministic(threads: int, seed: int) -> None:
     torch.use_deterministic_algorithms(True)
     torch.backends.mkldnn.deterministic = True
     torch.set_float32_matmul_precision("highest")
-    torch.manual_seed(seed)
 
 
 def stratified_subset(index: np.ndarray, strata: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -246,10 +245,12 @@ def train_probe(parts: Parts, args) -> tuple[Probe, dict, tuple[float, float]]:
     """One training run: the model of the epoch of lowest validation loss, its summary
     and the intensity normalisation it was trained with.
 
-    ``args`` needs ``epochs, batch_size, lr, weight_decay, patience, seed``; the torch
-    seed must be set just before (``make_deterministic``): it draws the initial weights
-    and dropout.
+    ``args`` needs ``epochs, batch_size, lr, weight_decay, patience, seed``. The seed
+    draws the initial weights and dropout (torch's global generator, reset here, so runs
+    of several seeds in one process each start as a fresh process would) and the batch
+    order and augmentation (a generator of their own).
     """
+    torch.manual_seed(args.seed)
     mean, std = intensity(parts.x_train)
     k = len(parts.classes)
     y_train = parts.y_train
@@ -338,7 +339,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     isa = pinned_isa(args.native_isa)
-    make_deterministic(args.threads, args.seed)
+    make_deterministic(args.threads)
     parts = load_parts(args.data, args.schema, args.image_size, args.val_fraction, args.seed, args.limit)
     model, summary, (mean, std) = train_probe(parts, args)
     print(json.dumps(summary, indent=2))
