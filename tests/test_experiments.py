@@ -1,17 +1,31 @@
 """The experiment scripts run (tiny sizes): they use only the public API, so a change
 there that breaks them must fail here, not in the next person's benchmark."""
 
+import argparse
+import hashlib
 import json
+import os
+import platform
 import re
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from fusion import load_dataset
+from tests.conftest import SHARED_DATA
 
 ROOT = Path(__file__).parents[1]
+KERMANY = SHARED_DATA / "kermany-cxr"
+SHORT_PRETRAIN = ["--limit", "256", "--image-size", "32", "--epochs", "2"]
+# experiments/pretrain_cxr.py SHORT_PRETRAIN on kermany-cxr, pinned to AVX2, 2 threads, seed 0: recorded on
+# an AVX-512 (AMD EPYC) machine with torch 2.14.1. Another torch (or its bundled oneDNN and MKL) may round
+# differently: then rerun the script and record the new digest, as the shipped weights must be remade.
+SHORT_PRETRAIN_SHA256 = {"2.14.1": "b238e358a82147fa088193918830c72622a538f9307c5fc76c2de04e2718de64"}
 
 
 def _run_script(name: str, args: list[str], monkeypatch) -> int:
@@ -124,3 +138,110 @@ def test_cv_refuses_a_configuration_it_cannot_read(monkeypatch, capsys):
             cv["parse_models"]([entry], builtins)
     with pytest.raises(SystemExit, match="given twice"):
         cv["parse_models"](["fused", "fused"], builtins)
+
+
+@pytest.fixture(scope="module")
+def short_pretrains(tmp_path_factory):
+    """The short pretraining run twice, each in its own process (the instruction set is
+    pinned before torch loads); oneDNN's verbose header names the ISA it ran with."""
+    if not KERMANY.is_dir():
+        pytest.skip("../shared/data/kermany-cxr is not on this machine")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the AVX2 pinning is for x86-64 CPUs")
+    runs = []
+    for i in range(2):
+        out = tmp_path_factory.mktemp(f"pretrain{i}")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "experiments/pretrain_cxr.py",
+                "--data",
+                str(KERMANY),
+                *SHORT_PRETRAIN,
+                "--ship",
+                str(out),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "ONEDNN_VERBOSE": "check"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        record = json.loads((out / "custom_cxr.json").read_text())
+        digest = hashlib.sha256((out / "custom_cxr.safetensors").read_bytes()).hexdigest()
+        runs.append({"stdout": done.stdout, "record": record, "sha256": digest})
+    return runs
+
+
+def test_pretrain_cxr_gives_the_same_weights_twice_on_avx2_kernels(short_pretrains):
+    first, second = short_pretrains
+    assert first["sha256"] == first["record"]["sha256"] == second["sha256"] == second["record"]["sha256"]
+    assert "isa:Intel AVX2" in first["stdout"]  # oneDNN took the cap set from within the script
+    record = first["record"]
+    assert record["deterministic"] == {"threads": 2, "isa": "AVX2", "seed": 0}
+    assert record["validation"]["cpu_capability"] == "AVX2"
+    assert record["validation"]["limit"] == record["validation"]["n_train"] == 256
+    assert record["validation"]["epochs"] == 2 and record["image_size"] == 32
+    assert " ".join(SHORT_PRETRAIN) in record["command"]  # the command that remakes the file
+    assert "bit for bit" in record["note"] and "vary slightly" not in record["note"]
+
+
+def test_pretrain_cxr_gives_the_recorded_weights(short_pretrains):
+    version = torch.__version__.split("+")[0]
+    if version not in SHORT_PRETRAIN_SHA256:
+        pytest.skip(f"digest recorded for torch {sorted(SHORT_PRETRAIN_SHA256)}, not {version}")
+    assert short_pretrains[0]["sha256"] == SHORT_PRETRAIN_SHA256[version]
+
+
+def _films(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    films = rng.integers(0, 200, (n, 32, 32)) + 50 * labels[:, None, None]  # the second class brighter
+    return films.astype(np.uint8), labels
+
+
+def test_pretrain_cxr_training_is_a_function_of_its_seed(tmp_path, capsys):
+    pretrain = runpy.run_path(str(ROOT / "experiments" / "pretrain_cxr.py"), run_name="pretrain")
+    (x_train, y_train), (x_val, y_val) = _films(40, 0), _films(12, 1)
+    parts = pretrain["Parts"](x_train, y_train, x_val, y_val, np.arange(40), np.arange(12), ["a", "b"])
+    args = argparse.Namespace(epochs=2, batch_size=16, lr=3e-3, weight_decay=5e-4, patience=10, seed=0, limit=None)
+    trained = []
+    for _ in range(2):
+        with torch.random.fork_rng():  # train_probe seeds torch's global generator
+            trained.append(pretrain["train_probe"](parts, args))
+    (first, summary, stats), (second, _, _) = trained
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert summary["n_train"] == 40 and summary["epochs_run"] == 2 and len(capsys.readouterr().out.splitlines()) == 4
+    # The normalisation from exact integer sums is numpy's, to rounding.
+    assert np.allclose(stats, (x_train.mean() / 255, x_train.std() / 255), rtol=1e-12, atol=0)
+    # The record keeps every field it had and says how the file reproduces.
+    args.name, args.image_size = "probe", 32
+    deterministic = {"threads": 2, "isa": "AVX2", "seed": 0}
+    pretrain["ship"](first.backbone, *stats, parts.classes, tmp_path, args, summary, deterministic)
+    record = json.loads((tmp_path / "probe.json").read_text())
+    assert record["sha256"] == hashlib.sha256((tmp_path / "probe.safetensors").read_bytes()).hexdigest()
+    assert {"backbone", "image_size", "mean", "std", "classes", "validation", "command", "torch_version"} <= set(record)
+    assert record["deterministic"] == deterministic and "pinned to AVX2" in record["note"]
+
+
+def test_pretrain_cxr_limit_keeps_each_stratum_in_proportion():
+    subset = runpy.run_path(str(ROOT / "experiments" / "pretrain_cxr.py"), run_name="pretrain")["stratified_subset"]
+    index = np.arange(10, 1010)
+    strata = np.zeros(1010, dtype=int)
+    strata[10:760], strata[760:910] = 1, 2  # 750 / 150 / 100 of the thousand
+    picked = subset(index, strata, 100, 0)
+    assert len(set(picked)) == 100 and set(picked) <= set(index) and (np.diff(picked) > 0).all()
+    assert np.bincount(strata[picked], minlength=3).tolist() == [10, 75, 15]
+    assert (subset(index, strata, 100, 0) == picked).all() and not (subset(index, strata, 100, 1) == picked).all()
+    assert subset(index, strata, None, 0) is index and subset(index, strata, 5000, 0) is index
+
+
+def test_pretrain_cxr_refuses_to_run_unpinned_once_torch_is_loaded(monkeypatch):
+    # Here torch is loaded before the script's first lines: its kernels cannot be pinned any more.
+    for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_CBWR"):
+        monkeypatch.delenv(name, raising=False)
+    message = _run_script("pretrain_cxr.py", ["--data", "nowhere"], monkeypatch)
+    assert isinstance(message, str) and "pinning did not take" in message and "--native-isa" in message
+    assert "ONEDNN_MAX_CPU_ISA" not in os.environ  # nothing set in this process
