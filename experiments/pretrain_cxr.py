@@ -64,6 +64,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
@@ -72,6 +73,9 @@ from fusion import __version__, grouped_split, load_dataset
 from fusion.data import read_table
 from fusion.evaluation import rank_auroc
 from fusion.nets.backbones import create_backbone
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cxr_shift, beside this script (also under runpy)
+import cxr_shift
 
 DATA_NOTE = (
     "kermany-cxr (Kermany et al., Cell 2018): pediatric anterior-posterior chest X-rays of children aged one "
@@ -90,6 +94,12 @@ PINNED_NOTE = (
 NATIVE_NOTE = "--native-isa: each library used this CPU's widest kernels ({capability}), so other CPU kinds differ"
 
 
+SPLITS = {
+    "shift": "patient-grouped: the validation part is the patients of PneumoniaMNIST's validation films",
+    "random": "patient-grouped, stratified by normal / bacterial / viral, seed {seed}",
+}
+
+
 @dataclass
 class Parts:
     """The training and validation films (uint8, (n, S, S)) with their labels and patient ids."""
@@ -104,15 +114,23 @@ class Parts:
 
 
 class Probe(nn.Module):
-    """Backbone -> dropout -> one linear layer."""
+    """(Detail limit ->) backbone -> dropout -> one linear layer.
 
-    def __init__(self, n_classes: int, dropout: float = 0.2):
+    ``detail``: the input is averaged down to ``detail`` px and brought back to its size
+    first, as ``image.detail`` does in a fusion model's image branch.
+    """
+
+    def __init__(self, n_classes: int, dropout: float = 0.2, detail: int | None = None):
         super().__init__()
         self.backbone = create_backbone("custom")
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.backbone.output_dim, n_classes)
+        self.detail = detail
 
     def forward(self, x):
+        if self.detail is not None and x.shape[-1] > self.detail:
+            k = x.shape[-1] // self.detail
+            x = F.interpolate(F.avg_pool2d(x, k), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return self.head(self.drop(self.backbone(x)))
 
 
@@ -164,19 +182,28 @@ def stratified_subset(index: np.ndarray, strata: np.ndarray, n: int | None, seed
     return np.sort(grouped[np.arange(n) * len(grouped) // n])
 
 
-def load_parts(data: str, schema: str, image_size: int, val_fraction: float, seed: int, limit: int | None) -> Parts:
+def load_parts(
+    data: str, schema: str, image_size: int, val_fraction: float, seed: int, limit: int | None, split: str = "shift"
+) -> Parts:
     """kermany-cxr split by patient into training and validation parts.
 
-    Stratified by the finer label (normal / bacterial / viral), so both parts hold each
-    kind of pneumonia in proportion; ``limit`` then keeps that many training films
-    (stratified the same way), the validation part stays whole.
+    ``split`` "shift": the validation part is the patients of PneumoniaMNIST's
+    validation films (``experiments/splits``), so that the same films at 28 px are a
+    second, shifted view of it that training never saw (:mod:`cxr_shift`). "random":
+    a patient-grouped ``val_fraction`` stratified by the finer label (normal / bacterial /
+    viral). ``limit`` then keeps that many training films (stratified by the finer
+    label), the validation part stays whole.
     """
     ds = load_dataset(data, schema, image_size=image_size, modalities=("image",))
     table = read_table(Path(data) / "metadata.csv").set_index("filename")
     subtype = table.loc[list(ds.files), "subtype"].to_numpy()
     finer = np.where(ds.labels == 0, 0, np.where(subtype == "bacteria", 1, 2))
-    split = grouped_split(finer, ds.groups, val_fraction=val_fraction, test_fraction=0.0, seed=seed)
-    train, val = stratified_subset(split["train"], finer, limit, seed), split["val"]
+    if split == "shift":
+        held = np.isin(ds.groups.astype(str), sorted(cxr_shift.held_out_patients()))
+        parts = {"train": np.flatnonzero(~held), "val": np.flatnonzero(held)}
+    else:
+        parts = grouped_split(finer, ds.groups, val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+    train, val = stratified_subset(parts["train"], finer, limit, seed), parts["val"]
     return Parts(
         ds.images[train], ds.labels[train], ds.images[val], ds.labels[val], ds.groups[train], ds.groups[val],
         list(ds.classes),
@@ -255,7 +282,7 @@ def train_probe(parts: Parts, args) -> tuple[Probe, dict, tuple[float, float]]:
     k = len(parts.classes)
     y_train = parts.y_train
     weights = torch.tensor(len(y_train) / (k * np.bincount(y_train, minlength=k)), dtype=torch.float32)
-    model = Probe(k).to(memory_format=torch.channels_last)
+    model = Probe(k, detail=getattr(args, "detail", None)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = math.ceil(len(y_train) / args.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -302,7 +329,8 @@ def summarise(model: Probe, parts: Parts, args, stats, epochs_run: int, best_epo
         "n_val": len(parts.y_val),
         "train_patients": len(set(parts.groups_train)),
         "val_patients": len(set(parts.groups_val)),
-        "split": "patient-grouped, stratified by normal / bacterial / viral, seed " + str(args.seed),
+        "split": SPLITS[getattr(args, "split", "random")].format(seed=args.seed),
+        "detail": getattr(args, "detail", None),
         "limit": args.limit,
         "epochs": args.epochs,
         "epochs_run": epochs_run,
@@ -310,6 +338,30 @@ def summarise(model: Probe, parts: Parts, args, stats, epochs_run: int, best_epo
         "train_seconds": round(seconds, 1),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+
+
+def shift_figures(model: Probe, stats, parts: Parts, args) -> dict:
+    """The kept model's figures on the views of :mod:`cxr_shift` that exist: its own
+    validation part (unseen patients; with ``--split shift`` the 224 px view), the same
+    patients' PneumoniaMNIST validation films at 28 px (``--split shift`` only: with a
+    random split training has seen some of them) and nih-pneumonia's development part.
+    Images are brought to the model's size as fusion brings them (bilinear)."""
+    shared = Path(args.shared) if args.shared else Path(args.data).resolve().parent
+    views = {"held_out": (parts.x_val, parts.y_val)}
+    npz = shared / "pneumoniamnist" / "pneumoniamnist_trainval.npz"
+    if args.split == "shift" and npz.is_file():
+        with np.load(npz) as z:
+            small = [Image.fromarray(a).resize((args.image_size,) * 2, Image.BILINEAR) for a in z["val_images"]]
+            views["pneumoniamnist_val_28"] = (np.stack([np.asarray(a) for a in small]), z["val_labels"].ravel())
+    nih = shared / "nih-pneumonia"
+    if (nih / "metadata.csv").is_file():
+        table = read_table(nih / "metadata.csv")
+        films = cxr_shift.read_films(nih / "images", table["filename"], side=args.image_size)
+        views["nih_dev"] = (films, (table["finding"].to_numpy() == "pneumonia").astype(int))
+    out = {}
+    for name, (images, labels) in views.items():
+        out[name] = cxr_shift.figures(np.asarray(labels).astype(int), probabilities(model, images, *stats).numpy())
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -325,6 +377,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=sorted(SPLITS), default="shift", help="the validation part (see load_parts)")
+    p.add_argument("--detail", type=int, help="limit the detail the backbone reads to N px (image.detail)")
+    p.add_argument(
+        "--shared", help="folder of the shared cohorts, for the shift-aware figures (default: --data's parent)"
+    )
     p.add_argument("--limit", type=int, help="train on this many films of the training part (stratified; tests)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads; the weights depend on it (default 2)")
     p.add_argument("--native-isa", action="store_true", help="the CPU's widest kernels: weights differ by CPU kind")
@@ -340,8 +397,9 @@ def main() -> None:
     args = parse_args()
     isa = pinned_isa(args.native_isa)
     make_deterministic(args.threads)
-    parts = load_parts(args.data, args.schema, args.image_size, args.val_fraction, args.seed, args.limit)
+    parts = load_parts(args.data, args.schema, args.image_size, args.val_fraction, args.seed, args.limit, args.split)
     model, summary, (mean, std) = train_probe(parts, args)
+    summary["shift_aware"] = shift_figures(model, (mean, std), parts, args)
     print(json.dumps(summary, indent=2))
     if args.ship:
         deterministic = {"threads": args.threads, "isa": isa, "seed": args.seed}
@@ -361,6 +419,7 @@ def ship(
     record = {
         "backbone": "custom",
         "image_size": args.image_size,
+        "detail": getattr(args, "detail", None),
         "mean": mean,
         "std": std,
         "classes": classes,
