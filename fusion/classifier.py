@@ -130,9 +130,10 @@ class FusionClassifier(ConfigParameters):
             ``modalities`` field), or a checkpoint does not match.
         """
         # image.channels follows the training images when unset.
-        # ... and image.flip_rotate the schema's [image] flip_rotate.
-        flip_rotate = train.schema.image_flip_rotate if train.schema is not None else None
-        cfg = (self.config if self.config is not None else Config()).resolved(train.image_channels, flip_rotate)
+        # ... and image.flip_rotate and image.detail the schema's [image] flip_rotate and detail.
+        schema = train.schema
+        flip_rotate, detail = (schema.image_flip_rotate, schema.image_detail) if schema is not None else (None, None)
+        cfg = (self.config if self.config is not None else Config()).resolved(train.image_channels, flip_rotate, detail)
         missing = [m for m in cfg.modalities if m not in train.modalities]
         if missing:
             raise ConfigError(

@@ -10,13 +10,14 @@ errors use and the README's option table are derived from these declarations
 (:func:`settings`; :mod:`fusion.cli`), so a new setting is one field.
 
 What the user set is kept apart from what is derived from it: ``None`` in
-``image.image_size``, ``image.pretrained``, ``image.channels``, ``image.flip_rotate``
-and ``train.epochs`` means "follow the other settings" (or the data), and stays so
+``image.image_size``, ``image.pretrained``, ``image.channels``, ``image.flip_rotate``,
+``image.detail`` and ``train.epochs`` means "follow the other settings" (or the data), and stays so
 however often the configuration is changed and validated. :meth:`Config.resolved`
 returns a copy with the derived values filled in (the input size of the backbone or of
 its starting weights; the shipped chest X-ray weights of the frozen-backbone
-strategies; given the data's, the image channels and whether its images may be
-mirrored and turned): what a model is trained with and what its folder saves.
+strategies; given the data's, the image channels, whether its images may be
+mirrored and turned and the finest detail read of them): what a model is trained with
+and what its folder saves.
 ``train.epochs`` follows the data and is derived when training starts
 (:meth:`Config.epochs_for`).
 
@@ -51,6 +52,7 @@ from fusion.errors import MISSING, ConfigError
 from fusion.nets.heads import DEFAULT_HEAD, HEADS
 from fusion.nets.registry import BACKBONES, DEFAULT_BACKBONE, PRETRAINED, backbone_spec
 from fusion.schema import short_repr
+from fusion.schema.core import MIN_DETAIL
 
 MODALITIES = ("image", "tabular")
 # How many times the epochs a network trains for when its images are mirrored and turned
@@ -223,6 +225,18 @@ class ImageConfig:
         help="augment with random mirror images and quarter turns as well: for images without an up or a side "
         "(skin lesions, pathology), never for chest films (a mirrored chest puts the heart on the wrong side)",
         shown="the schema's [image] flip_rotate, else off",
+    )
+    # A low-pass in the network itself (fusion.nets.backbones.ImageBranch), so that
+    # training, prediction, explanations and the ONNX export read the same image.
+    detail: int | None = setting(
+        None,
+        flag="--detail",
+        metavar="N",
+        help="the finest detail the image branch reads, as a side in pixels: each image is averaged down to N x N "
+        "and brought back to the input size, in training, prediction, explanations and export alike (against "
+        "shortcuts in fine texture that differ between classes for reasons of acquisition); N divides the input "
+        "size (equal to it: no limit); 0: none, whatever the schema says",
+        shown="the schema's [image] detail, else none (all of the input's detail)",
     )
 
 
@@ -445,7 +459,9 @@ class Config:
         self._check_ranges()
         return self
 
-    def resolved(self, channels: int | None = None, flip_rotate: bool | None = None) -> Config:
+    def resolved(
+        self, channels: int | None = None, flip_rotate: bool | None = None, detail: int | None = None
+    ) -> Config:
         """A validated copy with every derived default filled in; this one is left alone.
 
         ``image.pretrained``: the shipped chest X-ray weights (``"cxr"``) for the
@@ -455,7 +471,9 @@ class Config:
         ``channels`` (the training images' 1 or 3), when unset; without ``channels`` it
         stays as set (the data are not known yet). ``image.flip_rotate``: the data's
         (``flip_rotate``, the schema's ``[image] flip_rotate``) when unset, off when
-        neither says (a model trained without it saved ``false``). What a model trains with and what
+        neither says (a model trained without it saved ``false``). ``image.detail``
+        likewise: the data's (``detail``, the schema's ``[image] detail``) when unset, 0
+        (none) when the data are known and say nothing. What a model trains with and what
         its folder saves, so that a folder rebuilds the same network; resolving again
         changes nothing. ``train.epochs`` stays as set: it follows the data
         (:meth:`epochs_for`).
@@ -465,14 +483,19 @@ class Config:
         TypeError, ValueError
             As :meth:`validate`; ``image.channels`` set to other than the data's
             ``channels``; starting weights for gray films (the shipped ``cxr``) on a
-            colour model.
+            colour model; an ``image.detail`` (set, or the data's) that does not divide
+            the image size.
         """
         out = copy.deepcopy(self).validate()
         if channels is not None and "image" in out.modalities:
             out._follow_channels(channels)
         if out.image.flip_rotate is None and (flip_rotate is not None or channels is not None):
             out.image.flip_rotate = bool(flip_rotate)
+        from_data = out.image.detail is None and detail is not None
+        if out.image.detail is None and (detail is not None or channels is not None):
+            out.image.detail = detail or 0
         out.image.pretrained, out.image.image_size = out._derived_image()
+        out._check_detail(out.image.image_size, "the schema's [image] detail" if from_data else "")
         return out
 
     def _follow_channels(self, channels: int) -> None:
@@ -538,6 +561,33 @@ class Config:
         size = self.image.image_size
         return pretrained, spec.input_size(pretrained) if size is None else size
 
+    def _check_detail(self, size: int | None, source: str = "") -> None:
+        """``image.detail``: unset, 0 (none) or a side of at least :data:`MIN_DETAIL`
+        pixels that divides the image side ``size`` where it is known (on an image
+        model). The branch averages blocks of ``size // detail`` pixels, so a remainder
+        would blur a fraction of a block into each of its neighbours; a detail equal to
+        the side is accepted and removes nothing (the images hold no finer detail), so a
+        schema's value still fits a model trained at that size. ``source``: where an
+        unset value came from, for the message."""
+        detail, at = self.image.detail, Where.setting("image.detail")
+        if detail is None:
+            return
+        checks.integer(detail, at, low=0)
+        source = f" ({source})" if source else ""
+        if 0 < detail < MIN_DETAIL:
+            accepted = f"0 (none) or a whole number of at least {MIN_DETAIL}"
+            raise at.refuse(f"image.detail{source} must be {accepted}; got {detail}", value=detail, accepted=accepted)
+        if detail and size is not None and "image" in self.modalities and size % detail:
+            sides = ", ".join(str(d) for d in range(MIN_DETAIL, size) if size % d == 0)
+            accepted = f"{sides + ' or ' if sides else ''}{size} ({size}: no limit), or 0 (none)"
+            raise ConfigError(
+                f"image.detail{source} must divide image.image_size {size}: {accepted}; got {detail}",
+                field="image.detail",
+                related=("image.image_size",),
+                value=detail,
+                accepted=accepted,
+            )
+
     def _check_types(self) -> None:
         """Each field's value against its declared type (the dataclass annotations say
         it once); lists are accepted for tuples and made tuples."""
@@ -585,6 +635,7 @@ class Config:
             )
         if img.image_size is not None:
             checks.integer(img.image_size, Where.setting("image.image_size"), low=16, high=MAX_IMAGE_SIZE)
+        self._check_detail(img.image_size)
         checks.integer(img.freeze, Where.setting("image.freeze"), low=0)
         if not 1 <= len(tab.hidden) <= MAX_LAYERS:
             accepted = f"1 to {MAX_LAYERS} layer widths"

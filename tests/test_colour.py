@@ -515,7 +515,8 @@ def test_auto_on_colour_images_weighs_the_networks_and_the_record_without_frozen
 def test_the_schema_s_word_on_the_images_is_read_before_the_images(hue_folder, tmp_path):
     from fusion.data.loaders import declared_image
 
-    assert declared_image(hue_folder, None) == (3, False)  # the folder's own schema.toml
-    assert declared_image(hue_folder, "ham10000") == (3, True)
-    assert declared_image(hue_folder, "nih_pneumonia") == (None, False)
-    assert declared_image(None, None) == (None, None)  # the synthetic cohort
+    assert declared_image(hue_folder, None) == (3, False, None)  # the folder's own schema.toml
+    assert declared_image(hue_folder, "ham10000") == (3, True, None)
+    assert declared_image(hue_folder, "nih_pneumonia") == (None, False, None)
+    assert declared_image(hue_folder, "kermany_cxr") == (None, False, 32)
+    assert declared_image(None, None) == (None, None, None)  # the synthetic cohort

@@ -127,6 +127,29 @@ def test_single_modality_network_exports_without_presence(tiny_runs, tmp_path, c
     assert np.abs(session.run(None, {"tabular": tabular})[0] - expected).max() <= 1e-4
 
 
+def test_a_detail_limit_is_in_the_graph(tmp_path, cohort100):
+    """image.detail (average down, bring back) is part of the network, so the graph
+    carries it and answers as the library does: a one-pixel checkerboard as its flat
+    mean."""
+    from fusion import Config, load_dataset
+    from fusion.config import ImageConfig
+    from fusion.export import export_onnx
+
+    parts = load_dataset(None, image_size=32, synthetic_n=120, seed=2).split(seed=0)
+    cfg = Config(modalities=("image",), image=ImageConfig(image_size=32, detail=16))
+    cfg.train.epochs, cfg.train.precision = 1, "fp32"
+    clf = FusionClassifier(cfg).fit(parts["train"], parts["val"])
+    assert clf.network_.branches["image"].detail == 16
+    session = ort.InferenceSession(str(export_onnx(clf, tmp_path / "detail.onnx")), providers=["CPUExecutionProvider"])
+    _, images = cohort100
+    got = session.run(None, {"image": (images.astype(np.float32) / 255.0)[:, None]})[0]
+    assert np.abs(got - clf.predict_proba(None, list(images))).max() <= 1e-4
+    board = (np.indices((32, 32)).sum(axis=0) % 2).astype(np.float32)
+    pair = np.stack([board, np.full_like(board, 0.5)])[:, None]
+    board_p, flat_p = session.run(None, {"image": pair})[0]
+    np.testing.assert_allclose(board_p, flat_p, atol=1e-6)
+
+
 def test_xgboost_model_is_refused_with_its_json_named(tiny_runs, tmp_path, capsys):
     out = tmp_path / "x.onnx"
     assert export_main(["--model", str(tiny_runs["xgboost"]), "--onnx", str(out)]) == 2

@@ -97,7 +97,11 @@ class GBMBackend:
         self.embedder_ = None
         if "image" in self.spec.modalities:
             self.embedder_ = FrozenEmbedder(
-                cfg.image.backbone, cfg.starting_weights, self.spec.image_size, self.spec.image_channels
+                cfg.image.backbone,
+                cfg.starting_weights,
+                self.spec.image_size,
+                self.spec.image_channels,
+                cfg.image.detail,
             )
             self.embedder_.fit(train.images)
         if "tabular" in self.spec.modalities:
@@ -205,8 +209,9 @@ class GBMBackend:
         backend = cls(spec)
         backend.embedder_ = None
         if "image" in spec.modalities:
+            image = spec.config.image
             backend.embedder_ = FrozenEmbedder.load(
-                files, spec.config.image.backbone, spec.image_size, spec.image_channels
+                files, image.backbone, spec.image_size, spec.image_channels, image.detail
             )
         n_tabular = 0
         if "tabular" in spec.modalities:

@@ -73,7 +73,7 @@ def build_network(spec: ModelSpec, train: Dataset | None = None) -> FusionModel:
             mean, std = backbone.input_stats or intensity_stats(train.images)
             if cfg.image.freeze:
                 freeze_blocks(backbone, cfg.image.freeze)
-        branches["image"] = ImageBranch(backbone, mean, std)
+        branches["image"] = ImageBranch(backbone, mean, std, cfg.image.detail)
     if "tabular" in spec.modalities:
         branches["tabular"] = TabularMLP(spec.preprocessor.n_features_out, cfg.tabular.hidden, cfg.tabular.dropout)
     head = cfg.head

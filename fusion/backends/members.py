@@ -64,15 +64,19 @@ class FrozenEmbedder:
     image_size : int
     channels : {1, 3}
         The images' channels: gray films (n, S, S) or colour images (n, S, S, 3).
+    detail : int, optional
+        The finest detail the branch reads (``image.detail``; see
+        :class:`~fusion.nets.backbones.ImageBranch`), as in the joint network.
     """
 
     file = "embedder.safetensors"
 
-    def __init__(self, backbone: str, weights, image_size: int, channels: int = 1):
+    def __init__(self, backbone: str, weights, image_size: int, channels: int = 1, detail: int | None = None):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
         self.channels = channels
+        self.detail = detail
 
     def fit(self, images: np.ndarray | None = None) -> FrozenEmbedder:
         from fusion.data.dataset import intensity_stats
@@ -80,7 +84,7 @@ class FrozenEmbedder:
 
         net = create_backbone(self.backbone, self.weights, in_chans=self.channels)
         mean, std = net.input_stats or intensity_stats(images)
-        self.branch_ = ImageBranch(net, mean, std).eval().requires_grad_(False)
+        self.branch_ = ImageBranch(net, mean, std, self.detail).eval().requires_grad_(False)
         self.output_dim = net.output_dim
         return self
 
@@ -119,16 +123,18 @@ class FrozenEmbedder:
         return {self.file: state_dict_bytes(self.branch_.state_dict())}
 
     @classmethod
-    def load(cls, files: ModelFiles, backbone: str, image_size: int, channels: int = 1) -> FrozenEmbedder:
+    def load(
+        cls, files: ModelFiles, backbone: str, image_size: int, channels: int = 1, detail: int | None = None
+    ) -> FrozenEmbedder:
         """From a model folder's verified files; the weights must fit the backbone."""
         from fusion.backends.joint import check_fits
         from fusion.nets.backbones import ImageBranch, create_backbone
 
         state = files.tensors(cls.file)
         check_fits(lambda: ImageBranch(create_backbone(backbone, in_chans=channels)), state, files.origin(cls.file))
-        embedder = cls(backbone, None, image_size, channels)
+        embedder = cls(backbone, None, image_size, channels, detail)
         net = create_backbone(backbone, in_chans=channels)
-        embedder.branch_ = ImageBranch(net).eval().requires_grad_(False)
+        embedder.branch_ = ImageBranch(net, detail=detail).eval().requires_grad_(False)
         embedder.branch_.load_state_dict(state)
         embedder.output_dim = net.output_dim
         return embedder

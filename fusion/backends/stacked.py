@@ -181,7 +181,11 @@ class StackedBackend:
         oof, history = {}, {}
         if "image" in self.spec.modalities:
             self.embedder_ = FrozenEmbedder(
-                cfg.image.backbone, cfg.starting_weights, self.spec.image_size, self.spec.image_channels
+                cfg.image.backbone,
+                cfg.starting_weights,
+                self.spec.image_size,
+                self.spec.image_channels,
+                cfg.image.detail,
             )
             emb = self.embedder_.fit(train.images).transform(train.images)
             C, scores = tune_linear(emb, y, groups, k, seed, tuning)
@@ -374,8 +378,9 @@ class StackedBackend:
         backend = cls(spec)
         backend.embedder_ = backend.image_model_ = backend.tabular_booster_ = None
         if "image" in spec.modalities:
+            image = spec.config.image
             backend.embedder_ = FrozenEmbedder.load(
-                files, spec.config.image.backbone, spec.image_size, spec.image_channels
+                files, image.backbone, spec.image_size, spec.image_channels, image.detail
             )
             backend.image_model_ = LinearModel.from_dict(
                 state["image_model"], where / "image_model", n_classes=k, n_features=backend.embedder_.output_dim

@@ -515,12 +515,15 @@ def _check_npz_labels(path: Path, key: str, dtype: np.dtype, text_labels: bool) 
     raise ValueError(message)
 
 
-def declared_image(path: str | Path | None, schema: Schema | str | Path | None) -> tuple[int | None, bool | None]:
+def declared_image(
+    path: str | Path | None, schema: Schema | str | Path | None
+) -> tuple[int | None, bool | None, int | None]:
     """What a dataset's schema says of its images before any is read: ``[image]
-    channels`` (None where it says nothing) and ``flip_rotate`` (None without a
-    schema). The schema ``load_dataset`` would use: the one given, else a folder's own
-    ``schema.toml``. So settings that follow the data (an image size, starting weights)
-    can be derived before the images are loaded at that size.
+    channels`` (None where it says nothing), ``flip_rotate`` (None without a schema)
+    and ``detail`` (None where it says nothing). The schema ``load_dataset`` would use:
+    the one given, else a folder's own ``schema.toml``. So settings that follow the
+    data (an image size, starting weights, the detail limit) can be derived, and
+    checked, before the images are loaded at that size.
 
     Raises
     ------
@@ -531,10 +534,10 @@ def declared_image(path: str | Path | None, schema: Schema | str | Path | None) 
         root = Path(path) if Path(path).is_dir() else Path(path).parent
         schema = root / "schema.toml" if (root / "schema.toml").is_file() and Path(path).suffix != ".npz" else None
     if schema is None:
-        return None, None
+        return None, None, None
     if not isinstance(schema, Schema):
         schema = load_schema(schema)
-    return schema.image_channels, schema.image_flip_rotate
+    return schema.image_channels, schema.image_flip_rotate, schema.image_detail
 
 
 def load_dataset(

@@ -136,6 +136,7 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         + (f", image backbone `{metrics['backbone']}`" if metrics.get("backbone") else "")
         + (" reading colour images (3 channels)" if _channels(metrics) == 3 else "")
         + _head(metrics),
+        *_detail_lines(metrics, words["items"]),
         f"- Classes (output order): {', '.join(classes)}",
         f"- Calibration: {metrics.get('calibration', {}).get('method', 'none')} (fitted on the validation split)",
         _decision_line(metrics.get("calibration", {}), classes),
@@ -268,6 +269,21 @@ def _channels(metrics: dict) -> int | None:
     """The image channels the run's configuration records (None: gray, or no image)."""
     image = (metrics.get("config") or {}).get("image") or {}
     return image.get("channels") if metrics.get("backbone") else None
+
+
+def _detail_lines(metrics: dict, items: str) -> list[str]:
+    """The detail limit of the image branch (``image.detail``), where one was set and
+    removed anything: a reader must know the model never saw fine texture."""
+    image = (metrics.get("config") or {}).get("image") or {}
+    detail, size = image.get("detail"), image.get("image_size")
+    if not (metrics.get("backbone") and detail and size and detail < size):
+        return []
+    return [
+        f"- Image detail: limited to {detail} x {detail} px (each {size} px input averaged over blocks of "
+        f"{size // detail} x {size // detail} pixels and brought back to its size, in training and prediction "
+        f"alike), against shortcuts in fine texture that differ between the classes' {items} for reasons of "
+        "acquisition"
+    ]
 
 
 def _head(metrics: dict) -> str:

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fusion.errors import ConfigError, MissingFileError, ModelFolderError
@@ -402,11 +403,27 @@ class ImageBranch(nn.Module):
     ``compute_dtype`` (default None: the input's) is the dtype the normalised image
     enters the backbone in; :func:`fusion.nets.joint.inference_copy` sets it to bfloat16
     when it stores the backbone's weights in bfloat16.
+
+    ``detail`` (default None: all of it) is the finest detail the branch reads, as a side
+    in pixels (``image.detail``): an input of side S larger than it is averaged over
+    blocks of ``S // detail`` pixels and brought back to S by bilinear interpolation
+    before anything else. Where the classes of a collection differ in sharpness for
+    reasons of acquisition (larger originals of one class), a network that reads fine
+    texture learns that instead of the anatomy; below the limit both classes look alike.
+    It lives here, in the network, so training, prediction, explanations and the ONNX
+    export all read the same image; it holds no weights, so the state dict is unchanged.
     """
 
-    def __init__(self, backbone: nn.Module, mean: float | list[float] = 0.5, std: float | list[float] = 0.25):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        mean: float | list[float] = 0.5,
+        std: float | list[float] = 0.25,
+        detail: int | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
+        self.detail = detail or None  # 0 in a configuration: no limit
         self.output_dim = backbone.output_dim
         self.in_chans = getattr(backbone, "in_chans", 1)
         self.compute_dtype: torch.dtype | None = None
@@ -427,8 +444,16 @@ class ImageBranch(nn.Module):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    def low_pass(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (batch, C, S, S) with no detail finer than ``detail`` pixels a side
+        (unchanged without ``detail``, or when S is not larger than it)."""
+        if self.detail is None or x.shape[-1] <= self.detail:
+            return x
+        k = x.shape[-1] // self.detail
+        return F.interpolate(F.avg_pool2d(x, k), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.normalise(x)
+        x = self.normalise(self.low_pass(x))
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
         return self.backbone.forward_features(x)

@@ -19,6 +19,9 @@ from fusion.schema.values import is_missing, short_list
 from fusion.schema.values import raw_str as _raw_str
 from fusion.schema.values import short_repr as _short
 
+# The smallest [image] detail (and image.detail): below 8 x 8 px a film is a few blotches of gray.
+MIN_DETAIL = 8
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -157,6 +160,11 @@ class Schema:
     (a skin lesion, a pathology slide), so training may mirror them and turn them by
     quarter turns (``image.flip_rotate`` follows it when unset). False for films: a
     mirrored chest puts the heart on the wrong side.
+
+    ``image_detail`` (``[image] detail``): the finest detail a model should read of these
+    images, as a side in pixels (``image.detail`` follows it when unset): for a
+    collection whose classes differ in sharpness for reasons of acquisition, so a
+    network that reads fine texture learns the scanner rather than the lungs.
     """
 
     name: str
@@ -168,6 +176,7 @@ class Schema:
     image_allow_outside: bool = False
     image_channels: int | None = None
     image_flip_rotate: bool = False
+    image_detail: int | None = None
     excluded: dict[str, str] = field(default_factory=dict)
     description: str = ""
     text: str = ""
@@ -220,6 +229,19 @@ class Schema:
                 value=self.image_flip_rotate,
                 accepted="true or false",
             )
+        self._check_detail()
+
+    def _check_detail(self) -> None:
+        detail = self.image_detail
+        if detail is None or (isinstance(detail, int) and not isinstance(detail, bool) and detail >= MIN_DETAIL):
+            return
+        accepted = f"a whole number of at least {MIN_DETAIL} (a side in pixels)"
+        raise SchemaError(
+            f"schema {self.name!r}: [image] 'detail' must be {accepted}; got {_short(detail)}",
+            field="[image] detail",
+            value=detail,
+            accepted=accepted,
+        )
 
     def _spread_tokens(self) -> None:
         """Give every feature the table's missing tokens (frozen: ``object.__setattr__``)."""

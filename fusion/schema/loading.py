@@ -255,7 +255,7 @@ def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
     group_at, image_at = _Where(origin, "[group]"), _Where(origin, "[image]")
     _check_keys(group, {"column"}, group_at)
     image = _table(doc, "image", top)
-    _check_keys(image, {"column", "folder", "allow_outside", "channels", "flip_rotate"}, image_at)
+    _check_keys(image, {"column", "folder", "allow_outside", "channels", "flip_rotate", "detail"}, image_at)
     features = _table(doc, "features", top)
     missing, missing_at = _table(doc, "missing", top), _Where(origin, "[missing]")
     _check_keys(missing, {"tokens"}, missing_at)
@@ -265,14 +265,15 @@ def parse_schema(text: str, *, origin: str = "<string>") -> Schema:
             description=_get(doc, "description", str, top, ""),
             label=_label_from_toml(label, origin),
             group=_get(group, "column", str, group_at, required=bool(group)),
-            # channels and flip_rotate alone may describe the images of an .npz, which has no image column
+            # channels, flip_rotate and detail alone may describe the images of an .npz, which has no image column
             image_column=_get(
-                image, "column", str, image_at, required=bool(image.keys() - {"channels", "flip_rotate"})
+                image, "column", str, image_at, required=bool(image.keys() - {"channels", "flip_rotate", "detail"})
             ),
             image_folder=_get(image, "folder", str, image_at),
             image_allow_outside=_true_or_false(image, "allow_outside", image_at),
             image_channels=_get(image, "channels", int, image_at),
             image_flip_rotate=_true_or_false(image, "flip_rotate", image_at),
+            image_detail=image.get("detail"),  # checked by Schema, which names [image] detail
             features=tuple(_feature_from_toml(n, s, origin) for n, s in features.items()),
             excluded=_excluded_from_toml(_table(doc, "excluded", top), origin),
             missing_tokens=_tokens(missing, "tokens", missing_at),

@@ -232,10 +232,10 @@ def resolved_for_data(cfg: Config, path, schema) -> Config:
     """``cfg`` with the derived defaults (image size, starting weights) it will train
     with on the data at ``path`` read with ``schema``, knowing what the schema says of
     the images before they are loaded (``[image] channels`` unless ``image.channels``
-    is set, ``flip_rotate``): a colour ``auto`` model starts from no weights, at the
-    networks' size. What the train command and ``experiments/cv.py`` resolve alike."""
-    channels, flip_rotate = declared_image(path, schema)
-    return cfg.resolved(cfg.image.channels or channels, flip_rotate)
+    is set, ``flip_rotate``, ``detail``): a colour ``auto`` model starts from no weights,
+    at the networks' size. What the train command and ``experiments/cv.py`` resolve alike."""
+    channels, flip_rotate, detail = declared_image(path, schema)
+    return cfg.resolved(cfg.image.channels or channels, flip_rotate, detail)
 
 
 def prepare_folder(out: str | Path | None, resume: bool = False) -> Path:
@@ -322,7 +322,9 @@ def _fit(cfg: Config, folder: Path, *, verbose: bool, resume: bool, **cache) -> 
         "data: %s (%d rows; %s; %d skipped); classes %s", ds.name, len(ds), sizes, len(ds.skipped), list(ds.classes)
     )
     colour = ", colour" if ds.image_channels == 3 else ""
-    image = f", backbone {cfg.image.backbone} at {cfg.image.image_size} px{colour}" if "image" in cfg.modalities else ""
+    detail = f", detail {cfg.image.detail} px" if cfg.image.detail else ""
+    image = f", backbone {cfg.image.backbone} at {cfg.image.image_size} px{colour}{detail}"
+    image = image if "image" in cfg.modalities else ""
     logger.info("model: %s, modalities %s%s", cfg.model, ",".join(cfg.modalities), image)
     clf = FusionClassifier(cfg).fit(train, parts.get("val"), verbose=verbose, checkpoint_dir=folder, resume=resume)
     return ds, parts, clf
