@@ -236,7 +236,7 @@ class ImageConfig:
         "and brought back to the input size, in training, prediction, explanations and export alike (against "
         "shortcuts in fine texture that differ between classes for reasons of acquisition); N divides the input "
         "size (equal to it: no limit); 0: none, whatever the schema says",
-        shown="the schema's [image] detail, else none (all of the input's detail)",
+        shown="the schema's [image] detail, else the starting weights' (cxr: 32), else none",
     )
 
 
@@ -491,11 +491,16 @@ class Config:
             out._follow_channels(channels)
         if out.image.flip_rotate is None and (flip_rotate is not None or channels is not None):
             out.image.flip_rotate = bool(flip_rotate)
-        from_data = out.image.detail is None and detail is not None
-        if out.image.detail is None and (detail is not None or channels is not None):
-            out.image.detail = detail or 0
         out.image.pretrained, out.image.image_size = out._derived_image()
-        out._check_detail(out.image.image_size, "the schema's [image] detail" if from_data else "")
+        source = ""
+        if out.image.detail is None and detail is not None:
+            out.image.detail, source = detail, "the schema's [image] detail"
+        elif out.image.detail is None and channels is not None:
+            shipped = backbone_spec(out.image.backbone).shipped.get(out.image.pretrained)
+            weights_detail = shipped.detail if shipped is not None and "image" in out.modalities else None
+            out.image.detail = weights_detail or 0
+            source = "the shipped weights' detail" if weights_detail else ""
+        out._check_detail(out.image.image_size, source)
         return out
 
     def _follow_channels(self, channels: int) -> None:

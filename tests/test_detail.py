@@ -106,6 +106,19 @@ def test_detail_follows_the_data_when_unset():
     assert tabular.resolved(1, False, 32).image.detail == 32  # no image: nothing to divide
 
 
+def test_a_model_started_from_the_shipped_weights_reads_with_their_detail():
+    """The cxr weights learnt from films limited to 32 px: a model that starts from them
+    (or a frozen-backbone strategy, which defaults to them) reads its films the same way,
+    unless the schema or the setting says otherwise."""
+    assert Config(image=ImageConfig(pretrained="cxr")).resolved(1).image.detail == 32
+    assert Config(fusion="stacked").resolved(1).image.detail == 32
+    assert Config(image=ImageConfig(pretrained="cxr", detail=0)).resolved(1).image.detail == 0
+    assert Config(image=ImageConfig(pretrained="cxr")).resolved(1, False, 16).image.detail == 16
+    assert Config(modalities=("tabular",), fusion="stacked").resolved(1).image.detail == 0
+    with pytest.raises(ConfigError, match=r"image\.detail \(the shipped weights' detail\) must divide .* 48"):
+        Config(image=ImageConfig(pretrained="cxr", image_size=48)).resolved(1)
+
+
 def test_the_train_command_reads_detail_and_zero_as_none():
     parser = build_parser()
     assert config_from_args(parser.parse_args([])).image.detail is None

@@ -28,11 +28,16 @@ class ShippedWeights:
         The input side the weights were trained at (the default when they are used).
     channels : int
         The image channels they read (1: gray films).
+    detail : int or None
+        The detail limit they were trained with (``image.detail``): a model started from
+        them reads its images with the same limit unless set otherwise, since weights
+        that learnt from blurred films read sharp ones as another kind of film.
     """
 
     file: str
     image_size: int
     channels: int = 1
+    detail: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "custom",
             64,
             "fusion.nets.backbones:CustomCNN",
-            shipped={"cxr": ShippedWeights("custom_cxr", 128)},
+            shipped={"cxr": ShippedWeights("custom_cxr", 128, detail=32)},
             description="fast CNN for grayscale films",
         ),
         BackboneSpec(
