@@ -236,7 +236,7 @@ class ImageConfig:
         "and brought back to the input size, in training, prediction, explanations and export alike (against "
         "shortcuts in fine texture that differ between classes for reasons of acquisition); N divides the input "
         "size (equal to it: no limit); 0: none, whatever the schema says",
-        shown="the schema's [image] detail, else the starting weights' (cxr: 32), else none",
+        shown="the schema's [image] detail, else the shipped starting weights' (cxr: none), else none",
     )
 
 

@@ -106,10 +106,20 @@ def test_detail_follows_the_data_when_unset():
     assert tabular.resolved(1, False, 32).image.detail == 32  # no image: nothing to divide
 
 
-def test_a_model_started_from_the_shipped_weights_reads_with_their_detail():
-    """The cxr weights learnt from films limited to 32 px: a model that starts from them
-    (or a frozen-backbone strategy, which defaults to them) reads its films the same way,
-    unless the schema or the setting says otherwise."""
+def test_a_model_started_from_shipped_weights_reads_with_their_detail(monkeypatch):
+    """Weights that learnt from films limited in detail (``ShippedWeights.detail``): a
+    model that starts from them (or a frozen-backbone strategy, which defaults to them)
+    reads its films the same way, unless the schema or the setting says otherwise. The
+    shipped cxr weights read all the detail."""
+    import dataclasses
+
+    import fusion.config as config_module
+    from fusion.nets.registry import backbone_spec
+
+    assert Config(image=ImageConfig(pretrained="cxr")).resolved(1).image.detail == 0
+    spec = backbone_spec("custom")
+    limited = dataclasses.replace(spec, shipped={"cxr": dataclasses.replace(spec.shipped["cxr"], detail=32)})
+    monkeypatch.setattr(config_module, "backbone_spec", lambda name: limited)
     assert Config(image=ImageConfig(pretrained="cxr")).resolved(1).image.detail == 32
     assert Config(fusion="stacked").resolved(1).image.detail == 32
     assert Config(image=ImageConfig(pretrained="cxr", detail=0)).resolved(1).image.detail == 0

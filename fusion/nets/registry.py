@@ -82,7 +82,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "custom",
             64,
             "fusion.nets.backbones:CustomCNN",
-            shipped={"cxr": ShippedWeights("custom_cxr", 128, detail=32)},
+            shipped={"cxr": ShippedWeights("custom_cxr", 128)},
             description="fast CNN for grayscale films",
         ),
         BackboneSpec(
