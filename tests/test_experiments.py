@@ -245,3 +245,28 @@ def test_pretrain_cxr_refuses_to_run_unpinned_once_torch_is_loaded(monkeypatch):
     message = _run_script("pretrain_cxr.py", ["--data", "nowhere"], monkeypatch)
     assert isinstance(message, str) and "pinning did not take" in message and "--native-isa" in message
     assert "ONEDNN_MAX_CPU_ISA" not in os.environ  # nothing set in this process
+
+
+def test_cxr_shift_finds_the_film_a_small_centre_crop_was_made_from():
+    """PneumoniaMNIST's films are centre crops of kermany-cxr's originals, shrunk to 28 px;
+    kermany-cxr squashed the whole original. The matcher undoes that: a small image made
+    from a centre crop of a film is matched to that film, among look-alikes."""
+    import torch
+    from torch.nn import functional as F
+
+    shift = runpy.run_path(str(ROOT / "experiments" / "cxr_shift.py"), run_name="cxr_shift")
+    rng = np.random.default_rng(0)
+    smooth = torch.from_numpy(rng.random((12, 1, 14, 14), dtype=np.float32))
+    films = (F.interpolate(smooth, size=(112, 112), mode="bilinear") * 255).squeeze(1).byte().numpy()
+    middle = films[:, :, 22:90]  # a landscape original's centre square: the middle 60 % of the columns
+    small = F.interpolate(torch.from_numpy(middle).float().unsqueeze(1), size=(28, 28), mode="bilinear", antialias=True)
+    index, score = shift["match_films"](small.squeeze(1).round().byte().numpy()[[3, 7, 0]], films)
+    assert index.tolist() == [3, 7, 0] and (score > 0.98).all()
+    labels, proba = np.array([0, 0, 1, 1]), np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])
+    assert shift["figures"](labels, proba) == {
+        "auroc": 1.0,
+        "accuracy": 0.75,
+        "sensitivity": 1.0,
+        "specificity": 0.5,
+        "n": 4,
+    }
