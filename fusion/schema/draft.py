@@ -40,6 +40,7 @@ MAX_CATEGORIES = 30  # more distinct values than this: free text or an identifie
 MAX_CLASSES = 20
 SAMPLE_FILES = 200  # image files checked for the image column
 PURITY = 0.99  # a value this often one class is that class
+SOURCE = 0.5  # free text whose values explain this much of the label across patients is a source
 LEAK_AUROC_DRAFT = 0.97  # a numeric column this good alone is a leak candidate, not a clue
 
 
@@ -50,6 +51,8 @@ class _Column:
     name: str
     lines: list[str] = field(default_factory=list)
     reason: str | None = None
+    tokens: list[str] = field(default_factory=list)  # "not known" values, read as missing
+    numeric: bool = False
 
 
 def _q(text: str) -> str:
@@ -154,12 +157,14 @@ def _describe(name: str, values: pd.Series, n_rows: int) -> _Column:
         col.reason = "date or time: provenance (when the case was collected), not the patient"
     elif (numbers := _numbers(known)) is not None and distinct > 2:
         col.lines, tokens = _numeric_lines(name, known, numbers, tokens)
+        col.numeric = True
     elif distinct <= MAX_CATEGORIES:
         col.lines = _choice_lines(known)
     elif known.str.len().mean() > 25 or known.str.contains(" ").mean() > 0.5:
         col.reason = f"free text ({distinct:,} distinct values): may name the diagnosis, needs reading"
     else:
         col.reason = f"identifier-like: {distinct:,} distinct values in {n_rows:,} rows"
+    col.tokens = tokens
     if col.lines and tokens:
         col.lines.append("# written for 'not known' in this column: kept as missing, not skipped")
         col.lines.append(f"missing_tokens = [{', '.join(_q(t) for t in tokens)}]")
@@ -282,15 +287,30 @@ def _presence(values: pd.Series, labels: np.ndarray, classes: list[str]) -> str 
     return None
 
 
-def _leaks(table: pd.DataFrame, columns: list[str], labels: np.ndarray, classes: list[str], groups) -> dict[str, str]:
+def _leaks(judged: list[_Column], table: pd.DataFrame, labels: np.ndarray, classes: list[str], groups) -> dict:
     """Columns whose values alone nearly give the label: :func:`fusion.eda.leak_candidates`
     (Theil's U, or a one-column AUROC of at least ``LEAK_AUROC_DRAFT``), a value seen with
-    one class only, or a column filled for one class only. Weaker signs (the EDA report's
-    presence rule) stay features: the report shows them, a person decides."""
-    if not columns:
+    one class only, or a column filled for one class only. Free text counts only when its
+    values are shared across patients (a source, not a note that is unique to a patient).
+    Weaker signs (the EDA report's presence rule) stay features: the report shows them,
+    a person decides."""
+    if not judged:
         return {}
-    found = leak_candidates(table[columns], labels, classes, groups=groups, presence=False, auroc=LEAK_AUROC_DRAFT)
-    why = {column: row["why"] for column, row in found.iterrows() if row["flagged"]}
+    columns = [c.name for c in judged]
+    clean = pd.DataFrame(
+        {c.name: table[c.name].mask(table[c.name].astype(str).str.strip().isin(c.tokens)) for c in judged}
+    )
+    numeric = [c.name for c in judged if c.numeric]
+    found = leak_candidates(
+        clean, labels, classes, groups=groups, numeric=numeric, presence=False, auroc=LEAK_AUROC_DRAFT
+    )
+    text = {c.name for c in judged if c.reason is not None and c.reason.startswith("free text")}
+    why = {
+        column: row["why"]
+        for column, row in found.iterrows()
+        if row["flagged"] and (column not in text or row["across_patients"] >= SOURCE)
+    }
+    table = clean
     for column in columns:
         reason = _pure_values(table[column], labels) or _presence(table[column], labels, classes)
         if column not in why and reason:
@@ -321,9 +341,9 @@ def draft_schema(folder: str | Path, label: str | None = None) -> str:
     group, group_why = _group_column(table, {image, label_column})
     label_lines, labels, classes = _label_lines(table, label_column, label_why)
     described = [_describe(c, table[c], len(table)) for c in table.columns if c not in (image, label_column, group)]
-    judged = [c.name for c in described if c.reason is None or c.reason.startswith(("free text", "date"))]
+    judged = [c for c in described if c.reason is None or c.reason.startswith(("free text", "date"))]
     groups = None if group is None else table[group].astype(str).to_numpy()
-    leaks = _leaks(table, judged, labels, classes, groups)
+    leaks = _leaks(judged, table, labels, classes, groups)
     for col in described:
         if col.name in leaks:
             col.lines, col.reason = [], leaks[col.name]
