@@ -95,7 +95,8 @@ def test_draft_of_the_synthetic_folder_matches_its_schema(folder_dataset):
     assert schema.label.column == "diagnosis" and raws == {raw for v in shipped.label.values.values() for raw in v}
     assert (schema.group, schema.image_column, schema.image_folder) == ("patient_id", "image", "images")
     assert {f.name for f in schema.features} >= {"age", "temperature", "spo2", "wbc", "lymphocytes", "crp"}
-    assert {f.name: f.type for f in schema.features}["age"] == "numeric"
+    features = {f.name: f for f in schema.features}
+    assert features["age"].type == "numeric" and features["spo2"].range[1] == 100  # a percentage stops at 100
 
 
 def test_train_runs_right_after_the_draft(folder_dataset, tmp_path):

@@ -115,6 +115,9 @@ def _numeric_lines(name: str, filled: pd.Series, numbers: np.ndarray, tokens: li
     codes, notes = _numeric_tokens(name, numbers, filled)
     values = numbers[~np.isin(filled.to_numpy(), codes)]
     low, high = _range(values)
+    if values.min() >= 0 and values.max() == 100 and high > 100:
+        high = 100.0  # a scale that tops out at 100 in the data is most likely a percentage
+        notes.append("the values reach 100 exactly: read as a percentage, so the range stops at 100")
     lines = ['type = "numeric"']
     lines += [f"# {note}" for note in notes]
     lines.append(f"# observed {_fmt(values.min())} to {_fmt(values.max())}; widened: check the plausible range")
