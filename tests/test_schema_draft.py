@@ -18,7 +18,13 @@ from tests.conftest import SHARED_DATA
 REAL = [
     ("ham10000", "ham10000", "dx", "lesion_id", {"dx_type", "image_id"}),
     ("nih-pneumonia", "nih_pneumonia", "finding", "patientid", {"finding_labels"}),
-    ("covid-chestxray", "covid_chestxray", "finding", "patientid", {"date", "url", "doi", "clinical_notes"}),
+    (
+        "covid-chestxray",
+        "covid_chestxray",
+        "finding",
+        "patientid",
+        {"date", "url", "doi", "clinical_notes", "survival", "license", "Unnamed: 28"},
+    ),
     ("kermany-cxr", "kermany_cxr", "finding", "patientid", {"subtype"}),
 ]
 
@@ -36,6 +42,8 @@ def _table(n: int = 40) -> pd.DataFrame:
             "site": ["A", "A", "B", "C"] * (n // 4),
             "how_known": ["biopsy" if v == "yes" else "follow-up" for v in label],
             "ward": ["icu"] * n,
+            "survived": ["Y", "N"] * (n // 2),
+            "credit": ["Case courtesy of a long list of contributors, thank you"] * (n - 1) + ["x"],
             "note": [f"patient seen on day {i} with a long free text note" for i in range(n)],
         }
     )
@@ -64,6 +72,7 @@ def test_draft_of_a_small_table_declares_kinds_tokens_and_exclusions(small_folde
     assert schema.excluded["how_known"].startswith("leak")
     assert schema.excluded["ward"].startswith("constant")
     assert schema.excluded["note"].startswith("free text")
+    assert schema.excluded["survived"].startswith("outcome") and schema.excluded["credit"].startswith("provenance")
     assert "patient" not in schema.excluded and "patient" not in kinds  # the group is never a feature
 
 

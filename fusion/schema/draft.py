@@ -35,6 +35,12 @@ UNKNOWN_TOKENS = ("unknown", "?", "-", "missing", "not known", "unk", "n.a.")
 LABEL_NAMES = ("label", "diagnosis", "dx", "finding", "target", "class", "outcome", "y")
 GROUP_WORDS = ("patient", "subject", "lesion", "person", "case")
 DATE_WORDS = ("date", "time", "year")
+# Column names that read as something known only after the image (outcomes) or as where
+# the case came from (provenance): excluded with a reason to check, since a pooled
+# collection's source often gives its diagnosis away. A word of the name must start with one.
+OUTCOME_WORDS = ("surviv", "death", "died", "mortality", "icu", "intubat", "extubat", "discharge", "supplemental")
+PROVENANCE_WORDS = ("licen", "url", "doi", "source", "hospital", "location", "credit", "unnamed")
+TEXT_CHARS = 40  # values this long on average are sentences, not categories
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff", ".bmp", ".gif")
 MAX_CATEGORIES = 30  # more distinct values than this: free text or an identifier, not a category
 MAX_CLASSES = 20
@@ -148,6 +154,7 @@ def _describe(name: str, values: pd.Series, n_rows: int) -> _Column:
     known = filled[~filled.isin(tokens)]
     distinct = known.nunique()
     lower = name.lower()
+    words = re.split(r"[^a-z0-9]+", lower)
     if distinct == 0:
         col.reason = "empty: no value in any row"
     elif distinct == 1:
@@ -156,6 +163,12 @@ def _describe(name: str, values: pd.Series, n_rows: int) -> _Column:
         col.reason = "file name: identifies the image, carries nothing about the patient"
     elif re.search(r"(^|_)id$|id$", lower) and not lower.endswith("_paid"):
         col.reason = "identifier: names a record, carries nothing about the patient"
+    elif any(w.startswith(OUTCOME_WORDS) for w in words):
+        col.reason = "outcome? the name reads as something known only after the image; keep it only if it is not"
+    elif any(w.startswith(PROVENANCE_WORDS) for w in words):
+        col.reason = "provenance? the name reads as where the case came from, which can give the diagnosis away"
+    elif known.str.len().mean() > TEXT_CHARS:
+        col.reason = f"free text ({distinct:,} distinct values): may name the diagnosis, needs reading"
     elif any(w in lower for w in DATE_WORDS) and _numbers(known) is None:
         col.reason = "date or time: provenance (when the case was collected), not the patient"
     elif (numbers := _numbers(known)) is not None and distinct > 2:
