@@ -39,7 +39,7 @@ DATE_WORDS = ("date", "time", "year")
 # the case came from (provenance): excluded with a reason to check, since a pooled
 # collection's source often gives its diagnosis away. A word of the name must start with one.
 OUTCOME_WORDS = ("surviv", "death", "died", "mortality", "icu", "intubat", "extubat", "discharge", "supplemental")
-PROVENANCE_WORDS = ("licen", "url", "doi", "source", "hospital", "location", "credit", "unnamed")
+PROVENANCE_WORDS = ("licen", "url", "doi", "source", "hospital", "location", "credit")
 TEXT_CHARS = 40  # values this long on average are sentences, not categories
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff", ".bmp", ".gif")
 MAX_CATEGORIES = 30  # more distinct values than this: free text or an identifier, not a category
@@ -163,6 +163,8 @@ def _describe(name: str, values: pd.Series, n_rows: int) -> _Column:
         col.reason = "file name: identifies the image, carries nothing about the patient"
     elif re.search(r"(^|_)id$|id$", lower) and not lower.endswith("_paid"):
         col.reason = "identifier: names a record, carries nothing about the patient"
+    elif lower.startswith("unnamed"):
+        col.reason = "unnamed column: a spreadsheet's index or spill-over column; read it before using it"
     elif any(w.startswith(OUTCOME_WORDS) for w in words):
         col.reason = "outcome? the name reads as something known only after the image; keep it only if it is not"
     elif any(w.startswith(PROVENANCE_WORDS) for w in words):
