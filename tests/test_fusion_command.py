@@ -1,0 +1,98 @@
+"""The ``fusion`` command: the subcommand list, dispatch to each tool's own ``main``."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fusion.__main__ import SUBCOMMANDS, main
+from fusion.version import __version__
+
+ROOT = Path(__file__).parents[1]
+EXPECTED = ["train", "predict", "evaluate", "eda", "schema", "serve", "export"]
+
+
+def test_help_lists_every_subcommand_with_one_line(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert listed == EXPECTED == list(SUBCOMMANDS)
+
+
+def test_no_subcommand_prints_the_list_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "train" in capsys.readouterr().err
+
+
+def test_unknown_subcommand_exits_2_naming_the_accepted_ones(capsys):
+    assert main(["trian", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "'trian'" in err
+    assert "train, predict, evaluate, eda, schema, serve, export" in err
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fusion {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("sub", "usage"),
+    [
+        ("train", "--modalities"),
+        ("evaluate", "--model MODEL"),
+        ("predict", "--model"),
+        ("eda", "--data DATA"),
+        ("serve", "--port"),
+        ("export", "--onnx"),
+    ],
+)
+def test_subcommand_help_is_the_tool_own_help(sub, usage, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([sub, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ")
+    assert usage in out
+
+
+def test_subcommand_errors_are_the_tool_own(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate"])  # --model is required
+    assert done.value.code == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_train_writes_a_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--modalities", "tabular", "--model", "xgboost", "--synthetic-n", "90", "--out", str(out), "--quiet"]
+    assert main(["train", *args]) == 0
+    assert "run saved to" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["macro_f1"] >= 0
+
+
+def test_schema_dispatch_works_or_says_it_is_missing(capsys):
+    """``fusion schema`` reaches ``fusion.schema``'s own command when this version has one,
+    and otherwise says so in one line (exit 2) instead of a traceback."""
+    try:
+        code = main(["schema", "--help"])
+    except SystemExit as done:
+        code = done.code
+    captured = capsys.readouterr()
+    if code == 2:
+        assert "`fusion schema` is not available" in captured.err
+    else:
+        assert code == 0
+        assert "usage:" in captured.out
+
+
+def test_python_dash_m_fusion_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "fusion", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "subcommands:" in done.stdout
+    assert "evaluate" in done.stdout
