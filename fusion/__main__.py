@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import runpy
 import sys
 from collections.abc import Callable
@@ -62,7 +63,8 @@ def usage() -> str:
 def _entry(name: str) -> Callable[[list[str]], int]:
     """The ``main`` of subcommand ``name``, imported only now.
 
-    A module without ``main`` (one written as a script under ``if __name__ ==
+    A ``main`` that takes ``prog`` is given ``fusion NAME``, so that its usage line
+    names the command the user typed. A module without ``main`` (one written as a script under ``if __name__ ==
     "__main__"``) is run as ``python -m`` would run it, with ``sys.argv`` set for it and
     restored after.
 
@@ -79,6 +81,9 @@ def _entry(name: str) -> Callable[[list[str]], int]:
     if spec is None:
         raise LookupError(f"`fusion {name}` is not available in this version of fusion (no module {module})")
     main = getattr(importlib.import_module(module), "main", None)
+    if callable(main) and "prog" in inspect.signature(main).parameters:
+        # The tool's help and errors then read `fusion train ...`, the command typed.
+        return lambda argv: main(argv, prog=f"fusion {name}")
     if callable(main):
         return main
     return lambda argv: _run_as_script(module.removesuffix(".__main__"), name, argv)

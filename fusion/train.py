@@ -49,15 +49,14 @@ from fusion.training.run import (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m fusion.train") -> argparse.ArgumentParser:
     """The command's options: one for each setting that declares a flag
     (:mod:`fusion.config`), then the run's own: where it is written, whether it
     continues, how images are cached and how much it prints. Those are not settings:
     a model folder does not record where it was written or cached, and the library
-    never prints."""
-    p = argparse.ArgumentParser(
-        prog="python -m fusion.train", description="Train a fusion model (image + clinical record)."
-    )
+    never prints. ``prog`` is the command's name in its help (``fusion train`` under
+    the ``fusion`` command)."""
+    p = argparse.ArgumentParser(prog=prog, description="Train a fusion model (image + clinical record).")
     add_config_arguments(p)
     p.add_argument("--out", metavar="DIR", help="run folder; must be new or empty (default: runs/<timestamp>)")
     p.add_argument(
@@ -108,8 +107,8 @@ def _refused(err: RunFolderError) -> str:
     return f"--resume: {path} holds no interrupted run (no {PROGRESS}); start it without --resume"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.train") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     tune_allocator()
     joined, main = False, True

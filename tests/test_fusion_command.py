@@ -54,7 +54,7 @@ def test_subcommand_help_is_the_tool_own_help(sub, usage, capsys):
         main([sub, "--help"])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: ")
+    assert out.startswith(f"usage: fusion {sub} ")  # the command typed, not `python -m fusion.{sub}`
     assert usage in out
 
 
@@ -62,7 +62,17 @@ def test_subcommand_errors_are_the_tool_own(capsys):
     with pytest.raises(SystemExit) as done:
         main(["evaluate"])  # --model is required
     assert done.value.code == 2
-    assert "--model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "fusion evaluate: error:" in err
+    assert "--model" in err
+
+
+@pytest.mark.parametrize("module", ["fusion.train", "fusion.evaluate"])
+def test_python_dash_m_entry_points_keep_their_own_name(module, capsys):
+    main_of = __import__(module, fromlist=["main"]).main
+    with pytest.raises(SystemExit):
+        main_of(["--help"])
+    assert capsys.readouterr().out.startswith(f"usage: python -m {module} ")
 
 
 def test_train_writes_a_run_folder(tmp_path, capsys):
