@@ -93,6 +93,8 @@ def _run_as_script(module: str, name: str, argv: list[str]) -> int:
     """Run ``module`` as ``python -m module argv...`` would, and return its exit status."""
     saved = sys.argv
     sys.argv = [f"fusion {name}", *argv]
+    # Looking for its main imported it; runpy executes a fresh copy as __main__.
+    sys.modules.pop(f"{module}.__main__", None)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as done:

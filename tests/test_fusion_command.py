@@ -99,6 +99,23 @@ def test_schema_dispatch_works_or_says_it_is_missing(capsys):
         assert "usage:" in captured.out
 
 
+def test_a_tool_without_main_runs_as_python_dash_m_would(tmp_path, monkeypatch, capsys):
+    """A subcommand module that is only a script (no ``main``) runs as ``python -m`` runs
+    it: ``sys.argv`` set for it, restored after, its exit status returned."""
+    package = tmp_path / "fake_tool"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        "import sys\n\nif __name__ == '__main__':\n    print(sys.argv[1:])\n    sys.exit(3)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(SUBCOMMANDS, "fake", SUBCOMMANDS["schema"]._replace(module="fake_tool.__main__"))
+    argv = list(sys.argv)
+    assert main(["fake", "--x", "1"]) == 3
+    assert capsys.readouterr().out.strip() == "['--x', '1']"
+    assert sys.argv == argv
+
+
 def test_python_dash_m_fusion_help():
     done = subprocess.run(
         [sys.executable, "-m", "fusion", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
