@@ -123,3 +123,65 @@ def test_python_dash_m_fusion_help():
     assert done.returncode == 0, done.stderr
     assert "subcommands:" in done.stdout
     assert "evaluate" in done.stdout
+
+
+def _config_of(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())["config"]
+
+
+def test_train_config_file_and_flags_that_override_it(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('modalities = ["tabular"]\nmodel = "xgboost"\n[data]\nsynthetic_n = 90\n[train]\nseed = 3\n')
+    first = tmp_path / "first"
+    assert main(["train", "--config", str(toml), "--out", str(first), "--quiet"]) == 0
+    saved = _config_of(first)
+    assert (saved["model"], saved["modalities"], saved["data"]["synthetic_n"], saved["train"]["seed"]) == (
+        "xgboost",
+        ["tabular"],
+        90,
+        3,
+    )
+    # A run repeated from its config.json, with one flag typed over it; --seed given its
+    # default still overrides the file's 3.
+    again = tmp_path / "again"
+    args = ["--config", str(first / "config.json"), "--synthetic-n", "120", "--seed", "0", "--out", str(again)]
+    assert main(["train", *args, "--quiet"]) == 0
+    repeated = _config_of(again)
+    assert repeated["data"]["synthetic_n"] == 120
+    assert repeated["train"]["seed"] == 0
+    assert {k: v for k, v in repeated.items() if k not in ("data", "train")} == {
+        k: v for k, v in saved.items() if k not in ("data", "train")
+    }
+
+
+def test_train_config_folder_repeats_the_run(tmp_path):
+    first, again = tmp_path / "first", tmp_path / "again"
+    args = ["--modalities", "tabular", "--model", "xgboost", "--synthetic-n", "90", "--quiet"]
+    assert main(["train", *args, "--out", str(first)]) == 0
+    assert main(["train", "--config", str(first), "--out", str(again), "--quiet"]) == 0
+    assert _config_of(again) == _config_of(first)
+    metrics = [json.loads((run / "metrics.json").read_text())["test"]["macro_f1"] for run in (first, again)]
+    assert metrics[0] == metrics[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[train]\nepochz = 3\n", "config.train has unknown key(s) ['epochz']"),
+        ('[train]\nlr = "fast"\n', "config.train.lr must be a number"),
+        ("x = = 1\n", "is not a TOML file"),
+    ],
+)
+def test_train_config_file_refused_naming_file_and_key(tmp_path, capsys, text, says):
+    toml = tmp_path / "run.toml"
+    toml.write_text(text)
+    assert main(["train", "--config", str(toml), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert "run.toml" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_config_file_missing(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "none.toml"), "--out", str(tmp_path / "run")]) == 2
+    assert "no such file" in capsys.readouterr().err
