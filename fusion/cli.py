@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import errno
 import logging
 import os
@@ -200,10 +201,14 @@ def add_config_arguments(p) -> None:
         p.add_argument(s.flag, **options)
 
 
-def config_from_args(args) -> Config:
+def config_from_args(args, base: Config | None = None, given: typing.Collection[str] | None = None) -> Config:
     """The configuration the options of :func:`add_config_arguments` describe,
     validated. Derived defaults stay unset (``image.image_size`` None: the backbone's);
     :meth:`Config.resolved` fills them where the run starts.
+
+    With ``base`` (a config file's, :func:`config_file`), only the options in ``given``
+    (their destinations, :func:`given_options`) replace its values: a flag typed on the
+    command line overrides the file, a flag left at its default does not.
 
     Raises
     ------
@@ -213,10 +218,60 @@ def config_from_args(args) -> Config:
     """
     values = {}
     for s in settings():
-        if s.flag:
-            given = getattr(args, _dest(s))
-            values[s.name.replace(".", "__")] = (s.default != given) if isinstance(s.default, bool) else given
-    return Config().with_params(**values).validate()
+        if s.flag and (given is None or _dest(s) in given):
+            value = getattr(args, _dest(s))
+            values[s.name.replace(".", "__")] = (s.default != value) if isinstance(s.default, bool) else value
+    return (base or Config()).with_params(**values).validate()
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations of the options typed in ``argv`` (default ``sys.argv[1:]``),
+    whatever their values, even a flag given its default: ``argv`` parsed again by a
+    copy of ``parser`` whose defaults are all suppressed, so only typed options remain."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(sys.argv[1:] if argv is None else argv)))
+
+
+def config_file(path: str | Path) -> Config:
+    """The settings a config file holds: a TOML file with the keys of a run folder's
+    ``config.json`` (``modalities = ["tabular"]``, ``[train] epochs = 5``), a run folder's
+    ``config.json`` (its ``config`` object: the run repeated), or that run folder.
+    Settings the file lacks take their defaults; every key is checked as a saved
+    model's are.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file (or no ``config.json`` in the folder).
+    ConfigError
+        A file that is not TOML or JSON, an unknown key or a refused value, naming the
+        file and the key (``run.toml: config.train.lr``).
+    """
+    import json
+
+    from fusion.checks import Where
+    from fusion.model_folder import CONFIG, with_earlier_settings
+    from fusion.schema.loading import tomllib  # Python 3.10's tomli where tomllib is absent
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG
+    where = Where(str(path), "config", ConfigError)
+    if not path.is_file():
+        raise MissingFileError(f"--config {str(path)!r}: no such file", field="config", file=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+        raise ConfigError(
+            f"--config {str(path)!r} is not a {kind} file: {err}", field="config", accepted=kind, file=str(path)
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "fusion_version" in data:
+        data = data["config"]  # a run folder's config.json: the configuration it was trained with
+    return Config.from_dict(with_earlier_settings(data), where=where)
 
 
 _DEFAULT = re.compile(r"(.*?)(?: \(default: (.*)\))?", re.S)

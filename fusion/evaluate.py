@@ -90,10 +90,8 @@ def evaluate(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m fusion.evaluate", description="Score a trained fusion model on a dataset."
-    )
+def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.evaluate") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="Score a trained fusion model on a dataset.")
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
     p.add_argument("--data", help="dataset folder, CSV or .npz (default: a new synthetic cohort)")
     p.add_argument("--schema", help="schema file or name (default: the model's own)")

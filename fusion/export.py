@@ -200,9 +200,9 @@ def _metadata(clf) -> dict[str, str]:
     return meta
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.export") -> int:
     p = argparse.ArgumentParser(
-        prog="python -m fusion.export",
+        prog=prog,
         description="Export a trained network (calibration included) to ONNX for runtimes outside Python.",
     )
     p.add_argument("--model", required=True, help="run folder written by fusion.train")

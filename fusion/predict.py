@@ -72,10 +72,8 @@ def _read_record_file(value: str, where: str) -> bytes:
         raise ValueError(f"{where}: cannot be read ({err.strerror or err})") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m fusion.predict", description="Classify one patient from an X-ray and/or a clinical record."
-    )
+def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.predict") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="Classify one patient from an X-ray and/or a clinical record.")
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
     p.add_argument("--image", help="X-ray file (PNG, JPEG, TIFF, BMP, GIF or DICOM)")
     p.add_argument("--record", help="clinical record: a JSON object string or a JSON file")

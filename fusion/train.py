@@ -31,7 +31,17 @@ import argparse
 import sys
 
 from fusion.allocator import tune_allocator
-from fusion.cli import add_cache_arguments, add_config_arguments, cache_options, config_from_args, fail, log_to_terminal
+from fusion.cli import (
+    add_cache_arguments,
+    add_config_arguments,
+    cache_options,
+    config_file,
+    config_from_args,
+    fail,
+    given_options,
+    log_to_terminal,
+)
+from fusion.config import Config
 from fusion.evaluation import format_metrics
 from fusion.training import distributed
 from fusion.training.checkpoint import PROGRESS
@@ -49,14 +59,19 @@ from fusion.training.run import (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m fusion.train") -> argparse.ArgumentParser:
     """The command's options: one for each setting that declares a flag
     (:mod:`fusion.config`), then the run's own: where it is written, whether it
     continues, how images are cached and how much it prints. Those are not settings:
     a model folder does not record where it was written or cached, and the library
-    never prints."""
-    p = argparse.ArgumentParser(
-        prog="python -m fusion.train", description="Train a fusion model (image + clinical record)."
+    never prints. ``prog`` is the command's name in its help (``fusion train`` under
+    the ``fusion`` command)."""
+    p = argparse.ArgumentParser(prog=prog, description="Train a fusion model (image + clinical record).")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from the settings of a TOML file with the keys of a run's config.json, or of a run's "
+        "config.json (or its folder) to repeat it; flags given here override the file",
     )
     add_config_arguments(p)
     p.add_argument("--out", metavar="DIR", help="run folder; must be new or empty (default: runs/<timestamp>)")
@@ -108,8 +123,16 @@ def _refused(err: RunFolderError) -> str:
     return f"--resume: {path} holds no interrupted run (no {PROGRESS}); start it without --resume"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> Config:
+    """The run's configuration: the flags', or ``--config``'s file with the flags typed
+    on the command line in place of its values."""
+    if not args.config:
+        return config_from_args(args)
+    return config_from_args(args, base=config_file(args.config), given=given_options(parser, argv))
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.train") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     tune_allocator()
     joined, main = False, True
@@ -117,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         joined = distributed.init_from_env(args.device)
         main = distributed.is_main()
         with log_to_terminal(not args.quiet and main):
-            cfg = config_from_args(args)
+            cfg = _config(parser, args, argv)
             if args.resume and not args.out:
                 raise ValueError("--resume needs the --out folder of the run to continue")
             result = run(cfg, args.out, verbose=not args.quiet, resume=args.resume, **cache_options(args))

@@ -16,10 +16,8 @@ from fusion.eda.report import run_eda
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fusion.eda", description="Exploratory analysis of a dataset: figures and report.md."
-    )
+def _parser(prog: str = "python -m fusion.eda") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Exploratory analysis of a dataset: figures and report.md.")
     p.add_argument("--data", required=True, help="dataset folder (metadata.csv + images), CSV file or MedMNIST .npz")
     p.add_argument("--schema", help="schema TOML file or built-in name (default: the folder's schema.toml)")
     p.add_argument(
@@ -38,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.eda") -> int:
     """Command line: ``python -m fusion.eda --data PATH [--schema FILE] --out DIR``.
 
     Returns
@@ -48,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         output cannot be written (the reason goes to stderr); argparse exits with 2
         itself on a bad flag.
     """
-    p = _parser()
+    p = _parser(prog)
     args = p.parse_args(argv)
     try:
         report = run_eda(

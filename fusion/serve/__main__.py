@@ -37,8 +37,8 @@ MAX_MB = MAX_BODY_LIMIT / MB
 MIN_MB = "0.000001"  # the smallest round number of MB that is at least 1 byte
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.serve") -> int:
+    args = _parser(prog).parse_args(argv)
     try:
         import uvicorn
 
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m fusion.serve") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m fusion.serve",
+        prog=prog,
         description="Serve a trained model over HTTP: a JSON API (/predict, /explain, /schema, /health) and a page.",
     )
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
