@@ -3,7 +3,7 @@
 ``fusion train --modalities tabular`` runs exactly what ``python -m fusion.train
 --modalities tabular`` runs: the arguments after the subcommand go, untouched, to that
 module's own ``main(argv)``, so each tool keeps one parser, one help text and one set of
-exit codes, and the ``python -m fusion.X`` entry points stay the reference. Nothing is
+exit codes, and the ``python -m fusion.<tool>`` entry points stay the reference. Nothing is
 imported until a subcommand is chosen, so ``fusion --help`` answers at once.
 
 Examples
