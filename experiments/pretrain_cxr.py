@@ -72,7 +72,7 @@ from torch.nn import functional as F
 from fusion import __version__, grouped_split, load_dataset
 from fusion.data import read_table
 from fusion.evaluation import rank_auroc
-from fusion.nets.backbones import create_backbone
+from fusion.nets.backbones import create_backbone, low_pass
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # cxr_shift, beside this script (also under runpy)
 import cxr_shift
@@ -116,8 +116,9 @@ class Parts:
 class Probe(nn.Module):
     """(Detail limit ->) backbone -> dropout -> one linear layer.
 
-    ``detail``: the input is averaged down to ``detail`` px and brought back to its size
-    first, as ``image.detail`` does in a fusion model's image branch.
+    ``detail``: the input's detail is limited first, by the function that does it in a
+    fusion model's image branch (``image.detail``), so weights that declare a limit are
+    read as they were trained.
     """
 
     def __init__(self, n_classes: int, dropout: float = 0.2, detail: int | None = None):
@@ -128,10 +129,7 @@ class Probe(nn.Module):
         self.detail = detail
 
     def forward(self, x):
-        if self.detail is not None and x.shape[-1] > self.detail:
-            k = x.shape[-1] // self.detail
-            x = F.interpolate(F.avg_pool2d(x, k), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.head(self.drop(self.backbone(x)))
+        return self.head(self.drop(self.backbone(low_pass(x, self.detail))))
 
 
 def pinned_isa(native: bool) -> str:

@@ -36,6 +36,7 @@ from fusion.backends import backend_class, backend_name, check_distributed
 from fusion.backends.base import Backend, Batch, ModelSpec
 from fusion.config import CalibrationConfig, Config
 from fusion.data.dataset import Dataset
+from fusion.data.loaders import declared_image
 from fusion.errors import ConfigError
 from fusion.evaluation.calibration import Calibration, fit_calibration
 from fusion.explain import DEFAULT_STEPS, Explanation
@@ -129,10 +130,9 @@ class FusionClassifier(ConfigParameters):
             When the data lack a modality the configuration asks for (naming the
             ``modalities`` field), or a checkpoint does not match.
         """
-        # image.channels follows the training images when unset.
-        # ... and image.flip_rotate and image.detail the schema's [image] flip_rotate and detail.
-        schema = train.schema
-        flip_rotate, detail = (schema.image_flip_rotate, schema.image_detail) if schema is not None else (None, None)
+        # image.channels follows the training images when unset; image.flip_rotate and
+        # image.detail what their schema says of them, read as the train command reads it.
+        _, flip_rotate, detail = declared_image(None, train.schema)
         cfg = (self.config if self.config is not None else Config()).resolved(train.image_channels, flip_rotate, detail)
         missing = [m for m in cfg.modalities if m not in train.modalities]
         if missing:

@@ -445,12 +445,8 @@ class ImageBranch(nn.Module):
         return (x - self.mean) / self.std
 
     def low_pass(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (batch, C, S, S) with no detail finer than ``detail`` pixels a side
-        (unchanged without ``detail``, or when S is not larger than it)."""
-        if self.detail is None or x.shape[-1] <= self.detail:
-            return x
-        k = x.shape[-1] // self.detail
-        return F.interpolate(F.avg_pool2d(x, k), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        """``x`` with no detail finer than the branch's ``detail`` (:func:`low_pass`)."""
+        return low_pass(x, self.detail)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.normalise(self.low_pass(x))
@@ -460,6 +456,18 @@ class ImageBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
+
+
+def low_pass(x: torch.Tensor, detail: int | None) -> torch.Tensor:
+    """``x`` (batch, C, S, S) with no detail finer than ``detail`` pixels a side: averaged
+    over blocks of ``S // detail`` pixels and brought back to S by bilinear
+    interpolation (unchanged without ``detail``, or when S is not larger than it). The
+    one definition of ``image.detail``, for the image branch and for any pretraining
+    whose weights declare a detail limit."""
+    if not detail or x.shape[-1] <= detail:
+        return x
+    k = x.shape[-1] // detail
+    return F.interpolate(F.avg_pool2d(x, k), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _normalisation(value: float | list[float], channels: int) -> torch.Tensor:
