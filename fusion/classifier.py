@@ -36,7 +36,6 @@ from fusion.backends import backend_class, backend_name, check_distributed
 from fusion.backends.base import Backend, Batch, ModelSpec
 from fusion.config import CalibrationConfig, Config
 from fusion.data.dataset import Dataset
-from fusion.data.loaders import declared_image
 from fusion.errors import ConfigError
 from fusion.evaluation.calibration import Calibration, fit_calibration
 from fusion.explain import DEFAULT_STEPS, Explanation
@@ -132,6 +131,9 @@ class FusionClassifier(ConfigParameters):
         """
         # image.channels follows the training images when unset; image.flip_rotate and
         # image.detail what their schema says of them, read as the train command reads it.
+        # (Imported here: the loaders bring pandas, which the prediction path must not load.)
+        from fusion.data.loaders import declared_image
+
         _, flip_rotate, detail = declared_image(None, train.schema)
         cfg = (self.config if self.config is not None else Config()).resolved(train.image_channels, flip_rotate, detail)
         missing = [m for m in cfg.modalities if m not in train.modalities]
