@@ -90,3 +90,12 @@ def test_the_site_builds_strictly(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "site" / "reference" / "index.html").is_file()
+
+
+def test_sphinx_roles_become_inline_code_in_the_api_reference():
+    pytest.importorskip("griffe", reason="the docs extra (mkdocstrings[python], which brings griffe) is not installed")
+    spec = importlib.util.spec_from_file_location("griffe_roles", DOCS / "griffe_roles.py")
+    roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roles)
+    text = "see :func:`fusion.cli.option_table`, :meth:`~Config.validate` and :class:`the model <fusion.X>`"
+    assert roles.without_roles(text) == "see `fusion.cli.option_table`, `validate` and `the model`"
