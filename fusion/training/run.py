@@ -32,6 +32,7 @@ from fusion.classifier import FusionClassifier
 from fusion.config import Config
 from fusion.data.dataset import Dataset
 from fusion.data.loaders import declared_image, load_dataset
+from fusion.environment import environment
 from fusion.evaluation import classification_metrics, metric_intervals
 from fusion.evaluation.calibration import calibration_report, operating_point_report
 from fusion.evaluation.card import model_card
@@ -184,6 +185,7 @@ def run(
     cache_dir: str | Path | bool | None = None,
     cache_workers: int | None = None,
     memory_map: bool | None = None,
+    command: str | None = None,
 ) -> RunResult:
     """Load data, split by patient, train, score validation and test, save everything
     in the run folder ``out`` (default ``runs/<timestamp>``; new or empty).
@@ -193,7 +195,10 @@ def run(
     files that a killed write left behind are removed first). ``verbose``: a progress
     bar while training. ``cache_dir``, ``cache_workers``, ``memory_map``: how a
     folder's decoded images are cached and read (see
-    :func:`fusion.data.loaders.load_dataset`).
+    :func:`fusion.data.loaders.load_dataset`). ``command``: the command line that
+    started the run, recorded in ``metrics.json`` and the model card beside the package
+    versions and the machine's kind (:func:`fusion.environment.environment`), so that the
+    run can be repeated and told apart from one made elsewhere.
 
     Raises
     ------
@@ -216,7 +221,8 @@ def run(
         ds, parts, clf = _fit(cfg, folder, verbose=verbose and main, resume=resume, **cache)
         trained = True
         # What the model was trained with: the image channels followed the data.
-        return RunResult(clf, _finish(clf.config_, folder, ds, parts, clf, start=start), folder)
+        finished = _finish(clf.config_, folder, ds, parts, clf, start=start, command=command)
+        return RunResult(clf, finished, folder)
     except KeyboardInterrupt:
         if main:
             remove_temporary(folder)
@@ -355,7 +361,9 @@ def _describe(cfg: Config, ds: Dataset, parts: dict, clf: FusionClassifier) -> d
     }
 
 
-def _finish(cfg: Config, folder: Path, ds: Dataset, parts: dict, clf: FusionClassifier, *, start: float) -> dict:
+def _finish(
+    cfg: Config, folder: Path, ds: Dataset, parts: dict, clf: FusionClassifier, *, start: float, command: str | None
+) -> dict:
     """Score validation and test, write the plots, the model, metrics.json and the
     card, and mark the run complete; the metrics."""
     main = distributed.is_main()
@@ -379,6 +387,8 @@ def _finish(cfg: Config, folder: Path, ds: Dataset, parts: dict, clf: FusionClas
     metrics["missing_tokens"] = ds.missing_tokens
     metrics["config"] = cfg.to_dict()
     metrics["fusion_version"] = __version__
+    metrics["command"] = command
+    metrics["environment"] = environment()
     if main:
         write_json(folder / "metrics.json", metrics)
         write_model_card(folder, metrics, ds.schema, cfg)
@@ -486,8 +496,6 @@ def subgroup_features(schema) -> list[str]:
 
 def write_model_card(folder: Path, metrics: dict, schema, cfg: Config) -> None:
     """``MODEL_CARD.md`` in the run folder, from the run's own metadata."""
-    import torch
-
     from fusion.nets.registry import backbone_spec
 
     pretraining = None
@@ -495,7 +503,5 @@ def write_model_card(folder: Path, metrics: dict, schema, cfg: Config) -> None:
         from fusion.nets.backbones import shipped_weights_info
 
         pretraining = shipped_weights_info(backbone_spec(cfg.image.backbone).shipped[cfg.image.pretrained].file)
-    card = model_card(
-        metrics, schema, pretraining=pretraining, versions={"fusion": __version__, "torch": torch.__version__}
-    )
+    card = model_card(metrics, schema, pretraining=pretraining, versions=metrics["environment"]["versions"])
     (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
