@@ -47,9 +47,8 @@ def test_the_warning_display_and_the_logger_are_restored(capsys):
 
 
 def test_log_to_terminal_refuses_a_bool():
-    with pytest.raises(TypeError, match="QUIET, NORMAL or VERBOSE"):
-        with log_to_terminal(True):
-            pass
+    with pytest.raises(TypeError, match="QUIET, NORMAL or VERBOSE"), log_to_terminal(True):
+        pass
 
 
 def test_quiet_train_prints_only_the_closing_line(tmp_path, capsys):

@@ -40,6 +40,10 @@ def test_the_train_option_table_is_the_parser_s():
     counted = {o for a in parser._actions if type(a).__name__ == "_CountAction" for o in a.option_strings}
     defaults = {o: a.default for a in parser._actions for o in a.option_strings}
     for flag, shown in rows:
-        if flag not in counted and isinstance(defaults[flag], (int, float, str)) and not isinstance(defaults[flag], bool):
+        if (
+            flag not in counted
+            and isinstance(defaults[flag], (int, float, str))
+            and not isinstance(defaults[flag], bool)
+        ):
             assert str(defaults[flag]) in shown, f"{flag}: the README says {shown!r}, the parser {defaults[flag]!r}"
     assert table == option_table(parser), "README.md's fusion.train table differs from the parser's; regenerate it"
