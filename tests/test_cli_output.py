@@ -61,6 +61,7 @@ def test_default_train_prints_progress_and_tables(tmp_path, capsys):
     assert train([*XGB, "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "model: xgboost" in out and "-- test (" in out and out.rstrip().splitlines()[-1].startswith("done in ")
+    assert "settings: {" not in out
 
 
 def test_quiet_and_verbose_together_are_refused(capsys):
@@ -125,3 +126,9 @@ def test_schema_draft_takes_quiet_and_verbose(capsys):
     with pytest.raises(SystemExit):
         fusion(["schema", "draft", "--help"])
     assert "-q, --quiet" in capsys.readouterr().out
+
+
+def test_verbose_train_adds_debug_lines(tmp_path, capsys):
+    assert train([*XGB, "--out", str(tmp_path / "run"), "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "settings: {" in out and "environment: {" in out and "groups (patients) per split" in out

@@ -15,6 +15,7 @@ the data to a warning.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import re
@@ -212,6 +213,7 @@ def run(
         Bad data or configuration, too little valid data, or a training that diverged.
     """
     cfg = resolved_for_data(cfg, cfg.data.path, cfg.data.schema)
+    logger.debug("environment: %s", json.dumps(environment(), sort_keys=True))
     start = time.perf_counter()
     main = distributed.is_main()
     folder = distributed.on_main(lambda: prepare_folder(out, resume))
@@ -332,6 +334,8 @@ def _fit(cfg: Config, folder: Path, *, verbose: bool, resume: bool, **cache) -> 
     image = f", backbone {cfg.image.backbone} at {cfg.image.image_size} px{colour}{detail}"
     image = image if "image" in cfg.modalities else ""
     logger.info("model: %s, modalities %s%s", cfg.model, ",".join(cfg.modalities), image)
+    logger.debug("settings: %s", json.dumps(cfg.to_dict(), sort_keys=True))
+    logger.debug("groups (patients) per split: %s", {k: len(set(v.groups)) for k, v in parts.items()})
     clf = FusionClassifier(cfg).fit(train, parts.get("val"), verbose=verbose, checkpoint_dir=folder, resume=resume)
     return ds, parts, clf
 
