@@ -107,10 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from fusion.cli import log_to_terminal
     from fusion.data.cache import available_cores
 
-    log_to_terminal(True)
     data, cache = Path(args.data), Path(args.cache_dir)
     result = {
         "machine": {

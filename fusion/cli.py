@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import typing
+import warnings
 from pathlib import Path
 
 from fusion.config import Config, Setting, settings
@@ -330,9 +331,14 @@ def in_flags(err: BaseException, flags=None) -> str:
     return f"{message} ({'flag' if len(named) == 1 else 'flags'}: {', '.join(named)})"
 
 
-def fail(err: BaseException, parser=None) -> int:
+def fail(err: BaseException, parser=None, *, verbose: bool = False) -> int:
     """Print a library error for a command-line user, naming the flags (of ``parser``'s
-    command) that set the fields it is about; the exit code of a bad request."""
+    command) that set the fields it is about (after its traceback, with ``verbose``);
+    the exit code of a bad request."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
     print(f"error: {in_flags(err, None if parser is None else command_flags(parser))}", file=sys.stderr)
     return 2
 
@@ -352,21 +358,90 @@ def write_failure(err: OSError, path: str | Path, what: str) -> str:
     return f"could not write {what} {str(path)!r}: {reason}; nothing was left there; {hint}"
 
 
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+"""How much a command prints (:func:`verbosity`): only its answer, warnings and errors
+(``-q``); also its progress lines (the default); also debug lines, where each warning
+comes from and the traceback of an error (``-v``)."""
+
+
+def add_verbosity_arguments(p: argparse.ArgumentParser, *, quiet: str = "print only the answer, warnings and errors"):
+    """``-v/--verbose`` and ``-q/--quiet``, the same on every command; ``quiet`` is what
+    ``-q`` keeps of this command's output, in its help."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="say more: debug lines, where each warning comes from, and an error's traceback",
+    )
+    group.add_argument("-q", "--quiet", action="store_true", help=quiet)
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """:data:`QUIET`, :data:`NORMAL` or :data:`VERBOSE`, from the flags of
+    :func:`add_verbosity_arguments`."""
+    if getattr(args, "quiet", False):
+        return QUIET
+    return VERBOSE if getattr(args, "verbose", 0) else NORMAL
+
+
+def _one_line(verbose: bool):
+    """A ``warnings.showwarning`` for a terminal: ``warning: <message>`` on one line of
+    stderr, without the source line Python's default shows (a line of fusion's own code
+    tells a command-line user nothing); with ``verbose``, its category and origin too."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        where = f" ({category.__name__} at {filename}:{lineno})" if verbose else ""
+        print(f"warning: {text}{where}", file=sys.stderr, flush=True)
+
+    return show
+
+
+class _Below(logging.Filter):
+    """Records below ``level`` only (the progress lines, which go to stdout)."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
+class _Prefixed(logging.Formatter):
+    """``warning: ...`` / ``error: ...``, as the commands write their own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
 @contextlib.contextmanager
-def log_to_terminal(verbose: bool):
-    """Show the library's progress lines (the ``fusion`` logger) on stdout, plainly;
-    warnings and above always. The logger is restored when the command returns, so a
+def log_to_terminal(level: int = NORMAL):
+    """Show the library's progress lines (the ``fusion`` logger) on stdout, plainly,
+    unless ``level`` is :data:`QUIET`, and its debug lines at :data:`VERBOSE`; logged
+    warnings and Python warnings always, each as one ``warning: ...`` line on stderr.
+    The logger and the warning display are restored when the command returns, so a
     command run in-process (``main([...])`` from a script or a test) leaves no global
     state behind: records propagate to the caller's handlers again afterwards."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    if isinstance(level, bool):
+        raise TypeError("log_to_terminal takes QUIET, NORMAL or VERBOSE, not a bool")
+    progress = logging.StreamHandler(sys.stdout)
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    progress.addFilter(_Below(logging.WARNING))
+    problems = logging.StreamHandler(sys.stderr)
+    problems.setFormatter(_Prefixed("%(message)s"))
+    problems.setLevel(logging.WARNING)
     logger = logging.getLogger("fusion")
     saved = (logger.handlers[:], logger.level, logger.propagate)
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.handlers[:] = [progress, problems]
+    logger.setLevel({QUIET: logging.WARNING, NORMAL: logging.INFO}.get(level, logging.DEBUG))
     logger.propagate = False
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line(level >= VERBOSE)
+            yield
     finally:
         logger.handlers[:], level, logger.propagate = saved[0], saved[1], saved[2]
         logger.setLevel(level)
@@ -438,3 +513,12 @@ def _check_output(path: Path, given: str, inputs, suffix: str | None) -> Path:
     if not os.access(folder, os.W_OK):
         raise ValueError(f"{given}: folder {str(folder)!r} is not writable")
     return path
+
+
+def command_line(prog: str, argv: list[str]) -> str:
+    """The command as typed, quoted so that a shell runs it again: what a run folder
+    records so that its run can be repeated (``prog`` is ``fusion train`` or
+    ``python -m fusion.train``)."""
+    import shlex
+
+    return shlex.join([*prog.split(), *argv])

@@ -17,7 +17,15 @@ from pathlib import Path
 
 from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
-from fusion.cli import add_cache_arguments, cache_options, fail, output_file
+from fusion.cli import (
+    add_cache_arguments,
+    add_verbosity_arguments,
+    cache_options,
+    fail,
+    log_to_terminal,
+    output_file,
+    verbosity,
+)
 from fusion.data.loaders import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics, metric_intervals
 from fusion.evaluation.subgroups import format_subgroups, subgroup_report
@@ -102,6 +110,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.evaluat
         "numeric ones by the bands their schema declares), e.g. sex,view,age",
     )
     add_cache_arguments(p)
+    add_verbosity_arguments(p, quiet="print the metrics, warnings and errors, without the progress lines")
     args = p.parse_args(argv)
     tune_allocator()
     out, output_error = None, None
@@ -113,9 +122,10 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.evaluat
             output_error = f"error: {err}"
     try:
         by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
-        result = evaluate(args.model, args.data, args.schema, by=by, **cache_options(args))
+        with log_to_terminal(verbosity(args)):
+            result = evaluate(args.model, args.data, args.schema, by=by, **cache_options(args))
     except (ValueError, FileNotFoundError) as err:
-        return fail(err, p)
+        return fail(err, p, verbose=verbosity(args) > 0)
     print(
         format_metrics(
             result, title=f"{result['data']} ({result['split']}, {result['n']} rows, {len(result['skipped'])} skipped)"

@@ -32,7 +32,15 @@ import sys
 import warnings
 from pathlib import Path
 
-from fusion.cli import fail, output_file, positive_int, write_failure
+from fusion.cli import (
+    add_verbosity_arguments,
+    fail,
+    log_to_terminal,
+    output_file,
+    positive_int,
+    verbosity,
+    write_failure,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -208,19 +216,23 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.export"
     p.add_argument("--model", required=True, help="run folder written by fusion.train")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write (a new .onnx file)")
     p.add_argument("--opset", type=positive_int, default=OPSET, help=f"ONNX operator set (default {OPSET})")
+    add_verbosity_arguments(p)
     args = p.parse_args(argv)
+    verbose = verbosity(args) > 0
     try:
         out = output_file(args.onnx, "--onnx", inputs=[args.model], suffix=".onnx")
         from fusion.classifier import FusionClassifier
 
-        clf = FusionClassifier.load(args.model)
-        check_exportable(clf, args.model)
+        with log_to_terminal(verbosity(args)):
+            clf = FusionClassifier.load(args.model)
+            check_exportable(clf, args.model)
     except (ValueError, FileNotFoundError, ImportError) as err:
-        return fail(err, p)
+        return fail(err, p, verbose=verbose)
     try:
-        export_onnx(clf, out, opset=args.opset)
+        with log_to_terminal(verbosity(args)):
+            export_onnx(clf, out, opset=args.opset)
     except (ValueError, ImportError) as err:
-        return fail(err, p)
+        return fail(err, p, verbose=verbose)
     except OSError as err:  # a full disk: the temporary file is removed, the name never created
         print(f"error: {write_failure(err, out, 'the ONNX model')}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fusion.allocator import tune_allocator
 from fusion.classifier import FusionClassifier
-from fusion.cli import fail, output_file
+from fusion.cli import add_verbosity_arguments, fail, log_to_terminal, output_file, verbosity
 from fusion.persistence import to_json
 from fusion.schema import MAX_RECORD_BYTES, parse_record_json, short_repr
 
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.predict
     )
     p.add_argument("--target", help="class to explain (default: the predicted one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_verbosity_arguments(p, quiet="print the answer, warnings and errors only")
     args = p.parse_args(argv)
     tune_allocator()
     figure, output_error = None, None
@@ -99,12 +100,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.predict
         except ValueError as err:
             output_error = f"error: {err}"
     try:
-        clf = FusionClassifier.load(args.model)
-        record = read_record(args.record) if args.record else None
-        prediction = clf.predict(record, args.image)
-        explanation = clf.explain(record, args.image, target=args.target) if figure else None
+        with log_to_terminal(verbosity(args)):
+            clf = FusionClassifier.load(args.model)
+            record = read_record(args.record) if args.record else None
+            prediction = clf.predict(record, args.image)
+            explanation = clf.explain(record, args.image, target=args.target) if figure else None
     except (ValueError, TypeError, FileNotFoundError) as err:
-        return fail(err, p)
+        return fail(err, p, verbose=verbosity(args) > 0)
     if explanation is not None:
         try:
             explanation.save(figure)

@@ -32,14 +32,18 @@ import sys
 
 from fusion.allocator import tune_allocator
 from fusion.cli import (
+    QUIET,
     add_cache_arguments,
     add_config_arguments,
+    add_verbosity_arguments,
     cache_options,
+    command_line,
     config_file,
     config_from_args,
     fail,
     given_options,
     log_to_terminal,
+    verbosity,
 )
 from fusion.config import Config
 from fusion.evaluation import format_metrics
@@ -79,7 +83,7 @@ def build_parser(prog: str = "python -m fusion.train") -> argparse.ArgumentParse
         "--resume", action="store_true", help="continue the interrupted run in --out from its last completed epoch"
     )
     add_cache_arguments(p)
-    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    add_verbosity_arguments(p, quiet="print only the closing line, warnings and errors")
     return p
 
 
@@ -136,14 +140,16 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.train")
     args = parser.parse_args(argv)
     tune_allocator()
     joined, main = False, True
+    command = command_line(prog, sys.argv[1:] if argv is None else argv)
     try:
         joined = distributed.init_from_env(args.device)
         main = distributed.is_main()
-        with log_to_terminal(not args.quiet and main):
+        with log_to_terminal(verbosity(args) if main else QUIET):
             cfg = _config(parser, args, argv)
             if args.resume and not args.out:
                 raise ValueError("--resume needs the --out folder of the run to continue")
-            result = run(cfg, args.out, verbose=not args.quiet, resume=args.resume, **cache_options(args))
+            options = cache_options(args)
+            result = run(cfg, args.out, verbose=not args.quiet, resume=args.resume, command=command, **options)
             if main:
                 _report(result, quiet=args.quiet)
     except DiskFull as err:
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.train")
         return 2
     except (ValueError, FileNotFoundError) as err:
         # Every process meets the same error; one says it.
-        return fail(err) if main else 2
+        return fail(err, verbose=verbosity(args) > 0) if main else 2
     except KeyboardInterrupt as err:
         # Ctrl-C: one line, no trace; 130 is the shell's code for a command ended by SIGINT.
         if main:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fusion.cli import fail, positive_int, whole_number
+from fusion.cli import QUIET, add_verbosity_arguments, fail, log_to_terminal, positive_int, verbosity, whole_number
 from fusion.eda.output import OutputWriteError
 from fusion.eda.report import run_eda
 
@@ -33,6 +33,7 @@ def _parser(prog: str = "python -m fusion.eda") -> argparse.ArgumentParser:
     )
     p.add_argument("--per-class", type=positive_int, default=6, help="sample images per class (default: %(default)s)")
     p.add_argument("--seed", type=whole_number, default=0)
+    add_verbosity_arguments(p, quiet="print the report's path, warnings and errors only")
     return p
 
 
@@ -49,13 +50,17 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.eda") -
     p = _parser(prog)
     args = p.parse_args(argv)
     try:
-        report = run_eda(
-            args.data, args.schema, args.out, image_size=args.image_size, per_class=args.per_class, seed=args.seed
-        )
+        with log_to_terminal(verbosity(args)):
+            report = run_eda(
+                args.data, args.schema, args.out, image_size=args.image_size, per_class=args.per_class, seed=args.seed
+            )
     except (ValueError, FileNotFoundError, OutputWriteError) as err:
-        return fail(err, p)
+        return fail(err, p, verbose=verbosity(args) > 0)
     summary = json.loads((report.parent / "summary.json").read_text(encoding="utf-8"))
-    print(f"{summary['n_rows']} rows loaded, {summary['n_skipped']} skipped; classes {', '.join(summary['classes'])}")
+    if verbosity(args) > QUIET:
+        print(
+            f"{summary['n_rows']} rows loaded, {summary['n_skipped']} skipped; classes {', '.join(summary['classes'])}"
+        )
     for warning in summary["warnings"]:
         print(f"warning: {warning}")
     print(f"report written to {report}")

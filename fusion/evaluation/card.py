@@ -209,8 +209,35 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         out += ["", "## Subgroups (test split)", "", *_subgroup_lines(test["subgroups"])]
     out += ["", "## Known limitations"] + [f"- {x}" for x in limitations(metrics, schema, pretraining)]
     versions = {"python": platform.python_version(), **(versions or {})}
-    out += ["", "## Versions", "- " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
-    return "\n".join(out)
+    out += ["", "## Versions", "- " + ", ".join(f"{k} {v}" for k, v in versions.items())]
+    out += _provenance(metrics)
+    return "\n".join([*out, ""])
+
+
+def _provenance(metrics: dict) -> list[str]:
+    """The machine's kind and the command that made the run (what repeats it), when the
+    run recorded them (runs of fusion 0.1.0 before they did, and models fitted from
+    Python, have none)."""
+    out = []
+    kind = (metrics.get("environment") or {}).get("machine")
+    if kind:
+        bf16 = "with bf16 units" if kind.get("bf16") else "without bf16 units"
+        out.append(
+            f"- machine: {kind.get('processor')}, {kind.get('cpu_capability')} {bf16}, {kind.get('cores')} cores"
+            + (f", {kind['cuda']}" if kind.get("cuda") else "")
+        )
+    if metrics.get("command"):
+        out += [
+            "",
+            "## Reproduce",
+            "",
+            "```",
+            metrics["command"],
+            "```",
+            "",
+            "or `fusion train --config <this folder>/config.json` (the same settings, any command line).",
+        ]
+    return out
 
 
 def limitations(metrics: dict, schema, pretraining: dict | None) -> list[str]:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fusion.cli import QUIET, add_verbosity_arguments, fail, log_to_terminal, verbosity
 from fusion.schema.draft import draft_schema
 
 
@@ -22,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     draft.add_argument("--data", required=True, help="folder holding metadata.csv (and images/)")
     draft.add_argument("--label", help="the label column (default: a guess, explained in a comment)")
     draft.add_argument("--out", help="file to write (refused if it exists); default: print to stdout")
+    add_verbosity_arguments(draft, quiet="print the draft (without --out), warnings and errors only")
     return parser
 
 
@@ -36,10 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        text = draft_schema(args.data, label=args.label)
+        with log_to_terminal(verbosity(args)):
+            text = draft_schema(args.data, label=args.label)
     except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err, verbose=verbosity(args) > 0)
     if out is None:
         sys.stdout.write(text)
         return 0
@@ -49,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"error: cannot write --out {out}: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {out}: a draft, read every comment before training with it", file=sys.stderr)
+    if verbosity(args) > QUIET:
+        print(f"wrote {out}: a draft, read every comment before training with it", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,7 @@ the data to a warning.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import re
@@ -32,6 +33,7 @@ from fusion.classifier import FusionClassifier
 from fusion.config import Config
 from fusion.data.dataset import Dataset
 from fusion.data.loaders import declared_image, load_dataset
+from fusion.environment import environment
 from fusion.evaluation import classification_metrics, metric_intervals
 from fusion.evaluation.calibration import calibration_report, operating_point_report
 from fusion.evaluation.card import model_card
@@ -184,6 +186,7 @@ def run(
     cache_dir: str | Path | bool | None = None,
     cache_workers: int | None = None,
     memory_map: bool | None = None,
+    command: str | None = None,
 ) -> RunResult:
     """Load data, split by patient, train, score validation and test, save everything
     in the run folder ``out`` (default ``runs/<timestamp>``; new or empty).
@@ -193,7 +196,10 @@ def run(
     files that a killed write left behind are removed first). ``verbose``: a progress
     bar while training. ``cache_dir``, ``cache_workers``, ``memory_map``: how a
     folder's decoded images are cached and read (see
-    :func:`fusion.data.loaders.load_dataset`).
+    :func:`fusion.data.loaders.load_dataset`). ``command``: the command line that
+    started the run, recorded in ``metrics.json`` and the model card beside the package
+    versions and the machine's kind (:func:`fusion.environment.environment`), so that the
+    run can be repeated and told apart from one made elsewhere.
 
     Raises
     ------
@@ -207,6 +213,7 @@ def run(
         Bad data or configuration, too little valid data, or a training that diverged.
     """
     cfg = resolved_for_data(cfg, cfg.data.path, cfg.data.schema)
+    logger.debug("environment: %s", json.dumps(environment(), sort_keys=True))
     start = time.perf_counter()
     main = distributed.is_main()
     folder = distributed.on_main(lambda: prepare_folder(out, resume))
@@ -216,7 +223,8 @@ def run(
         ds, parts, clf = _fit(cfg, folder, verbose=verbose and main, resume=resume, **cache)
         trained = True
         # What the model was trained with: the image channels followed the data.
-        return RunResult(clf, _finish(clf.config_, folder, ds, parts, clf, start=start), folder)
+        finished = _finish(clf.config_, folder, ds, parts, clf, start=start, command=command)
+        return RunResult(clf, finished, folder)
     except KeyboardInterrupt:
         if main:
             remove_temporary(folder)
@@ -326,6 +334,8 @@ def _fit(cfg: Config, folder: Path, *, verbose: bool, resume: bool, **cache) -> 
     image = f", backbone {cfg.image.backbone} at {cfg.image.image_size} px{colour}{detail}"
     image = image if "image" in cfg.modalities else ""
     logger.info("model: %s, modalities %s%s", cfg.model, ",".join(cfg.modalities), image)
+    logger.debug("settings: %s", json.dumps(cfg.to_dict(), sort_keys=True))
+    logger.debug("groups (patients) per split: %s", {k: len(set(v.groups)) for k, v in parts.items()})
     clf = FusionClassifier(cfg).fit(train, parts.get("val"), verbose=verbose, checkpoint_dir=folder, resume=resume)
     return ds, parts, clf
 
@@ -355,7 +365,9 @@ def _describe(cfg: Config, ds: Dataset, parts: dict, clf: FusionClassifier) -> d
     }
 
 
-def _finish(cfg: Config, folder: Path, ds: Dataset, parts: dict, clf: FusionClassifier, *, start: float) -> dict:
+def _finish(
+    cfg: Config, folder: Path, ds: Dataset, parts: dict, clf: FusionClassifier, *, start: float, command: str | None
+) -> dict:
     """Score validation and test, write the plots, the model, metrics.json and the
     card, and mark the run complete; the metrics."""
     main = distributed.is_main()
@@ -379,6 +391,8 @@ def _finish(cfg: Config, folder: Path, ds: Dataset, parts: dict, clf: FusionClas
     metrics["missing_tokens"] = ds.missing_tokens
     metrics["config"] = cfg.to_dict()
     metrics["fusion_version"] = __version__
+    metrics["command"] = command
+    metrics["environment"] = environment()
     if main:
         write_json(folder / "metrics.json", metrics)
         write_model_card(folder, metrics, ds.schema, cfg)
@@ -486,8 +500,6 @@ def subgroup_features(schema) -> list[str]:
 
 def write_model_card(folder: Path, metrics: dict, schema, cfg: Config) -> None:
     """``MODEL_CARD.md`` in the run folder, from the run's own metadata."""
-    import torch
-
     from fusion.nets.registry import backbone_spec
 
     pretraining = None
@@ -495,7 +507,5 @@ def write_model_card(folder: Path, metrics: dict, schema, cfg: Config) -> None:
         from fusion.nets.backbones import shipped_weights_info
 
         pretraining = shipped_weights_info(backbone_spec(cfg.image.backbone).shipped[cfg.image.pretrained].file)
-    card = model_card(
-        metrics, schema, pretraining=pretraining, versions={"fusion": __version__, "torch": torch.__version__}
-    )
+    card = model_card(metrics, schema, pretraining=pretraining, versions=metrics["environment"]["versions"])
     (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
