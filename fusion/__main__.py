@@ -40,6 +40,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "schema": Subcommand("fusion.schema.__main__", "draft a schema from a data folder"),
     "serve": Subcommand("fusion.serve.__main__", "serve a trained model over HTTP: a JSON API and a page"),
     "export": Subcommand("fusion.export", "export a trained network to ONNX for runtimes outside Python"),
+    "compare": Subcommand("fusion.compare", "compare run folders: one table and one figure"),
 }
 
 
