@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from fusion.cli import fail
+from fusion.cli import fail, whole_number
 from fusion.errors import ConfigError, ModelFolderError
 
 __all__ = ["METRICS", "Comparison", "RunSummary", "compare_runs", "main", "read_run", "write_comparison"]
@@ -208,7 +208,9 @@ def read_run(path: str | Path, split: str = "test") -> RunSummary:
         values=values,
         intervals=intervals,
         predictions=predictions if predictions.is_file() else None,
-        why_unpaired=None if predictions.is_file() else f"its folder holds no {predictions.name} (an older run)",
+        why_unpaired=None
+        if predictions.is_file()
+        else f"no {predictions.name} in {str(path)!r} (a run written before fusion kept its predictions)",
     )
 
 
@@ -272,9 +274,9 @@ def paired(run: RunSummary, ref: RunSummary, *, seed: int = 0, n_boot: int = 100
 
     if run.classes != ref.classes:
         return None, f"{NOT_PAIRED}: other classes than the reference"
-    for r, whose in ((ref, "the reference"), (run, "it")):
+    for r, whose in ((ref, "the reference: "), (run, "")):
         if r.predictions is None:
-            return None, f"{NOT_PAIRED}: {whose}: {r.why_unpaired}"
+            return None, f"{NOT_PAIRED}: {whose}{r.why_unpaired}"
     mine, theirs = read_predictions(run.predictions), read_predictions(ref.predictions)
     if mine.classes != run.classes or theirs.classes != ref.classes:
         return None, f"{NOT_PAIRED}: a predictions file's classes differ from its run's metrics.json"
@@ -575,7 +577,7 @@ def build_parser(prog: str = "python -m fusion.compare") -> argparse.ArgumentPar
         metavar="DIR",
         help="folder for comparison.md, .csv and .png; new, or without those files (default: comparisons/<timestamp>)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the paired bootstrap (default: %(default)s)")
+    p.add_argument("--seed", type=whole_number, default=0, help="seed of the paired bootstrap (default: %(default)s)")
     return p
 
 
