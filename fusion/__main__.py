@@ -11,6 +11,7 @@ Examples
 fusion --help
 fusion train --modalities tabular --model xgboost
 fusion evaluate --model runs/X --data ../shared/data/nih-pneumonia
+fusion compare runs/X runs/Y
 python -m fusion train --help
 """
 

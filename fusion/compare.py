@@ -40,7 +40,7 @@ import io
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -364,13 +364,7 @@ def _unique_names(runs: list[RunSummary]) -> None:
     names = [r.name for r in runs]
     for i, r in enumerate(runs):
         if names.count(r.name) > 1:
-            runs[i] = _renamed(r, str(r.path))
-
-
-def _renamed(run: RunSummary, name: str) -> RunSummary:
-    from dataclasses import replace
-
-    return replace(run, name=name)
+            runs[i] = replace(r, name=str(r.path))
 
 
 # ------------------------------------------------------------------ the table

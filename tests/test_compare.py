@@ -223,3 +223,19 @@ def test_predictions_file_holds_every_test_row(tiny_runs):
         for key in ("accuracy", "macro_f1", "auroc_macro"):
             assert again[key] == pytest.approx(metrics["test"][key], abs=1e-12), (name, key)
         assert len(read_predictions(run / "predictions_val.csv")) == metrics["n_val"]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("key,label\nx,a\n", "header"),
+        ("row_key,group,label,predicted,p_a,p_b\nx,P1,a,a,0.5,high\n", "row"),
+        ("row_key,group,label,predicted,p_a,p_b\nx,P1,c,a,0.5,0.5\n", "row"),
+    ],
+)
+def test_a_malformed_predictions_file_is_refused_naming_it(tmp_path, text, field):
+    path = tmp_path / "predictions_test.csv"
+    path.write_text(text)
+    with pytest.raises(ModelFolderError, match=r"predictions_test\.csv") as err:
+        read_predictions(path)
+    assert err.value.file == str(path) and err.value.field == field

@@ -102,8 +102,9 @@ def read_predictions(path: str | Path) -> Predictions:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     header = rows[0] if rows else []
-    classes = tuple(h[len(_PREFIX) :] for h in header[len(_FIXED) :])
-    if tuple(header[: len(_FIXED)]) != _FIXED or not classes or any(not h.startswith(_PREFIX) for h in header[4:]):
+    columns = header[len(_FIXED) :]
+    classes = tuple(h[len(_PREFIX) :] for h in columns)
+    if tuple(header[: len(_FIXED)]) != _FIXED or not classes or any(not h.startswith(_PREFIX) for h in columns):
         raise ModelFolderError(
             f"{path}: not a predictions file: its header must be {', '.join(_FIXED)}, then p_<class> for each class",
             file=str(path),
