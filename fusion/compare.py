@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from fusion.cli import fail, whole_number
+from fusion.cli import NORMAL, QUIET, add_verbosity_arguments, fail, verbosity, whole_number
 from fusion.errors import ConfigError, ModelFolderError
 
 __all__ = ["METRICS", "Comparison", "RunSummary", "compare_runs", "main", "read_run", "write_comparison"]
@@ -414,9 +414,9 @@ def table(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def markdown(cmp: Comparison) -> str:
+def markdown(cmp: Comparison, *, warnings: bool = True) -> str:
     """The table as Markdown (columns padded, so it reads as well in a terminal), with
-    a line on what the intervals are, the notes and the warnings."""
+    a line on what the intervals are, the notes and (with ``warnings``) the warnings."""
     header, rows = table(cmp)
     cells = [header, *rows]
     width = [max(len(c[j]) for c in cells) for j in range(len(header))]
@@ -434,7 +434,7 @@ def markdown(cmp: Comparison) -> str:
         )
     for i, note in cmp.notes.items():
         lines.append(f"- {cmp.runs[i].name}: {note}")
-    lines += [f"warning: {w}" for w in cmp.warnings]
+    lines += [f"warning: {w}" for w in cmp.warnings] if warnings else []
     return "\n".join(lines) + "\n"
 
 
@@ -572,6 +572,7 @@ def build_parser(prog: str = "python -m fusion.compare") -> argparse.ArgumentPar
         help="folder for comparison.md, .csv and .png; new, or without those files (default: comparisons/<timestamp>)",
     )
     p.add_argument("--seed", type=whole_number, default=0, help="seed of the paired bootstrap (default: %(default)s)")
+    add_verbosity_arguments(p, quiet="print where the files were written, warnings and errors only, not the table")
     return p
 
 
@@ -588,13 +589,17 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.compare
     args = p.parse_args(argv)
     metrics = list(dict.fromkeys(m for group in args.metric for m in group)) if args.metric else list(METRICS)
     out = Path(args.out) if args.out else Path("comparisons") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    level = verbosity(args)
     try:
         check_out(out, args.runs)
         cmp = compare_runs(args.runs, split=args.split, metrics=metrics, reference=args.reference, seed=args.seed)
-        print(markdown(cmp), end="")
+        if level > QUIET:
+            print(markdown(cmp, warnings=False), end="")
+        for warning in cmp.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         written = write_comparison(cmp, out)
     except (ValueError, FileNotFoundError) as err:
-        return fail(err, p)
+        return fail(err, p, verbose=level > NORMAL)
     except OSError as err:
         print(f"error: could not write the comparison to {str(out)!r}: {err.strerror or err}", file=sys.stderr)
         return 2

@@ -239,3 +239,16 @@ def test_a_malformed_predictions_file_is_refused_naming_it(tmp_path, text, field
     with pytest.raises(ModelFolderError, match=r"predictions_test\.csv") as err:
         read_predictions(path)
     assert err.value.file == str(path) and err.value.field == field
+
+
+def test_quiet_prints_where_the_files_went_and_warnings_go_to_stderr(tiny_runs, copied, tmp_path, capsys):
+    renamed = copied("xgboost", "renamed")
+    metrics = _metrics(renamed)
+    metrics["classes"] = ["a", "b", "c"]
+    (renamed / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "cmp"
+    assert main([str(tiny_runs["xgboost"]), str(renamed), "-q", "--out", str(out)]) == 0
+    printed, err = capsys.readouterr()
+    assert printed.strip() == f"written to {out}: comparison.md, comparison.csv, comparison.png"
+    assert err.startswith("warning: renamed: other classes than the reference") and err.count("\n") == 1
+    assert "warning: renamed" in (out / "comparison.md").read_text()
