@@ -1,6 +1,6 @@
 """The pipeline of one training run: load the data, split it by patient, fit, score
 validation and test, and write the run folder (model, ``metrics.json``, plots, model
-card). ``python -m fusion.train`` is this plus its flags and what it prints.
+card, each split's per-row predictions). ``python -m fusion.train`` is this plus its flags and what it prints.
 
 The run folder is checkpointed after every epoch, so a run stopped on the way
 (Ctrl-C, a kill, a full disk) continues with ``resume=True``; a stopped run raises
@@ -37,6 +37,7 @@ from fusion.environment import environment
 from fusion.evaluation import classification_metrics, metric_intervals
 from fusion.evaluation.calibration import calibration_report, operating_point_report
 from fusion.evaluation.card import model_card
+from fusion.evaluation.predictions import PREDICTIONS, row_keys, write_predictions
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
 from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
@@ -403,12 +404,18 @@ def _finish(
 
 def _score_split(cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf, plots: Path | None) -> dict | None:
     """The figures of split ``name`` (None when it is empty); with ``plots`` (rank 0),
-    its figures drawn there and, for the test split, its subgroups reported."""
+    its figures drawn there, its per-row predictions written beside them
+    (``predictions_<name>.csv``, see :mod:`fusion.evaluation.predictions`) and, for
+    the test split, its subgroups reported."""
     if part is None or len(part) == 0:
         return None
     metrics, proba, raw = score(clf, part, cfg.train.seed)
     if plots is None:
         return metrics
+    # What each row was given, beside the plots: `fusion compare` pairs two runs on it.
+    predicted = clf.calibration_.decide(proba)
+    predictions = plots.parent / PREDICTIONS.format(split=name)
+    write_predictions(predictions, row_keys(part), part.groups, part.labels, proba, clf.classes_, predicted)
     plot_reliability(part.labels, raw, proba, plots / f"reliability_{name}.png", title=f"Reliability ({name})")
     plot_confusion(
         metrics["confusion_matrix"], ds.classes, plots / f"confusion_{name}.png", title=f"Confusion matrix ({name})"
