@@ -22,8 +22,8 @@ is trained: an absent one is refused at once, with the command that installs it.
 per-epoch figures are sent when the training ends, from the history the run folder
 records (so the tracked figures and ``metrics.json`` are the same numbers). Nothing
 here prints: where the run went is logged to the ``fusion`` logger. MLflow's own
-progress lines (its database set-up) are held back while it works; its warnings still
-show.
+progress lines (its database set-up) and the deprecation warnings of the libraries under
+it are held back while it works; its other warnings still show.
 
 Example
 -------
@@ -43,6 +43,7 @@ import math
 import platform
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -264,14 +265,18 @@ def mlflow_store(uri: str | None, folder: Path) -> tuple[str, str | None]:
 
 @contextlib.contextmanager
 def _mlflow_quiet():
-    """MLflow's and its database migrations' progress lines (INFO) held back while it
-    works; the loggers' levels are put back after (nothing global is left changed)."""
+    """MLflow's and its database migrations' progress lines (INFO: "Creating initial
+    MLflow database tables...") and the deprecation warnings of the libraries under it
+    (SQLAlchemy's, which a user cannot act on) held back while it works; the loggers'
+    levels and the warning filters are put back after (nothing global is left changed)."""
     loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
     saved = [log.level for log in loggers]
     for log in loggers:
         log.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
     finally:
         for log, level in zip(loggers, saved, strict=True):
             log.setLevel(level)
