@@ -397,7 +397,7 @@ class TrackingConfig:
         metavar="URI",
         help="mlflow: a tracking URI (sqlite:///..., http://...) or a folder that receives mlflow.db and "
         "mlartifacts/; tensorboard: a folder that receives one log folder per run, named as the run folder",
-        shown="mlflow: the run folder's parent (runs/mlflow.db); tensorboard: <run folder>/tensorboard",
+        shown="mlflow: the run folder's parent (runs/mlflow.db); tensorboard: the run folder's tensorboard/",
     )
     experiment: str | None = setting(
         None,
