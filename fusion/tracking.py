@@ -306,7 +306,12 @@ class MlflowTracker:
             items = [Param(k, v) for k, v in params.items()]
             for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters a batch
                 self._client.log_batch(self._run_id, params=items[i : i + 100])
-        logger.info("tracking in MLflow: run %s, experiment %r, %s", self._run_id, experiment, uri)
+        logger.info(
+            "tracking in MLflow: experiment %r, run %s (view: mlflow ui --backend-store-uri %s)",
+            experiment,
+            self._run_id,
+            uri,
+        )
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self._step = epoch
@@ -360,7 +365,8 @@ class TensorBoardTracker:
         self._params = {"experiment": experiment, **params}
         table = "\n".join(["| parameter | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in self._params.items())])
         self._writer.add_text("parameters", table, 0)
-        logger.info("tracking in TensorBoard: %s", logdir)
+        # Viewed from the folder that holds every run's logs, so that runs can be compared.
+        logger.info("tracking in TensorBoard: %s (view: tensorboard --logdir %s)", logdir, self.uri or folder.parent)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self._step = epoch
