@@ -5,7 +5,8 @@ What a tracked run holds, the same in both:
 
 - parameters: the settings of ``config.json`` by their dotted names (``train.lr``;
   not ``tracking.*``, which say where the run went, and a URI may hold a password), the
-  modalities, the strategy, the data, the rows of each split and the package versions;
+  modalities, the strategy, the data, the rows of each split, the package versions and
+  the machine's kind;
 - per epoch (networks): the figures of ``metrics.json``'s ``history``
   (``epoch_train_loss``, ``epoch_val_loss``, ``epoch_val_macro_f1``, ``epoch_seconds``...),
   one step per epoch;
@@ -40,7 +41,6 @@ import importlib
 import json
 import logging
 import math
-import platform
 import re
 import time
 import warnings
@@ -158,11 +158,17 @@ def ending(tracker: Tracker):
 def run_params(config_json: dict, extra: dict) -> dict[str, str]:
     """A run's parameters as text: the settings of ``config_json``'s configuration by
     dotted name (``train.lr``; JSON values as JSON writes them), without ``tracking``,
-    then ``extra`` (modalities, strategy, data, split sizes) and the package versions."""
+    then ``extra`` (modalities, strategy, data, split sizes), the package versions
+    (``version.torch``) and the machine's kind (``machine.cpu_capability``), as
+    :func:`fusion.environment.environment` gives them to ``metrics.json``."""
+    from fusion.environment import environment
+
     config = {k: v for k, v in config_json.items() if k != "tracking"}
     params = _flat(config)
     params.update({name: v if isinstance(v, str) else json.dumps(v) for name, v in extra.items()})
-    params.update({f"version.{name}": v for name, v in versions().items()})
+    found = environment()  # what metrics.json records of the packages and the machine
+    params.update({f"version.{name}": v for name, v in found["versions"].items()})
+    params.update(_flat(found["machine"], "machine."))
     return params
 
 
@@ -173,19 +179,6 @@ def _flat(values: dict, prefix: str = "") -> dict[str, str]:
             out.update(_flat(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value if isinstance(value, str) else json.dumps(value)
-    return out
-
-
-def versions() -> dict[str, str]:
-    """The versions of Python and of the packages a run's figures depend on."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("fusion", "torch", "numpy", "scikit-learn", "xgboost"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
     return out
 
 
