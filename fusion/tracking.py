@@ -57,7 +57,7 @@ INSTALL = 'pip install "fusion[track]"'
 RUN_FILES = ("MODEL_CARD.md", "metrics.json", "config.json")
 # The statuses a tracked run ends with (MLflow's names).
 STATUSES = ("FINISHED", "FAILED", "KILLED")
-# The figures of one split that are numbers, and those of each class.
+# The splits whose final figures are tracked.
 _SPLITS = ("val", "test")
 # MLflow accepts letters, digits and _ - . space / : in a name; a class name may hold more.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /:]")
