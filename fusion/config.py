@@ -69,6 +69,8 @@ DEVICES = ("auto", "cpu", "cuda")
 BALANCES = ("weights", "sampling", "none")
 DECISIONS = ("argmax", "balanced")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Where a run is tracked besides its folder (fusion.tracking; the "track" extra).
+TRACKERS = ("none", "mlflow", "tensorboard")
 # The largest image side: four times the largest input of any registered backbone
 # (224), and already 1 MB per film in the cache and ~4 MB per film in a float batch.
 # A film is never larger on the model's side than that for a chest X-ray classifier;
@@ -376,6 +378,37 @@ class TuningConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where a run is tracked besides its folder (:mod:`fusion.tracking`): its settings,
+    per-epoch losses and scores, final metrics with their intervals, plots and model card.
+    Nothing the model is made of: a model folder trains and predicts alike whatever
+    these say."""
+
+    backend: str = setting(
+        "none",
+        flag="--track",
+        choices=TRACKERS,
+        help="track the run in MLflow or TensorBoard as well as its folder (needs the track extra: "
+        'pip install "fusion[track]")',
+    )
+    uri: str | None = setting(
+        None,
+        flag="--track-uri",
+        metavar="URI",
+        help="mlflow: a tracking URI (sqlite:///..., http://...) or a folder that receives mlflow.db and "
+        "mlartifacts/; tensorboard: a folder that receives one log folder per run, named as the run folder",
+        shown="mlflow: the run folder's parent (runs/mlflow.db); tensorboard: the run folder's tensorboard/",
+    )
+    experiment: str | None = setting(
+        None,
+        flag="--track-experiment",
+        metavar="NAME",
+        help="the MLflow experiment the run is filed under",
+        shown="the data's name",
+    )
+
+
+@dataclass
 class Config:
     """Everything that defines a training run."""
 
@@ -407,6 +440,7 @@ class Config:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -675,6 +709,20 @@ class Config:
             high_open=True,
         )
         self._check_tuning()
+        self._check_tracking()
+
+    def _check_tracking(self) -> None:
+        """Where a run is tracked, if said, is said in words (an empty experiment or URI
+        would be MLflow's default in disguise)."""
+        for name in ("uri", "experiment"):
+            value = getattr(self.tracking, name)
+            if value is not None and not str(value).strip():
+                raise ConfigError(
+                    f"tracking.{name} must be a non-empty string or unset; got {value!r}",
+                    field=f"tracking.{name}",
+                    value=value,
+                    accepted="a non-empty string or unset",
+                )
 
     def _check_tuning(self) -> None:
         """Inner CV needs two folds; every grid lists at least one value, each in
@@ -827,6 +875,7 @@ SECTIONS = {
     "train": TrainConfig,
     "calibration": CalibrationConfig,
     "tuning": TuningConfig,
+    "tracking": TrackingConfig,
 }
 
 

@@ -138,10 +138,12 @@ class JointBackend:
         return self
 
     def _fingerprint(self, train: Dataset, val: Dataset | None) -> dict:
-        """What a checkpoint must match to be resumed: configuration, data, preprocessing."""
+        """What a checkpoint must match to be resumed: configuration, data, preprocessing.
+        Not where the run is tracked (``tracking``): that changes nothing of what is
+        trained, and checkpoints made before the setting existed still resume."""
         prep = self.spec.preprocessor
         return {
-            "config": self.spec.config.to_dict(),
+            "config": {k: v for k, v in self.spec.config.to_dict().items() if k != "tracking"},
             "data": fingerprint(train, val),
             "preprocessing": prep.to_dict() if prep else None,
         }

@@ -42,6 +42,7 @@ from fusion.evaluation.subgroups import subgroup_report
 from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
 from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
 from fusion.schema import group_unit, short_repr
+from fusion.tracking import Tracker, ending, epoch_metrics, final_metrics, run_params, tracker_for
 from fusion.training import distributed
 from fusion.training.checkpoint import PROGRESS, mark_complete, read_progress
 
@@ -217,15 +218,20 @@ def run(
     logger.debug("environment: %s", json.dumps(environment(), sort_keys=True))
     start = time.perf_counter()
     main = distributed.is_main()
+    # Before the folder is made: a tracking package that is not installed stops the run here.
+    tracker = tracker_for(cfg.tracking, enabled=main)
     folder = distributed.on_main(lambda: prepare_folder(out, resume))
     trained = False
     try:
         cache = {"cache_dir": cache_dir, "cache_workers": cache_workers, "memory_map": memory_map}
-        ds, parts, clf = _fit(cfg, folder, verbose=verbose and main, resume=resume, **cache)
-        trained = True
-        # What the model was trained with: the image channels followed the data.
-        finished = _finish(clf.config_, folder, ds, parts, clf, start=start, command=command)
-        return RunResult(clf, finished, folder)
+        with ending(tracker):
+            ds, parts, clf = _fit(cfg, folder, tracker, verbose=verbose and main, resume=resume, **cache)
+            trained = True
+            # What the model was trained with: the image channels followed the data.
+            finished = _finish(clf.config_, folder, ds, parts, clf, start=start, command=command)
+            result = RunResult(clf, finished, folder)
+            _track_result(tracker, result)
+        return result
     except KeyboardInterrupt:
         if main:
             remove_temporary(folder)
@@ -300,8 +306,11 @@ def _written(err: BaseException | None, folder: Path) -> Path:
     return folder
 
 
-def _fit(cfg: Config, folder: Path, *, verbose: bool, resume: bool, **cache) -> tuple[Dataset, dict, FusionClassifier]:
-    """Load and split the data, and fit (checkpointing into ``folder``)."""
+def _fit(
+    cfg: Config, folder: Path, tracker: Tracker, *, verbose: bool, resume: bool, **cache
+) -> tuple[Dataset, dict, FusionClassifier]:
+    """Load and split the data, open the tracked run, and fit (checkpointing into
+    ``folder``)."""
     # Rank 0 first: it builds the image cache the other processes then read.
     ds = distributed.main_first(
         lambda: load_dataset(
@@ -337,8 +346,32 @@ def _fit(cfg: Config, folder: Path, *, verbose: bool, resume: bool, **cache) -> 
     logger.info("model: %s, modalities %s%s", cfg.model, ",".join(cfg.modalities), image)
     logger.debug("settings: %s", json.dumps(cfg.to_dict(), sort_keys=True))
     logger.debug("groups (patients) per split: %s", {k: len(set(v.groups)) for k, v in parts.items()})
+    _track_start(tracker, cfg, folder, ds, parts)
     clf = FusionClassifier(cfg).fit(train, parts.get("val"), verbose=verbose, checkpoint_dir=folder, resume=resume)
+    for record in clf.history_.get("history", []):
+        tracker.log_epoch(record["epoch"], epoch_metrics(record))
     return ds, parts, clf
+
+
+def _track_start(tracker: Tracker, cfg: Config, folder: Path, ds: Dataset, parts: dict) -> None:
+    """Open the tracked run: the settings (as ``config.json`` holds them), what is
+    trained on what, and the split sizes; filed under ``tracking.experiment``, else the
+    data's name."""
+    extra = {
+        "modalities": ",".join(cfg.modalities),
+        "strategy": cfg.fusion if cfg.model == "fusion" else cfg.model,
+        "data": cfg.data.path or "synthetic (embedded)",
+        "classes": ",".join(ds.classes),
+        **{f"n_{name}": len(parts[name]) if parts.get(name) is not None else 0 for name in ("train", "val", "test")},
+    }
+    tracker.start(folder, cfg.tracking.experiment or ds.name, run_params(cfg.to_dict(), extra))
+
+
+def _track_result(tracker: Tracker, result: RunResult) -> None:
+    """The final figures (with their intervals) and the run folder's plots, card,
+    metrics and configuration, once the folder is complete."""
+    tracker.log_final(final_metrics(result.metrics))
+    tracker.log_artifacts(result.folder)
 
 
 def _describe(cfg: Config, ds: Dataset, parts: dict, clf: FusionClassifier) -> dict:
