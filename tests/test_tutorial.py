@@ -87,6 +87,7 @@ def test_the_tutorial_runs_on_a_small_folder(tmp_path, monkeypatch, capsys):
     assert metrics["skipped"] == [], "rows whose only fault is 'unknown' are kept"
     assert metrics["missing_tokens"]["sex"] == {"unknown": 7}
     assert [p for p in work.iterdir() if p.suffix == ".json"], "fusion evaluate wrote its metrics"
+    assert "Δ macro AUROC" in (work / "comparisons" / "ham" / "comparison.md").read_text(encoding="utf-8")
 
 
 def test_every_tutorial_subcommand_exists():
