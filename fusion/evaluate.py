@@ -28,6 +28,7 @@ from fusion.cli import (
 )
 from fusion.data.loaders import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics, metric_intervals
+from fusion.evaluation.conformal import set_report
 from fusion.evaluation.subgroups import format_subgroups, subgroup_report
 from fusion.persistence import write_json
 from fusion.schema import group_unit
@@ -79,6 +80,10 @@ def evaluate(
     metrics["intervals"] = metric_intervals(
         ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred, unit=group_unit(ds.schema)
     )
+    if clf.calibration_.conformal is not None:
+        used = [m for m in clf.modalities_ if m in ds.modalities]
+        sets = clf.calibration_.conformal
+        metrics["prediction_sets"] = set_report(sets, ds.labels, proba, used, clf.classes_, ds.groups, seed=seed)
     if by:
         if ds.records is None or ds.schema is None:
             raise ValueError("subgroups need the dataset's records; this dataset has none")

@@ -50,6 +50,7 @@ import numpy as np
 
 from fusion import checks
 from fusion.checks import Where
+from fusion.evaluation.conformal import ConformalSets
 from fusion.evaluation.metrics import expected_calibration_error
 from fusion.schema import short_repr
 
@@ -122,6 +123,10 @@ class Calibration:
         How a label is read off the calibrated probabilities (:meth:`decide`).
     priors : list of float
         The balanced decision's divisors, one per class (empty for argmax).
+    conformal : ConformalSets or None
+        The prediction sets' thresholds, fitted on the validation split's calibrated
+        probabilities (:mod:`fusion.evaluation.conformal`); None without a validation
+        split, and in folders saved before they existed.
     """
 
     method: str = "none"
@@ -133,6 +138,7 @@ class Calibration:
     report: dict = field(default_factory=dict)
     decision: str = "argmax"
     priors: list[float] = field(default_factory=list)
+    conformal: ConformalSets | None = None
 
     def decide(self, proba: np.ndarray) -> np.ndarray:
         """The class index of each row of calibrated probabilities (n, k): the most
@@ -214,6 +220,7 @@ class Calibration:
             # Written only when the balanced decision is asked for: a file without them
             # (every one written before they existed) means argmax.
             **({"decision": self.decision, "priors": self.priors} if self.decision != "argmax" else {}),
+            **({"conformal": self.conformal.to_dict()} if self.conformal is not None else {}),
         }
 
     @classmethod
@@ -233,7 +240,17 @@ class Calibration:
             temperature or scale would invert every prediction.
         """
         where = where or Where("calibration")
-        known = ("temperature", "scale", "shift", "thresholds", "target_sensitivity", "report", "decision", "priors")
+        known = (
+            "temperature",
+            "scale",
+            "shift",
+            "thresholds",
+            "target_sensitivity",
+            "report",
+            "decision",
+            "priors",
+            "conformal",
+        )
         d = checks.keys(d, where, required=("method",), optional=known)
         method = checks.text(d["method"], where / "method", choices=METHODS)
         k = None if classes is None else len(classes)
@@ -277,6 +294,9 @@ class Calibration:
             ),
             report=checks.mapping(d.get("report", {}), where / "report"),
             **_read_decision(d, where, k),
+            conformal=ConformalSets.from_dict(d["conformal"], k, where=where / "conformal")
+            if "conformal" in d
+            else None,
         )
 
 

@@ -205,6 +205,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
                 sens = "n/a" if op["sensitivity"] is None else f"{op['sensitivity']:.2f}"
                 spec = "n/a" if op["specificity"] is None else f"{op['specificity']:.2f}"
                 out.append(f"| {c} | {op['threshold']:.3f} | {sens} | {spec} |")
+    if test and test.get("prediction_sets"):
+        out += ["", "## Prediction sets (test split)", "", *_set_lines(test["prediction_sets"], metrics, words)]
     if test and test.get("subgroups"):
         out += ["", "## Subgroups (test split)", "", *_subgroup_lines(test["subgroups"])]
     out += ["", "## Known limitations"] + [f"- {x}" for x in limitations(metrics, schema, pretraining)]
@@ -237,6 +239,34 @@ def _provenance(metrics: dict) -> list[str]:
             "",
             "or `fusion train --config <this folder>/config.json` (the same settings, any command line).",
         ]
+    return out
+
+
+def _set_lines(sets: dict, metrics: dict, words: dict) -> list[str]:
+    """Empirical coverage and set size of the prediction sets on the test split, overall
+    and per true class, with their intervals (see :mod:`fusion.evaluation.conformal`)."""
+
+    def figure(f: dict, digits: int) -> str:
+        if f["value"] is None:
+            return "n/a"
+        if f["low"] is None:
+            return f"{f['value']:.{digits}f}"
+        return f"{f['value']:.{digits}f} [{f['low']:.{digits}f}, {f['high']:.{digits}f}]"
+
+    kind = "within each class (class-conditional)" if sets["method"] == "class" else "over patients (marginal)"
+    out = [
+        f"Each answer comes with the classes that cannot be ruled out at {sets['target']:.0%} coverage {kind}: "
+        f"split conformal prediction on the {metrics['n_val']} validation {words['items']}, each {words['unit']} "
+        "weighing one. The promise holds for new patients like the validation ones; below is how often it held here.",
+        "",
+        "| true class | n | coverage | mean set size |",
+        "|---|---|---|---|",
+        f"| all | {sets['n']} | {figure(sets['coverage'], 2)} | {figure(sets['set_size'], 2)} |",
+    ]
+    for c, pc in sets["per_class"].items():
+        out.append(f"| {c} | {pc['n']} | {figure(pc['coverage'], 2)} | {figure(pc['set_size'], 2)} |")
+    sizes = ", ".join(f"{n} of size {k}" for k, n in sets["sizes"].items() if n)
+    out += ["", f"Set sizes: {sizes}."]
     return out
 
 

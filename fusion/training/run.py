@@ -37,6 +37,7 @@ from fusion.environment import environment
 from fusion.evaluation import classification_metrics, metric_intervals
 from fusion.evaluation.calibration import calibration_report, operating_point_report
 from fusion.evaluation.card import model_card
+from fusion.evaluation.conformal import set_report
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
 from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
@@ -489,6 +490,10 @@ def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.n
     )
     metrics["calibration"] = calibration_report(ds.labels, raw, proba)
     metrics["operating_points"] = operating_point_report(ds.labels, proba, clf.classes_, clf.calibration_.thresholds)
+    sets = clf.calibration_.conformal
+    if sets is not None:
+        used = [m for m in clf.modalities_ if m in ds.modalities]
+        metrics["prediction_sets"] = set_report(sets, ds.labels, proba, used, clf.classes_, ds.groups, seed=seed)
     return metrics, proba, raw
 
 
