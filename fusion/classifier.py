@@ -387,9 +387,13 @@ class FusionClassifier(ConfigParameters):
             inside[rows] = sets.contains(proba[rows], key)
         return [tuple(c for c, kept in zip(self.classes_, row, strict=True) if kept) for row in inside]
 
-    def predict_dataset(self, ds: Dataset, *, calibrated: bool = True, gather: bool = False) -> np.ndarray:
+    def predict_dataset(
+        self, ds: Dataset, *, calibrated: bool = True, gather: bool = False, modalities: tuple[str, ...] | None = None
+    ) -> np.ndarray:
         """Probabilities for every row of a loaded dataset, shape (n, n_classes);
-        ``calibrated=False``: the model's own, before calibration.
+        ``calibrated=False``: the model's own, before calibration. ``modalities``: answer
+        from these of the model's modalities only (a fused model from the image alone,
+        say), as for patients who come without the others.
 
         ``gather``: under torch.distributed (a network trained with ``torchrun``), each
         process predicts a share of the rows and every process receives them all;
@@ -398,7 +402,10 @@ class FusionClassifier(ConfigParameters):
         usable = [m for m in self.modalities_ if m in ds.modalities]
         if not usable:
             raise ValueError(f"this model uses {list(self.modalities_)}; the dataset holds {sorted(ds.modalities)}")
-        raw = self._raw_proba(Batch.from_dataset(ds, self.modalities_), gather=gather)
+        asked = self.modalities_ if modalities is None else tuple(m for m in self.modalities_ if m in modalities)
+        if not asked:
+            raise ValueError(f"modalities {list(modalities)}: this model uses {list(self.modalities_)}")
+        raw = self._raw_proba(Batch.from_dataset(ds, asked), gather=gather)
         return finite_probabilities(self.calibration_.apply(raw) if calibrated else raw)
 
     def _raw_proba(self, batch: Batch, *, gather: bool) -> np.ndarray:

@@ -91,3 +91,31 @@ def plot_reliability(y, raw, calibrated, path: str | Path, title: str = "Reliabi
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot_decision_curves(report: dict, path: str | Path, title: str = "Decision curves") -> None:
+    """Net benefit against threshold probability, one panel per disease class: each
+    model's curve, treating everyone and treating no one (see
+    :mod:`fusion.evaluation.decision`)."""
+    classes = list(report["classes"])
+    if not classes:
+        return
+    thresholds = np.asarray(report["thresholds"])
+    fig = Figure(figsize=(4.6 * len(classes), 4.2))
+    axes = np.atleast_1d(fig.subplots(1, len(classes)))
+    for ax, name in zip(axes, classes, strict=True):
+        entry = report["classes"][name]
+        for i, (model, curve) in enumerate(entry["models"].items()):
+            ax.plot(thresholds, curve["net_benefit"], color=f"C{i}", label=model)
+        ax.plot(thresholds, entry["treat_all"], color="0.5", linestyle="--", label="treat all")
+        ax.axhline(0.0, color="0.2", linewidth=0.8, label="treat none")
+        top = max(entry["prevalence"], 0.01)
+        ax.set_ylim(-0.05 * max(top, 0.2), top * 1.15)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("threshold probability")
+        ax.set_ylabel("net benefit")
+        ax.set_title(f"{name} (prevalence {entry['prevalence']:.2f}, n {report['n']})")
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

@@ -205,6 +205,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
                 sens = "n/a" if op["sensitivity"] is None else f"{op['sensitivity']:.2f}"
                 spec = "n/a" if op["specificity"] is None else f"{op['specificity']:.2f}"
                 out.append(f"| {c} | {op['threshold']:.3f} | {sens} | {spec} |")
+    if test and test.get("decision_curves", {}).get("classes"):
+        out += ["", "## Decision curves (test split)", "", *_decision_lines(test["decision_curves"])]
     if test and test.get("prediction_sets"):
         out += ["", "## Prediction sets (test split)", "", *_set_lines(test["prediction_sets"], metrics, words)]
     if test and test.get("subgroups"):
@@ -239,6 +241,25 @@ def _provenance(metrics: dict) -> list[str]:
             "",
             "or `fusion train --config <this folder>/config.json` (the same settings, any command line).",
         ]
+    return out
+
+
+def _decision_lines(report: dict) -> list[str]:
+    """Where acting on each answer beats treating everyone and no one (Vickers & Elkin
+    2006; ``plots/decision_curves_test.png``)."""
+    from fusion.evaluation.decision import describe_ranges
+
+    out = [
+        "Threshold probabilities at which acting on the model has more net benefit than treating every patient "
+        "and than treating none (decision curve analysis, one class against the rest; the figure is "
+        "`plots/decision_curves_test.png`). Outside these ranges the model is of no use for that decision.",
+        "",
+        "| class | prevalence | " + " | ".join(next(iter(report["classes"].values()))["models"]) + " |",
+        "|---|---|" + "---|" * len(next(iter(report["classes"].values()))["models"]),
+    ]
+    for name, entry in report["classes"].items():
+        ranges = " | ".join(describe_ranges(m["useful"]) for m in entry["models"].values())
+        out.append(f"| {name} | {entry['prevalence']:.2f} | {ranges} |")
     return out
 
 
