@@ -2,7 +2,7 @@
 
 Trains, on the same patient-grouped split: the fused network (image + tabular), the
 image-only and tabular-only networks, and the XGBoost baseline, for each seed, and
-prints a table of test macro-F1 and run time (the README's synthetic results).
+prints a table of test macro-F1 and run time (the synthetic results of docs/results.md).
 
     python experiments/ablation_synthetic.py [--seeds 0 1 2] [--out runs/ablation]
 """

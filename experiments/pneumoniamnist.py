@@ -1,6 +1,6 @@
 """PneumoniaMNIST: the image branch against the MedMNIST v2 published results.
 
-Trains the README command (custom CNN, 28 px images upsampled to 64 px, class-weighted
+Trains the command of docs/results.md (custom CNN, 28 px images upsampled to 64 px, class-weighted
 loss, one-cycle AdamW, augmentation) on the official train split, early-stopping on the
 official validation split, once per precision, and prints validation figures next to
 the published *test* figures. The official test split is withheld from this project:

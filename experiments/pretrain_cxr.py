@@ -6,7 +6,7 @@ patient into training and validation parts; the official test split is withheld)
 A linear head (rather than the fusion head's hidden layer) asks the backbone itself to
 make the classes linearly separable, which is what the late-fusion strategies read from
 it (a logistic regression on the frozen embedding). Recipe, chosen on the validation
-part (README, Results): AdamW (lr 3e-3, weight decay 5e-4), one-cycle schedule, batch
+part (docs/results.md): AdamW (lr 3e-3, weight decay 5e-4), one-cycle schedule, batch
 64, class-weighted loss, small affine and exposure augmentation (no flips), at most 30
 epochs, the epoch of lowest validation loss kept (validation AUC saturates after one
 epoch and cannot choose).

@@ -8,7 +8,7 @@ def tune_allocator() -> bool:
 
     By default glibc returns freed blocks of a few hundred kB to the OS at once, so
     every forward pass maps and unmaps (and page-faults) its activations again; with
-    32 MiB / 1 GiB thresholds they are reused (the README's performance section gives
+    32 MiB / 1 GiB thresholds they are reused (docs/performance.md gives
     the effect). The command-line tools call this; library users may call it once at
     start-up. It changes process-wide allocator settings, which is why importing fusion
     never does it.

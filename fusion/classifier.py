@@ -312,22 +312,12 @@ class FusionClassifier(ConfigParameters):
             channel or three colour ones (a gray image given to a colour model is
             replicated into its three channels).
 
-        Either may be None: a fused model answers from the other one (it was trained
-        with modality dropout) and ``Prediction.modalities`` says what it used. An
-        input of a modality the model lacks (an image given to a tabular-only model) is
-        validated, then not used: ``Prediction.ignored`` names it (many patients: a
-        ``UserWarning``).
-
         Returns
         -------
         Prediction
             For one patient (a dict or Series and/or one image).
         numpy.ndarray of str
             The predicted class of each row, for many patients.
-
-        The label is the most probable class, or with ``calibration.decision``
-        "balanced" the class whose probability most exceeds its prior (see
-        :mod:`fusion.evaluation.calibration`).
 
         Raises
         ------
@@ -338,6 +328,18 @@ class FusionClassifier(ConfigParameters):
             accepted), an unknown field, an unreadable image (naming it), no input
             the model can use, or probabilities that are not finite (a model whose
             weights diverged: no label is given from NaN).
+
+        Notes
+        -----
+        Either input may be None: a fused model answers from the other one (it was
+        trained with modality dropout) and ``Prediction.modalities`` says what it used. An
+        input of a modality the model lacks (an image given to a tabular-only model) is
+        validated, then not used: ``Prediction.ignored`` names it (many patients: a
+        ``UserWarning``).
+
+        The label is the most probable class, or with ``calibration.decision``
+        "balanced" the class whose probability most exceeds its prior (see
+        :mod:`fusion.evaluation.calibration`).
         """
         if not is_one_patient(X, images):
             proba = self.predict_proba(X, images)

@@ -4,8 +4,8 @@ them, and where their output may go.
 Each setting's flag is declared once, on its field in :mod:`fusion.config`:
 :func:`add_config_arguments` turns those into options, :func:`config_from_args` reads
 them back, :data:`FIELD_FLAGS` lets an error about a field (its ``field`` attribute,
-:mod:`fusion.errors`) name its flag, and :func:`option_table` writes the README's table
-of them.
+:mod:`fusion.errors`) name its flag, and :func:`option_table` writes the table
+of them on the command-line page (docs/cli.md).
 
 Every output a command writes is checked before anything is written: it must not be
 one of the command's inputs, must not replace an existing file, and its folder must
@@ -175,7 +175,7 @@ def _value_type(s: Setting):
 
 
 def _shown(s: Setting, default: Config) -> str | None:
-    """A setting's default as the help and the README say it (None: nothing to say)."""
+    """A setting's default as the help and the docs say it (None: nothing to say)."""
     if s.shown is not None:
         return s.shown.format(default=default)
     if s.default is None or isinstance(s.default, bool):
@@ -280,9 +280,9 @@ _DEFAULT = re.compile(r"(.*?)(?: \(default: (.*)\))?", re.S)
 
 def option_table(parser) -> str:
     """A command's options as a Markdown table (option, default, meaning) read from
-    its parser, as the README shows them: each option as ``--help`` writes it, and its
+    its parser, as the documentation shows them: each option as ``--help`` writes it, and its
     help, whose closing "(default: ...)" fills the default column.
-    ``tests/test_readme.py`` keeps the README's table of ``fusion.train`` equal to it."""
+    ``tests/test_readme.py`` keeps docs/cli.md's table of ``fusion train`` equal to it."""
     import argparse
 
     formatter = parser._get_formatter()

@@ -6,7 +6,7 @@ rebuild the model, the way nanoGPT checkpoints carry their model config.
 Each setting is declared once, as a dataclass field made by :func:`setting`: its
 default, what it does, the values it accepts and, when the train command sets it, its
 flag. The train command's options, the map from a field to its flag that command-line
-errors use and the README's option table are derived from these declarations
+errors use and the documentation's option table are derived from these declarations
 (:func:`settings`; :mod:`fusion.cli`), so a new setting is one field.
 
 What the user set is kept apart from what is derived from it: ``None`` in
@@ -101,7 +101,7 @@ def setting(
     default : object
         The default value (immutable: a tuple for a list).
     help : str
-        What the setting does, in a phrase (the train command's help and the README).
+        What the setting does, in a phrase (the train command's help and the docs).
     flag : str, optional
         The train command's option that sets it; none: set in Python or in a file.
         A boolean's flag switches it from its default (``--no-augment``).

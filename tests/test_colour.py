@@ -283,7 +283,7 @@ def test_onnx_export_of_a_colour_model_matches_predict_proba(colour_model, tmp_p
     path = export_onnx(folder, tmp_path / "colour.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1] == 3
-    # As the README says: RGB pixels / 255, channels first; the record as preprocessing.json says.
+    # As docs/serving.md says: RGB pixels / 255, channels first; the record as preprocessing.json says.
     pixels = (test.images.astype(np.float32) / 255.0).transpose(0, 3, 1, 2)
     tabular = clf.preprocessor_.transform(test.records)
     presence = np.ones((len(test), 2), np.float32)

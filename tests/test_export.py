@@ -2,7 +2,7 @@
 with and without a missing modality; models the export does not cover are refused.
 
 The ONNX inputs are built here from the model folder's JSON alone (preprocessing.json,
-schema.toml), the way the README tells a consumer outside Python to build them, so the
+schema.toml), the way docs/serving.md tells a consumer outside Python to build them, so the
 recipe is checked too.
 """
 

@@ -5,7 +5,7 @@ its field by the browser and, when the browser's check is bypassed, by the serve
 
 Skips with the reason when Chromium, its driver or the serve extra is missing
 (``.ci/run`` installs them where apt is available). Set FUSION_SERVE_SCREENSHOT=PATH
-to keep the screenshot (the README's docs/serve.png is made so), and
+to keep the screenshot (docs/serve.png, on the README and the serving page, is made so), and
 FUSION_SERVE_TEST_MODEL=RUN_DIR to drive another model than the tiny test one.
 """
 

@@ -9,7 +9,7 @@ regression (scikit-learn) over the members' log-probabilities, or their fixed
 equal-weight average (a product of experts), whichever scores better in a further
 patient-grouped cross-validation of the out-of-fold rows. With a few hundred patients
 the fixed average usually wins: a learned combiner's weights are then mostly noise
-(README, Results). The members are then refitted on the whole training part.
+(docs/results.md). The members are then refitted on the whole training part.
 
 Late fusion of separately trained models is the recommendation for small cohorts with
 missing modalities (Huang et al., npj Digit Med 2020): each modality is learned from

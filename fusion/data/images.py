@@ -91,7 +91,7 @@ ImageSource = Any  # str | Path | PIL.Image.Image | numpy.ndarray | bytes
 # What an image branch reads: one gray channel (films) or three colour channels.
 CHANNELS = (1, 3)
 
-# The formats read, as messages, the README and the service's /schema name them: import
+# The formats read, as messages, the docs and the service's /schema name them: import
 # FORMATS_TEXT rather than repeating the list.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "DICOM")
 FORMATS_TEXT = ", ".join(ACCEPTED_FORMATS[:-1]) + " or " + ACCEPTED_FORMATS[-1]

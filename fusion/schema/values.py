@@ -16,7 +16,7 @@ import numpy as np
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "none", "null"})
 # What may surround a number or a missing-value word: ASCII spaces and tabs. str.strip()
 # would also take non-breaking, thin and ideographic spaces (pasted from a document),
-# which the README's ASCII decimals exclude.
+# which the input contract's ASCII decimals exclude (docs/contracts.md).
 ASCII_SPACE = " \t"
 
 

@@ -8,7 +8,7 @@ python -m fusion.serve --model runs/demo --host 0.0.0.0 --trusted-hosts fusion.e
 
 The service binds to 127.0.0.1 unless told otherwise; it has no authentication of its
 own, so anything beyond this machine should reach it through a reverse proxy that
-terminates TLS and authenticates (see the README's "Serving" section).
+terminates TLS and authenticates (see docs/serving.md).
 """
 
 from __future__ import annotations
