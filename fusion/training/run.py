@@ -38,7 +38,7 @@ from fusion.evaluation import classification_metrics, metric_intervals
 from fusion.evaluation.calibration import calibration_report, operating_point_report
 from fusion.evaluation.card import model_card
 from fusion.evaluation.conformal import set_report
-from fusion.evaluation.decision import decision_curves
+from fusion.evaluation.decision import decision_report
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
 from fusion.plots import plot_confusion, plot_decision_curves, plot_history, plot_reliability, plot_roc
@@ -501,22 +501,6 @@ def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.n
         used = [m for m in clf.modalities_ if m in ds.modalities]
         metrics["prediction_sets"] = set_report(sets, ds.labels, proba, used, clf.classes_, ds.groups, seed=seed)
     return metrics, proba, raw
-
-
-def decision_report(clf: FusionClassifier, part: Dataset, proba: np.ndarray, healthy) -> dict:
-    """Decision curves of each disease class on ``part`` (:mod:`fusion.evaluation.decision`):
-    the model, and for a fused model its own answers from each single modality on the
-    same patients."""
-    answers = {" + ".join(_NAMES[m] for m in clf.modalities_): proba}
-    if len(clf.modalities_) > 1:
-        for m in clf.modalities_:
-            if m in part.modalities:
-                answers[f"{_NAMES[m]} only"] = clf.predict_dataset(part, gather=True, modalities=(m,))
-    disease = [c for c in clf.classes_ if c not in healthy]
-    return decision_curves(part.labels, answers, clf.classes_, disease)
-
-
-_NAMES = {"image": "image", "tabular": "record"}
 
 
 def subgroup_features(schema) -> list[str]:
