@@ -96,22 +96,18 @@ def decision_curves(
     return out
 
 
-def decision_report(clf, part, proba: np.ndarray, healthy: Sequence[str]) -> dict:
-    """Decision curves of each disease class on ``part`` (:mod:`fusion.evaluation.decision`):
-    the model, and for a fused model its own answers from each single modality on the
-    same patients. ``clf`` is a fitted :class:`~fusion.classifier.FusionClassifier`,
-    ``part`` a loaded dataset and ``proba`` the model's calibrated probabilities of it;
+def decision_report(clf, part, proba: np.ndarray, healthy: Sequence[str], answers: dict | None = None) -> dict:
+    """Decision curves of each disease class on ``part``: the model, and for a fused
+    model its own answers from each single modality on the same patients
+    (:func:`fusion.evaluation.modalities.modality_answers`, or ``answers`` when they are
+    at hand). ``clf`` is a fitted :class:`~fusion.classifier.FusionClassifier`, ``part``
+    a loaded dataset and ``proba`` the model's calibrated probabilities of it;
     ``healthy`` the classes that are no disease (no curve is drawn for them)."""
-    answers = {" + ".join(_NAMES[m] for m in clf.modalities_): proba}
-    if len(clf.modalities_) > 1:
-        for m in clf.modalities_:
-            if m in part.modalities:
-                answers[f"{_NAMES[m]} only"] = clf.predict_dataset(part, gather=True, modalities=(m,))
+    from fusion.evaluation.modalities import modality_answers
+
+    answers = answers if answers is not None else modality_answers(clf, part, proba)
     disease = [c for c in clf.classes_ if c not in healthy]
     return decision_curves(part.labels, answers, clf.classes_, disease)
-
-
-_NAMES = {"image": "image", "tabular": "record"}
 
 
 def _rounded(values: np.ndarray) -> list[float]:

@@ -35,10 +35,11 @@ from fusion.data.dataset import Dataset
 from fusion.data.loaders import declared_image, load_dataset
 from fusion.environment import environment
 from fusion.evaluation import classification_metrics, metric_intervals
-from fusion.evaluation.calibration import calibration_report, operating_point_report
+from fusion.evaluation.calibration import calibration_report, operating_point_report, reliability_bins
 from fusion.evaluation.card import model_card
 from fusion.evaluation.conformal import set_report
 from fusion.evaluation.decision import decision_report
+from fusion.evaluation.modalities import best_single, fusion_change, modality_answers, single_aurocs
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
 from fusion.plots import plot_confusion, plot_decision_curves, plot_history, plot_reliability, plot_roc
@@ -378,7 +379,7 @@ def _finish(
     if main:
         plots.mkdir(exist_ok=True)
     for name in ("val", "test"):
-        metrics[name] = _score_split(cfg, name, parts.get(name), ds, clf, plots if main else None)
+        metrics[name] = _score_split(cfg, name, parts.get(name), ds, clf, plots if main else None, metrics.get("val"))
     if main:
         if clf.history_.get("history"):
             plot_history(clf.history_["history"], plots / "training_curves.png")
@@ -403,12 +404,25 @@ def _finish(
     return metrics
 
 
-def _score_split(cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf, plots: Path | None) -> dict | None:
+def _score_split(
+    cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf, plots: Path | None, val: dict | None = None
+) -> dict | None:
     """The figures of split ``name`` (None when it is empty); with ``plots`` (rank 0),
     its figures drawn there and, for the test split, its subgroups reported."""
     if part is None or len(part) == 0:
         return None
     metrics, proba, raw = score(clf, part, cfg.train.seed)
+    # Before the return of the processes that draw nothing: every one must predict
+    # (under torch.distributed the prediction is shared out among them).
+    answers = modality_answers(clf, part, proba)
+    if len(answers) > 1:
+        metrics["single_modality_auroc"] = single_aurocs(part.labels, answers)
+    if name == "test" and len(answers) > 1:
+        chosen, reason = best_single((val or {}).get("single_modality_auroc"), metrics["single_modality_auroc"])
+        decide = clf.calibration_.decide
+        metrics["fusion_change"] = fusion_change(part.labels, answers, clf.classes_, decide, chosen, reason)
+    if name == "test":
+        metrics["decision_curves"] = decision_report(clf, part, proba, cfg.calibration.healthy, answers)
     if plots is None:
         return metrics
     plot_reliability(part.labels, raw, proba, plots / f"reliability_{name}.png", title=f"Reliability ({name})")
@@ -417,7 +431,6 @@ def _score_split(cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf,
     )
     plot_roc(part.labels, proba, ds.classes, plots / f"roc_{name}.png", title=f"ROC one vs rest ({name})")
     if name == "test":
-        metrics["decision_curves"] = decision_report(clf, part, proba, cfg.calibration.healthy)
         plot_decision_curves(
             metrics["decision_curves"], plots / "decision_curves_test.png", title="Decision curves (test)"
         )
@@ -495,6 +508,7 @@ def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.n
         ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred, unit=group_unit(ds.schema)
     )
     metrics["calibration"] = calibration_report(ds.labels, raw, proba)
+    metrics["reliability"] = reliability_bins(ds.labels, proba)
     metrics["operating_points"] = operating_point_report(ds.labels, proba, clf.classes_, clf.calibration_.thresholds)
     sets = clf.calibration_.conformal
     if sets is not None:
