@@ -11,6 +11,7 @@ Examples
 fusion --help
 fusion train --modalities tabular --model xgboost
 fusion evaluate --model runs/X --data ../shared/data/nih-pneumonia
+fusion compare runs/X runs/Y
 python -m fusion train --help
 """
 
@@ -40,6 +41,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "schema": Subcommand("fusion.schema.__main__", "draft a schema from a data folder"),
     "serve": Subcommand("fusion.serve.__main__", "serve a trained model over HTTP: a JSON API and a page"),
     "export": Subcommand("fusion.export", "export a trained network to ONNX for runtimes outside Python"),
+    "compare": Subcommand("fusion.compare", "compare run folders: one table and one figure"),
 }
 
 

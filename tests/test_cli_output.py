@@ -113,7 +113,7 @@ def test_command_line_quotes_what_a_shell_would_split():
     )
 
 
-@pytest.mark.parametrize("tool", ["evaluate", "predict", "eda", "export"])
+@pytest.mark.parametrize("tool", ["evaluate", "predict", "eda", "export", "compare"])
 def test_every_tool_takes_quiet_and_verbose(tool, capsys):
     with pytest.raises(SystemExit) as exit_:
         fusion([tool, "--help"])

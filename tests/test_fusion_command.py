@@ -11,7 +11,7 @@ from fusion.__main__ import SUBCOMMANDS, main
 from fusion.version import __version__
 
 ROOT = Path(__file__).parents[1]
-EXPECTED = ["train", "predict", "evaluate", "eda", "schema", "serve", "export"]
+EXPECTED = ["train", "predict", "evaluate", "eda", "schema", "serve", "export", "compare"]
 
 
 def test_help_lists_every_subcommand_with_one_line(capsys):
@@ -30,7 +30,7 @@ def test_unknown_subcommand_exits_2_naming_the_accepted_ones(capsys):
     assert main(["trian", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "'trian'" in err
-    assert "train, predict, evaluate, eda, schema, serve, export" in err
+    assert "train, predict, evaluate, eda, schema, serve, export, compare" in err
 
 
 def test_version(capsys):
@@ -47,6 +47,7 @@ def test_version(capsys):
         ("eda", "--data DATA"),
         ("serve", "--port"),
         ("export", "--onnx"),
+        ("compare", "RUN [RUN ...]"),
     ],
 )
 def test_subcommand_help_is_the_tool_own_help(sub, usage, capsys):

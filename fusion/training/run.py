@@ -1,6 +1,6 @@
 """The pipeline of one training run: load the data, split it by patient, fit, score
 validation and test, and write the run folder (model, ``metrics.json``, plots, model
-card). ``python -m fusion.train`` is this plus its flags and what it prints.
+card, each split's per-row predictions). ``python -m fusion.train`` is this plus its flags and what it prints.
 
 The run folder is checkpointed after every epoch, so a run stopped on the way
 (Ctrl-C, a kill, a full disk) continues with ``resume=True``; a stopped run raises
@@ -40,6 +40,7 @@ from fusion.evaluation.card import model_card
 from fusion.evaluation.conformal import set_report
 from fusion.evaluation.decision import decision_report
 from fusion.evaluation.modalities import best_single, fusion_change, modality_answers, single_aurocs
+from fusion.evaluation.predictions import PREDICTIONS, row_keys, write_predictions
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
 from fusion.plots import plot_confusion, plot_decision_curves, plot_history, plot_reliability, plot_roc
@@ -408,7 +409,9 @@ def _score_split(
     cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf, plots: Path | None, val: dict | None = None
 ) -> dict | None:
     """The figures of split ``name`` (None when it is empty); with ``plots`` (rank 0),
-    its figures drawn there and, for the test split, its subgroups reported."""
+    its figures drawn there, its per-row predictions written beside them
+    (``predictions_<name>.csv``, see :mod:`fusion.evaluation.predictions`) and, for
+    the test split, its subgroups reported."""
     if part is None or len(part) == 0:
         return None
     metrics, proba, raw = score(clf, part, cfg.train.seed)
@@ -425,6 +428,10 @@ def _score_split(
         metrics["decision_curves"] = decision_report(clf, part, proba, cfg.calibration.healthy, answers)
     if plots is None:
         return metrics
+    # What each row was given, beside the plots: `fusion compare` pairs two runs on it.
+    predicted = clf.calibration_.decide(proba)
+    predictions = plots.parent / PREDICTIONS.format(split=name)
+    write_predictions(predictions, row_keys(part), part.groups, part.labels, proba, clf.classes_, predicted)
     plot_reliability(part.labels, raw, proba, plots / f"reliability_{name}.png", title=f"Reliability ({name})")
     plot_confusion(
         metrics["confusion_matrix"], ds.classes, plots / f"confusion_{name}.png", title=f"Confusion matrix ({name})"
