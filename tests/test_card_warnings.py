@@ -87,12 +87,14 @@ def test_the_card_lists_what_was_not_fitted_and_flags_thin_operating_points(tiny
     metrics = copy.deepcopy(metrics)
     metrics["calibration"]["withheld"] = ["operating point of normal: 2 validation rows of normal, fewer than 10"]
     metrics["test"]["operating_points"] = {
-        "covid": {"threshold": 0.2, "sensitivity": 1.0, "specificity": 0.0, "n_positive": 3}
+        "covid": {"threshold": 0.2, "sensitivity": 1.0, "specificity": 0.0, "n_positive": 3},
+        "pneumonia": {"threshold": 0.3, "sensitivity": 0.9, "specificity": 0.5, "n_positive": 30, "n_negative": 4},
     }
     card = model_card(metrics, None)
     assert "## Figures not fitted: too few validation cases" in card
     assert "- operating point of normal: 2 validation rows" in card
     assert "| covid | 0.200 | too few (3 covid) | 0.00 |" in card
+    assert "| pneumonia | 0.300 | 0.90 | too few (4 not pneumonia) |" in card
 
 
 def test_a_single_modality_run_has_no_fusion_section_and_the_card_says_so(tiny_runs):

@@ -433,5 +433,6 @@ def operating_point_report(y: np.ndarray, calibrated: np.ndarray, classes, thres
             "sensitivity": float(above[positive].mean()) if positive.any() else None,
             "specificity": float((~above[~positive]).mean()) if (~positive).any() else None,
             "n_positive": int(positive.sum()),
+            "n_negative": int((~positive).sum()),
         }
     return out

@@ -212,6 +212,8 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
                 spec = "n/a" if op["specificity"] is None else f"{op['specificity']:.2f}"
                 if op.get("n_positive", RARE) < RARE:
                     sens = f"too few ({op['n_positive']} {c})"
+                if op.get("n_negative", RARE) < RARE:
+                    spec = f"too few ({op['n_negative']} not {c})"
                 out.append(f"| {c} | {op['threshold']:.3f} | {sens} | {spec} |")
     if test and test.get("fusion_change"):
         out += ["", "## What fusion changed (test split)", "", *_change_lines(test["fusion_change"], metrics, words)]
