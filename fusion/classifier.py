@@ -38,6 +38,7 @@ from fusion.config import CalibrationConfig, Config
 from fusion.data.dataset import Dataset
 from fusion.errors import ConfigError
 from fusion.evaluation.calibration import Calibration, fit_calibration
+from fusion.evaluation.conformal import ConformalSets, answerable, pattern
 from fusion.explain import DEFAULT_STEPS, Explanation
 from fusion.inputs import Inputs, is_one_patient
 from fusion.model_folder import SavedModel, folder_files, read_folder
@@ -171,14 +172,31 @@ class FusionClassifier(ConfigParameters):
         ``train`` when there is no validation split)."""
         cal_cfg, k = self.config_.calibration, len(self.classes_)
         scaled = cal_cfg.enabled and val is not None and len(val) >= 2 * k
-        if not scaled and cal_cfg.decision == "argmax":
-            return Calibration()
-        rows = val if val is not None and len(val) > 0 else train
-        raw = finite_probabilities(self._raw_proba(Batch.from_dataset(rows, self.modalities_), gather=True))
-        seed = self.config_.train.seed
-        calibration = fit_calibration(rows.labels, raw, self.classes_, cal_cfg, seed=seed) if scaled else Calibration()
-        calibration.set_decision(cal_cfg.decision, rows.labels, raw)
+        calibration = Calibration()
+        if scaled or cal_cfg.decision != "argmax":
+            rows = val if val is not None and len(val) > 0 else train
+            raw = finite_probabilities(self._raw_proba(Batch.from_dataset(rows, self.modalities_), gather=True))
+            if scaled:
+                calibration = fit_calibration(rows.labels, raw, self.classes_, cal_cfg, seed=self.config_.train.seed)
+            calibration.set_decision(cal_cfg.decision, rows.labels, raw)
+        calibration.conformal = self._prediction_sets(calibration, val)
         return calibration
+
+    def _prediction_sets(self, calibration: Calibration, val: Dataset | None) -> ConformalSets | None:
+        """Split-conformal prediction sets on the validation patients
+        (:mod:`fusion.evaluation.conformal`), one for each combination of inputs the
+        model answers from: a fused model's sets for a patient without a film are
+        calibrated on the validation rows with their films withheld. None without
+        validation rows."""
+        if val is None or len(val) == 0:
+            return None
+        cal_cfg, probabilities = self.config_.calibration, {}
+        for used in answerable(self.modalities_):
+            raw = finite_probabilities(self._raw_proba(Batch.from_dataset(val, used), gather=True))
+            probabilities[pattern(used)] = calibration.apply(raw)
+        return ConformalSets.fit(
+            val.labels, probabilities, val.groups, coverage=cal_cfg.coverage, method=cal_cfg.conformal
+        )
 
     def recalibrated(self, calibration: CalibrationConfig, train: Dataset, val: Dataset | None) -> FusionClassifier:
         """A copy of this fitted model with its calibration, operating points and
@@ -329,13 +347,55 @@ class FusionClassifier(ConfigParameters):
         batch, used, ignored = self._inputs().one(X, images)
         proba = self._probabilities(batch)[0]
         cal = self.calibration_
+        sets = cal.conformal if cal.conformal is not None and pattern(used) in cal.conformal.minimum else None
         return Prediction.from_probabilities(
-            self.classes_, proba, cal.thresholds, modalities=used, ignored=ignored, priors=cal.priors or None
+            self.classes_,
+            proba,
+            cal.thresholds,
+            modalities=used,
+            ignored=ignored,
+            priors=cal.priors or None,
+            inside=None if sets is None else sets.contains(proba[None], used)[0],
+            coverage=None if sets is None else sets.coverage,
         )
 
-    def predict_dataset(self, ds: Dataset, *, calibrated: bool = True, gather: bool = False) -> np.ndarray:
+    def predict_set(self, X=None, images=None) -> list[tuple[str, ...]]:
+        """The prediction set of each patient: the classes that cannot be ruled out at
+        the coverage the model was fitted for (``calibration.coverage``, 0.9 by default;
+        :mod:`fusion.evaluation.conformal`). Inputs as :meth:`predict_proba`; a row
+        without a known record value, answered from its image, gets the image's set.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`predict`, or the model has no prediction sets (fitted without a
+            validation split, or saved before they existed).
+        """
+        sets = self.calibration_.conformal
+        if sets is None:
+            raise ValueError(
+                "this model has no prediction sets: it was fitted without a validation split (or saved by a "
+                "version of fusion before they existed); refit it with a validation split"
+            )
+        inputs = self._inputs()
+        if is_one_patient(X, images):
+            batch, _, ignored = inputs.one(X, images)
+        else:
+            batch, ignored = inputs.many(X, images)
+        inputs.warn_unused(ignored)
+        proba = self._probabilities(batch)
+        inside = np.zeros(proba.shape, dtype=bool)
+        for key, rows in _rows_by_inputs(batch, self.modalities_).items():
+            inside[rows] = sets.contains(proba[rows], key)
+        return [tuple(c for c, kept in zip(self.classes_, row, strict=True) if kept) for row in inside]
+
+    def predict_dataset(
+        self, ds: Dataset, *, calibrated: bool = True, gather: bool = False, modalities: tuple[str, ...] | None = None
+    ) -> np.ndarray:
         """Probabilities for every row of a loaded dataset, shape (n, n_classes);
-        ``calibrated=False``: the model's own, before calibration.
+        ``calibrated=False``: the model's own, before calibration. ``modalities``: answer
+        from these of the model's modalities only (a fused model from the image alone,
+        say), as for patients who come without the others.
 
         ``gather``: under torch.distributed (a network trained with ``torchrun``), each
         process predicts a share of the rows and every process receives them all;
@@ -344,7 +404,10 @@ class FusionClassifier(ConfigParameters):
         usable = [m for m in self.modalities_ if m in ds.modalities]
         if not usable:
             raise ValueError(f"this model uses {list(self.modalities_)}; the dataset holds {sorted(ds.modalities)}")
-        raw = self._raw_proba(Batch.from_dataset(ds, self.modalities_), gather=gather)
+        asked = self.modalities_ if modalities is None else tuple(m for m in self.modalities_ if m in modalities)
+        if not asked:
+            raise ValueError(f"modalities {list(modalities)}: this model uses {list(self.modalities_)}")
+        raw = self._raw_proba(Batch.from_dataset(ds, asked), gather=gather)
         return finite_probabilities(self.calibration_.apply(raw) if calibrated else raw)
 
     def _raw_proba(self, batch: Batch, *, gather: bool) -> np.ndarray:
@@ -458,3 +521,16 @@ class FusionClassifier(ConfigParameters):
         clf.backend_ = backend_class(name).load(clf._spec(), files, device=device)
         clf.history_ = clf.backend_.history_
         return clf
+
+
+def _rows_by_inputs(batch: Batch, modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The rows of ``batch`` grouped by the inputs they are answered from (a
+    :func:`~fusion.evaluation.conformal.pattern`): what the batch gives of the model's
+    ``modalities``, less the record of rows whose presence mask switches it off."""
+    given = tuple(m for m in modalities if (batch.images if m == "image" else batch.records) is not None)
+    n = len(batch)
+    if batch.presence is None or "tabular" not in given:
+        return {pattern(given): np.arange(n)}
+    has_record = batch.presence[:, modalities.index("tabular")] > 0
+    groups = {pattern(given): np.flatnonzero(has_record), pattern(("image",)): np.flatnonzero(~has_record)}
+    return {key: rows for key, rows in groups.items() if len(rows)}

@@ -68,6 +68,7 @@ FROZEN_IMAGE = ("stacked", "gbm", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 BALANCES = ("weights", "sampling", "none")
 DECISIONS = ("argmax", "balanced")
+CONFORMAL_METHODS = ("marginal", "class")  # fusion.evaluation.conformal.METHODS, without its numpy import
 PRECISIONS = ("auto", "fp32", "bf16")
 # Where a run is tracked besides its folder (fusion.tracking; the "track" extra).
 TRACKERS = ("none", "mlflow", "tensorboard")
@@ -268,6 +269,19 @@ class CalibrationConfig:
         help="how a label is read off the probabilities: argmax (the most probable class) or balanced (the class "
         "whose probability most exceeds its prior, estimated on the validation split: the rule that maximises "
         "balanced accuracy, so rare classes are not outvoted by frequent ones)",
+    )
+    coverage: float = setting(
+        0.9,
+        flag="--coverage",
+        help="prediction sets (the classes that cannot be ruled out) hold the true class this often; split "
+        "conformal on the validation patients",
+    )
+    conformal: str = setting(
+        "marginal",
+        flag="--conformal",
+        choices=CONFORMAL_METHODS,
+        help="prediction sets covered over all patients (marginal) or within each class (class: one threshold "
+        "per class, larger sets for rare classes)",
     )
 
 
@@ -703,6 +717,14 @@ class Config:
         checks.number(
             self.calibration.target_sensitivity,
             Where.setting("calibration.target_sensitivity"),
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
+        )
+        checks.number(
+            self.calibration.coverage,
+            Where.setting("calibration.coverage"),
             low=0,
             high=1,
             low_open=True,

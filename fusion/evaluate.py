@@ -28,6 +28,8 @@ from fusion.cli import (
 )
 from fusion.data.loaders import load_dataset
 from fusion.evaluation import classification_metrics, format_metrics, metric_intervals
+from fusion.evaluation.conformal import set_report
+from fusion.evaluation.decision import decision_report, describe_ranges
 from fusion.evaluation.subgroups import format_subgroups, subgroup_report
 from fusion.persistence import write_json
 from fusion.schema import group_unit
@@ -50,7 +52,9 @@ def evaluate(
     be scored (bad values, unreadable images, labels outside the model's classes) are
     listed under ``skipped`` with row, file and reason, as training lists them.
     ``by``: record features to report subgroups of (see
-    :mod:`fusion.evaluation.subgroups`)."""
+    :mod:`fusion.evaluation.subgroups`). The result also holds the prediction sets'
+    coverage (:mod:`fusion.evaluation.conformal`) and the decision curves
+    (:mod:`fusion.evaluation.decision`)."""
     clf = FusionClassifier.load(model)
     ds = load_dataset(
         data,
@@ -79,6 +83,11 @@ def evaluate(
     metrics["intervals"] = metric_intervals(
         ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred, unit=group_unit(ds.schema)
     )
+    if clf.calibration_.conformal is not None:
+        used = [m for m in clf.modalities_ if m in ds.modalities]
+        sets = clf.calibration_.conformal
+        metrics["prediction_sets"] = set_report(sets, ds.labels, proba, used, clf.classes_, ds.groups, seed=seed)
+    metrics["decision_curves"] = decision_report(clf, ds, proba, clf.config_.calibration.healthy)
     if by:
         if ds.records is None or ds.schema is None:
             raise ValueError("subgroups need the dataset's records; this dataset has none")
@@ -109,17 +118,27 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.evaluat
         help="report subgroups of these record features, comma-separated (categorical features by value, "
         "numeric ones by the bands their schema declares), e.g. sex,view,age",
     )
+    p.add_argument(
+        "--decision-curves",
+        metavar="OUT.png",
+        help="also draw the decision curves (net benefit against threshold per disease class) to this new .png file",
+    )
     add_cache_arguments(p)
     add_verbosity_arguments(p, quiet="print the metrics, warnings and errors, without the progress lines")
     args = p.parse_args(argv)
     tune_allocator()
-    out, output_error = None, None
-    if args.out:
-        # Checked before the work, reported after the answer (see fusion.cli).
-        try:
-            out = output_file(args.out, "--out", inputs=[args.model, args.data, args.schema])
-        except ValueError as err:
-            output_error = f"error: {err}"
+    out, figure, output_error = None, None, None
+    inputs = [args.model, args.data, args.schema]
+    # Checked before the work, reported after the answer (see fusion.cli).
+    try:
+        out = output_file(args.out, "--out", inputs=inputs) if args.out else None
+        figure = (
+            output_file(args.decision_curves, "--decision-curves", inputs=inputs, suffix=".png")
+            if (args.decision_curves)
+            else None
+        )
+    except ValueError as err:
+        output_error = f"error: {err}"
     try:
         by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
         with log_to_terminal(verbosity(args)):
@@ -133,7 +152,16 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.evaluat
     )
     if result.get("subgroups"):
         print(format_subgroups(result["subgroups"]))
+    print_answers(result)
     print_skipped(result["skipped"])
+    if figure:
+        from fusion.plots import plot_decision_curves
+
+        try:
+            plot_decision_curves(result["decision_curves"], figure, title=f"Decision curves ({result['data']})")
+            print(f"decision curves drawn to {figure}")
+        except OSError as err:
+            output_error = f"error: could not write {str(figure)!r}: {err.strerror or err}"
     if out:
         try:
             write_json(out, result)
@@ -144,6 +172,21 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m fusion.evaluat
         print(output_error, file=sys.stderr)
         return 2
     return 0
+
+
+def print_answers(result: dict) -> None:
+    """The prediction sets' coverage and, per disease class, the thresholds where acting
+    on the model beats treating everyone and no one."""
+    sets = result.get("prediction_sets")
+    if sets:
+        c, s = sets["coverage"], sets["set_size"]
+        print(
+            f"prediction sets ({sets['target']:.0%}, {sets['method']}): coverage {c['value']:.3f} "
+            f"[{c['low']:.3f}, {c['high']:.3f}], mean size {s['value']:.2f} [{s['low']:.2f}, {s['high']:.2f}]"
+        )
+    for name, entry in result.get("decision_curves", {}).get("classes", {}).items():
+        ranges = "; ".join(f"{model} {describe_ranges(m['useful'])}" for model, m in entry["models"].items())
+        print(f"decision curve, {name}: useful thresholds {ranges}")
 
 
 def print_skipped(skipped: list[dict], show: int = 10) -> None:

@@ -71,23 +71,70 @@ def plot_history(history: list[dict], path: str | Path) -> None:
 
 def plot_reliability(y, raw, calibrated, path: str | Path, title: str = "Reliability", n_bins: int = 10) -> None:
     """Reliability diagram of the top-class confidence, before and after calibration:
-    how often a prediction made with confidence c was right, against c."""
-    fig = Figure(figsize=(5.2, 5))
-    ax = fig.subplots()
+    how often a prediction made with confidence c was right, against c; under it, how
+    many predictions (after calibration) fell in each bin, so that a point resting on 2
+    films is not read like one resting on 200 (as scikit-learn's ``CalibrationDisplay``
+    users expect)."""
+    from fusion.evaluation.calibration import reliability_bins
+
+    fig = Figure(figsize=(5.2, 6.2))
+    ax, counts = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="perfect calibration")
-    edges = np.linspace(0, 1, n_bins + 1)
     for proba, label, colour in ((raw, "before", "C3"), (calibrated, "after", "C0")):
-        proba = np.asarray(proba)
-        confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == np.asarray(y)
-        bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
-        xs = [confidence[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
-        ys = [correct[bins == b].mean() for b in range(n_bins) if (bins == b).any()]
-        ax.plot(xs, ys, marker="o", color=colour, label=f"{label} calibration")
+        bins = reliability_bins(y, proba, n_bins)
+        ax.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker="o",
+            color=colour,
+            label=f"{label} calibration",
+        )
+    after = reliability_bins(y, calibrated, n_bins)
+    counts.bar(
+        [b["low"] for b in after],
+        [b["n"] for b in after],
+        width=1.0 / n_bins,
+        align="edge",
+        color="C0",
+        edgecolor="white",
+    )
+    for b in after:
+        counts.annotate(str(b["n"]), (b["low"] + 0.5 / n_bins, b["n"]), ha="center", va="bottom", fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence of the predicted class")
     ax.set_ylabel("fraction correct")
     ax.set_title(title)
     ax.legend(loc="upper left")
+    counts.set_xlabel("confidence of the predicted class")
+    counts.set_ylabel("predictions")
+    counts.set_ylim(0, max([b["n"] for b in after], default=1) * 1.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def plot_decision_curves(report: dict, path: str | Path, title: str = "Decision curves") -> None:
+    """Net benefit against threshold probability, one panel per disease class: each
+    model's curve, treating everyone and treating no one (see
+    :mod:`fusion.evaluation.decision`)."""
+    classes = list(report["classes"])
+    if not classes:
+        return
+    thresholds = np.asarray(report["thresholds"])
+    fig = Figure(figsize=(4.6 * len(classes), 4.2))
+    axes = np.atleast_1d(fig.subplots(1, len(classes)))
+    for ax, name in zip(axes, classes, strict=True):
+        entry = report["classes"][name]
+        for i, (model, curve) in enumerate(entry["models"].items()):
+            ax.plot(thresholds, curve["net_benefit"], color=f"C{i}", label=model)
+        ax.plot(thresholds, entry["treat_all"], color="0.5", linestyle="--", label="treat all")
+        ax.axhline(0.0, color="0.2", linewidth=0.8, label="treat none")
+        top = max(entry["prevalence"], 0.01)
+        ax.set_ylim(-0.05 * max(top, 0.2), top * 1.15)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("threshold probability")
+        ax.set_ylabel("net benefit")
+        ax.set_title(f"{name} (prevalence {entry['prevalence']:.2f}, n {report['n']})")
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -131,13 +131,7 @@ def print_prediction(prediction, explanation, figure: Path | None, *, as_json: b
             file=sys.stderr,
         )
     if as_json:
-        out = {
-            "label": prediction.label,
-            "probabilities": prediction.probabilities,
-            "modalities": list(prediction.modalities),
-            "above_threshold": list(prediction.above_threshold),
-            "ignored": list(prediction.ignored),
-        }
+        out = prediction.to_dict()
         if explanation is not None:
             out["explanation"] = {**explanation.to_dict(), "figure": str(figure) if figure else None}
         print(to_json(out))
@@ -147,6 +141,9 @@ def print_prediction(prediction, explanation, figure: Path | None, *, as_json: b
         print(f"  {name:<14}{p_:.3f}")
     if prediction.above_threshold:
         print(f"above the operating point (not to rule out): {', '.join(prediction.above_threshold)}")
+    if prediction.prediction_set is not None:
+        kept = ", ".join(prediction.prediction_set)
+        print(f"cannot rule out ({prediction.coverage:.0%} prediction set): {kept}")
     if explanation is not None:
         shares = ", ".join(f"{m} {s:.0%}" for m, s in explanation.modality_share.items())
         print(f"explanation for {explanation.target}: modality share {shares}")

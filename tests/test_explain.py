@@ -154,7 +154,16 @@ def test_predict_cli_text_json_and_figure(tiny_runs, patient, tmp_path, capsys):
         == 0
     )
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"label", "probabilities", "modalities", "above_threshold", "ignored", "explanation"}
+    assert set(out) == {
+        "label",
+        "probabilities",
+        "modalities",
+        "above_threshold",
+        "prediction_set",
+        "coverage",
+        "ignored",
+        "explanation",
+    }
     assert figure.is_file() and out["explanation"]["figure"] == str(figure)
 
 

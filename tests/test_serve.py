@@ -106,6 +106,7 @@ def test_predict_equals_the_library(client, clf, patient, parts):
     assert answer["label"] == expected.label
     assert answer["probabilities"] == pytest.approx(expected.probabilities, abs=1e-12)
     assert answer["modalities"] == list(expected.modalities)
+    assert answer["prediction_set"] == list(expected.prediction_set) and answer["coverage"] == expected.coverage
 
 
 def test_explain_gives_shares_drivers_and_a_heatmap(client, clf, patient):

@@ -50,6 +50,7 @@ import numpy as np
 
 from fusion import checks
 from fusion.checks import Where
+from fusion.evaluation.conformal import ConformalSets
 from fusion.evaluation.metrics import expected_calibration_error
 from fusion.schema import short_repr
 
@@ -59,7 +60,8 @@ if TYPE_CHECKING:
 FLOOR = 1e-12
 METHODS = ("none", "temperature", "vector")
 DECISIONS = ("argmax", "balanced")
-VECTOR_MIN_PER_CLASS = 10  # validation rows of every class before vector scaling is tried
+MIN_CASES = 10  # validation rows of a class below which no figure of that class is fitted
+VECTOR_MIN_PER_CLASS = MIN_CASES  # validation rows of every class before vector scaling is tried
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -122,6 +124,14 @@ class Calibration:
         How a label is read off the calibrated probabilities (:meth:`decide`).
     priors : list of float
         The balanced decision's divisors, one per class (empty for argmax).
+    conformal : ConformalSets or None
+        The prediction sets' thresholds, fitted on the validation split's calibrated
+        probabilities (:mod:`fusion.evaluation.conformal`); None without a validation
+        split, and in folders saved before they existed.
+    withheld : list of str
+        The figures that were not fitted because a class had fewer than
+        :data:`MIN_CASES` validation rows, each with its reason (the model card lists
+        them): a threshold fitted on 2 films would be printed as if it meant something.
     """
 
     method: str = "none"
@@ -133,6 +143,8 @@ class Calibration:
     report: dict = field(default_factory=dict)
     decision: str = "argmax"
     priors: list[float] = field(default_factory=list)
+    conformal: ConformalSets | None = None
+    withheld: list[str] = field(default_factory=list)
 
     def decide(self, proba: np.ndarray) -> np.ndarray:
         """The class index of each row of calibrated probabilities (n, k): the most
@@ -162,7 +174,13 @@ class Calibration:
         temperature = _fit_temperature(logp, y)
         method, scale, shift = "temperature", [], []
         counts = np.bincount(y, minlength=logp.shape[1])
-        if counts.min() >= VECTOR_MIN_PER_CLASS:
+        withheld = []
+        if counts.min() < VECTOR_MIN_PER_CLASS:
+            withheld.append(
+                f"vector scaling (one scale per class) not tried: a class has {counts.min()} validation rows, fewer "
+                f"than {VECTOR_MIN_PER_CLASS}; one temperature for all classes is fitted instead"
+            )
+        else:
             rng = np.random.default_rng(seed)
             order = rng.permutation(len(y))
             cv = {"temperature": np.zeros_like(logp), "vector": np.zeros_like(logp)}
@@ -177,7 +195,7 @@ class Calibration:
                 method = "vector"
                 a, b = _fit_vector(logp, y)
                 scale, shift = a.tolist(), b.tolist()
-        return cls(method=method, temperature=temperature, scale=scale, shift=shift)
+        return cls(method=method, temperature=temperature, scale=scale, shift=shift, withheld=withheld)
 
     def set_decision(self, decision: str, y: np.ndarray, proba: np.ndarray) -> None:
         """Read labels by ``decision`` from now on; for the balanced one, estimate the
@@ -190,13 +208,20 @@ class Calibration:
         self, y: np.ndarray, proba: np.ndarray, classes, disease: list[str], target: float
     ) -> None:
         """Per disease class, the highest threshold on calibrated probability that keeps
-        validation sensitivity >= ``target`` (classes absent from ``y`` get none)."""
+        validation sensitivity >= ``target``. A class with fewer than :data:`MIN_CASES`
+        validation rows gets none, and :attr:`withheld` says why."""
         calibrated = self.apply(proba)
         self.target_sensitivity = target
         self.thresholds = {}
         for i, c in enumerate(classes):
             scores = calibrated[y == i, i]
-            if c not in disease or len(scores) == 0:
+            if c not in disease:
+                continue
+            if len(scores) < MIN_CASES:
+                self.withheld.append(
+                    f"operating point of {c}: {len(scores)} validation rows of {c}, fewer than {MIN_CASES}; "
+                    "no threshold is set (none would mean anything)"
+                )
                 continue
             # The k-th smallest positive score, k = allowed misses: >= it keeps enough positives.
             allowed = int(np.floor((1.0 - target) * len(scores)))
@@ -214,6 +239,8 @@ class Calibration:
             # Written only when the balanced decision is asked for: a file without them
             # (every one written before they existed) means argmax.
             **({"decision": self.decision, "priors": self.priors} if self.decision != "argmax" else {}),
+            **({"conformal": self.conformal.to_dict()} if self.conformal is not None else {}),
+            **({"withheld": self.withheld} if self.withheld else {}),
         }
 
     @classmethod
@@ -233,7 +260,18 @@ class Calibration:
             temperature or scale would invert every prediction.
         """
         where = where or Where("calibration")
-        known = ("temperature", "scale", "shift", "thresholds", "target_sensitivity", "report", "decision", "priors")
+        known = (
+            "temperature",
+            "scale",
+            "shift",
+            "thresholds",
+            "target_sensitivity",
+            "report",
+            "decision",
+            "priors",
+            "conformal",
+            "withheld",
+        )
         d = checks.keys(d, where, required=("method",), optional=known)
         method = checks.text(d["method"], where / "method", choices=METHODS)
         k = None if classes is None else len(classes)
@@ -277,6 +315,10 @@ class Calibration:
             ),
             report=checks.mapping(d.get("report", {}), where / "report"),
             **_read_decision(d, where, k),
+            conformal=ConformalSets.from_dict(d["conformal"], k, where=where / "conformal")
+            if "conformal" in d
+            else None,
+            withheld=list(checks.texts(d.get("withheld", []), where / "withheld")) if d.get("withheld") else [],
         )
 
 
@@ -341,6 +383,31 @@ def fit_calibration(
     return calibration
 
 
+def reliability_bins(y: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> list[dict]:
+    """The reliability diagram's points with their weight: for each non-empty bin of the
+    top-class confidence, its edges, how many predictions fell in it, their mean
+    confidence and the fraction that were right. A bin of 2 films is not as weighty as
+    one of 200, and the count says so."""
+    proba = np.asarray(proba, dtype=np.float64)
+    confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == np.asarray(y)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        inside = bins == b
+        if inside.any():
+            out.append(
+                {
+                    "low": float(edges[b]),
+                    "high": float(edges[b + 1]),
+                    "n": int(inside.sum()),
+                    "confidence": float(confidence[inside].mean()),
+                    "accuracy": float(correct[inside].mean()),
+                }
+            )
+    return out
+
+
 def calibration_report(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) -> dict:
     """NLL, ECE and Brier score before and after calibration."""
     return {
@@ -366,5 +433,6 @@ def operating_point_report(y: np.ndarray, calibrated: np.ndarray, classes, thres
             "sensitivity": float(above[positive].mean()) if positive.any() else None,
             "specificity": float((~above[~positive]).mean()) if (~positive).any() else None,
             "n_positive": int(positive.sum()),
+            "n_negative": int((~positive).sum()),
         }
     return out

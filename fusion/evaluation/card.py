@@ -146,6 +146,10 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
         out.append(f"- Class imbalance in training the network: {BALANCE_WORDS[balance]}")
     if metrics.get("auto"):
         out += _auto_lines(metrics["auto"])
+    withheld = metrics.get("calibration", {}).get("withheld")
+    if withheld:
+        out += ["", "## Figures not fitted: too few validation cases", ""]
+        out += [f"- {reason}" for reason in withheld]
     out += [
         "",
         "## Intended use",
@@ -198,16 +202,29 @@ def model_card(metrics: dict, schema, *, pretraining: dict | None = None, versio
                 f"{a['brier']:.3f}, NLL {b['nll']:.3f} -> {a['nll']:.3f} (before -> after)"
                 + (" (fitted on this split: in-sample)" if split == "val" else ""),
             ]
+        if m.get("reliability"):
+            out += ["", *_reliability_lines(m["reliability"], split)]
         ops = m.get("operating_points")
         if ops:
             out += ["", "| operating point | threshold | sensitivity | specificity |", "|---|---|---|---|"]
             for c, op in ops.items():
                 sens = "n/a" if op["sensitivity"] is None else f"{op['sensitivity']:.2f}"
                 spec = "n/a" if op["specificity"] is None else f"{op['specificity']:.2f}"
+                if op.get("n_positive", RARE) < RARE:
+                    sens = f"too few ({op['n_positive']} {c})"
+                if op.get("n_negative", RARE) < RARE:
+                    spec = f"too few ({op['n_negative']} not {c})"
                 out.append(f"| {c} | {op['threshold']:.3f} | {sens} | {spec} |")
+    if test and test.get("fusion_change"):
+        out += ["", "## What fusion changed (test split)", "", *_change_lines(test["fusion_change"], metrics, words)]
+    if test and test.get("decision_curves", {}).get("classes"):
+        out += ["", "## Decision curves (test split)", "", *_decision_lines(test["decision_curves"])]
+    if test and test.get("prediction_sets"):
+        out += ["", "## Prediction sets (test split)", "", *_set_lines(test["prediction_sets"], metrics, words)]
     if test and test.get("subgroups"):
         out += ["", "## Subgroups (test split)", "", *_subgroup_lines(test["subgroups"])]
     out += ["", "## Known limitations"] + [f"- {x}" for x in limitations(metrics, schema, pretraining)]
+    out += ["", "## TRIPOD+AI checklist", "", *_tripod_lines(metrics)]
     versions = {"python": platform.python_version(), **(versions or {})}
     out += ["", "## Versions", "- " + ", ".join(f"{k} {v}" for k, v in versions.items())]
     out += _provenance(metrics)
@@ -237,6 +254,149 @@ def _provenance(metrics: dict) -> list[str]:
             "",
             "or `fusion train --config <this folder>/config.json` (the same settings, any command line).",
         ]
+    return out
+
+
+def _change_lines(change: dict, metrics: dict, words: dict) -> list[str]:
+    """Per class, the fused answer's sensitivity and specificity beside the best single
+    modality's on the same rows, with the classes where fusion lost sensitivity named."""
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.2f}"
+
+    fused, single = change["fused"], change["single"]
+    out = [
+        f"The fused answer ({fused}) beside the model's best single-modality answer ({single}, chosen by "
+        f"{change['chosen_by']}) on the same {metrics['n_test']} test {words['items']}: a gain in accuracy bought "
+        "with a class's sensitivity shows here.",
+        "",
+        f"| class | n | sensitivity: {fused} | sensitivity: {single} | specificity: {fused} | specificity: {single} |",
+        "|---|---|---|---|---|---|",
+    ]
+    lost = []
+    for c, row in change["per_class"].items():
+        a, b = row[fused], row[single]
+        out.append(
+            f"| {c} | {row['n']} | {f(a['sensitivity'])} | {f(b['sensitivity'])} | {f(a['specificity'])} | "
+            f"{f(b['specificity'])} |"
+        )
+        if a["sensitivity"] is not None and b["sensitivity"] is not None and a["sensitivity"] < b["sensitivity"]:
+            lost.append(f"{c} ({b['sensitivity']:.2f} -> {a['sensitivity']:.2f})")
+    out += ["", f"Sensitivity lower with fusion: {', '.join(lost)}." if lost else "No class lost sensitivity."]
+    return out
+
+
+TRIPOD_AI = (
+    # (item number and name, the section of this card that answers it, or None: the user's to write)
+    ("6a Data: source", "Training data (source)", None),
+    ("7a/8a Participants and sample size per split", "Training data (counts; splits by patient)", None),
+    ("7b Data preparation, predictors and exclusions", "Preprocessing and exclusions (from the schema)", None),
+    ("8 Outcome (classes) and how it is read off the model", "Model details (classes, decision rule)", None),
+    ("9 Missing data: how handled, how much", "Preprocessing (missing values), Training data (skipped rows)", None),
+    ("12 Model building: type, fusion strategy, tuning, class imbalance", "Model details", None),
+    ("12c Calibration method", "Model details (calibration); Metrics (calibration, reliability)", None),
+    ("12e Performance measures with intervals", "Metrics: val and test (95% patient-bootstrap intervals)", None),
+    ("12f Fairness: performance in subgroups", "Subgroups (test split)", "subgroups"),
+    ("12g Clinical utility", "Decision curves (test split)", "decision_curves"),
+    ("12g Uncertainty of individual predictions", "Prediction sets (test split)", "prediction_sets"),
+    ("23 Model performance beyond single modalities", "What fusion changed (test split)", "fusion_change"),
+    ("26 Limitations", "Known limitations; Figures not fitted", None),
+)
+"""The TRIPOD+AI items (Collins et al., BMJ 2024;385:e078378) a run can answer from its
+own metadata, and where the card answers them; the third field names the test figure
+the answer needs (the item is left to the user when the run has none)."""
+
+TRIPOD_AI_USER = (
+    "5 Source of data: study design, dates of collection, setting and centres",
+    "6 Eligibility criteria of participants and how they were recruited",
+    "8 How and by whom the outcome was assessed, and blinding to the predictors",
+    "9 How each predictor (and the images) was measured, and when relative to the outcome",
+    "12h Intended users, the clinical pathway and how predictions are to be used",
+    "18 Ethics approval, consent, registration and protocol",
+    "19-22 Funding, conflicts of interest, code and data availability, patient and public involvement",
+    "27 Interpretation against other studies, and what external validation is needed",
+)
+"""TRIPOD+AI items no run can answer: the user must write them."""
+
+
+def _tripod_lines(metrics: dict) -> list[str]:
+    """Where this card answers each TRIPOD+AI item it can, and what is left to the user."""
+    test = metrics.get("test") or {}
+    out = [
+        "Where this card answers the items of the TRIPOD+AI reporting checklist (Collins et al., BMJ 2024) that "
+        "a run can answer from its own data, and the items a report must add.",
+        "",
+        "| item | answered in |",
+        "|---|---|",
+    ]
+    missing = []
+    for item, where, needs in TRIPOD_AI:
+        if needs is None or test.get(needs):
+            out.append(f"| {item} | {where} |")
+        else:
+            missing.append(f"{item} (this run has no {where.split(' (')[0].lower()})")
+    out += ["", "To be written by the user:", *[f"- {item}" for item in (*missing, *TRIPOD_AI_USER)]]
+    return out
+
+
+def _reliability_lines(bins: list[dict], split: str) -> list[str]:
+    """The reliability diagram as numbers, with how many predictions each point rests on
+    (``plots/reliability_<split>.png`` draws them)."""
+    out = [
+        f"Reliability on {split} (calibrated; a point resting on few predictions is rough):",
+        "",
+        "| confidence | n | mean confidence | fraction correct |",
+        "|---|---|---|---|",
+    ]
+    for b in bins:
+        out.append(f"| {b['low']:.1f}-{b['high']:.1f} | {b['n']} | {b['confidence']:.2f} | {b['accuracy']:.2f} |")
+    return out
+
+
+def _decision_lines(report: dict) -> list[str]:
+    """Where acting on each answer beats treating everyone and no one (Vickers & Elkin
+    2006; ``plots/decision_curves_test.png``)."""
+    from fusion.evaluation.decision import describe_ranges
+
+    out = [
+        "Threshold probabilities at which acting on the model has more net benefit than treating every patient "
+        "and than treating none (decision curve analysis, one class against the rest; the figure is "
+        "`plots/decision_curves_test.png`). Outside these ranges the model is of no use for that decision.",
+        "",
+        "| class | prevalence | " + " | ".join(next(iter(report["classes"].values()))["models"]) + " |",
+        "|---|---|" + "---|" * len(next(iter(report["classes"].values()))["models"]),
+    ]
+    for name, entry in report["classes"].items():
+        ranges = " | ".join(describe_ranges(m["useful"]) for m in entry["models"].values())
+        out.append(f"| {name} | {entry['prevalence']:.2f} | {ranges} |")
+    return out
+
+
+def _set_lines(sets: dict, metrics: dict, words: dict) -> list[str]:
+    """Empirical coverage and set size of the prediction sets on the test split, overall
+    and per true class, with their intervals (see :mod:`fusion.evaluation.conformal`)."""
+
+    def figure(f: dict, digits: int) -> str:
+        if f["value"] is None:
+            return "n/a"
+        if f["low"] is None:
+            return f"{f['value']:.{digits}f}"
+        return f"{f['value']:.{digits}f} [{f['low']:.{digits}f}, {f['high']:.{digits}f}]"
+
+    kind = "within each class (class-conditional)" if sets["method"] == "class" else "over patients (marginal)"
+    out = [
+        f"Each answer comes with the classes that cannot be ruled out at {sets['target']:.0%} coverage {kind}: "
+        f"split conformal prediction on the {metrics['n_val']} validation {words['items']}, each {words['unit']} "
+        "weighing one. The promise holds for new patients like the validation ones; below is how often it held here.",
+        "",
+        "| true class | n | coverage | mean set size |",
+        "|---|---|---|---|",
+        f"| all | {sets['n']} | {figure(sets['coverage'], 2)} | {figure(sets['set_size'], 2)} |",
+    ]
+    for c, pc in sets["per_class"].items():
+        out.append(f"| {c} | {pc['n']} | {figure(pc['coverage'], 2)} | {figure(pc['set_size'], 2)} |")
+    sizes = ", ".join(f"{n} of size {k}" for k, n in sets["sizes"].items() if n)
+    out += ["", f"Set sizes: {sizes}."]
     return out
 
 

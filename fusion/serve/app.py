@@ -236,13 +236,7 @@ class _Service:
             prediction = self.clf.predict(record, image)
         except ValueError as err:
             raise self._refuse(err, record, filename) from None
-        return {
-            "label": prediction.label,
-            "probabilities": prediction.probabilities,
-            "modalities": list(prediction.modalities),
-            "above_threshold": list(prediction.above_threshold),
-            "ignored": list(prediction.ignored),
-        }
+        return prediction.to_dict()
 
     def explain(self, record: dict | None, image: bytes | None, filename: str | None) -> dict:
         out = self.predict(record, image, filename)

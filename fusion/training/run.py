@@ -35,12 +35,15 @@ from fusion.data.dataset import Dataset
 from fusion.data.loaders import declared_image, load_dataset
 from fusion.environment import environment
 from fusion.evaluation import classification_metrics, metric_intervals
-from fusion.evaluation.calibration import calibration_report, operating_point_report
+from fusion.evaluation.calibration import calibration_report, operating_point_report, reliability_bins
 from fusion.evaluation.card import model_card
+from fusion.evaluation.conformal import set_report
+from fusion.evaluation.decision import decision_report
+from fusion.evaluation.modalities import best_single, fusion_change, modality_answers, single_aurocs
 from fusion.evaluation.predictions import PREDICTIONS, row_keys, write_predictions
 from fusion.evaluation.subgroups import subgroup_report
 from fusion.persistence import is_disk_full, remove_temporary, write_files, write_json
-from fusion.plots import plot_confusion, plot_history, plot_reliability, plot_roc
+from fusion.plots import plot_confusion, plot_decision_curves, plot_history, plot_reliability, plot_roc
 from fusion.schema import group_unit, short_repr
 from fusion.tracking import Tracker, ending, epoch_metrics, final_metrics, run_params, tracker_for
 from fusion.training import distributed
@@ -410,7 +413,7 @@ def _finish(
     if main:
         plots.mkdir(exist_ok=True)
     for name in ("val", "test"):
-        metrics[name] = _score_split(cfg, name, parts.get(name), ds, clf, plots if main else None)
+        metrics[name] = _score_split(cfg, name, parts.get(name), ds, clf, plots if main else None, metrics.get("val"))
     if main:
         if clf.history_.get("history"):
             plot_history(clf.history_["history"], plots / "training_curves.png")
@@ -435,7 +438,9 @@ def _finish(
     return metrics
 
 
-def _score_split(cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf, plots: Path | None) -> dict | None:
+def _score_split(
+    cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf, plots: Path | None, val: dict | None = None
+) -> dict | None:
     """The figures of split ``name`` (None when it is empty); with ``plots`` (rank 0),
     its figures drawn there, its per-row predictions written beside them
     (``predictions_<name>.csv``, see :mod:`fusion.evaluation.predictions`) and, for
@@ -443,6 +448,17 @@ def _score_split(cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf,
     if part is None or len(part) == 0:
         return None
     metrics, proba, raw = score(clf, part, cfg.train.seed)
+    # Before the return of the processes that draw nothing: every one must predict
+    # (under torch.distributed the prediction is shared out among them).
+    answers = modality_answers(clf, part, proba)
+    if len(answers) > 1:
+        metrics["single_modality_auroc"] = single_aurocs(part.labels, answers)
+    if name == "test" and len(answers) > 1:
+        chosen, reason = best_single((val or {}).get("single_modality_auroc"), metrics["single_modality_auroc"])
+        decide = clf.calibration_.decide
+        metrics["fusion_change"] = fusion_change(part.labels, answers, clf.classes_, decide, chosen, reason)
+    if name == "test":
+        metrics["decision_curves"] = decision_report(clf, part, proba, cfg.calibration.healthy, answers)
     if plots is None:
         return metrics
     # What each row was given, beside the plots: `fusion compare` pairs two runs on it.
@@ -454,6 +470,10 @@ def _score_split(cfg: Config, name: str, part: Dataset | None, ds: Dataset, clf,
         metrics["confusion_matrix"], ds.classes, plots / f"confusion_{name}.png", title=f"Confusion matrix ({name})"
     )
     plot_roc(part.labels, proba, ds.classes, plots / f"roc_{name}.png", title=f"ROC one vs rest ({name})")
+    if name == "test":
+        plot_decision_curves(
+            metrics["decision_curves"], plots / "decision_curves_test.png", title="Decision curves (test)"
+        )
     if name == "test" and ds.schema is not None and part.records is not None:
         by = subgroup_features(ds.schema)
         if by:
@@ -528,7 +548,12 @@ def score(clf: FusionClassifier, ds: Dataset, seed: int = 0) -> tuple[dict, np.n
         ds.labels, proba, clf.classes_, ds.groups, seed=seed, pred=pred, unit=group_unit(ds.schema)
     )
     metrics["calibration"] = calibration_report(ds.labels, raw, proba)
+    metrics["reliability"] = reliability_bins(ds.labels, proba)
     metrics["operating_points"] = operating_point_report(ds.labels, proba, clf.classes_, clf.calibration_.thresholds)
+    sets = clf.calibration_.conformal
+    if sets is not None:
+        used = [m for m in clf.modalities_ if m in ds.modalities]
+        metrics["prediction_sets"] = set_report(sets, ds.labels, proba, used, clf.classes_, ds.groups, seed=seed)
     return metrics, proba, raw
 
 

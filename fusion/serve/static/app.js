@@ -142,6 +142,9 @@ function showResult(answer) {
   $("threshold").textContent = answer.above_threshold.length
     ? `At or above the operating point (not to rule out): ${answer.above_threshold.join(", ")}.`
     : "";
+  $("prediction-set").textContent = answer.prediction_set
+    ? `Cannot rule out (${Math.round(100 * answer.coverage)} % prediction set): ${answer.prediction_set.join(", ")}.`
+    : "";
   $("heatmap-figure").hidden = !answer.heatmap;
   if (answer.heatmap) $("heatmap").src = answer.heatmap;
   const shares = $("shares");
