@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 INSTALL = 'pip install "fusion[track]"'
 # What a run folder holds that a tracked run receives besides its plots.
-RUN_FILES = ("MODEL_CARD.md", "metrics.json", "config.json")
+RUN_FILES = ("MODEL_CARD.md", "metrics.json", "config.json", "predictions_val.csv", "predictions_test.csv")
 # The statuses a tracked run ends with (MLflow's names).
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 # The splits whose final figures are tracked.
@@ -193,8 +193,10 @@ def epoch_metrics(record: dict) -> dict[str, float]:
 def final_metrics(metrics: dict) -> dict[str, float]:
     """The final figures of a run's ``metrics.json``: for each scored split, its
     headline and per-class numbers (``test_macro_f1``, ``test_covid_auroc``) and each
-    one's interval bounds (``test_macro_f1_low``, ``test_macro_f1_high``); the run's
-    seconds, epochs run and best epoch."""
+    one's interval bounds (``test_macro_f1_low``, ``test_macro_f1_high``); the
+    prediction sets' empirical coverage and mean size with theirs
+    (``test_prediction_coverage``, ``test_prediction_set_size``); the run's seconds,
+    epochs run and best epoch."""
     out = {
         name: float(metrics[name]) for name in ("seconds", "epochs_run", "best_epoch") if _is_number(metrics.get(name))
     }
@@ -210,6 +212,12 @@ def final_metrics(metrics: dict) -> dict[str, float]:
                 out.update(_bounds({name: bounds}, split))
         for cls, per in (figures.get("per_class") or {}).items():
             out.update(_numbers(per, f"{split}_{cls}"))
+        sets = figures.get("prediction_sets") or {}
+        for name in ("coverage", "set_size"):
+            figure = sets.get(name) or {}
+            if _is_number(figure.get("value")):
+                out[f"{split}_prediction_{name}"] = float(figure["value"])
+                out.update(_bounds({f"prediction_{name}": figure}, split))
     return {_safe(name): value for name, value in out.items()}
 
 

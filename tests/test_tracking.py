@@ -20,7 +20,7 @@ from fusion.train import main as train_main
 TINY = ["--synthetic-n", "120", "--image-size", "32", "--quiet"]
 NETWORK = ["--modalities", "image,tabular", "--epochs", "2", *TINY]
 XGBOOST = ["--modalities", "tabular", "--model", "xgboost", *TINY]
-ARTIFACTS = {"MODEL_CARD.md", "metrics.json", "config.json"}
+ARTIFACTS = {"MODEL_CARD.md", "metrics.json", "config.json", "predictions_val.csv", "predictions_test.csv"}
 
 
 def _metrics(run: Path) -> dict:
@@ -209,6 +209,11 @@ def test_final_metrics_give_each_figure_and_its_interval_bounds():
                 "per_class": {"pleural effusion?": {"auroc": {"low": 0.6, "high": 0.8}}},
                 "level": 0.95,
             },
+            "prediction_sets": {
+                "target": 0.9,
+                "coverage": {"value": 0.92, "low": 0.85, "high": 0.97},
+                "set_size": {"value": 1.4, "low": None, "high": None},
+            },
         },
     }
     assert final_metrics(metrics) == {
@@ -221,6 +226,10 @@ def test_final_metrics_give_each_figure_and_its_interval_bounds():
         "test_pleural effusion__auroc_low": 0.6,
         "test_pleural effusion__auroc_high": 0.8,
         "test_pleural effusion__support": 3.0,
+        "test_prediction_coverage": 0.92,
+        "test_prediction_coverage_low": 0.85,
+        "test_prediction_coverage_high": 0.97,
+        "test_prediction_set_size": 1.4,
     }
 
 
