@@ -165,7 +165,9 @@ class Calibration:
         return _softmax(logp * np.asarray(self.scale) + np.asarray(self.shift))
 
     @classmethod
-    def fit(cls, y: np.ndarray, proba: np.ndarray, *, folds: int = 5, seed: int = 0) -> Calibration:
+    def fit(
+        cls, y: np.ndarray, proba: np.ndarray, *, folds: int = 5, seed: int = 0, classes: Sequence[str] | None = None
+    ) -> Calibration:
         """Temperature scaling on the validation split ``(y, proba)``, or vector scaling
         when every class has ``VECTOR_MIN_PER_CLASS`` rows and vector scaling has both the
         lower ECE and the lower NLL in a ``folds``-fold cross-validation within it."""
@@ -176,9 +178,12 @@ class Calibration:
         counts = np.bincount(y, minlength=logp.shape[1])
         withheld = []
         if counts.min() < VECTOR_MIN_PER_CLASS:
+            rare = int(counts.argmin())
+            name = classes[rare] if classes is not None else f"class {rare}"
             withheld.append(
-                f"vector scaling (one scale per class) not tried: a class has {counts.min()} validation rows, fewer "
-                f"than {VECTOR_MIN_PER_CLASS}; one temperature for all classes is fitted instead"
+                f"vector scaling (one scale per class) not tried: {name} has {counts.min()} validation rows, fewer "
+                f"than {VECTOR_MIN_PER_CLASS}; one temperature for all classes is fitted instead, and {name}'s "
+                "probabilities are calibrated mostly on the other classes"
             )
         else:
             rng = np.random.default_rng(seed)
@@ -376,7 +381,7 @@ def fit_calibration(
     """A model's calibration fitted on the validation split ``(y, raw)``: the scaling,
     the operating point of every disease class (each class not in ``config.healthy``)
     and the report of what the scaling changed, as ``calibration.json`` keeps them."""
-    calibration = Calibration.fit(y, raw, seed=seed)
+    calibration = Calibration.fit(y, raw, seed=seed, classes=classes)
     disease = [c for c in classes if c not in config.healthy]
     calibration.set_operating_points(y, raw, classes, disease, config.target_sensitivity)
     calibration.report = {"val": calibration_report(y, raw, calibration.apply(raw))}

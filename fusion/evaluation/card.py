@@ -276,8 +276,9 @@ def _change_lines(change: dict, metrics: dict, words: dict) -> list[str]:
     lost = []
     for c, row in change["per_class"].items():
         a, b = row[fused], row[single]
+        few = f" (too few: under {RARE})" if row["n"] < RARE else ""
         out.append(
-            f"| {c} | {row['n']} | {f(a['sensitivity'])} | {f(b['sensitivity'])} | {f(a['specificity'])} | "
+            f"| {c} | {row['n']}{few} | {f(a['sensitivity'])} | {f(b['sensitivity'])} | {f(a['specificity'])} | "
             f"{f(b['specificity'])} |"
         )
         if a["sensitivity"] is not None and b["sensitivity"] is not None and a["sensitivity"] < b["sensitivity"]:
@@ -394,7 +395,8 @@ def _set_lines(sets: dict, metrics: dict, words: dict) -> list[str]:
         f"| all | {sets['n']} | {figure(sets['coverage'], 2)} | {figure(sets['set_size'], 2)} |",
     ]
     for c, pc in sets["per_class"].items():
-        out.append(f"| {c} | {pc['n']} | {figure(pc['coverage'], 2)} | {figure(pc['set_size'], 2)} |")
+        few = f" (too few: under {RARE})" if pc["n"] < RARE else ""
+        out.append(f"| {c} | {pc['n']}{few} | {figure(pc['coverage'], 2)} | {figure(pc['set_size'], 2)} |")
     sizes = ", ".join(f"{n} of size {k}" for k, n in sets["sizes"].items() if n)
     out += ["", f"Set sizes: {sizes}."]
     return out
