@@ -76,6 +76,14 @@ def test_draft_of_a_small_table_declares_kinds_tokens_and_exclusions(small_folde
     assert "patient" not in schema.excluded and "patient" not in kinds  # the group is never a feature
 
 
+def test_the_missing_count_includes_the_rows_a_token_makes_missing(small_folder):
+    text = draft_schema(small_folder)
+    score = text.split("[features.score]", 1)[1].split("[features.", 1)[0]
+    age = text.split("[features.age]", 1)[1].split("[features.", 1)[0]
+    assert "# 8 of 40 rows missing" in score  # every fifth score is -1, the column's token
+    assert "# 6 of 40 rows missing" in age  # every seventh age is 'unknown'
+
+
 def test_draft_label_flag_and_errors(small_folder, tmp_path):
     assert parse_schema(draft_schema(small_folder, label="smoker")).label.column == "smoker"
     with pytest.raises(ValueError, match="'nope' is not a column"):

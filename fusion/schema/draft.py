@@ -187,7 +187,8 @@ def _describe(name: str, values: pd.Series, n_rows: int) -> _Column:
         col.lines.append("# written for 'not known' in this column: kept as missing, not skipped")
         col.lines.append(f"missing_tokens = [{', '.join(_q(t) for t in tokens)}]")
     if col.lines:
-        missing = len(values) - len(known)
+        # empty cells, and the cells holding a token (a numeric column's tokens are still in `known`)
+        missing = len(values) - len(known) + int(known.isin(tokens).sum())
         col.lines.append(f"# {missing:,} of {n_rows:,} rows missing; impute, no indicator (whether a value")
         col.lines.append("# was recorded often says which source sent the case, a shortcut)")
         col.lines.append('missing = "impute"')
