@@ -86,6 +86,7 @@ class RunSummary:
     intervals: dict
     predictions: Path | None = None
     why_unpaired: str | None = None
+    unit: str = "patient"  # what the intervals resample (the schema's group: lesions for ham10000)
 
 
 @dataclass
@@ -145,6 +146,13 @@ def _data(metrics: dict, cfg: dict) -> str:
         seed = (cfg.get("train") or {}).get("seed")
         return f"synthetic ({size} rows, seed {seed})" if size is not None else str(data)
     return str(data)
+
+
+def _unit(scored: dict) -> str:
+    """What a split's intervals resampled, as its metrics record it (``patient`` when
+    they do not)."""
+    unit = (scored.get("intervals") or {}).get("unit")
+    return unit if isinstance(unit, str) and unit else "patient"
 
 
 def _figures(scored: dict, origin: Path, what: str) -> tuple[dict, dict]:
@@ -207,6 +215,7 @@ def read_run(path: str | Path, split: str = "test") -> RunSummary:
         seconds=metrics.get("seconds"),
         values=values,
         intervals=intervals,
+        unit=_unit(scored),
         predictions=predictions if predictions.is_file() else None,
         why_unpaired=None
         if predictions.is_file()
@@ -245,6 +254,7 @@ def _read_evaluation(path: Path) -> RunSummary:
         seconds=None,
         values=values,
         intervals=intervals,
+        unit=_unit(result),
         why_unpaired="an evaluation's output holds no per-row predictions",
     )
 
@@ -426,11 +436,11 @@ def markdown(cmp: Comparison, *, warnings: bool = True) -> str:
 
     ref = cmp.runs[cmp.reference]
     lines = [line(header), "|" + "|".join("-" * (w + 2) for w in width) + "|", *(line(r) for r in rows), ""]
-    lines.append("95 % intervals: bootstrap over patients (as each run's metrics.json holds them).")
+    lines.append(f"95 % intervals: bootstrap over {ref.unit}s (as each run's metrics.json holds them).")
     if cmp.differences:
         lines.append(
             f"Δ: the run minus the reference ({ref.name}) on the rows both scored, with a 95 % interval from one "
-            "paired bootstrap over patients (both runs scored on every resample)."
+            f"paired bootstrap over {ref.unit}s (both runs scored on every resample)."
         )
     for i, note in cmp.notes.items():
         lines.append(f"- {cmp.runs[i].name}: {note}")

@@ -252,3 +252,12 @@ def test_quiet_prints_where_the_files_went_and_warnings_go_to_stderr(tiny_runs, 
     assert printed.strip() == f"written to {out}: comparison.md, comparison.csv, comparison.png"
     assert err.startswith("warning: renamed: other classes than the reference") and err.count("\n") == 1
     assert "warning: renamed" in (out / "comparison.md").read_text()
+
+
+def test_the_footnote_names_the_unit_the_intervals_resampled(tiny_runs, copied):
+    lesions = copied("fused", "lesions")
+    metrics = _metrics(lesions)
+    metrics["test"]["intervals"]["unit"] = "lesion"
+    (lesions / "metrics.json").write_text(json.dumps(metrics))
+    assert "bootstrap over lesions" in markdown(compare_runs([lesions, tiny_runs["image"]]))
+    assert "bootstrap over patients" in markdown(compare_runs([tiny_runs["fused"], tiny_runs["image"]]))
