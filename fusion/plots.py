@@ -120,9 +120,13 @@ def plot_decision_curves(report: dict, path: str | Path, title: str = "Decision 
     if not classes:
         return
     thresholds = np.asarray(report["thresholds"])
-    fig = Figure(figsize=(4.6 * len(classes), 4.2))
-    axes = np.atleast_1d(fig.subplots(1, len(classes)))
-    for ax, name in zip(axes, classes, strict=True):
+    columns = min(4, len(classes))  # seven classes (ham10000) in two rows, not one strip
+    rows = -(-len(classes) // columns)
+    fig = Figure(figsize=(4.6 * columns, 4.2 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes[len(classes) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes, classes, strict=False):
         entry = report["classes"][name]
         for i, (model, curve) in enumerate(entry["models"].items()):
             ax.plot(thresholds, curve["net_benefit"], color=f"C{i}", label=model)
