@@ -53,6 +53,7 @@ RUNNERS = HERE / "peer_runners"
 PEERS = {
     "hgb": "scikit-learn's HistGradientBoostingClassifier on the record (native missing values and categories)",
     "autogluon": "AutoGluon TabularPredictor on the record (medium_quality preset, its own stacking)",
+    "autogluon_haim": "AutoGluon TabularPredictor on the record plus fusion's frozen image embedding (HAIM recipe)",
     "widedeep": "pytorch-widedeep: TabMlp + its Vision CNN from scratch, joined by WideDeep's head",
 }
 MISSING = 3  # a runner's exit status when its peer's package is not installed
@@ -159,6 +160,22 @@ def fusion_reference(args, ds, datasets, folds, seed: int) -> dict[str, dict]:
     return out
 
 
+def image_embedding(args, datasets, folder: Path) -> Path:
+    """Fusion's frozen image embedding of every row, as its ``gbm`` strategy computes it
+    (the shipped backbone at its size, the schema's detail and channels): a fixed
+    feature extractor fitted on no fold, so none leaks into another."""
+    from fusion.backends.members import FrozenEmbedder
+
+    cfg, ds = resolved_with_data(model_configs()["gbm"], args.data, args.schema, datasets)
+    channels = 3 if ds.images.ndim == 4 else 1
+    embedder = FrozenEmbedder(
+        cfg.image.backbone, cfg.starting_weights, cfg.image.image_size, channels, cfg.image.detail
+    )
+    path = folder / "embedding.npy"
+    np.save(path, embedder.fit(ds.images).transform(ds.images))
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="dataset folder (default: the synthetic cohort)")
@@ -187,10 +204,12 @@ def main() -> None:
     results = fusion_reference(args, ds, datasets, folds, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         payload = write_payload(ds, folds, args.seed, Path(tmp) / "payload")
+        embedding = image_embedding(args, datasets, payload) if "autogluon_haim" in args.peers else None
         for name in args.peers:
             python = pythons.get(name.split("_")[0], sys.executable)
             print(f"{name}: running with {python}", flush=True)
-            results[name] = run_peer(name, python, payload, Path(tmp) / f"{name}.npz", args.budget_s, args.seed, None)
+            extra = embedding if name.endswith("_haim") else None
+            results[name] = run_peer(name, python, payload, Path(tmp) / f"{name}.npz", args.budget_s, args.seed, extra)
     best = max(
         (n for n in results if n.startswith("fusion:")),
         key=lambda n: macro_auroc(ds.labels, results[n]["proba"]),
