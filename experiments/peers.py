@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -156,7 +157,12 @@ def fusion_reference(args, ds, datasets, folds, seed: int) -> dict[str, dict]:
         path = Path(args.oof_dir) / f"{name}_seed{seed}.npz" if args.oof_dir else None
         start = time.perf_counter()
         oof, _ = cached_out_of_fold(fds, cfg, folds, seed, path)
-        out[f"fusion:{name}"] = {"proba": oof["proba"], "wall_seconds": round(time.perf_counter() - start, 1)}
+        out[f"fusion:{name}"] = {
+            "proba": oof["proba"],
+            "wall_seconds": round(time.perf_counter() - start, 1),
+            # fusion runs in this process: its peak so far (data loading included), an upper bound
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
     return out
 
 

@@ -17,6 +17,7 @@ from common import Payload, parse_args, require, write
 
 MAX_EPOCHS = 30
 PATIENCE = 4
+LEARNING_RATES = (1e-3, 3e-4)  # its default, and one step down: the round of tuning
 
 
 def filled(records, numeric, categorical, medians):
@@ -35,7 +36,20 @@ def main() -> None:
     require("pytorch_widedeep", "pytorch-widedeep==1.7.0")
     import torch
     from pytorch_widedeep import Trainer
-    from pytorch_widedeep.callbacks import EarlyStopping
+    from pytorch_widedeep.callbacks import Callback, EarlyStopping
+
+    class TimeBudget(Callback):
+        """Stops training at the end of the first epoch past ``deadline`` (the fold's
+        budget, shared by the learning rates tried), as fusion's runs get the same."""
+
+        def __init__(self, deadline: float):
+            super().__init__()
+            self.deadline = deadline
+
+        def on_epoch_end(self, epoch, logs=None, metric=None):
+            if time.perf_counter() > self.deadline:
+                self.trainer.early_stop = True
+
     from pytorch_widedeep.models import TabMlp, Vision, WideDeep
     from pytorch_widedeep.preprocessing import TabPreprocessor
 
@@ -47,7 +61,7 @@ def main() -> None:
     binary = k == 2
     proba, seconds, chosen = np.zeros((len(y), k)), [], []
 
-    def fit(tab_train, img_train, y_train, tab_val, img_val, y_val, prep, lr):
+    def fit(tab_train, img_train, y_train, tab_val, img_val, y_val, prep, lr, deadline):
         tab = TabMlp(
             column_idx=prep.column_idx,
             cat_embed_input=prep.cat_embed_input,
@@ -60,7 +74,7 @@ def main() -> None:
             model,
             objective="binary" if binary else "multiclass",
             optimizers=optimizer,
-            callbacks=[EarlyStopping(patience=PATIENCE, restore_best_weights=True)],
+            callbacks=[EarlyStopping(patience=PATIENCE, restore_best_weights=True), TimeBudget(deadline)],
             seed=args.seed,
             verbose=0,
         )
@@ -82,8 +96,9 @@ def main() -> None:
         x_tr = prep.fit_transform(table.iloc[tr])
         x_va, x_te = prep.transform(table.iloc[va]), prep.transform(table.iloc[te])
         best = None
-        for lr in (1e-3, 3e-4):
-            trainer, loss = fit(x_tr, images[tr], y[tr], x_va, images[va], y[va], prep, lr)
+        for i, lr in enumerate(LEARNING_RATES):
+            deadline = start + args.budget_s * (i + 1) / len(LEARNING_RATES)
+            trainer, loss = fit(x_tr, images[tr], y[tr], x_va, images[va], y[va], prep, lr, deadline)
             if best is None or loss < best[1]:
                 best = (trainer, loss, lr)
         proba[te] = best[0].predict_proba(X_tab=x_te, X_img=images[te], batch_size=64)
