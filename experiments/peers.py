@@ -58,6 +58,14 @@ PEERS = {
     "widedeep": "pytorch-widedeep: TabMlp + its Vision CNN from scratch, joined by WideDeep's head",
 }
 MISSING = 3  # a runner's exit status when its peer's package is not installed
+# Each peer's runner (not named like the package it imports: the runner's folder comes
+# first on its sys.path, and autogluon.py would shadow autogluon).
+RUNNER_FILES = {
+    "hgb": "hgb.py",
+    "autogluon": "autogluon_runner.py",
+    "autogluon_haim": "autogluon_runner.py",
+    "widedeep": "widedeep.py",
+}
 
 
 def _macro_f1(y: np.ndarray, proba: np.ndarray) -> float:
@@ -108,7 +116,7 @@ def write_payload(ds, folds, seed: int, folder: Path) -> Path:
 def run_peer(name: str, python: str, payload: Path, out: Path, budget: float, seed: int, embedding) -> dict:
     """Run one peer's runner in its own process; its probabilities, seconds, peak memory
     and notes, or why it was skipped."""
-    cmd = [python, str(RUNNERS / f"{name.split('_')[0]}.py"), "--payload", str(payload), "--out", str(out)]
+    cmd = [python, str(RUNNERS / RUNNER_FILES[name]), "--payload", str(payload), "--out", str(out)]
     cmd += ["--budget-s", str(budget), "--seed", str(seed)]
     if embedding is not None:
         cmd += ["--embedding", str(embedding)]
