@@ -1,0 +1,73 @@
+"""The peers table of one cohort as Markdown, from one or more ``experiments/peers.py``
+reports of it (run on the same folds: same data, seed and fold count; a later report's
+models are added to the earlier ones', e.g. a peer rerun on its own). The paired
+differences are those each report computed against its own reference, so the reports
+must share it.
+
+    python experiments/peers_table.py runs/peers_nih.json [runs/peers_nih_autogluon.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def merged(paths: list[str]) -> dict:
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    first = reports[0]
+    for other in reports[1:]:
+        for key in ("data", "n", "seed", "folds", "reference"):
+            if other[key] != first[key]:
+                raise SystemExit(f"{key} differs between the reports: {first[key]!r} and {other[key]!r}")
+        first["models"].update({k: v for k, v in other["models"].items() if "skipped" not in v})
+    return first
+
+
+def cell(figure: dict | None, *, difference: bool = False) -> str:
+    if not figure:
+        return ""
+    if difference:
+        figure = figure.get("difference")
+        if not figure:
+            return "reference"
+        return f"{figure['point']:+.3f} [{figure['low']:+.3f}, {figure['high']:+.3f}]"
+    return f"{figure['point']:.3f} [{figure['low']:.3f}, {figure['high']:.3f}]"
+
+
+def table(report: dict) -> str:
+    lines = [
+        "| model | macro AUROC | Δ vs reference | balanced accuracy | Δ vs reference | macro-F1 | seconds | peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in report["models"].items():
+        if "skipped" in m or "failed" in m:
+            why = m.get("skipped") or "failed: " + m["failed"].strip().splitlines()[-1][:120]
+            lines.append(f"| {name} | {why} |  |  |  |  |  |  |")
+            continue
+        label = f"**{name}** (reference)" if name == report["reference"] else name
+        lines.append(
+            f"| {label} | {cell(m['macro_auroc'])} | {cell(m['macro_auroc'], difference=True)} "
+            f"| {cell(m['balanced_accuracy'])} | {cell(m['balanced_accuracy'], difference=True)} "
+            f"| {cell(m['macro_f1'])} | {m.get('wall_seconds', '')} | {m.get('peak_rss_mb', '')} |"
+        )
+    kind = report["machine"]
+    lines += [
+        "",
+        f"{report['data']}: {report['n']} rows, {report['groups']} groups, {report['folds']} grouped folds (seed "
+        f"{report['seed']}), images at {report['image_size']} px, {report['budget_s_per_fold']:g} s per fold for "
+        f"each peer; {kind['cpu_capability']}, {'with' if kind['bf16'] else 'without'} bf16 units, "
+        f"{kind['cores']} cores. Seconds: wall time of all folds.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("reports", nargs="+")
+    print(table(merged(p.parse_args().reports)))
+
+
+if __name__ == "__main__":
+    main()
