@@ -21,7 +21,8 @@ def main() -> None:
     data = Payload(args.payload)
     X = data.records.copy()
     for name in data.categorical:
-        X[name] = X[name].astype("category")
+        # plain strings with NaN for missing: scikit-learn's encoder refuses pandas' NA
+        X[name] = X[name].astype(object).where(X[name].notna(), np.nan).astype("category")
     y, k = data.labels, len(data.classes)
     proba, seconds, chosen = np.zeros((len(y), k)), [], []
 
