@@ -1,6 +1,7 @@
 """The peers table of one cohort as Markdown, from one or more ``experiments/peers.py``
 reports of it (run on the same folds: same data, seed and fold count; a later report's
-models are added to the earlier ones', e.g. a peer rerun on its own). The paired
+models are added to the earlier ones' where those failed, were skipped or are absent,
+e.g. a peer rerun on its own). The paired
 differences are those each report computed against its own reference, so the reports
 must share it.
 
@@ -21,7 +22,11 @@ def merged(paths: list[str]) -> dict:
         for key in ("data", "n", "seed", "folds", "reference"):
             if other[key] != first[key]:
                 raise SystemExit(f"{key} differs between the reports: {first[key]!r} and {other[key]!r}")
-        first["models"].update({k: v for k, v in other["models"].items() if "skipped" not in v})
+        for name, model in other["models"].items():
+            kept = first["models"].get(name)
+            # new, or it failed or was skipped before
+            if "macro_auroc" in model and (kept is None or "macro_auroc" not in kept):
+                first["models"][name] = model
     return first
 
 
