@@ -218,10 +218,18 @@ def main() -> None:
     results = fusion_reference(args, ds, datasets, folds, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         payload = write_payload(ds, folds, args.seed, Path(tmp) / "payload")
-        embedding = image_embedding(args, datasets, payload) if "autogluon_haim" in args.peers else None
+        embedding, no_embedding = None, None
+        if "autogluon_haim" in args.peers:
+            try:
+                embedding = image_embedding(args, datasets, payload)
+            except ValueError as err:  # no shipped weights read these images (colour, say)
+                no_embedding = f"skipped: fusion has no frozen image embedding for these images ({err})"
         for name in args.peers:
             python = pythons.get(name.split("_")[0], sys.executable)
             print(f"{name}: running with {python}", flush=True)
+            if name.endswith("_haim") and no_embedding:
+                results[name] = {"skipped": no_embedding}
+                continue
             extra = embedding if name.endswith("_haim") else None
             results[name] = run_peer(name, python, payload, Path(tmp) / f"{name}.npz", args.budget_s, args.seed, extra)
     best = max(
