@@ -182,6 +182,10 @@ def image_embedding(args, datasets, folder: Path) -> Path:
     from fusion.backends.members import FrozenEmbedder
 
     cfg, ds = resolved_with_data(model_configs()["gbm"], args.data, args.schema, datasets)
+    if args.data is None:  # the synthetic cohort the harness scores, at the embedder's size
+        from fusion import load_dataset
+
+        ds = load_dataset(None, image_size=cfg.image.image_size, synthetic_n=args.synthetic_n)
     channels = 3 if ds.images.ndim == 4 else 1
     embedder = FrozenEmbedder(
         cfg.image.backbone, cfg.starting_weights, cfg.image.image_size, channels, cfg.image.detail
