@@ -182,10 +182,10 @@ def image_embedding(args, datasets, folder: Path) -> Path:
     from fusion.backends.members import FrozenEmbedder
 
     cfg, ds = resolved_with_data(model_configs()["gbm"], args.data, args.schema, datasets)
-    if args.data is None:  # the synthetic cohort the harness scores, at the embedder's size
-        from fusion import load_dataset
-
-        ds = load_dataset(None, image_size=cfg.image.image_size, synthetic_n=args.synthetic_n)
+    if args.data is None:
+        # The synthetic cohort is drawn anew for each image size: its rows at the
+        # embedder's size are not the rows the harness scores.
+        raise ValueError("the synthetic cohort is generated per image size; use a data folder")
     channels = 3 if ds.images.ndim == 4 else 1
     embedder = FrozenEmbedder(
         cfg.image.backbone, cfg.starting_weights, cfg.image.image_size, channels, cfg.image.detail
