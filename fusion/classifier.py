@@ -258,6 +258,18 @@ class FusionClassifier(ConfigParameters):
         self._fitted_backend()
         return Inputs(self.modalities_, self.schema_, self.image_size_, self.image_channels_ or 1)
 
+    def _batch(self, X, images) -> Batch:
+        """The validated inputs of one patient or many, inputs of a modality the model
+        lacks reported by a ``UserWarning``: what :meth:`predict_proba` and
+        :meth:`predict_set` read."""
+        inputs = self._inputs()
+        if is_one_patient(X, images):
+            batch, _, ignored = inputs.one(X, images)
+        else:
+            batch, ignored = inputs.many(X, images)
+        inputs.warn_unused(ignored)
+        return batch
+
     def _probabilities(self, batch: Batch) -> np.ndarray:
         """Calibrated probabilities of a validated batch, refused when not finite."""
         return finite_probabilities(self.calibration_.apply(self.backend_.predict_proba(batch)))
@@ -290,13 +302,7 @@ class FusionClassifier(ConfigParameters):
             are validated, then not used (:attr:`Prediction.ignored` says it for one
             patient).
         """
-        inputs = self._inputs()
-        if is_one_patient(X, images):
-            batch, _, ignored = inputs.one(X, images)
-        else:
-            batch, ignored = inputs.many(X, images)
-        inputs.warn_unused(ignored)
-        return self._probabilities(batch)
+        return self._probabilities(self._batch(X, images))
 
     def predict(self, X=None, images=None):
         """Classify one patient, or many.
@@ -377,12 +383,7 @@ class FusionClassifier(ConfigParameters):
                 "this model has no prediction sets: it was fitted without a validation split (or saved by a "
                 "version of fusion before they existed); refit it with a validation split"
             )
-        inputs = self._inputs()
-        if is_one_patient(X, images):
-            batch, _, ignored = inputs.one(X, images)
-        else:
-            batch, ignored = inputs.many(X, images)
-        inputs.warn_unused(ignored)
+        batch = self._batch(X, images)
         proba = self._probabilities(batch)
         inside = np.zeros(proba.shape, dtype=bool)
         for key, rows in _rows_by_inputs(batch, self.modalities_).items():

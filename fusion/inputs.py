@@ -196,12 +196,13 @@ class Inputs:
 
     def warn_unused(self, ignored: tuple[str, ...]) -> None:
         """Answers without a :class:`~fusion.prediction.Prediction` to carry ``ignored``
-        say it this way; the warning points at the estimator's caller."""
+        say it this way; the warning points at the estimator's caller (here, the
+        classifier's ``_batch``, its public method, that method's caller)."""
         for m in ignored:
             warnings.warn(
                 f"{_GIVEN[m]} not used: this model has no {m} modality (it uses {list(self.modalities)})",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def _check_given(self, has_record: bool, has_image: bool) -> None:
