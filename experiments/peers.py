@@ -56,6 +56,9 @@ PEERS = {
     "autogluon": "AutoGluon TabularPredictor on the record (medium_quality preset, its own stacking)",
     "autogluon_haim": "AutoGluon TabularPredictor on the record plus fusion's frozen image embedding (HAIM recipe)",
     "widedeep": "pytorch-widedeep: TabMlp + its Vision CNN from scratch, joined by WideDeep's head",
+    "fusilli_concat": "fusilli ConcatImageMapsTabularData: the record concatenated with the image's feature maps",
+    "fusilli_attention": "fusilli CrossmodalMultiheadAttention: each modality attends to the other",
+    "fusilli_subspace": "fusilli ConcatImgLatentTabDoubleLoss: an image autoencoder's latent space plus the record",
 }
 MISSING = 3  # a runner's exit status when its peer's package is not installed
 # Each peer's runner (not named like the package it imports: the runner's folder comes
@@ -65,6 +68,9 @@ RUNNER_FILES = {
     "autogluon": "autogluon_runner.py",
     "autogluon_haim": "autogluon_runner.py",
     "widedeep": "widedeep.py",
+    "fusilli_concat": "fusilli_runner.py",
+    "fusilli_attention": "fusilli_runner.py",
+    "fusilli_subspace": "fusilli_runner.py",
 }
 
 
@@ -115,7 +121,7 @@ def run_peer(name: str, python: str, payload: Path, out: Path, budget: float, se
     """Run one peer's runner in its own process; its probabilities, seconds, peak memory
     and notes, or why it was skipped."""
     cmd = [python, str(RUNNERS / RUNNER_FILES[name]), "--payload", str(payload), "--out", str(out)]
-    cmd += ["--budget-s", str(budget), "--seed", str(seed)]
+    cmd += ["--budget-s", str(budget), "--seed", str(seed), "--peer", name]
     if embedding is not None:
         cmd += ["--embedding", str(embedding)]
     start = time.perf_counter()

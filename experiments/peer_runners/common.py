@@ -21,6 +21,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=120.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embedding")
+    p.add_argument("--peer", help="the peer's name in the harness (a runner may serve several)")
     return p.parse_args()
 
 
