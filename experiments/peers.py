@@ -55,6 +55,7 @@ PEERS = {
     "hgb": "scikit-learn's HistGradientBoostingClassifier on the record (native missing values and categories)",
     "autogluon": "AutoGluon TabularPredictor on the record (medium_quality preset, its own stacking)",
     "autogluon_haim": "AutoGluon TabularPredictor on the record plus fusion's frozen image embedding (HAIM recipe)",
+    "autogluon_mm": "AutoGluon MultiModalPredictor: a timm ResNet-18 (no pretrained weights) and MLPs, one network",
     "widedeep": "pytorch-widedeep: TabMlp + its Vision CNN from scratch, joined by WideDeep's head",
     "fusilli_concat": "fusilli ConcatImageMapsTabularData: the record concatenated with the image's feature maps",
     "fusilli_attention": "fusilli CrossmodalMultiheadAttention: each modality attends to the other",
@@ -67,6 +68,7 @@ RUNNER_FILES = {
     "hgb": "hgb.py",
     "autogluon": "autogluon_runner.py",
     "autogluon_haim": "autogluon_runner.py",
+    "autogluon_mm": "autogluon_multimodal.py",
     "widedeep": "widedeep.py",
     "fusilli_concat": "fusilli_runner.py",
     "fusilli_attention": "fusilli_runner.py",
@@ -234,7 +236,8 @@ def main() -> None:
             except ValueError as err:  # no shipped weights read these images (colour, say)
                 no_embedding = f"skipped: fusion has no frozen image embedding for these images ({err})"
         for name in args.peers:
-            python = pythons.get(name.split("_")[0], sys.executable)
+            # the peer's own interpreter, else its family's (autogluon for autogluon_haim)
+            python = pythons.get(name, pythons.get(name.split("_")[0], sys.executable))
             print(f"{name}: running with {python}", flush=True)
             if name.endswith("_haim") and no_embedding:
                 results[name] = {"skipped": no_embedding}
