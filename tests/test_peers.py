@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_peers_on_the_same_folds_with_paired_differences(tmp_path):
     out = tmp_path / "peers.json"
     cmd = [sys.executable, str(ROOT / "experiments" / "peers.py"), "--synthetic-n", "150", "--folds", "3"]
-    cmd += ["--peers", "hgb", "widedeep", "--fusion-models", "xgboost", "--n-boot", "50", "--out", str(out)]
+    cmd += ["--peers", "hgb", "widedeep", "fusilli_concat", "autogluon_mm", "--fusion-models", "xgboost"]
+    cmd += ["--n-boot", "50", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -28,5 +29,37 @@ def test_peers_on_the_same_folds_with_paired_differences(tmp_path):
         assert figure["low"] <= figure["point"] <= figure["high"]
         assert "difference" in figure and "difference" not in report["models"]["fusion:xgboost"][metric]
     assert hgb["peak_rss_mb"] > 0 and len(hgb["fit_seconds"]) == 3 and hgb["notes"]["by_hand"]
-    if importlib.util.find_spec("pytorch_widedeep") is None:
-        assert report["models"]["widedeep"]["skipped"].startswith("skipped: pytorch_widedeep is not installed")
+    for peer, package in (("widedeep", "pytorch_widedeep"), ("fusilli_concat", "fusilli")):
+        if importlib.util.find_spec(package) is None:
+            assert report["models"][peer]["skipped"].startswith(f"skipped: {package} is not installed")
+    if importlib.util.find_spec("autogluon") is None:
+        assert report["models"]["autogluon_mm"]["skipped"].startswith("skipped: autogluon.multimodal is not installed")
+
+
+def runner(name: str):
+    """A peer runner's module, imported here (its helpers need numpy and pandas only)."""
+    sys.path.insert(0, str(ROOT / "experiments" / "peer_runners"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "peer_runners" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.pop(0)
+
+
+def test_fusilli_gets_the_record_as_numbers_filled_by_hand_on_the_training_part():
+    import numpy as np
+    import pandas as pd
+
+    records = pd.DataFrame({"age": [30.0, np.nan, 50.0, 70.0], "sex": pd.array(["m", None, "f", "x"], dtype="string")})
+    table = runner("fusilli_runner").numeric_table(records, ["age"], ["sex"], fit_rows=[0, 1, 2])
+    assert list(table.columns) == ["age_missing", "age", "sex=f", "sex=m", "sex=missing"]
+    assert not table.isna().any().any()
+    # the gap takes the training part's median (40); standardised on that part (mean 40, sd 10)
+    assert np.allclose(table["age"], [-1.0, 0.0, 1.0, 3.0])
+    assert np.allclose(table.iloc[:3].mean(), 0.0)
+    # a level never seen in training (x) gets no column: it reads as none of the known levels
+    seen = table.loc[3, ["sex=f", "sex=m", "sex=missing"]].to_numpy()
+    # (each level is 1 in one of the three training rows: mean 1/3, sd 1/sqrt(3))
+    assert np.allclose(seen, -((1 / 3) ** 0.5))
