@@ -6,6 +6,12 @@ differences are those each report computed against its own reference, so the rep
 must share it.
 
     python experiments/peers_table.py runs/peers_nih.json [runs/peers_nih_autogluon.json]
+
+With ``--over-seeds``: reports of one cohort run with different ``--seed`` (other folds,
+other inner splits, other training seeds), one per seed, as one table of each model's
+macro AUROC and paired difference from the reference per seed, and their mean.
+
+    python experiments/peers_table.py --over-seeds runs/peers_covid_seed{0,1,2}.json
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ def merged(paths: list[str]) -> dict:
     reports = [json.loads(Path(p).read_text()) for p in paths]
     first = reports[0]
     for other in reports[1:]:
-        for key in ("data", "n", "seed", "folds", "reference"):
+        for key in ("data", "n", "seed", "folds", "reference", "budget_s_per_fold"):
             if other[key] != first[key]:
                 raise SystemExit(f"{key} differs between the reports: {first[key]!r} and {other[key]!r}")
         for name, model in other["models"].items():
@@ -68,10 +74,41 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def over_seeds(reports: list[dict]) -> str:
+    """Macro AUROC and its paired difference from each report's reference, per seed."""
+    for other in reports[1:]:
+        for key in ("data", "n", "folds", "budget_s_per_fold"):
+            if other[key] != reports[0][key]:
+                raise SystemExit(f"{key} differs between the reports: {reports[0][key]!r} and {other[key]!r}")
+    seeds = [r["seed"] for r in reports]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"one report per seed, please: seeds {seeds}")
+    names = [n for n in reports[0]["models"] if all("macro_auroc" in r["models"].get(n, {}) for r in reports)]
+    head = " | ".join(f"seed {s}" for s in seeds)
+    lines = [f"| model | {head} | mean | Δ vs reference per seed | mean Δ |", "|---|" + "---|" * (len(seeds) + 3)]
+    for name in names:
+        figures = [r["models"][name]["macro_auroc"] for r in reports]
+        points = [f["point"] for f in figures]
+        deltas = [f.get("difference", {}).get("point") for f in figures]
+        shown = ", ".join("reference" if d is None else f"{d:+.3f}" for d in deltas)
+        known = [d for d in deltas if d is not None]
+        mean_delta = f"{sum(known) / len(known):+.3f}" if known else ""
+        cells = " | ".join(f"{x:.3f}" for x in points)
+        lines.append(f"| {name} | {cells} | {sum(points) / len(points):.3f} | {shown} | {mean_delta} |")
+    references = ", ".join(f"seed {r['seed']}: {r['reference']}" for r in reports)
+    lines += ["", f"{reports[0]['data']}: macro AUROC of the pooled out-of-fold predictions; references: {references}."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("reports", nargs="+")
-    print(table(merged(p.parse_args().reports)))
+    p.add_argument("--over-seeds", action="store_true", help="one report per seed: macro AUROC per seed and mean")
+    args = p.parse_args()
+    if args.over_seeds:
+        print(over_seeds([json.loads(Path(r).read_text()) for r in args.reports]))
+    else:
+        print(table(merged(args.reports)))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,11 +38,12 @@ def test_peers_on_the_same_folds_with_paired_differences(tmp_path):
         assert report["models"]["autogluon_mm"]["skipped"].startswith("skipped: autogluon.multimodal is not installed")
 
 
-def runner(name: str):
-    """A peer runner's module, imported here (its helpers need numpy and pandas only)."""
-    sys.path.insert(0, str(ROOT / "experiments" / "peer_runners"))
+def runner(name: str, folder: str = "experiments/peer_runners"):
+    """A peer runner's module (or, with ``folder``, another script's), imported here: its
+    helpers need numpy and pandas only."""
+    sys.path.insert(0, str(ROOT / folder))
     try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "peer_runners" / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
@@ -63,3 +66,26 @@ def test_fusilli_gets_the_record_as_numbers_filled_by_hand_on_the_training_part(
     seen = table.loc[3, ["sex=f", "sex=m", "sex=missing"]].to_numpy()
     # (each level is 1 in one of the three training rows: mean 1/3, sd 1/sqrt(3))
     assert np.allclose(seen, -((1 / 3) ** 0.5))
+
+
+def test_the_table_over_seeds_gives_each_seeds_figure_and_the_means():
+    tables = runner("peers_table", folder="experiments")
+
+    def report(seed, fused, hgb):
+        figure = lambda point, delta=None: {"point": point, **({"difference": {"point": delta}} if delta else {})}  # noqa: E731
+        return {
+            "data": "covid", "n": 10, "folds": 5, "budget_s_per_fold": 60.0, "seed": seed,
+            "reference": "fusion:fused",
+            "models": {
+                "fusion:fused": {"macro_auroc": figure(fused)},
+                "hgb": {"macro_auroc": figure(hgb, hgb - fused)},
+                "widedeep": {"skipped": "skipped: not installed"},
+            },
+        }  # fmt: skip
+
+    text = tables.over_seeds([report(0, 0.60, 0.70), report(1, 0.70, 0.60)])
+    assert "| hgb | 0.700 | 0.600 | 0.650 | +0.100, -0.100 | +0.000 |" in text
+    assert "| fusion:fused | 0.600 | 0.700 | 0.650 | reference, reference |  |" in text
+    assert "widedeep" not in text  # scored on no seed
+    with pytest.raises(SystemExit, match="one report per seed"):
+        tables.over_seeds([report(0, 0.6, 0.7), report(0, 0.6, 0.7)])
