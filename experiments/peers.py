@@ -60,6 +60,7 @@ PEERS = {
     "fusilli_concat": "fusilli ConcatImageMapsTabularData: the record concatenated with the image's feature maps",
     "fusilli_attention": "fusilli CrossmodalMultiheadAttention: each modality attends to the other",
     "fusilli_subspace": "fusilli ConcatImgLatentTabDoubleLoss: an image autoencoder's latent space plus the record",
+    "fusilli_image": "fusilli ImgUnimodal: its image network alone (how much of the fusilli models is the image)",
 }
 MISSING = 3  # a runner's exit status when its peer's package is not installed
 # Each peer's runner (not named like the package it imports: the runner's folder comes
@@ -73,6 +74,7 @@ RUNNER_FILES = {
     "fusilli_concat": "fusilli_runner.py",
     "fusilli_attention": "fusilli_runner.py",
     "fusilli_subspace": "fusilli_runner.py",
+    "fusilli_image": "fusilli_runner.py",
 }
 
 

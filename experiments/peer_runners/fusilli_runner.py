@@ -9,7 +9,15 @@ its default):
 - ``fusilli_attention``: ``CrossmodalMultiheadAttention`` (each modality attends to the
   other);
 - ``fusilli_subspace``: ``ConcatImgLatentTabDoubleLoss`` (an image autoencoder trained with
-  the classifier, its latent space concatenated with the record).
+  the classifier, its latent space concatenated with the record);
+- ``fusilli_image``: ``ImgUnimodal``, its image network alone (to tell how much of the
+  others' score is the image).
+
+``CrossmodalMultiheadAttention`` attends across the *rows of a batch* (its
+``nn.MultiheadAttention`` gets 2-D inputs, read as one sequence of patients), so a
+patient's answer depends on who else is in the batch. Its answers here are each test
+patient's alone (a batch of one, as a patient is seen); the pooled macro AUROC of its
+answers in batches of 256 test rows is in the notes.
 
 What its user writes by hand (here): fusilli reads numbers only, so each number's gaps
 are filled with the training part's median plus a missing-indicator column, categories
@@ -47,7 +55,9 @@ MODELS = {
         "fusilli.fusionmodels.tabularimagefusion.concat_img_latent_tab_doubleloss",
         "ConcatImgLatentTabDoubleLoss",
     ),
+    "fusilli_image": ("fusilli.fusionmodels.unimodal.image", "ImgUnimodal"),
 }
+ONE_AT_A_TIME = {"fusilli_attention"}  # models whose answer for a row depends on its batch
 LEARNING_RATES = (1e-3, 3e-4)  # Adam's (and fusilli's) default, and one step down
 
 
@@ -80,6 +90,17 @@ def padded_image_layers(nn):
             for i, (a, b) in enumerate(sizes)
         }
     )
+
+
+def macro_auroc(y: np.ndarray, proba: np.ndarray) -> float:
+    """One-vs-rest AUROC averaged over classes (rank formula; ties get half)."""
+    scores = []
+    for j in range(proba.shape[1]):
+        pos, neg = proba[y == j, j], proba[y != j, j]
+        if len(pos) and len(neg):
+            greater = (pos[:, None] > neg[None, :]).mean()
+            scores.append(greater + 0.5 * (pos[:, None] == neg[None, :]).mean())
+    return float(np.mean(scores))
 
 
 def main() -> None:
@@ -120,13 +141,16 @@ def main() -> None:
 
     fusilli.train.init_trainer = init_trainer
 
-    def predict(model, tab, img) -> np.ndarray:
+    image_only = args.peer == "fusilli_image"
+
+    def predict(model, tab, img, batch: int = 256) -> np.ndarray:
         model.eval()
         out = []
         with torch.no_grad():
-            for s in range(0, len(tab), 256):
-                got = model(tab[s : s + 256], img[s : s + 256])
-                logits = (got[0] if isinstance(got, list) else got).reshape(len(tab[s : s + 256]), -1)
+            for s in range(0, len(tab), batch):
+                inputs = (img[s : s + batch],) if image_only else (tab[s : s + batch], img[s : s + batch])
+                got = model(*inputs)
+                logits = (got[0] if isinstance(got, list) else got).reshape(len(inputs[0]), -1)
                 if binary:
                     p = torch.sigmoid(logits[:, 0])
                     out.append(torch.stack([1 - p, p], dim=1))
@@ -135,6 +159,7 @@ def main() -> None:
         return torch.cat(out).numpy()
 
     proba, seconds, chosen, epochs, batches = np.zeros((len(y), k)), [], [], [], []
+    batched = np.zeros_like(proba)
     for fold in data.folds:
         start = time.perf_counter()
         tr, va, te = fold["inner_train"], fold["inner_val"], fold["test"]
@@ -181,7 +206,11 @@ def main() -> None:
                 if best is None or loss < best[1]:
                     best = (trained, loss, lr)
                 epochs.append(int(trained.current_epoch))
-            proba[te] = predict(best[0].model, x_tab[te], images[te])
+            if args.peer in ONE_AT_A_TIME:
+                proba[te] = predict(best[0].model, x_tab[te], images[te], batch=1)
+                batched[te] = predict(best[0].model, x_tab[te], images[te])
+            else:
+                proba[te] = predict(best[0].model, x_tab[te], images[te])
         seconds.append(time.perf_counter() - start)
         chosen.append(best[2])
         batches.append(batch)
@@ -198,6 +227,9 @@ def main() -> None:
         "limit added to its trainer; predictions for new rows written by hand (its eval module plots, and needs "
         "CSV files); rows without a record or an image cannot be predicted",
     }
+    if args.peer in ONE_AT_A_TIME:
+        notes["answers"] = "each test row alone (a batch of one): its attention mixes the rows of a batch"
+        notes["macro_auroc_in_batches_of_256"] = macro_auroc(y, batched)
     write(args.out, proba, seconds, notes)
 
 
