@@ -11,7 +11,11 @@ its default):
 - ``fusilli_subspace``: ``ConcatImgLatentTabDoubleLoss`` (an image autoencoder trained with
   the classifier, its latent space concatenated with the record);
 - ``fusilli_image``: ``ImgUnimodal``, its image network alone (to tell how much of the
-  others' score is the image).
+  others' score is the image);
+- ``fusilli_image_masked``: the same on films whose outer eighth on every side is blanked,
+  in training and in testing (to tell how much of the image's score sits at the film's
+  edges, where laterality markers, text and the scanner's borders are: the shortcuts of
+  DeGrave et al. 2021).
 
 ``CrossmodalMultiheadAttention`` attends across the *rows of a batch* (its
 ``nn.MultiheadAttention`` gets 2-D inputs, read as one sequence of patients), so a
@@ -56,7 +60,9 @@ MODELS = {
         "ConcatImgLatentTabDoubleLoss",
     ),
     "fusilli_image": ("fusilli.fusionmodels.unimodal.image", "ImgUnimodal"),
+    "fusilli_image_masked": ("fusilli.fusionmodels.unimodal.image", "ImgUnimodal"),
 }
+MASKED_EDGE = 1 / 8  # the part of the side blanked on every edge by fusilli_image_masked
 ONE_AT_A_TIME = {"fusilli_attention"}  # models whose answer for a row depends on its batch
 LEARNING_RATES = (1e-3, 3e-4)  # Adam's (and fusilli's) default, and one step down
 
@@ -123,6 +129,11 @@ def main() -> None:
     images = data.images.astype(np.float32) / 255.0
     if images.ndim == 4:  # colour: fusilli's 2-D models read one channel
         images = images @ np.array([0.299, 0.587, 0.114], np.float32)
+    if args.peer == "fusilli_image_masked":
+        edge = round(images.shape[1] * MASKED_EDGE)
+        centre = images[:, edge:-edge, edge:-edge].copy()
+        images[:] = 0.0
+        images[:, edge:-edge, edge:-edge] = centre
     images = torch.from_numpy(images[:, None])
     y, k = data.labels, len(data.classes)
     binary = k == 2
@@ -141,7 +152,7 @@ def main() -> None:
 
     fusilli.train.init_trainer = init_trainer
 
-    image_only = args.peer == "fusilli_image"
+    image_only = args.peer.startswith("fusilli_image")
 
     def predict(model, tab, img, batch: int = 256) -> np.ndarray:
         model.eval()
