@@ -62,6 +62,7 @@ PEERS = {
     "fusilli_subspace": "fusilli ConcatImgLatentTabDoubleLoss: an image autoencoder's latent space plus the record",
     "fusilli_image": "fusilli ImgUnimodal: its image network alone (how much of the fusilli models is the image)",
     "fusilli_image_masked": "fusilli ImgUnimodal on films with their outer eighth blanked (how much sits at the edges)",
+    "fusilli_image_pooled": "fusilli ImgUnimodal with its last maps averaged, not flattened (how much is the layout)",
 }
 MISSING = 3  # a runner's exit status when its peer's package is not installed
 # Each peer's runner (not named like the package it imports: the runner's folder comes
@@ -77,6 +78,7 @@ RUNNER_FILES = {
     "fusilli_subspace": "fusilli_runner.py",
     "fusilli_image": "fusilli_runner.py",
     "fusilli_image_masked": "fusilli_runner.py",
+    "fusilli_image_pooled": "fusilli_runner.py",
 }
 
 

@@ -15,7 +15,11 @@ its default):
 - ``fusilli_image_masked``: the same on films whose outer eighth on every side is blanked,
   in training and in testing (to tell how much of the image's score sits at the film's
   edges, where laterality markers, text and the scanner's borders are: the shortcuts of
-  DeGrave et al. 2021).
+  DeGrave et al. 2021);
+- ``fusilli_image_pooled``: its image network with the last feature maps averaged over
+  the film (global average pooling, as fusion's networks end) instead of flattened, so
+  that it no longer knows *where* on the film a feature is (to tell how much of its
+  score is the layout of the film: field of view, collimation, the patient's size).
 
 ``CrossmodalMultiheadAttention`` attends across the *rows of a batch* (its
 ``nn.MultiheadAttention`` gets 2-D inputs, read as one sequence of patients), so a
@@ -61,6 +65,7 @@ MODELS = {
     ),
     "fusilli_image": ("fusilli.fusionmodels.unimodal.image", "ImgUnimodal"),
     "fusilli_image_masked": ("fusilli.fusionmodels.unimodal.image", "ImgUnimodal"),
+    "fusilli_image_pooled": ("fusilli.fusionmodels.unimodal.image", "ImgUnimodal"),
 }
 MASKED_EDGE = 1 / 8  # the part of the side blanked on every edge by fusilli_image_masked
 ONE_AT_A_TIME = {"fusilli_attention"}  # models whose answer for a row depends on its batch
@@ -85,17 +90,17 @@ def numeric_table(records: pd.DataFrame, numeric, categorical, fit_rows) -> pd.D
     return ((table - fitted.mean()) / std).fillna(0.0)
 
 
-def padded_image_layers(nn):
-    """fusilli's default 2-D image layers with padding 1, so that 64 px survive five halvings."""
+def padded_image_layers(nn, pooled: bool = False):
+    """fusilli's default 2-D image layers with padding 1, so that 64 px survive five
+    halvings; ``pooled``: the last maps averaged over the film instead of flattened."""
     sizes = [(1, 32), (32, 64), (64, 128), (128, 256), (256, 256)]
-    return nn.ModuleDict(
-        {
-            f"layer {i + 1}": nn.Sequential(
-                nn.Conv2d(a, b, kernel_size=(3, 3), padding=1), nn.ReLU(), nn.MaxPool2d((2, 2))
-            )
-            for i, (a, b) in enumerate(sizes)
-        }
-    )
+    layers = {
+        f"layer {i + 1}": nn.Sequential(nn.Conv2d(a, b, kernel_size=(3, 3), padding=1), nn.ReLU(), nn.MaxPool2d((2, 2)))
+        for i, (a, b) in enumerate(sizes)
+    }
+    if pooled:
+        layers["layer 5"].append(nn.AdaptiveAvgPool2d(1))
+    return nn.ModuleDict(layers)
 
 
 def macro_auroc(y: np.ndarray, proba: np.ndarray) -> float:
@@ -139,7 +144,7 @@ def main() -> None:
     binary = k == 2
     layer_mods = None
     if args.peer != "fusilli_subspace":
-        layer_mods = {cls: {"img_layers": padded_image_layers(nn)}}
+        layer_mods = {cls: {"img_layers": padded_image_layers(nn, pooled=args.peer == "fusilli_image_pooled")}}
 
     deadline = {"at": 0.0}
     build_trainer = fusilli.train.init_trainer
