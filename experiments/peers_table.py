@@ -21,13 +21,19 @@ import json
 from pathlib import Path
 
 
+def same(reports: list[dict], keys: tuple[str, ...]) -> None:
+    """Refuse reports that differ in any of ``keys``, naming the key and both values."""
+    for other in reports[1:]:
+        for key in keys:
+            if other[key] != reports[0][key]:
+                raise SystemExit(f"{key} differs between the reports: {reports[0][key]!r} and {other[key]!r}")
+
+
 def merged(paths: list[str]) -> dict:
     reports = [json.loads(Path(p).read_text()) for p in paths]
     first = reports[0]
+    same(reports, ("data", "n", "seed", "folds", "reference", "budget_s_per_fold"))
     for other in reports[1:]:
-        for key in ("data", "n", "seed", "folds", "reference", "budget_s_per_fold"):
-            if other[key] != first[key]:
-                raise SystemExit(f"{key} differs between the reports: {first[key]!r} and {other[key]!r}")
         for name, model in other["models"].items():
             kept = first["models"].get(name)
             # new, or it failed or was skipped before
@@ -76,10 +82,7 @@ def table(report: dict) -> str:
 
 def over_seeds(reports: list[dict]) -> str:
     """Macro AUROC and its paired difference from each report's reference, per seed."""
-    for other in reports[1:]:
-        for key in ("data", "n", "folds", "budget_s_per_fold"):
-            if other[key] != reports[0][key]:
-                raise SystemExit(f"{key} differs between the reports: {reports[0][key]!r} and {other[key]!r}")
+    same(reports, ("data", "n", "folds", "budget_s_per_fold"))
     seeds = [r["seed"] for r in reports]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"one report per seed, please: seeds {seeds}")

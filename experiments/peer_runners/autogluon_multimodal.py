@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import Payload, parse_args, require, write
+from common import Payload, by_class, log_loss, parse_args, require, write
 
 LEARNING_RATES = (1e-4, 1e-3)
 BACKBONE = "resnet18"
@@ -98,17 +98,11 @@ def main() -> None:
                     },
                 )
                 val = predictor.predict_proba(table.iloc[fold["inner_val"]].drop(columns="__label__"))
-                truth = data.labels[fold["inner_val"]]
-                p = np.column_stack(
-                    [val[c].to_numpy() if c in val.columns else np.zeros(len(val)) for c in data.classes]
-                )
-                loss = float(-np.mean(np.log(np.clip(p[np.arange(len(truth)), truth], 1e-7, 1))))
+                loss = log_loss(data.labels[fold["inner_val"]], by_class(val, data.classes))
                 if best is None or loss < best[1]:
                     best = (predictor, loss, lr)
             got = best[0].predict_proba(table.iloc[fold["test"]].drop(columns="__label__"))
-            for j, name in enumerate(data.classes):
-                if name in got.columns:
-                    proba[fold["test"], j] = got[name].to_numpy()
+            proba[fold["test"]] = by_class(got, data.classes)
             seconds.append(time.perf_counter() - start)
             chosen.append(best[2])
     notes = {

@@ -10,7 +10,7 @@ import tempfile
 import time
 
 import numpy as np
-from common import Payload, parse_args, require, write
+from common import Payload, by_class, parse_args, require, write
 
 
 def main() -> None:
@@ -43,9 +43,7 @@ def main() -> None:
                 presets="medium_quality",
             )
             got = predictor.predict_proba(table.iloc[fold["test"]].drop(columns="__label__"))
-            for j, name in enumerate(data.classes):
-                if name in got.columns:
-                    proba[fold["test"], j] = got[name].to_numpy()
+            proba[fold["test"]] = by_class(got, data.classes)
             models.append(predictor.model_best)
         seconds.append(time.perf_counter() - start)
     notes = {

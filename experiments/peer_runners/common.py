@@ -62,6 +62,18 @@ class Payload:
         return [f["name"] for f in self.features if f["kind"] != "numeric"]
 
 
+def by_class(frame: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """A predictor's probability table (one column per class it saw) as an array in the
+    harness's class order; a class it never saw gets probability 0."""
+    return np.column_stack([frame[c].to_numpy() if c in frame.columns else np.zeros(len(frame)) for c in classes])
+
+
+def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean negative log probability of the true class (clipped at 1e-7): how the runners
+    choose among the settings they try on the inner split."""
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1))))
+
+
 def write(out: str, proba: np.ndarray, seconds: list[float], notes: dict) -> None:
     np.savez(out, proba=proba, seconds=np.asarray(seconds))
     Path(out).with_suffix(".json").write_text(json.dumps(notes))

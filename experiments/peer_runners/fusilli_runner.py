@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import Payload, parse_args, require, write
+from common import Payload, log_loss, parse_args, require, write
 
 MODELS = {
     "fusilli_concat": (
@@ -218,7 +218,7 @@ def main() -> None:
                         new_optimiser={"learning rate": lr},
                     )[0]
                 p_val = predict(trained.model, x_tab[va], images[va])
-                loss = float(-np.mean(np.log(np.clip(p_val[np.arange(len(va)), y[va]], 1e-7, 1))))
+                loss = log_loss(y[va], p_val)
                 if best is None or loss < best[1]:
                     best = (trained, loss, lr)
                 epochs.append(int(trained.current_epoch))
